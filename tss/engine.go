@@ -1,0 +1,397 @@
+package tss
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"slices"
+	"time"
+
+	"github.com/bnb-chain/tss-lib/v2/common"
+	"github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
+	"github.com/bnb-chain/tss-lib/v2/ecdsa/resharing"
+	"github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
+	"github.com/bnb-chain/tss-lib/v2/tss"
+	"github.com/ethereum/go-ethereum/crypto"
+)
+
+// Config tunes an Engine.
+type Config struct {
+	// IdleTimeout ends a session that accepted no message for this long,
+	// naming the members it was waiting for. Default 60s: a keygen round
+	// with proofs takes seconds of CPU per party.
+	IdleTimeout time.Duration
+	// TickInterval is the resolution of IdleTimeout. Default 100ms.
+	TickInterval time.Duration
+	// MaxEarly bounds the messages a session holds before it starts.
+	// Default 256.
+	MaxEarly int
+	Logger   *slog.Logger
+}
+
+// Engine runs keygen, signing and resharing sessions for one node over a
+// Transport. It is safe for concurrent use: each call runs its own session.
+type Engine struct {
+	tr  Transport
+	cfg Config
+	log *slog.Logger
+}
+
+// NewEngine makes an engine for the node behind tr.
+func NewEngine(tr Transport, cfg Config) *Engine {
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 60 * time.Second
+	}
+	if cfg.TickInterval <= 0 {
+		cfg.TickInterval = 100 * time.Millisecond
+	}
+	if cfg.MaxEarly <= 0 {
+		cfg.MaxEarly = 256
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Engine{tr: tr, cfg: cfg, log: log.With("member", tr.Self())}
+}
+
+func (e *Engine) sessionConfig(id SessionID, proto protocol, threshold int) sessionConfig {
+	ticks := int((e.cfg.IdleTimeout + e.cfg.TickInterval - 1) / e.cfg.TickInterval)
+	return sessionConfig{id: id, proto: proto, self: e.tr.Self(), maxIdle: ticks, maxPre: e.cfg.MaxEarly, threshold: threshold}
+}
+
+// run drives s over the transport until it ends.
+func (e *Engine) run(ctx context.Context, s *Session) (err error) {
+	start := time.Now()
+	log := e.log.With("session", s.id, "protocol", s.proto)
+	conn, err := e.tr.Open(ctx, s.id, s.members())
+	if err != nil {
+		return &SessionError{Session: s.id, Kind: FailTransport, Err: fmt.Errorf("open session: %w", err)}
+	}
+	defer func() {
+		if cerr := conn.Close(err); cerr != nil && err == nil {
+			err = &SessionError{Session: s.id, Kind: FailTransport, Err: fmt.Errorf("close session: %w", cerr)}
+		}
+		if err != nil {
+			log.Warn("session failed", "err", err, "took", time.Since(start))
+		} else {
+			log.Debug("session done", "took", time.Since(start))
+		}
+	}()
+	ticker := time.NewTicker(e.cfg.TickInterval)
+	defer ticker.Stop()
+	rd := s.Start()
+	for {
+		for _, m := range rd.Messages {
+			var serr error
+			if m.Broadcast {
+				serr = conn.Broadcast(ctx, m.Payload)
+			} else {
+				serr = conn.Send(ctx, m.To, m.Payload)
+			}
+			if serr != nil {
+				se := &SessionError{Session: s.id, Kind: FailTransport, Err: fmt.Errorf("send: %w", serr)}
+				if !m.Broadcast {
+					se.Waiting = []MemberID{m.To}
+				}
+				return se
+			}
+		}
+		if rd.Err != nil {
+			return rd.Err
+		}
+		if rd.Done {
+			return nil
+		}
+		select {
+		case in, ok := <-conn.Incoming():
+			if !ok {
+				return e.transportErr(s, conn)
+			}
+			rd = s.Step(in)
+		case <-ticker.C:
+			rd = s.Tick()
+		case <-conn.Done():
+			return e.transportErr(s, conn)
+		case <-ctx.Done():
+			return &SessionError{Session: s.id, Kind: FailLocal, Waiting: s.WaitingFor(), Err: ctx.Err()}
+		}
+	}
+}
+
+func (e *Engine) transportErr(s *Session, conn Conn) error {
+	err := conn.Err()
+	if se, ok := AsSessionError(err); ok {
+		return se
+	}
+	if err == nil {
+		err = errors.New("session closed by the transport")
+	}
+	return &SessionError{Session: s.id, Kind: FailTransport, Waiting: s.WaitingFor(), Err: err}
+}
+
+// KeygenRequest asks this node to take part in a key generation.
+type KeygenRequest struct {
+	Session   SessionID
+	Committee Committee
+	PreParams *PreParams // this node's own set; used once
+}
+
+// Keygen runs a key generation among the committee and returns this node's
+// share. Every member calls it with the same session id and committee.
+func (e *Engine) Keygen(ctx context.Context, req KeygenRequest) (*Share, error) {
+	self := e.tr.Self()
+	if err := req.Committee.Validate(); err != nil {
+		return nil, err
+	}
+	if !req.Committee.Has(self) {
+		return nil, fmt.Errorf("tss: keygen: %s is not a member of the committee", self)
+	}
+	if req.Session.IsZero() {
+		return nil, errors.New("tss: keygen: session id is missing")
+	}
+	if req.PreParams == nil {
+		return nil, errors.New("tss: keygen: pre-parameters are missing")
+	}
+	c := req.Committee.clone()
+	s := newSession(e.sessionConfig(req.Session, protoKeygen, c.Threshold))
+	ids := s.addCommittee(tagMain, c.IDs(), 0)
+	params := tss.NewParameters(tss.S256(), tss.NewPeerContext(ids), s.parties[partyRef{self, tagMain}], len(ids), c.Threshold)
+	end := make(chan *keygen.LocalPartySaveData, 1)
+	var save *keygen.LocalPartySaveData
+	party := keygen.NewLocalParty(params, s.out, end, req.PreParams.p)
+	s.addLocal(tagMain, party, pollEnd(end, &save))
+	if err := e.run(ctx, s); err != nil {
+		return nil, err
+	}
+	key, err := newKeyInfo(c, 0, save)
+	if err != nil {
+		return nil, err
+	}
+	sh := &Share{key: key, self: self, data: *save}
+	if err := sh.check(); err != nil {
+		return nil, fmt.Errorf("tss: keygen produced an inconsistent share: %w", err)
+	}
+	return sh, nil
+}
+
+func pollEnd[T any](ch <-chan *T, dst **T) func() bool {
+	return func() bool {
+		select {
+		case v := <-ch:
+			*dst = v
+			return true
+		default:
+			return *dst != nil
+		}
+	}
+}
+
+// SignRequest asks this node to take part in a signature.
+type SignRequest struct {
+	Session SessionID
+	Share   *Share
+	Signers []MemberID // t+1 or more members of the key's committee, this node included
+	Digest  [32]byte
+	Path    []uint32 // optional non-hardened child path: sign for that child key
+}
+
+// Sign runs a signing session and returns the signature, checked to recover
+// to the key's (or the child key's) address. Bad requests fail before any
+// message is sent.
+func (e *Engine) Sign(ctx context.Context, req SignRequest) (Signature, error) {
+	var sig Signature
+	if req.Share == nil {
+		return sig, errors.New("tss: sign: share is missing")
+	}
+	if req.Session.IsZero() {
+		return sig, errors.New("tss: sign: session id is missing")
+	}
+	key := req.Share.key
+	if err := checkQuorum(key.Committee, req.Signers, "signers"); err != nil {
+		return sig, fmt.Errorf("tss: sign: %w", err)
+	}
+	if !slices.Contains(req.Signers, e.tr.Self()) {
+		return sig, fmt.Errorf("tss: sign: this node (%s) is not among the signers", e.tr.Self())
+	}
+	data, err := cloneSaveData(req.Share.data)
+	if err != nil {
+		return sig, fmt.Errorf("tss: sign: copy share: %w", err)
+	}
+	wantPub := key.PublicKey
+	var delta *big.Int
+	if len(req.Path) > 0 {
+		child, err := key.Child(req.Path)
+		if err != nil {
+			return sig, err
+		}
+		childPub, err := crypto.UnmarshalPubkey(child.PublicKey)
+		if err != nil {
+			return sig, err
+		}
+		keys := []keygen.LocalPartySaveData{data}
+		if err := signing.UpdatePublicKeyAndAdjustBigXj(child.delta, keys, childPub, tss.S256()); err != nil {
+			return sig, fmt.Errorf("tss: sign: adjust share for child %v: %w", req.Path, err)
+		}
+		data, delta, wantPub = keys[0], child.delta, child.PublicKey
+	}
+	s := newSession(e.sessionConfig(req.Session, protoSign, key.Committee.Threshold))
+	ids := s.addCommittee(tagMain, req.Signers, key.Generation)
+	params := tss.NewParameters(tss.S256(), tss.NewPeerContext(ids), s.parties[partyRef{e.tr.Self(), tagMain}], len(ids), key.Committee.Threshold)
+	end := make(chan *common.SignatureData, 1)
+	var out *common.SignatureData
+	msg := new(big.Int).SetBytes(req.Digest[:])
+	party := signing.NewLocalPartyWithKDD(msg, params, data, delta, s.out, end, len(req.Digest))
+	s.addLocal(tagMain, party, pollEnd(end, &out))
+	if err := e.run(ctx, s); err != nil {
+		return sig, err
+	}
+	if len(out.R) != 32 || len(out.S) != 32 || len(out.SignatureRecovery) != 1 {
+		return sig, errors.New("tss: sign: protocol ended with a malformed signature")
+	}
+	copy(sig[:32], out.R)
+	copy(sig[32:64], out.S)
+	sig[64] = out.SignatureRecovery[0]
+	if err := verifySignature(req.Digest, sig, wantPub); err != nil {
+		return Signature{}, fmt.Errorf("tss: sign: %w", err)
+	}
+	return sig, nil
+}
+
+// checkQuorum: ids must be distinct members of c, at least t+1 of them.
+func checkQuorum(c Committee, ids []MemberID, what string) error {
+	if len(ids) < c.Threshold+1 {
+		return fmt.Errorf("%d %s, the key needs %d", len(ids), what, c.Threshold+1)
+	}
+	seen := map[MemberID]bool{}
+	for _, id := range ids {
+		if !c.Has(id) {
+			return fmt.Errorf("%s %s is not a member of the key's committee", what, id)
+		}
+		if seen[id] {
+			return fmt.Errorf("%s %s appears twice", what, id)
+		}
+		seen[id] = true
+	}
+	return nil
+}
+
+// ReshareRequest asks this node to take part in moving a key to a new
+// committee.
+type ReshareRequest struct {
+	Session      SessionID
+	Key          KeyInfo    // the key as it stands
+	OldShare     *Share     // this node's share; nil when it is only in the new committee
+	OldSigners   []MemberID // members of the old committee taking part, t+1 or more
+	NewCommittee Committee
+	PreParams    *PreParams // this node's own set, when it is in the new committee
+}
+
+// ReshareResult is the outcome of a reshare at one node. The reshare is
+// final only once Proof has been checked (VerifyReshareProof): until then
+// no old share may be deleted.
+type ReshareResult struct {
+	Key         KeyInfo   // the key under its new committee; same address
+	Share       *Share    // this node's new share; nil if it is not in the new committee
+	Proof       Signature // by the whole new committee over ProofDigest; zero at old-only members
+	ProofDigest [32]byte
+}
+
+// Reshare runs a reshare, then has the whole new committee sign a proof
+// digest with the new shares under the same address. Members of the new
+// committee get their share and the proof together; old-only members get
+// the new key description and must obtain the proof from a new member
+// before they delete their old share.
+func (e *Engine) Reshare(ctx context.Context, req ReshareRequest) (*ReshareResult, error) {
+	self := e.tr.Self()
+	old, nc := req.Key.Committee, req.NewCommittee.clone()
+	if req.Session.IsZero() {
+		return nil, errors.New("tss: reshare: session id is missing")
+	}
+	if err := old.Validate(); err != nil {
+		return nil, fmt.Errorf("tss: reshare: old committee: %w", err)
+	}
+	if err := nc.Validate(); err != nil {
+		return nil, fmt.Errorf("tss: reshare: new committee: %w", err)
+	}
+	inOld, inNew := slices.Contains(req.OldSigners, self), nc.Has(self)
+	if err := checkQuorum(old, req.OldSigners, "old signers"); err != nil {
+		return nil, fmt.Errorf("tss: reshare: %w", err)
+	}
+	if !inOld && !inNew {
+		return nil, fmt.Errorf("tss: reshare: %s is neither an old signer nor in the new committee", self)
+	}
+	if inOld && (req.OldShare == nil || req.OldShare.key.Address != req.Key.Address || req.OldShare.key.Generation != req.Key.Generation) {
+		return nil, fmt.Errorf("tss: reshare: %s is an old signer but has no share of %s generation %d", self, req.Key.Address.Hex(), req.Key.Generation)
+	}
+	if inNew && req.PreParams == nil {
+		return nil, errors.New("tss: reshare: pre-parameters are missing for a new committee member")
+	}
+	gen := req.Key.Generation + 1
+	newKey := KeyInfo{Address: req.Key.Address, PublicKey: req.Key.PublicKey, Committee: nc, Generation: gen, GuardianFloor: nc.GuardianFloor()}
+
+	s := newSession(e.sessionConfig(req.Session, protoReshare, nc.Threshold))
+	oldIDs := s.addCommittee(tagOld, req.OldSigners, req.Key.Generation)
+	newIDs := s.addCommittee(tagNew, nc.IDs(), gen)
+	oldCtx, newCtx := tss.NewPeerContext(oldIDs), tss.NewPeerContext(newIDs)
+	var newSave *keygen.LocalPartySaveData
+	if inOld {
+		data, err := cloneSaveData(req.OldShare.data)
+		if err != nil {
+			return nil, fmt.Errorf("tss: reshare: copy share: %w", err)
+		}
+		params := tss.NewReSharingParameters(tss.S256(), oldCtx, newCtx, s.parties[partyRef{self, tagOld}], len(oldIDs), old.Threshold, len(newIDs), nc.Threshold)
+		end := make(chan *keygen.LocalPartySaveData, 1)
+		var discard *keygen.LocalPartySaveData
+		s.addLocal(tagOld, resharing.NewLocalParty(params, data, s.out, end), pollEnd(end, &discard))
+	}
+	if inNew {
+		params := tss.NewReSharingParameters(tss.S256(), oldCtx, newCtx, s.parties[partyRef{self, tagNew}], len(oldIDs), old.Threshold, len(newIDs), nc.Threshold)
+		save := keygen.NewLocalPartySaveData(len(newIDs))
+		save.LocalPreParams = req.PreParams.p
+		end := make(chan *keygen.LocalPartySaveData, 1)
+		s.addLocal(tagNew, resharing.NewLocalParty(params, save, s.out, end), pollEnd(end, &newSave))
+	}
+	if err := e.run(ctx, s); err != nil {
+		return nil, err
+	}
+	res := &ReshareResult{Key: newKey, ProofDigest: ReshareProofDigest(req.Session, newKey)}
+	if !inNew {
+		return res, nil
+	}
+	got, err := newKeyInfo(nc, gen, newSave)
+	if err != nil {
+		return nil, err
+	}
+	if got.Address != req.Key.Address {
+		return nil, fmt.Errorf("tss: reshare: new shares belong to %s, not %s", got.Address.Hex(), req.Key.Address.Hex())
+	}
+	sh := &Share{key: newKey, self: self, data: *newSave}
+	if err := sh.check(); err != nil {
+		return nil, fmt.Errorf("tss: reshare produced an inconsistent share: %w", err)
+	}
+	// Phase two: the new committee proves the new shares sign for the
+	// unchanged address before anyone may delete an old share.
+	proof, err := e.Sign(ctx, SignRequest{Session: req.Session.derive("reshare-proof"), Share: sh, Signers: nc.IDs(), Digest: res.ProofDigest})
+	if err != nil {
+		return nil, fmt.Errorf("tss: reshare: proof signature: %w", err)
+	}
+	res.Share, res.Proof = sh, proof
+	return res, nil
+}
+
+// ReshareProofDigest is what the new committee signs to prove a reshare:
+// bound to the session and to the new key description.
+func ReshareProofDigest(session SessionID, key KeyInfo) [32]byte {
+	var g [4]byte
+	g[0], g[1], g[2], g[3] = byte(key.Generation>>24), byte(key.Generation>>16), byte(key.Generation>>8), byte(key.Generation)
+	parts := [][]byte{[]byte("custos/reshare-proof/v1"), session[:], key.Address[:], g[:], []byte(key.Committee.Describe())}
+	return [32]byte(crypto.Keccak256(hashParts(parts...)))
+}
+
+// VerifyReshareProof checks a reshare's proof signature against the key.
+func VerifyReshareProof(session SessionID, key KeyInfo, proof Signature) error {
+	return verifySignature(ReshareProofDigest(session, key), proof, key.PublicKey)
+}

@@ -1,0 +1,168 @@
+package tss
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+)
+
+// MemNetwork is an in-process Transport for tests and benchmarks: every
+// endpoint is a member, senders are authenticated by construction, and a
+// filter can drop, duplicate, reorder or alter messages in flight.
+type MemNetwork struct {
+	mu       sync.Mutex
+	conns    map[connKey]*memConn          // guarded by mu; open sessions
+	early    map[connKey][]MemMessage      // guarded by mu; before Open
+	closed   map[connKey]bool              // guarded by mu
+	filter   func(MemMessage) []MemMessage // guarded by mu
+	sent     int                           // guarded by mu
+	maxEarly int
+}
+
+type connKey struct {
+	member  MemberID
+	session SessionID
+}
+
+// MemMessage is one message in flight.
+type MemMessage struct {
+	Session   SessionID
+	From, To  MemberID
+	Broadcast bool
+	Payload   []byte
+}
+
+// NewMemNetwork makes an empty in-process network.
+func NewMemNetwork() *MemNetwork {
+	return &MemNetwork{
+		conns:    map[connKey]*memConn{},
+		early:    map[connKey][]MemMessage{},
+		closed:   map[connKey]bool{},
+		maxEarly: 1024,
+	}
+}
+
+// Endpoint returns the transport of member id.
+func (n *MemNetwork) Endpoint(id MemberID) Transport { return memEndpoint{n: n, self: id} }
+
+// SetFilter installs f, which sees every message and returns what to
+// deliver in its place (nil drops it). Tests use it to inject faults.
+func (n *MemNetwork) SetFilter(f func(MemMessage) []MemMessage) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.filter = f
+}
+
+// Sent counts the messages handed to the network so far.
+func (n *MemNetwork) Sent() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.sent
+}
+
+func (n *MemNetwork) deliver(m MemMessage) error {
+	n.mu.Lock()
+	n.sent++
+	f := n.filter
+	n.mu.Unlock()
+	msgs := []MemMessage{m}
+	if f != nil {
+		msgs = f(m)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, m := range msgs {
+		k := connKey{m.To, m.Session}
+		if n.closed[k] {
+			continue
+		}
+		if c, ok := n.conns[k]; ok {
+			if !c.push(Incoming{From: m.From, Broadcast: m.Broadcast, Payload: m.Payload}) {
+				return fmt.Errorf("tss: memnet: %s's queue for %s is full", m.To, m.Session)
+			}
+			continue
+		}
+		if len(n.early[k]) < n.maxEarly {
+			n.early[k] = append(n.early[k], m)
+		}
+	}
+	return nil
+}
+
+type memEndpoint struct {
+	n    *MemNetwork
+	self MemberID
+}
+
+func (e memEndpoint) Self() MemberID { return e.self }
+
+func (e memEndpoint) Open(ctx context.Context, id SessionID, members []MemberID) (Conn, error) {
+	if !slices.Contains(members, e.self) {
+		return nil, fmt.Errorf("tss: memnet: %s is not among the session's members", e.self)
+	}
+	n := e.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	k := connKey{e.self, id}
+	if _, ok := n.conns[k]; ok || n.closed[k] {
+		return nil, fmt.Errorf("tss: memnet: %s already opened %s", e.self, id)
+	}
+	c := &memConn{n: n, key: k, members: slices.Clone(members), in: make(chan Incoming, 4096), done: make(chan struct{})}
+	for _, m := range n.early[k] {
+		c.push(Incoming{From: m.From, Broadcast: m.Broadcast, Payload: m.Payload})
+	}
+	delete(n.early, k)
+	n.conns[k] = c
+	return c, nil
+}
+
+type memConn struct {
+	n       *MemNetwork
+	key     connKey
+	members []MemberID
+	in      chan Incoming
+	done    chan struct{}
+}
+
+func (c *memConn) push(in Incoming) bool {
+	select {
+	case c.in <- in:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *memConn) Send(ctx context.Context, to MemberID, payload []byte) error {
+	if !slices.Contains(c.members, to) {
+		return fmt.Errorf("tss: memnet: %s is not a member of %s", to, c.key.session)
+	}
+	return c.n.deliver(MemMessage{Session: c.key.session, From: c.key.member, To: to, Payload: slices.Clone(payload)})
+}
+
+func (c *memConn) Broadcast(ctx context.Context, payload []byte) error {
+	for _, to := range c.members {
+		if to == c.key.member {
+			continue
+		}
+		m := MemMessage{Session: c.key.session, From: c.key.member, To: to, Broadcast: true, Payload: slices.Clone(payload)}
+		if err := c.n.deliver(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *memConn) Incoming() <-chan Incoming { return c.in }
+func (c *memConn) Done() <-chan struct{}     { return c.done }
+func (c *memConn) Err() error                { return errors.New("tss: memnet: session closed") }
+
+func (c *memConn) Close(cause error) error {
+	c.n.mu.Lock()
+	defer c.n.mu.Unlock()
+	delete(c.n.conns, c.key)
+	c.n.closed[c.key] = true
+	return nil
+}

@@ -1,0 +1,219 @@
+package tss
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
+)
+
+// minModulusBits is the smallest Paillier modulus or N-tilde accepted, ours
+// or a peer's.
+const minModulusBits = 2048
+
+// PreParams is one set of Paillier pre-parameters (a Paillier key and the
+// N-tilde safe-prime setup). Each set is secret and is used for exactly one
+// key generation or reshare.
+type PreParams struct {
+	p keygen.LocalPreParams
+}
+
+// NewPreParams wraps and checks tss-lib pre-parameters.
+func NewPreParams(p *keygen.LocalPreParams) (*PreParams, error) {
+	if p == nil || !p.ValidateWithProof() {
+		return nil, errors.New("tss: pre-parameters are incomplete")
+	}
+	if p.PaillierSK.N.BitLen() < minModulusBits || p.NTildei.BitLen() < minModulusBits {
+		return nil, fmt.Errorf("tss: pre-parameters have a modulus shorter than %d bits", minModulusBits)
+	}
+	return &PreParams{p: *p}, nil
+}
+
+// String redacts.
+func (p *PreParams) String() string { return "preparams{secret redacted}" }
+
+// MarshalBinary serialises the pre-parameters, secrets included: store the
+// result encrypted only.
+func (p *PreParams) MarshalBinary() ([]byte, error) { return json.Marshal(p.p) }
+
+// UnmarshalPreParams decodes and checks serialised pre-parameters.
+func UnmarshalPreParams(b []byte) (*PreParams, error) {
+	var lp keygen.LocalPreParams
+	if err := json.Unmarshal(b, &lp); err != nil {
+		return nil, fmt.Errorf("tss: decode pre-parameters: %w", err)
+	}
+	return NewPreParams(&lp)
+}
+
+// PreParamsStore persists a pool's sets. The encrypted store implements it;
+// Save must be durable before it returns, because a set handed out must
+// never be handed out again after a restart.
+type PreParamsStore interface {
+	Load(ctx context.Context) ([]*PreParams, error)
+	Save(ctx context.Context, sets []*PreParams) error
+}
+
+// Generator makes one set of pre-parameters.
+type Generator func(ctx context.Context) (*PreParams, error)
+
+// GeneratePreParams makes a set with tss-lib, single-threaded; it honours
+// ctx cancellation.
+func GeneratePreParams(ctx context.Context) (*PreParams, error) {
+	lp, err := keygen.GeneratePreParamsWithContext(ctx, 1)
+	if err != nil {
+		return nil, fmt.Errorf("tss: generate pre-parameters: %w", err)
+	}
+	return NewPreParams(lp)
+}
+
+// PoolConfig configures a Pool.
+type PoolConfig struct {
+	Target      int            // sets to keep ready
+	Concurrency int            // generations at once (at least 1)
+	Generate    Generator      // defaults to GeneratePreParams
+	Store       PreParamsStore // optional
+	Logger      *slog.Logger
+	RetryDelay  time.Duration // after a failed generation; default 1s
+}
+
+// Pool keeps pre-parameters ready: Run fills it in the background and Take
+// hands each set out once.
+type Pool struct {
+	cfg PoolConfig
+
+	mu       sync.Mutex
+	ready    []*PreParams  // guarded by mu
+	inFlight int           // guarded by mu; generations running
+	changed  chan struct{} // guarded by mu; closed and replaced on every change
+}
+
+// NewPool makes a pool and loads what its store holds.
+func NewPool(ctx context.Context, cfg PoolConfig) (*Pool, error) {
+	if cfg.Target < 1 {
+		return nil, fmt.Errorf("tss: pool target %d is below 1", cfg.Target)
+	}
+	cfg.Concurrency = max(cfg.Concurrency, 1)
+	if cfg.Generate == nil {
+		cfg.Generate = GeneratePreParams
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.RetryDelay <= 0 {
+		cfg.RetryDelay = time.Second
+	}
+	p := &Pool{cfg: cfg, changed: make(chan struct{})}
+	if cfg.Store != nil {
+		sets, err := cfg.Store.Load(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("tss: load pre-parameter pool: %w", err)
+		}
+		p.ready = sets
+	}
+	return p, nil
+}
+
+// Len is the number of sets ready.
+func (p *Pool) Len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.ready)
+}
+
+// Take removes one set from the pool, persists the removal, and only then
+// returns it; it waits for the background generation when the pool is empty.
+func (p *Pool) Take(ctx context.Context) (*PreParams, error) {
+	for {
+		p.mu.Lock()
+		if len(p.ready) > 0 {
+			rest := append([]*PreParams(nil), p.ready[1:]...)
+			if err := p.saveLocked(ctx, rest); err != nil {
+				p.mu.Unlock()
+				return nil, err
+			}
+			set := p.ready[0]
+			p.ready = rest
+			p.notifyLocked()
+			p.mu.Unlock()
+			return set, nil
+		}
+		wait := p.changed
+		p.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("tss: wait for pre-parameters: %w", ctx.Err())
+		}
+	}
+}
+
+// Run generates sets, at most Concurrency at once, until the pool holds
+// Target, keeps it topped up as sets are taken, and returns ctx's error once
+// ctx is cancelled and every generation has stopped.
+func (p *Pool) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		p.mu.Lock()
+		if len(p.ready)+p.inFlight < p.cfg.Target && p.inFlight < p.cfg.Concurrency && ctx.Err() == nil {
+			p.inFlight++
+			p.mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p.generate(ctx)
+			}()
+			continue
+		}
+		wait := p.changed
+		p.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wait:
+		}
+	}
+}
+
+func (p *Pool) generate(ctx context.Context) {
+	set, err := p.cfg.Generate(ctx)
+	if err == nil {
+		p.mu.Lock()
+		next := append(append([]*PreParams(nil), p.ready...), set)
+		if err = p.saveLocked(ctx, next); err == nil {
+			p.ready = next
+		}
+		p.mu.Unlock()
+	}
+	if err != nil && ctx.Err() == nil {
+		p.cfg.Logger.Error("pre-parameter generation failed", "err", err)
+		select {
+		case <-time.After(p.cfg.RetryDelay):
+		case <-ctx.Done():
+		}
+	}
+	p.mu.Lock()
+	p.inFlight--
+	p.notifyLocked()
+	p.mu.Unlock()
+}
+
+func (p *Pool) notifyLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+func (p *Pool) saveLocked(ctx context.Context, sets []*PreParams) error {
+	if p.cfg.Store == nil {
+		return nil
+	}
+	if err := p.cfg.Store.Save(ctx, sets); err != nil {
+		return fmt.Errorf("tss: save pre-parameter pool: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,504 @@
+package tss
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"slices"
+
+	"github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
+	"github.com/bnb-chain/tss-lib/v2/ecdsa/resharing"
+	"github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
+	"github.com/bnb-chain/tss-lib/v2/tss"
+)
+
+// Session is the pure core of one protocol run at one node, in the manner of
+// etcd's raft RawNode: the caller feeds it Start, Step and Tick, and each
+// returns a Ready with the messages to send and, at the end, the outcome.
+// It owns no goroutine, clock or socket and is not safe for concurrent use.
+//
+// tss-lib parties write to buffered channels that the session drains after
+// each call into tss-lib returns, so tss-lib never blocks on its send path
+// and Update is never called from it.
+type Session struct {
+	id      SessionID
+	proto   protocol
+	self    MemberID
+	maxIdle int // ticks without progress before the session times out
+	maxPre  int // messages held before Start
+
+	committees map[tag]tss.SortedPartyIDs
+	parties    map[partyRef]*tss.PartyID
+	refs       map[*tss.PartyID]partyRef
+	local      []*localParty
+	out        chan tss.Message
+	hard       *hardener
+
+	seen    map[dedupKey][32]byte // payload hash of every message accepted
+	held    []heldMessage         // waiting for an earlier message of their sender
+	pre     []Incoming            // stepped before Start
+	loop    []Incoming            // from one local party to another
+	started bool
+	over    bool
+	idle    int
+	ready   Ready
+}
+
+// Ready is what a call into a Session hands back.
+type Ready struct {
+	Messages []Outbound    // to send, in order
+	Done     bool          // every local party finished; read the result
+	Err      *SessionError // the session failed; final for this attempt
+}
+
+// Outbound is one message to send: to one member, or broadcast.
+type Outbound struct {
+	To        MemberID
+	Broadcast bool
+	Payload   []byte
+}
+
+type protocol uint8
+
+const (
+	protoKeygen protocol = iota + 1
+	protoSign
+	protoReshare
+)
+
+func (p protocol) String() string {
+	return [...]string{"", "keygen", "signing", "resharing"}[p]
+}
+
+// partyRef names a party of the session: a member in one committee.
+type partyRef struct {
+	Member MemberID
+	Tag    tag
+}
+
+type dedupKey struct {
+	from partyRef
+	typ  string
+	to   toMask
+}
+
+type heldMessage struct {
+	from partyRef
+	to   toMask
+	msg  tss.ParsedMessage
+}
+
+type localParty struct {
+	ref   partyRef
+	party tss.Party
+	poll  func() bool // drains the party's end channel; true once finished
+	done  bool
+}
+
+type sessionConfig struct {
+	id        SessionID
+	proto     protocol
+	self      MemberID
+	maxIdle   int
+	maxPre    int
+	threshold int // of the committee being dealt to, for the VSS check
+}
+
+func newSession(cfg sessionConfig) *Session {
+	return &Session{
+		id:         cfg.id,
+		proto:      cfg.proto,
+		self:       cfg.self,
+		maxIdle:    max(cfg.maxIdle, 1),
+		maxPre:     max(cfg.maxPre, 1),
+		committees: map[tag]tss.SortedPartyIDs{},
+		parties:    map[partyRef]*tss.PartyID{},
+		refs:       map[*tss.PartyID]partyRef{},
+		out:        make(chan tss.Message, 1024),
+		hard:       newHardener(cfg.threshold),
+		seen:       map[dedupKey][32]byte{},
+	}
+}
+
+// addCommittee registers the parties of one committee, with party keys of
+// generation gen.
+func (s *Session) addCommittee(t tag, members []MemberID, gen uint32) tss.SortedPartyIDs {
+	ids := make(tss.UnSortedPartyIDs, len(members))
+	for i, m := range members {
+		ids[i] = tss.NewPartyID(fmt.Sprintf("%s/%s", m, t), string(m), partyKey(m, gen))
+	}
+	sorted := tss.SortPartyIDs(ids)
+	for i, pid := range sorted {
+		ref := partyRef{Member: MemberID(pid.Moniker), Tag: t}
+		s.parties[ref] = sorted[i]
+		s.refs[sorted[i]] = ref
+	}
+	s.committees[t] = sorted
+	return sorted
+}
+
+func (s *Session) addLocal(t tag, party tss.Party, poll func() bool) {
+	s.local = append(s.local, &localParty{ref: partyRef{s.self, t}, party: party, poll: poll})
+}
+
+// members lists every member of the session, self included.
+func (s *Session) members() []MemberID {
+	var ids []MemberID
+	for ref := range s.parties {
+		ids = append(ids, ref.Member)
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
+
+// Start starts the local parties and replays what was stepped before.
+func (s *Session) Start() Ready {
+	if s.started || s.over {
+		return s.take()
+	}
+	s.started = true
+	for _, lp := range s.local {
+		if err := lp.party.Start(); err != nil {
+			s.failProtocol(err)
+			return s.take()
+		}
+		s.drain()
+	}
+	pre := s.pre
+	s.pre = nil
+	for _, in := range pre {
+		if s.over {
+			break
+		}
+		s.receive(in)
+	}
+	s.flushLoop()
+	return s.take()
+}
+
+// Step takes one message from the transport.
+func (s *Session) Step(in Incoming) Ready {
+	if s.over {
+		return Ready{}
+	}
+	if !s.started {
+		// Bounded: a member that floods a session before it starts only
+		// loses its own messages.
+		if len(s.pre) < s.maxPre {
+			s.pre = append(s.pre, in)
+		}
+		return Ready{}
+	}
+	s.receive(in)
+	s.flushLoop()
+	return s.take()
+}
+
+// Tick advances the session's clock; after maxIdle ticks without an
+// accepted message the session fails naming whom it was waiting for.
+func (s *Session) Tick() Ready {
+	if s.over || !s.started {
+		return Ready{}
+	}
+	s.idle++
+	if s.idle >= s.maxIdle {
+		s.fail(&SessionError{Kind: FailTimeout, Waiting: s.WaitingFor(),
+			Err: fmt.Errorf("no progress in %d ticks", s.idle)})
+	}
+	return s.take()
+}
+
+// WaitingFor lists the members whose messages the unfinished local parties
+// still need.
+func (s *Session) WaitingFor() []MemberID {
+	var ids []MemberID
+	for _, lp := range s.local {
+		if lp.done {
+			continue
+		}
+		for _, pid := range lp.party.WaitingFor() {
+			if ref, ok := s.refs[pid]; ok && ref.Member != s.self {
+				ids = append(ids, ref.Member)
+			}
+		}
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
+
+func (s *Session) take() Ready {
+	r := s.ready
+	s.ready = Ready{}
+	return r
+}
+
+func (s *Session) fail(err *SessionError) {
+	if s.over {
+		return
+	}
+	err.Session = s.id
+	s.over = true
+	s.ready.Err = err
+	s.ready.Messages = nil
+}
+
+func (s *Session) misbehaved(who MemberID, format string, args ...any) {
+	s.fail(&SessionError{Kind: FailMisbehaviour, Culprits: []MemberID{who}, Err: fmt.Errorf(format, args...)})
+}
+
+func (s *Session) failProtocol(err *tss.Error) {
+	var culprits []MemberID
+	for _, pid := range err.Culprits() {
+		if ref, ok := s.refs[pid]; ok {
+			culprits = append(culprits, ref.Member)
+		}
+	}
+	s.fail(&SessionError{Kind: FailProtocol, Culprits: culprits, Err: err})
+}
+
+// receive checks one message and hands it to the local parties it is for.
+func (s *Session) receive(in Incoming) {
+	env, err := decodeEnvelope(in.Payload)
+	if err != nil {
+		s.misbehaved(in.From, "%v", err)
+		return
+	}
+	if env.Session != s.id {
+		s.misbehaved(in.From, "message bound to session %s", env.Session)
+		return
+	}
+	from := partyRef{Member: in.From, Tag: env.From}
+	pid, ok := s.parties[from]
+	if !ok {
+		s.misbehaved(in.From, "sender is not in the %s committee of this session", env.From)
+		return
+	}
+	if env.Broadcast != in.Broadcast {
+		s.misbehaved(in.From, "message marked broadcast=%v was sent with broadcast=%v", env.Broadcast, in.Broadcast)
+		return
+	}
+	msg, err := tss.ParseWireMessage(env.Wire, pid, env.Broadcast)
+	if err != nil {
+		s.misbehaved(in.From, "undecodable %s message: %v", s.proto, err)
+		return
+	}
+	rule, ok := s.ruleFor(msg.Content())
+	if !ok {
+		s.misbehaved(in.From, "unexpected message type %s in %s", msg.Type(), s.proto)
+		return
+	}
+	if rule != (msgRule{broadcast: env.Broadcast, from: env.From, to: env.To}) {
+		s.misbehaved(in.From, "message %s has routing broadcast=%v from=%s to=%b, want broadcast=%v from=%s to=%b",
+			msg.Type(), env.Broadcast, env.From, env.To, rule.broadcast, rule.from, rule.to)
+		return
+	}
+	// tss-lib keeps the last message per sender and round and does not see
+	// replays: drop exact duplicates, and treat a different payload under
+	// the same key as misbehaviour.
+	key := dedupKey{from: from, typ: msg.Type(), to: env.To}
+	sum := sha256.Sum256(in.Payload)
+	if prev, ok := s.seen[key]; ok {
+		if prev != sum {
+			s.misbehaved(in.From, "two different %s messages", msg.Type())
+		}
+		return
+	}
+	s.seen[key] = sum
+	if !msg.ValidateBasic() {
+		s.misbehaved(in.From, "%s message fails basic validation", msg.Type())
+		return
+	}
+	s.admit(heldMessage{from: from, to: env.To, msg: msg})
+}
+
+// admit runs the hardening checks and delivers, then retries held messages
+// whose prerequisites may have arrived.
+func (s *Session) admit(h heldMessage) {
+	if !s.check(h) {
+		return
+	}
+	for progress := true; progress && !s.over; {
+		progress = false
+		held := s.held
+		s.held = nil
+		for _, m := range held {
+			if s.over {
+				return
+			}
+			before := len(s.held)
+			s.check(m)
+			if len(s.held) == before {
+				progress = true
+			}
+		}
+	}
+}
+
+// check returns false only when h is held back or the session failed.
+func (s *Session) check(h heldMessage) bool {
+	switch err := s.hard.check(h.from, h.msg); err {
+	case nil:
+	case errNotYet:
+		s.held = append(s.held, h)
+		return false
+	default:
+		s.misbehaved(h.from.Member, "%v", err)
+		return false
+	}
+	s.deliver(h)
+	return !s.over
+}
+
+func (s *Session) deliver(h heldMessage) {
+	s.idle = 0
+	for _, lp := range s.local {
+		if s.over {
+			return
+		}
+		if !h.to.has(lp.ref.Tag) || lp.ref == h.from {
+			continue
+		}
+		if _, err := lp.party.Update(h.msg); err != nil {
+			s.failProtocol(err)
+			return
+		}
+		s.drain()
+	}
+}
+
+// drain collects what the parties wrote to their channels.
+func (s *Session) drain() {
+	for !s.over {
+		select {
+		case m := <-s.out:
+			s.route(m)
+			continue
+		default:
+		}
+		break
+	}
+	allDone := len(s.local) > 0
+	for _, lp := range s.local {
+		if !lp.done && lp.poll() {
+			lp.done = true
+		}
+		allDone = allDone && lp.done
+	}
+	if allDone && !s.over {
+		s.over = true
+		s.ready.Done = true
+	}
+}
+
+func (s *Session) route(m tss.Message) {
+	wire, r, err := m.WireBytes()
+	if err != nil {
+		s.fail(&SessionError{Kind: FailLocal, Err: fmt.Errorf("encode %s: %w", m.Type(), err)})
+		return
+	}
+	from, ok := s.refs[r.From]
+	if !ok {
+		s.fail(&SessionError{Kind: FailLocal, Err: fmt.Errorf("message from unknown local party %s", r.From)})
+		return
+	}
+	to := s.maskOf(r)
+	recipients := r.To
+	if recipients == nil {
+		for t, ids := range s.committees {
+			if to.has(t) {
+				recipients = append(recipients, ids...)
+			}
+		}
+	}
+	payload := envelope{Session: s.id, From: from.Tag, To: to, Broadcast: r.IsBroadcast, Wire: wire}.encode()
+	local, remote := false, false
+	for _, pid := range recipients {
+		ref, ok := s.refs[pid]
+		switch {
+		case !ok || ref == from:
+		case ref.Member == s.self:
+			local = true
+		case r.IsBroadcast:
+			remote = true
+		default:
+			s.ready.Messages = append(s.ready.Messages, Outbound{To: ref.Member, Payload: payload})
+		}
+	}
+	if remote {
+		s.ready.Messages = append(s.ready.Messages, Outbound{Broadcast: true, Payload: payload})
+	}
+	if local {
+		s.loop = append(s.loop, Incoming{From: s.self, Broadcast: r.IsBroadcast, Payload: payload})
+	}
+}
+
+// flushLoop delivers messages between this node's own parties (a member of
+// both committees of a reshare) after the call that produced them returned.
+func (s *Session) flushLoop() {
+	for len(s.loop) > 0 && !s.over {
+		in := s.loop[0]
+		s.loop = s.loop[1:]
+		s.receive(in)
+	}
+	s.loop = nil
+}
+
+func (s *Session) maskOf(r *tss.MessageRouting) toMask {
+	if s.proto != protoReshare {
+		return maskOf(tagMain)
+	}
+	switch {
+	case r.IsToOldAndNewCommittees:
+		return maskOf(tagOld, tagNew)
+	case r.IsToOldCommittee:
+		return maskOf(tagOld)
+	}
+	return maskOf(tagNew)
+}
+
+// msgRule is how a message type must travel.
+type msgRule struct {
+	broadcast bool
+	from      tag
+	to        toMask
+}
+
+func (s *Session) ruleFor(c tss.MessageContent) (msgRule, bool) {
+	main := maskOf(tagMain)
+	bcast := msgRule{true, tagMain, main}
+	direct := msgRule{false, tagMain, main}
+	switch s.proto {
+	case protoKeygen:
+		switch c.(type) {
+		case *keygen.KGRound1Message, *keygen.KGRound2Message2, *keygen.KGRound3Message:
+			return bcast, true
+		case *keygen.KGRound2Message1:
+			return direct, true
+		}
+	case protoSign:
+		switch c.(type) {
+		case *signing.SignRound1Message1, *signing.SignRound2Message:
+			return direct, true
+		case *signing.SignRound1Message2, *signing.SignRound3Message, *signing.SignRound4Message,
+			*signing.SignRound5Message, *signing.SignRound6Message, *signing.SignRound7Message,
+			*signing.SignRound8Message, *signing.SignRound9Message:
+			return bcast, true
+		}
+	case protoReshare:
+		toNew, toOld := maskOf(tagNew), maskOf(tagOld)
+		switch c.(type) {
+		case *resharing.DGRound1Message, *resharing.DGRound3Message2:
+			return msgRule{true, tagOld, toNew}, true
+		case *resharing.DGRound3Message1:
+			return msgRule{false, tagOld, toNew}, true
+		case *resharing.DGRound2Message1:
+			return msgRule{true, tagNew, toNew}, true
+		case *resharing.DGRound2Message2:
+			return msgRule{true, tagNew, toOld}, true
+		case *resharing.DGRound4Message1:
+			return msgRule{false, tagNew, toNew}, true
+		case *resharing.DGRound4Message2:
+			return msgRule{true, tagNew, maskOf(tagOld, tagNew)}, true
+		}
+	}
+	return msgRule{}, false
+}

@@ -1,0 +1,240 @@
+package tss
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+
+	"github.com/bnb-chain/tss-lib/v2/crypto/ckd"
+	"github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
+	"github.com/bnb-chain/tss-lib/v2/tss"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
+)
+
+// KeyID names a key by its address: "key:0x...".
+type KeyID string
+
+// KeyInfo is the public description of a threshold key: who holds it, how
+// many sign, its public key and address. Every member holds an identical
+// copy.
+type KeyInfo struct {
+	Address   common.Address `json:"address"`
+	PublicKey []byte         `json:"public_key"` // 65-byte uncompressed secp256k1 point
+	Committee Committee      `json:"committee"`
+	// Generation counts reshares: party ids are derived from it, so a member
+	// of both committees of a reshare takes part under two distinct ids.
+	Generation    uint32 `json:"generation"`
+	GuardianFloor int    `json:"guardian_floor"`
+}
+
+// ID returns the key's id.
+func (k KeyInfo) ID() KeyID { return KeyID("key:" + strings.ToLower(k.Address.Hex())) }
+
+// Describe renders the key for logs and CLI output, guardian floor included.
+func (k KeyInfo) Describe() string {
+	return fmt.Sprintf("%s %s generation %d", k.Address.Hex(), k.Committee.Describe(), k.Generation)
+}
+
+// ecdsaPublicKey decodes PublicKey.
+func (k KeyInfo) ecdsaPublicKey() (*ecdsa.PublicKey, error) {
+	pub, err := crypto.UnmarshalPubkey(k.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("tss: key %s public key: %w", k.Address.Hex(), err)
+	}
+	return pub, nil
+}
+
+// ChildKey is a non-hardened child of a threshold key: the same committee
+// signs for it, with a public offset derived from the path.
+type ChildKey struct {
+	Path      []uint32       `json:"path"`
+	Address   common.Address `json:"address"`
+	PublicKey []byte         `json:"public_key"`
+	delta     *big.Int
+}
+
+// Child derives the non-hardened child key at path. The chain code is
+// derived from the parent public key, since a threshold key has none of its
+// own; anyone holding KeyInfo can derive the same child addresses.
+func (k KeyInfo) Child(path []uint32) (ChildKey, error) {
+	if len(path) == 0 {
+		return ChildKey{}, errors.New("tss: child key path is empty")
+	}
+	for _, i := range path {
+		if i >= ckd.HardenedKeyStart {
+			return ChildKey{}, fmt.Errorf("tss: child key index %d is hardened; only non-hardened derivation is possible", i)
+		}
+	}
+	pub, err := k.ecdsaPublicKey()
+	if err != nil {
+		return ChildKey{}, err
+	}
+	ec := tss.S256()
+	compressed := crypto.CompressPubkey(pub)
+	chain := sha256.Sum256(append([]byte("custos/chaincode/v1"), compressed...))
+	parent := &ckd.ExtendedKey{
+		PublicKey:  ecdsa.PublicKey{Curve: ec, X: pub.X, Y: pub.Y},
+		ChainCode:  chain[:],
+		ParentFP:   []byte{0, 0, 0, 0},
+		Version:    []byte{0x04, 0x88, 0xad, 0xe4},
+		ChildIndex: 0,
+		Depth:      0,
+	}
+	delta, child, err := ckd.DeriveChildKeyFromHierarchy(path, parent, ec.Params().N, ec)
+	if err != nil {
+		return ChildKey{}, fmt.Errorf("tss: derive child key %v: %w", path, err)
+	}
+	childPub := &ecdsa.PublicKey{Curve: crypto.S256(), X: child.X, Y: child.Y}
+	return ChildKey{
+		Path:      append([]uint32(nil), path...),
+		Address:   crypto.PubkeyToAddress(*childPub),
+		PublicKey: crypto.FromECDSAPub(childPub),
+		delta:     delta,
+	}, nil
+}
+
+// partyKey is the tss-lib party key of member id in a key's generation gen:
+// the same on every node, distinct across generations.
+func partyKey(id MemberID, gen uint32) *big.Int {
+	var g [4]byte
+	binary.BigEndian.PutUint32(g[:], gen)
+	h := hashParts([]byte("custos/party/v1"), g[:], []byte(id))
+	q := tss.S256().Params().N
+	k := new(big.Int).SetBytes(h)
+	k.Mod(k, new(big.Int).Sub(q, big.NewInt(1)))
+	return k.Add(k, big.NewInt(1))
+}
+
+func hashParts(parts ...[]byte) []byte {
+	h := sha256.New()
+	for _, p := range parts {
+		var l [8]byte
+		binary.BigEndian.PutUint64(l[:], uint64(len(p)))
+		h.Write(l[:])
+		h.Write(p)
+	}
+	return h.Sum(nil)
+}
+
+// Share is one member's share of a threshold key. Its secret part is
+// unexported and never printed; MarshalBinary is its only way out, to be
+// stored encrypted.
+type Share struct {
+	key  KeyInfo
+	self MemberID
+	data keygen.LocalPartySaveData
+}
+
+// ShareFormat is the version tag of the serialised share.
+const ShareFormat = "custos-share/1"
+
+type shareJSON struct {
+	Format string                    `json:"format"`
+	Key    KeyInfo                   `json:"key"`
+	Self   MemberID                  `json:"self"`
+	Data   keygen.LocalPartySaveData `json:"data"`
+}
+
+// Key returns the public description of the key.
+func (s *Share) Key() KeyInfo { return s.key }
+
+// Self returns the member that holds this share.
+func (s *Share) Self() MemberID { return s.self }
+
+// String redacts the secret part.
+func (s *Share) String() string {
+	return fmt.Sprintf("share{%s of %s, secret redacted}", s.self, s.key.Address.Hex())
+}
+
+// GoString redacts the secret part.
+func (s *Share) GoString() string { return s.String() }
+
+// MarshalBinary serialises the share, secret included, with its format
+// version. Store the result encrypted only.
+func (s *Share) MarshalBinary() ([]byte, error) {
+	return json.Marshal(shareJSON{Format: ShareFormat, Key: s.key, Self: s.self, Data: s.data})
+}
+
+// UnmarshalShare decodes and checks a serialised share.
+func UnmarshalShare(b []byte) (*Share, error) {
+	var j shareJSON
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
+		return nil, fmt.Errorf("tss: decode share: %w", err)
+	}
+	if j.Format != ShareFormat {
+		return nil, fmt.Errorf("tss: decode share: format %q, want %q", j.Format, ShareFormat)
+	}
+	s := &Share{key: j.Key, self: j.Self, data: j.Data}
+	if err := s.check(); err != nil {
+		return nil, fmt.Errorf("tss: decode share: %w", err)
+	}
+	return s, nil
+}
+
+// check verifies that the share is complete and consistent with its key.
+func (s *Share) check() error {
+	k := s.key
+	if err := k.Committee.Validate(); err != nil {
+		return err
+	}
+	if !k.Committee.Has(s.self) {
+		return fmt.Errorf("holder %s is not a member of the committee", s.self)
+	}
+	if k.GuardianFloor != k.Committee.GuardianFloor() {
+		return fmt.Errorf("guardian floor %d does not match the committee's %d", k.GuardianFloor, k.Committee.GuardianFloor())
+	}
+	d := s.data
+	n := len(k.Committee.Members)
+	if d.Xi == nil || d.ShareID == nil || d.ECDSAPub == nil || len(d.Ks) != n || len(d.BigXj) != n ||
+		len(d.PaillierPKs) != n || len(d.NTildej) != n || len(d.H1j) != n || len(d.H2j) != n || !d.LocalPreParams.Validate() {
+		return errors.New("secret data is incomplete")
+	}
+	if d.ShareID.Cmp(partyKey(s.self, k.Generation)) != 0 {
+		return fmt.Errorf("share id does not belong to %s in generation %d", s.self, k.Generation)
+	}
+	pub := &ecdsa.PublicKey{Curve: crypto.S256(), X: d.ECDSAPub.X(), Y: d.ECDSAPub.Y()}
+	if !bytes.Equal(crypto.FromECDSAPub(pub), k.PublicKey) {
+		return errors.New("secret data belongs to another public key")
+	}
+	if crypto.PubkeyToAddress(*pub) != k.Address {
+		return errors.New("address does not match the public key")
+	}
+	return nil
+}
+
+// cloneSaveData deep-copies tss-lib save data: tss-lib mutates what it is
+// given (resharing zeroes the old Xi in place), and a share must survive
+// until the new committee has proved itself.
+func cloneSaveData(d keygen.LocalPartySaveData) (keygen.LocalPartySaveData, error) {
+	var out keygen.LocalPartySaveData
+	b, err := json.Marshal(d)
+	if err != nil {
+		return out, err
+	}
+	err = json.Unmarshal(b, &out)
+	return out, err
+}
+
+// newKeyInfo builds the public description from finished save data.
+func newKeyInfo(c Committee, gen uint32, d *keygen.LocalPartySaveData) (KeyInfo, error) {
+	if d.ECDSAPub == nil {
+		return KeyInfo{}, errors.New("tss: protocol ended without a public key")
+	}
+	pub := &ecdsa.PublicKey{Curve: crypto.S256(), X: d.ECDSAPub.X(), Y: d.ECDSAPub.Y()}
+	return KeyInfo{
+		Address:       crypto.PubkeyToAddress(*pub),
+		PublicKey:     crypto.FromECDSAPub(pub),
+		Committee:     c.clone(),
+		Generation:    gen,
+		GuardianFloor: c.GuardianFloor(),
+	}, nil
+}
