@@ -1,0 +1,148 @@
+package tss
+
+import (
+	"context"
+	"slices"
+	"testing"
+)
+
+// reshareAll runs a reshare of key from oldSigners to nc; new member i uses
+// fixture first+i. Old signers pass their share from old.
+func reshareAll(t *testing.T, net *MemNetwork, old map[MemberID]*Share, oldSigners []MemberID, nc Committee, first int) map[MemberID]*ReshareResult {
+	t.Helper()
+	var key KeyInfo
+	for _, sh := range old {
+		key = sh.Key()
+	}
+	sid := NewSessionID()
+	everyone := slices.Clone(oldSigners)
+	for _, id := range nc.IDs() {
+		if !slices.Contains(everyone, id) {
+			everyone = append(everyone, id)
+		}
+	}
+	results := map[MemberID]*ReshareResult{}
+	errs := runAll(everyone, func(_ int, id MemberID) error {
+		req := ReshareRequest{Session: sid, Key: key, OldSigners: oldSigners, NewCommittee: nc}
+		if slices.Contains(oldSigners, id) {
+			req.OldShare = old[id]
+		}
+		if i := slices.Index(nc.IDs(), id); i >= 0 {
+			req.PreParams = fixture(t, first+i)
+		}
+		res, err := NewEngine(net.Endpoint(id), testConfig()).Reshare(context.Background(), req)
+		runMu.Lock()
+		results[id] = res
+		runMu.Unlock()
+		return err
+	})
+	for id, err := range errs {
+		if err != nil {
+			t.Fatalf("reshare at %s: %v", id, err)
+		}
+	}
+	for id, res := range results {
+		if res.Key.Address != key.Address {
+			t.Fatalf("%s: address changed from %s to %s", id, key.Address.Hex(), res.Key.Address.Hex())
+		}
+		if nc.Has(id) {
+			if res.Share == nil {
+				t.Fatalf("%s is in the new committee but got no share", id)
+			}
+			if err := VerifyReshareProof(sid, res.Key, res.Proof); err != nil {
+				t.Fatalf("%s: proof: %v", id, err)
+			}
+		} else if res.Share != nil {
+			t.Fatalf("old-only member %s got a new share", id)
+		}
+	}
+	return results
+}
+
+func newShares(results map[MemberID]*ReshareResult) map[MemberID]*Share {
+	out := map[MemberID]*Share{}
+	for id, r := range results {
+		if r.Share != nil {
+			out[id] = r.Share
+		}
+	}
+	return out
+}
+
+func TestReshareReplacesLostAgent(t *testing.T) {
+	old := shared2of3(t)
+	key := old[policy.ID].Key()
+	xiBefore := old[policy.ID].data.Xi.String()
+	net := NewMemNetwork()
+	// The agent's node is lost: policy and guardian move the key to a new
+	// agent node. Both are in both committees, under two party ids each.
+	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}
+	results := reshareAll(t, net, old, []MemberID{policy.ID, guardian.ID}, nc, 3)
+	shares := newShares(results)
+	if len(shares) != 3 {
+		t.Fatalf("%d new shares, want 3", len(shares))
+	}
+	if got := shares[agent2.ID].Key(); got.Generation != key.Generation+1 || !got.Committee.Has(agent2.ID) || got.Committee.Has(agent.ID) {
+		t.Fatalf("new key description %s", got.Describe())
+	}
+	if old[policy.ID].data.Xi.String() != xiBefore {
+		t.Fatal("reshare changed the old share in memory before the proof was checked")
+	}
+	digest := digestOf("after reshare")
+	for id, sig := range signAll(t, net, shares, []MemberID{agent2.ID, policy.ID}, digest, nil) {
+		if got := recoverAddress(t, digest, sig); got != key.Address {
+			t.Fatalf("%s: new quorum signs for %s, want %s", id, got.Hex(), key.Address.Hex())
+		}
+	}
+}
+
+func TestReshareToLargerCommitteeWithHigherThreshold(t *testing.T) {
+	if testing.Short() {
+		t.Skip("five new parties take tens of seconds")
+	}
+	old := shared2of3(t)
+	key := old[agent.ID].Key()
+	net := NewMemNetwork()
+	nc := Committee{Members: []Member{agent, policy, guardian, guardian2, guardian3}, Threshold: 2}
+	results := reshareAll(t, net, old, []MemberID{agent.ID, policy.ID, guardian.ID}, nc, 2)
+	shares := newShares(results)
+	if floor := shares[guardian3.ID].Key().GuardianFloor; floor != 1 {
+		t.Fatalf("guardian floor %d, want 1", floor)
+	}
+	digest := digestOf("bigger committee")
+	for id, sig := range signAll(t, net, shares, []MemberID{agent.ID, guardian2.ID, guardian3.ID}, digest, nil) {
+		if got := recoverAddress(t, digest, sig); got != key.Address {
+			t.Fatalf("%s: recovers to %s, want %s", id, got.Hex(), key.Address.Hex())
+		}
+	}
+	// Two new shares are no longer enough.
+	_, err := NewEngine(net.Endpoint(agent.ID), testConfig()).Sign(context.Background(),
+		SignRequest{Session: NewSessionID(), Share: shares[agent.ID], Signers: []MemberID{agent.ID, policy.ID}, Digest: digest})
+	if err == nil {
+		t.Fatal("two signers accepted under threshold 2")
+	}
+}
+
+func TestReshareRefusesBadRequests(t *testing.T) {
+	old := shared2of3(t)
+	key := old[agent.ID].Key()
+	net := NewMemNetwork()
+	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}
+	cases := map[string]ReshareRequest{
+		"too few old signers":      {Key: key, OldShare: old[policy.ID], OldSigners: []MemberID{policy.ID}, NewCommittee: nc, PreParams: fixture(t, 0)},
+		"bad new committee":        {Key: key, OldShare: old[policy.ID], OldSigners: []MemberID{policy.ID, guardian.ID}, NewCommittee: Committee{Members: nc.Members, Threshold: 3}},
+		"old signer no share":      {Key: key, OldSigners: []MemberID{policy.ID, guardian.ID}, NewCommittee: nc, PreParams: fixture(t, 0)},
+		"new member no pre-params": {Key: key, OldShare: old[policy.ID], OldSigners: []MemberID{policy.ID, guardian.ID}, NewCommittee: nc},
+	}
+	for name, req := range cases {
+		req.Session = NewSessionID()
+		if _, err := NewEngine(net.Endpoint(policy.ID), testConfig()).Reshare(context.Background(), req); err == nil {
+			t.Fatalf("%s: accepted", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+	if net.Sent() != 0 {
+		t.Fatalf("refused reshares sent %d messages", net.Sent())
+	}
+}
