@@ -1,0 +1,359 @@
+package tss
+
+import (
+	"context"
+	"math/big"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bnb-chain/tss-lib/v2/crypto/modproof"
+	"github.com/bnb-chain/tss-lib/v2/crypto/mta"
+	"github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
+	"github.com/bnb-chain/tss-lib/v2/ecdsa/resharing"
+	"github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
+	"github.com/bnb-chain/tss-lib/v2/tss"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// forge rewrites, in flight, every message from forger whose content
+// mutate changes (mutate returns true): the forged message is still sent by
+// the forger, as a real member would send it.
+func forge(t *testing.T, net *MemNetwork, forger MemberID, mutate func(tss.MessageContent) bool) {
+	t.Helper()
+	dummy := tss.NewPartyID("x", "x", big.NewInt(1))
+	dummy.Index = 0
+	net.SetFilter(func(m MemMessage) []MemMessage {
+		if m.From != forger {
+			return []MemMessage{m}
+		}
+		env, err := decodeEnvelope(m.Payload)
+		if err != nil {
+			t.Errorf("forge: %v", err)
+			return nil
+		}
+		msg, err := tss.ParseWireMessage(env.Wire, dummy, env.Broadcast)
+		if err != nil {
+			t.Errorf("forge: %v", err)
+			return nil
+		}
+		c := msg.Content()
+		if !mutate(c) {
+			return []MemMessage{m}
+		}
+		a, err := anypb.New(c)
+		if err != nil {
+			t.Errorf("forge: %v", err)
+			return nil
+		}
+		if env.Wire, err = proto.Marshal(a); err != nil {
+			t.Errorf("forge: %v", err)
+			return nil
+		}
+		m.Payload = env.encode()
+		return []MemMessage{m}
+	})
+}
+
+// runWithForger runs f for every member; the forger's run is cancelled once
+// the honest members have ended. It returns the honest members' errors.
+func runWithForger(ids []MemberID, forger MemberID, f func(ctx context.Context, i int, id MemberID) error) map[MemberID]error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	honest := make(chan struct{})
+	go func() {
+		<-honest
+		cancel()
+	}()
+	var honestIDs []MemberID
+	for _, id := range ids {
+		if id != forger {
+			honestIDs = append(honestIDs, id)
+		}
+	}
+	forgerDone := make(chan struct{})
+	go func() {
+		defer close(forgerDone)
+		f(ctx, indexOf(ids, forger), forger)
+	}()
+	errs := runAll(honestIDs, func(_ int, id MemberID) error { return f(context.Background(), indexOf(ids, id), id) })
+	close(honest)
+	<-forgerDone
+	return errs
+}
+
+func indexOf(ids []MemberID, id MemberID) int {
+	for i, x := range ids {
+		if x == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// wantCaught checks that every honest member aborted naming the forger,
+// with the reason containing check.
+func wantCaught(t *testing.T, errs map[MemberID]error, forger MemberID, check string) {
+	t.Helper()
+	caught := 0
+	for id, err := range errs {
+		se, ok := AsSessionError(err)
+		if !ok {
+			t.Fatalf("%s: got %v, want a session error naming %s", id, err, forger)
+		}
+		if se.Kind == FailMisbehaviour && len(se.Culprits) == 1 && se.Culprits[0] == forger && strings.Contains(se.Error(), check) {
+			caught++
+			t.Logf("%s: %v", id, err)
+			continue
+		}
+		// A member that never received the forged message (a direct
+		// message to someone else) may end otherwise, but never succeed.
+		t.Logf("%s ended without catching it: %v", id, err)
+	}
+	if caught == 0 {
+		t.Fatalf("no honest member caught %q by %s", check, forger)
+	}
+}
+
+func forgedKeygen(t *testing.T, forger MemberID, check string, mutate func(tss.MessageContent) bool) {
+	c := Committee{Members: []Member{agent, policy, guardian}, Threshold: 1}
+	net := NewMemNetwork()
+	forge(t, net, forger, mutate)
+	sid := NewSessionID()
+	errs := runWithForger(c.IDs(), forger, func(ctx context.Context, i int, id MemberID) error {
+		_, err := NewEngine(net.Endpoint(id), testConfig()).Keygen(ctx, KeygenRequest{Session: sid, Committee: c, PreParams: fixture(t, i)})
+		return err
+	})
+	wantCaught(t, errs, forger, check)
+}
+
+func TestForgedKeygenVSSCommitmentCount(t *testing.T) {
+	forgedKeygen(t, guardian.ID, "vss commitment count", func(c tss.MessageContent) bool {
+		m, ok := c.(*keygen.KGRound2Message2)
+		if ok {
+			// One more commitment: a dealer raising the threshold.
+			d := m.DeCommitment
+			m.DeCommitment = append(d, d[len(d)-2], d[len(d)-1])
+		}
+		return ok
+	})
+}
+
+func TestForgedKeygenModProofGCD(t *testing.T) {
+	forgerIdx := 2 // guardian uses fixture 2
+	p := fixture(t, forgerIdx).p.PaillierSK.P
+	forgedKeygen(t, guardian.ID, "gcd(W, N) != 1", func(c tss.MessageContent) bool {
+		m, ok := c.(*keygen.KGRound2Message2)
+		if ok {
+			pf, err := modproof.NewProofFromBytes(m.ModProof)
+			if err != nil {
+				t.Errorf("decode mod proof: %v", err)
+				return false
+			}
+			pf.W = new(big.Int).Set(p) // shares a factor with N
+			b := pf.Bytes()
+			m.ModProof = b[:]
+		}
+		return ok
+	})
+}
+
+func TestForgedKeygenShortPaillierModulus(t *testing.T) {
+	forgedKeygen(t, policy.ID, "paillier modulus", func(c tss.MessageContent) bool {
+		m, ok := c.(*keygen.KGRound1Message)
+		if ok {
+			m.PaillierN = new(big.Int).Lsh(big.NewInt(1), 1023).Bytes()
+		}
+		return ok
+	})
+}
+
+func forgedSign(t *testing.T, check string, mutate func(*mta.RangeProofAlice)) {
+	shares := shared2of3(t)
+	net := NewMemNetwork()
+	forger := policy.ID
+	forge(t, net, forger, func(c tss.MessageContent) bool {
+		m, ok := c.(*signing.SignRound1Message1)
+		if ok {
+			pf, err := m.UnmarshalRangeProofAlice()
+			if err != nil {
+				t.Errorf("decode range proof: %v", err)
+				return false
+			}
+			mutate(pf)
+			b := pf.Bytes()
+			m.RangeProofAlice = b[:]
+		}
+		return ok
+	})
+	signers := []MemberID{agent.ID, policy.ID, guardian.ID}
+	sid := NewSessionID()
+	errs := runWithForger(signers, forger, func(ctx context.Context, _ int, id MemberID) error {
+		_, err := NewEngine(net.Endpoint(id), testConfig()).Sign(ctx, SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("forged")})
+		return err
+	})
+	wantCaught(t, errs, forger, check)
+}
+
+func TestForgedRangeProofS1(t *testing.T) {
+	forgedSign(t, "S = 1", func(pf *mta.RangeProofAlice) { pf.S = big.NewInt(1) })
+}
+
+func TestForgedRangeProofZ1(t *testing.T) {
+	forgedSign(t, "Z = 1", func(pf *mta.RangeProofAlice) { pf.Z = big.NewInt(1) })
+}
+
+func TestForgedRangeProofS1EqualsS2(t *testing.T) {
+	forgedSign(t, "S1 = S2", func(pf *mta.RangeProofAlice) { pf.S2 = new(big.Int).Set(pf.S1) })
+}
+
+func forgedReshare(t *testing.T, forger MemberID, check string, mutate func(tss.MessageContent) bool) {
+	old := shared2of3(t)
+	key := old[agent.ID].Key()
+	net := NewMemNetwork()
+	forge(t, net, forger, mutate)
+	oldSigners := []MemberID{policy.ID, guardian.ID}
+	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}
+	everyone := []MemberID{agent2.ID, policy.ID, guardian.ID}
+	sid := NewSessionID()
+	errs := runWithForger(everyone, forger, func(ctx context.Context, i int, id MemberID) error {
+		req := ReshareRequest{Session: sid, Key: key, OldSigners: oldSigners, NewCommittee: nc, PreParams: fixture(t, 3+i)}
+		if id != agent2.ID {
+			req.OldShare = old[id]
+		}
+		_, err := NewEngine(net.Endpoint(id), testConfig()).Reshare(ctx, req)
+		return err
+	})
+	wantCaught(t, errs, forger, check)
+}
+
+func TestForgedReshareVSSCommitmentCount(t *testing.T) {
+	forgedReshare(t, guardian.ID, "vss commitment count", func(c tss.MessageContent) bool {
+		m, ok := c.(*resharing.DGRound3Message2)
+		if ok {
+			d := m.VDecommitment
+			m.VDecommitment = append(d, d[len(d)-2], d[len(d)-1])
+		}
+		return ok
+	})
+}
+
+func TestForgedReshareModProofGCD(t *testing.T) {
+	p := fixture(t, 3).p.PaillierSK.P // agent-2 is new member 0: fixture 3
+	forgedReshare(t, agent2.ID, "gcd(W, N) != 1", func(c tss.MessageContent) bool {
+		m, ok := c.(*resharing.DGRound2Message1)
+		if ok {
+			pf, err := modproof.NewProofFromBytes(m.ModProof)
+			if err != nil {
+				t.Errorf("decode mod proof: %v", err)
+				return false
+			}
+			pf.W = new(big.Int).Set(p)
+			b := pf.Bytes()
+			m.ModProof = b[:]
+		}
+		return ok
+	})
+}
+
+func TestConflictingDuplicateIsMisbehaviour(t *testing.T) {
+	shares := shared2of3(t)
+	net := NewMemNetwork()
+	forger := guardian.ID
+	dummy := tss.NewPartyID("x", "x", big.NewInt(1))
+	dummy.Index = 0
+	net.SetFilter(func(m MemMessage) []MemMessage {
+		env, _ := decodeEnvelope(m.Payload)
+		msg, err := tss.ParseWireMessage(env.Wire, dummy, env.Broadcast)
+		if m.From != forger || err != nil {
+			return []MemMessage{m}
+		}
+		r3, ok := msg.Content().(*signing.SignRound3Message)
+		if !ok {
+			return []MemMessage{m}
+		}
+		// Send the real message, then a second, different one.
+		r3.Theta = append([]byte{1}, r3.Theta...)
+		a, _ := anypb.New(r3)
+		env.Wire, _ = proto.Marshal(a)
+		alt := m
+		alt.Payload = env.encode()
+		return []MemMessage{m, alt}
+	})
+	signers := []MemberID{agent.ID, policy.ID, guardian.ID}
+	sid := NewSessionID()
+	errs := runWithForger(signers, forger, func(ctx context.Context, _ int, id MemberID) error {
+		_, err := NewEngine(net.Endpoint(id), testConfig()).Sign(ctx, SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("dup")})
+		return err
+	})
+	wantCaught(t, errs, forger, "two different")
+}
+
+func TestMessageBoundToAnotherSession(t *testing.T) {
+	shares := shared2of3(t)
+	net := NewMemNetwork()
+	forger := policy.ID
+	other := NewSessionID()
+	net.SetFilter(func(m MemMessage) []MemMessage {
+		if m.From == forger {
+			env, _ := decodeEnvelope(m.Payload)
+			env.Session = other
+			m.Payload = env.encode()
+		}
+		return []MemMessage{m}
+	})
+	signers := []MemberID{agent.ID, policy.ID}
+	sid := NewSessionID()
+	errs := runWithForger(signers, forger, func(ctx context.Context, _ int, id MemberID) error {
+		_, err := NewEngine(net.Endpoint(id), testConfig()).Sign(ctx, SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("x")})
+		return err
+	})
+	wantCaught(t, errs, forger, "bound to session")
+}
+
+func TestDuplicatedReorderedDelayedMessagesStillSign(t *testing.T) {
+	shares := shared2of3(t)
+	net := NewMemNetwork()
+	rng := rand.New(rand.NewPCG(1, 2))
+	var rngMu = make(chan struct{}, 1)
+	net.SetFilter(func(m MemMessage) []MemMessage {
+		rngMu <- struct{}{}
+		delay := time.Duration(rng.IntN(40)) * time.Millisecond
+		<-rngMu
+		go func() {
+			time.Sleep(delay)
+			net.Inject(m)
+			net.Inject(m) // exact duplicate: dropped
+		}()
+		return nil
+	})
+	digest := digestOf("chaos")
+	key := shares[agent.ID].Key()
+	for id, sig := range signAll(t, net, shares, []MemberID{agent.ID, policy.ID, guardian.ID}, digest, nil) {
+		if got := recoverAddress(t, digest, sig); got != key.Address {
+			t.Fatalf("%s: recovers to %s", id, got.Hex())
+		}
+	}
+}
+
+func TestEarlyMessagesAreBuffered(t *testing.T) {
+	shares := shared2of3(t)
+	net := NewMemNetwork()
+	signers := []MemberID{agent.ID, policy.ID}
+	sid := NewSessionID()
+	digest := digestOf("late joiner")
+	errs := runAll(signers, func(_ int, id MemberID) error {
+		if id == policy.ID {
+			time.Sleep(300 * time.Millisecond) // agent's round 1 arrives first
+		}
+		_, err := NewEngine(net.Endpoint(id), testConfig()).Sign(context.Background(), SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digest})
+		return err
+	})
+	for id, err := range errs {
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+	}
+}
