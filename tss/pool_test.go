@@ -1,0 +1,160 @@
+package tss
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// ignoreLogger skips tss-lib's logger goroutine, started at package init.
+var ignoreLogger = goleak.IgnoreTopFunction("github.com/ipfs/go-log/writer.(*MirrorWriter).logRoutine")
+
+// memStore is a PreParamsStore that keeps serialised sets, as the encrypted
+// store will.
+type memStore struct {
+	mu    sync.Mutex
+	blobs [][]byte
+	saves int
+}
+
+func (s *memStore) Load(ctx context.Context) ([]*PreParams, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*PreParams
+	for _, b := range s.blobs {
+		p, err := UnmarshalPreParams(b)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func (s *memStore) Save(ctx context.Context, sets []*PreParams) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.blobs = nil
+	for _, p := range sets {
+		b, err := p.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		s.blobs = append(s.blobs, b)
+	}
+	s.saves++
+	return nil
+}
+
+func TestPoolHandsOutEachSetOnceAndPersists(t *testing.T) {
+	defer goleak.VerifyNone(t, ignoreLogger)
+	var next atomic.Int32
+	var running, peak atomic.Int32
+	gen := func(ctx context.Context) (*PreParams, error) {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+		return fixture(t, int(next.Add(1)-1)%7), nil
+	}
+	store := &memStore{}
+	ctx, cancel := context.WithCancel(context.Background())
+	pool, err := NewPool(ctx, PoolConfig{Target: 3, Concurrency: 2, Generate: gen, Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { done <- pool.Run(ctx) }()
+	seen := map[*PreParams]bool{}
+	for i := 0; i < 5; i++ {
+		p, err := pool.Take(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[p] {
+			t.Fatal("a set was handed out twice")
+		}
+		seen[p] = true
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for pool.Len() < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if pool.Len() != 3 {
+		t.Fatalf("pool holds %d, want its target 3", pool.Len())
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run returned %v", err)
+	}
+	if peak.Load() > 2 {
+		t.Fatalf("%d generations ran at once, limit 2", peak.Load())
+	}
+	// A restart loads what was saved: the three ready sets, none of those
+	// handed out.
+	reloaded, err := NewPool(context.Background(), PoolConfig{Target: 3, Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reloaded.Len() != 3 {
+		t.Fatalf("reloaded pool holds %d, want 3", reloaded.Len())
+	}
+}
+
+func TestPoolTakeWaitsAndHonoursContext(t *testing.T) {
+	defer goleak.VerifyNone(t, ignoreLogger)
+	pool, err := NewPool(context.Background(), PoolConfig{Target: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := pool.Take(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Take on an empty pool without Run: %v", err)
+	}
+}
+
+func TestPoolRealGenerationIsCancellable(t *testing.T) {
+	defer goleak.VerifyNone(t, ignoreLogger)
+	ctx, cancel := context.WithCancel(context.Background())
+	pool, err := NewPool(ctx, PoolConfig{Target: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { done <- pool.Run(ctx) }()
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not stop after cancel")
+	}
+}
+
+func TestPreParamsRefusesShortOrIncomplete(t *testing.T) {
+	if _, err := NewPreParams(nil); err == nil {
+		t.Fatal("nil accepted")
+	}
+	lp := fixture(t, 0).p
+	lp.NTildei = lp.NTildei.Rsh(lp.NTildei, 1100)
+	if _, err := NewPreParams(&lp); err == nil {
+		t.Fatal("short N-tilde accepted")
+	}
+	if _, err := UnmarshalPreParams([]byte(`{"PaillierSK":null}`)); err == nil {
+		t.Fatal("incomplete pre-parameters accepted")
+	}
+	if s := fixture(t, 1).String(); s != "preparams{secret redacted}" {
+		t.Fatalf("String = %q", s)
+	}
+}
