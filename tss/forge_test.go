@@ -147,17 +147,23 @@ func TestForgedKeygenModProofGCD(t *testing.T) {
 	forgedKeygen(t, guardian.ID, "gcd(W, N) != 1", func(c tss.MessageContent) bool {
 		m, ok := c.(*keygen.KGRound2Message2)
 		if ok {
-			pf, err := modproof.NewProofFromBytes(m.ModProof)
-			if err != nil {
-				t.Errorf("decode mod proof: %v", err)
-				return false
-			}
-			pf.W = new(big.Int).Set(p) // shares a factor with N
-			b := pf.Bytes()
-			m.ModProof = b[:]
+			m.ModProof = withModProofW(t, m.ModProof, p)
 		}
 		return ok
 	})
+}
+
+// withModProofW sets the modulus proof's W to p, a prime factor of the
+// prover's own N, so that gcd(W, N) = p.
+func withModProofW(t *testing.T, proof [][]byte, p *big.Int) [][]byte {
+	pf, err := modproof.NewProofFromBytes(proof)
+	if err != nil {
+		t.Errorf("decode mod proof: %v", err)
+		return proof
+	}
+	pf.W = new(big.Int).Set(p)
+	b := pf.Bytes()
+	return b[:]
 }
 
 func TestForgedKeygenShortPaillierModulus(t *testing.T) {
@@ -245,14 +251,7 @@ func TestForgedReshareModProofGCD(t *testing.T) {
 	forgedReshare(t, agent2.ID, "gcd(W, N) != 1", func(c tss.MessageContent) bool {
 		m, ok := c.(*resharing.DGRound2Message1)
 		if ok {
-			pf, err := modproof.NewProofFromBytes(m.ModProof)
-			if err != nil {
-				t.Errorf("decode mod proof: %v", err)
-				return false
-			}
-			pf.W = new(big.Int).Set(p)
-			b := pf.Bytes()
-			m.ModProof = b[:]
+			m.ModProof = withModProofW(t, m.ModProof, p)
 		}
 		return ok
 	})
