@@ -1,0 +1,198 @@
+package chain
+
+import (
+	"errors"
+	"math/big"
+	"testing"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/holiman/uint256"
+)
+
+var (
+	token    = common.HexToAddress("0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48")
+	stranger = common.HexToAddress("0x9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a")
+	vendor   = common.HexToAddress("0x1111111111111111111111111111111111111111")
+)
+
+func roundTrip(t *testing.T, tx *types.Transaction) *Tx {
+	t.Helper()
+	raw, err := tx.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := DecodeTransaction(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := back.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DecodeTransactionJSON(js); err != nil {
+		t.Fatal(err)
+	}
+	out, err := DescribeTransaction(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestDecodeTransactionTypes(t *testing.T) {
+	data := EncodeCall(SelTransfer, stranger, big.NewInt(150))
+	for name, tx := range map[string]*types.Transaction{
+		"legacy":      types.NewTx(&types.LegacyTx{To: &token, Gas: 60000, GasPrice: big.NewInt(7), Data: data}),
+		"access-list": types.NewTx(&types.AccessListTx{ChainID: big.NewInt(1), To: &token, Gas: 60000, GasPrice: big.NewInt(7), Data: data}),
+		"dynamic-fee": types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(1), To: &token, Gas: 60000, GasFeeCap: big.NewInt(7), GasTipCap: big.NewInt(1), Data: data}),
+	} {
+		d := roundTrip(t, tx)
+		if name == "legacy" && d.ChainID != nil {
+			t.Errorf("%s: unsigned legacy chain id %v, want nil", name, d.ChainID)
+		}
+		if name != "legacy" && d.ChainID.Int64() != 1 {
+			t.Errorf("%s: chain id %v", name, d.ChainID)
+		}
+		if d.GasFeeCap.Int64() != 7 || len(d.Spends) != 1 {
+			t.Fatalf("%s: %+v", name, d)
+		}
+		s := d.Spends[0]
+		if s.Kind != SpendTransfer || s.Token != token || s.To != stranger || s.Amount.Int64() != 150 || s.Unlimited {
+			t.Errorf("%s: spend %s", name, s.Describe())
+		}
+	}
+}
+
+func TestSignedLegacyChainID(t *testing.T) {
+	key, _ := crypto.GenerateKey()
+	tx, err := types.SignTx(types.NewTx(&types.LegacyTx{To: &vendor, Gas: 21000, GasPrice: big.NewInt(1), Value: big.NewInt(5)}), types.NewEIP155Signer(big.NewInt(137)), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := roundTrip(t, tx)
+	if d.ChainID.Int64() != 137 || len(d.Spends) != 1 || d.Spends[0].Kind != SpendNative || d.Spends[0].To != vendor {
+		t.Fatalf("%+v", d)
+	}
+}
+
+func TestSetCodeAuthorizations(t *testing.T) {
+	delegate := common.HexToAddress("0xde1e000000000000000000000000000000000001")
+	key, _ := crypto.GenerateKey()
+	auth, err := types.SignSetCode(key, types.SetCodeAuthorization{ChainID: *uint256.NewInt(1), Address: delegate, Nonce: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := crypto.PubkeyToAddress(key.PublicKey)
+	tx := types.NewTx(&types.SetCodeTx{ChainID: uint256.NewInt(1), To: self, Gas: 80000, GasFeeCap: uint256.NewInt(2), GasTipCap: uint256.NewInt(1), Value: uint256.NewInt(0), AuthList: []types.SetCodeAuthorization{auth}})
+	d := roundTrip(t, tx)
+	if len(d.Authorizations) != 1 || d.Authorizations[0].Delegate != delegate || d.Authorizations[0].Nonce != 3 {
+		t.Fatalf("%+v", d.Authorizations)
+	}
+}
+
+func TestBlobRefused(t *testing.T) {
+	tx := types.NewTx(&types.BlobTx{ChainID: uint256.NewInt(1), GasTipCap: uint256.NewInt(1), GasFeeCap: uint256.NewInt(1), BlobFeeCap: uint256.NewInt(1), Value: uint256.NewInt(0)})
+	if _, err := DescribeTransaction(tx); !errors.Is(err, ErrBlobTx) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestCalldata(t *testing.T) {
+	cases := []struct {
+		name      string
+		data      []byte
+		kind      SpendKind
+		to, from  common.Address
+		unlimited bool
+		err       error
+	}{
+		{"transfer", EncodeCall(SelTransfer, vendor, int64(1)), SpendTransfer, vendor, common.Address{}, false, nil},
+		{"transferFrom", EncodeCall(SelTransferFrom, vendor, stranger, int64(1)), SpendTransferFrom, stranger, vendor, false, nil},
+		{"approve", EncodeCall(SelApprove, stranger, MaxUint256), SpendApprove, stranger, common.Address{}, true, nil},
+		{"increaseAllowance", EncodeCall(SelIncreaseAllowance, stranger, int64(9)), SpendIncreaseAllowance, stranger, common.Address{}, false, nil},
+		{"short args", EncodeCall(SelTransfer, vendor), 0, common.Address{}, common.Address{}, false, ErrMalformedArgs},
+		{"dirty address", append(append([]byte{}, SelApprove[:]...), make([]byte, 64)...), SpendApprove, common.Address{}, common.Address{}, false, nil},
+		{"short", []byte{1, 2}, 0, common.Address{}, common.Address{}, false, ErrShortCalldata},
+	}
+	cases[5].data[4] = 1 // high bytes of an address word set
+	cases[5].err = ErrMalformedArgs
+	for _, c := range cases {
+		call, spends, err := DecodeCalldata(token, c.data)
+		if c.err != nil {
+			if !errors.Is(err, c.err) {
+				t.Errorf("%s: err %v, want %v", c.name, err, c.err)
+			}
+			continue
+		}
+		if err != nil || !call.Known() || len(spends) != 1 {
+			t.Fatalf("%s: %v %+v %v", c.name, call, spends, err)
+		}
+		s := spends[0]
+		if s.Kind != c.kind || s.To != c.to || s.From != c.from || s.Unlimited != c.unlimited || s.Token != token {
+			t.Errorf("%s: %+v", c.name, s)
+		}
+	}
+	call, spends, err := DecodeCalldata(token, []byte{0xde, 0xad, 0xbe, 0xef, 1})
+	if err != nil || call.Known() || len(spends) != 0 {
+		t.Fatalf("unknown selector: %v %v %v", call, spends, err)
+	}
+}
+
+const permitJSON = `{"types":{"EIP712Domain":[{"name":"name","type":"string"},{"name":"version","type":"string"},{"name":"chainId","type":"uint256"},{"name":"verifyingContract","type":"address"}],
+"Permit":[{"name":"owner","type":"address"},{"name":"spender","type":"address"},{"name":"value","type":"uint256"},{"name":"nonce","type":"uint256"},{"name":"deadline","type":"uint256"}]},
+"primaryType":"Permit","domain":{"name":"USD Coin","version":"2","chainId":"1","verifyingContract":"0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"},
+"message":{"owner":"0x00000000000000000000000000000000000000aa","spender":"0x9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a","value":"115792089237316195423570985008687907853269984665640564039457584007913129639935","nonce":"0","deadline":"1999999999"}}`
+
+const permit2BatchJSON = `{"types":{"EIP712Domain":[{"name":"name","type":"string"},{"name":"chainId","type":"uint256"},{"name":"verifyingContract","type":"address"}],
+"PermitDetails":[{"name":"token","type":"address"},{"name":"amount","type":"uint160"},{"name":"expiration","type":"uint48"},{"name":"nonce","type":"uint48"}],
+"PermitBatch":[{"name":"details","type":"PermitDetails[]"},{"name":"spender","type":"address"},{"name":"sigDeadline","type":"uint256"}]},
+"primaryType":"PermitBatch","domain":{"name":"Permit2","chainId":"1","verifyingContract":"0x000000000022D473030F116dDEE9F6B43aC78BA3"},
+"message":{"details":[{"token":"0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48","amount":"1461501637330902918203684832716283019655932542975","expiration":"1999999999","nonce":"0"},{"token":"0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2","amount":"5","expiration":"1999999999","nonce":"0"}],"spender":"0x9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a","sigDeadline":"1999999999"}}`
+
+const permit2TransferJSON = `{"types":{"EIP712Domain":[{"name":"name","type":"string"},{"name":"chainId","type":"uint256"},{"name":"verifyingContract","type":"address"}],
+"TokenPermissions":[{"name":"token","type":"address"},{"name":"amount","type":"uint256"}],
+"PermitTransferFrom":[{"name":"permitted","type":"TokenPermissions"},{"name":"spender","type":"address"},{"name":"nonce","type":"uint256"},{"name":"deadline","type":"uint256"}]},
+"primaryType":"PermitTransferFrom","domain":{"name":"Permit2","chainId":"1","verifyingContract":"0x000000000022D473030F116dDEE9F6B43aC78BA3"},
+"message":{"permitted":{"token":"0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48","amount":"1000"},"spender":"0x9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a","nonce":"1","deadline":"1999999999"}}`
+
+func TestTypedDataSpends(t *testing.T) {
+	for _, c := range []struct {
+		name, js  string
+		kinds     []SpendKind
+		unlimited []bool
+	}{
+		{"permit", permitJSON, []SpendKind{SpendPermit}, []bool{true}},
+		{"permit2 batch", permit2BatchJSON, []SpendKind{SpendPermit2, SpendPermit2}, []bool{true, false}},
+		{"permit2 transfer", permit2TransferJSON, []SpendKind{SpendPermit2Transfer}, []bool{false}},
+	} {
+		td, err := DecodeTypedDataJSON([]byte(c.js))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := DescribeTypedData(td)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if len(d.Spends) != len(c.kinds) || d.ChainID.Int64() != 1 {
+			t.Fatalf("%s: %+v", c.name, d)
+		}
+		for i, s := range d.Spends {
+			if s.Kind != c.kinds[i] || s.To != stranger || s.Unlimited != c.unlimited[i] {
+				t.Errorf("%s: spend %d: %s", c.name, i, s.Describe())
+			}
+		}
+	}
+}
+
+func TestMalformedPermit(t *testing.T) {
+	td, err := DecodeTypedDataJSON([]byte(permitJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	td.Message["spender"] = "nobody"
+	if _, err := DescribeTypedData(td); err == nil {
+		t.Fatal("malformed permit accepted")
+	}
+}

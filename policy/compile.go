@@ -1,0 +1,917 @@
+package policy
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/custos-wallet/custos/chain"
+	"github.com/ethereum/go-ethereum/common"
+)
+
+// Policy is a compiled document: every reference resolved, every amount
+// parsed, every rule turned into a list of checks. It is immutable and safe
+// to share between goroutines.
+type Policy struct {
+	doc       *Document
+	hash      common.Hash
+	guardians map[common.Address]string
+	tiers     []*TierSpec
+	tierByKey map[string]*TierSpec
+	tokens    map[string]*tokenInfo
+	tokenAddr map[common.Address]*tokenInfo
+	lists     map[string]map[common.Address]struct{}
+	rules     []*rule
+	breaker   breakerConfig
+}
+
+type tokenInfo struct {
+	symbol   string
+	addr     common.Address
+	decimals int
+}
+
+// addrSet is a resolved address condition; name is how reasons refer to it.
+type addrSet struct {
+	name string
+	set  map[common.Address]struct{}
+	refs []string // list names referenced
+}
+
+func (s *addrSet) has(a common.Address) bool { _, ok := s.set[a]; return ok }
+
+type cond struct {
+	name  string
+	check func(*evalCtx) (bool, string)
+}
+
+type rule struct {
+	id      string
+	verdict Verdict
+	tier    *TierSpec
+	conds   []cond
+	budget  *budget
+	limits  ruleLimits
+	shape   string   // canonical form without limits or verdict, for tightening
+	pos     []string // lists referenced positively (narrowing the rule)
+	neg     []string // lists referenced negatively (widening the rule)
+}
+
+func (r *rule) rank(p *Policy) int {
+	switch r.verdict {
+	case Deny:
+		return len(p.tiers) + 1
+	case Tier:
+		return r.tier.Rank
+	}
+	return 0
+}
+
+type ruleLimits struct {
+	valueMax, amountMax, gasMax, feeMax, tipMax *big.Int
+}
+
+type budget struct {
+	window time.Duration
+	value  *big.Int
+	amount *big.Int
+	token  *tokenInfo
+	count  uint64
+}
+
+// Compile checks and compiles a document. Errors name the rule and the
+// condition at fault.
+func Compile(d *Document) (*Policy, error) {
+	p := &Policy{
+		doc:       d,
+		hash:      d.Hash(),
+		guardians: map[common.Address]string{},
+		tierByKey: map[string]*TierSpec{},
+		tokens:    map[string]*tokenInfo{},
+		tokenAddr: map[common.Address]*tokenInfo{},
+		lists:     map[string]map[common.Address]struct{}{},
+	}
+	if d.Version == 0 {
+		return nil, fmt.Errorf("policy: compile: version must be at least 1")
+	}
+	if d.Replaces != "" && !isHash(d.Replaces) {
+		return nil, fmt.Errorf("policy: compile: replaces %q is not a 32-byte hex hash", d.Replaces)
+	}
+	for name, a := range d.Guardians {
+		if !common.IsHexAddress(a) {
+			return nil, fmt.Errorf("policy: compile: guardian %s: %q is not an address", name, a)
+		}
+		addr := common.HexToAddress(a)
+		if _, dup := p.guardians[addr]; dup {
+			return nil, fmt.Errorf("policy: compile: guardian %s: address %s listed twice", name, addr.Hex())
+		}
+		p.guardians[addr] = name
+	}
+	if d.Quorum < 1 || d.Quorum > len(p.guardians) {
+		return nil, fmt.Errorf("policy: compile: quorum %d of %d guardians", d.Quorum, len(p.guardians))
+	}
+	if len(d.Tiers) == 0 {
+		return nil, fmt.Errorf("policy: compile: no tiers")
+	}
+	for i, t := range d.Tiers {
+		ts := &TierSpec{Name: t.Name, Rank: i, Approvals: t.Approvals}
+		if t.Name == "" || p.tierByKey[t.Name] != nil {
+			return nil, fmt.Errorf("policy: compile: tier %d: missing or duplicate name %q", i, t.Name)
+		}
+		for _, s := range t.Signers {
+			switch r := Role(s); r {
+			case RoleAgent, RolePolicy, RoleGuardian:
+				ts.Roles = append(ts.Roles, r)
+			default:
+				return nil, fmt.Errorf("policy: compile: tier %s: unknown role %q", t.Name, s)
+			}
+		}
+		if t.Approvals < 0 || t.Approvals > len(p.guardians) {
+			return nil, fmt.Errorf("policy: compile: tier %s: %d approvals of %d guardians", t.Name, t.Approvals, len(p.guardians))
+		}
+		if t.Approvals > 0 && !hasRole(ts.Roles, RoleGuardian) {
+			return nil, fmt.Errorf("policy: compile: tier %s: approvals without the guardian role", t.Name)
+		}
+		if t.Delay != "" {
+			dl, err := time.ParseDuration(string(t.Delay))
+			if err != nil || dl < 0 {
+				return nil, fmt.Errorf("policy: compile: tier %s: delay %q", t.Name, t.Delay)
+			}
+			ts.Delay = dl
+		}
+		p.tiers = append(p.tiers, ts)
+		p.tierByKey[t.Name] = ts
+	}
+	for sym, t := range d.Tokens {
+		if !common.IsHexAddress(t.Address) || t.Decimals < 0 || t.Decimals > 77 {
+			return nil, fmt.Errorf("policy: compile: token %s: bad address or decimals", sym)
+		}
+		ti := &tokenInfo{symbol: sym, addr: common.HexToAddress(t.Address), decimals: t.Decimals}
+		p.tokens[sym] = ti
+		p.tokenAddr[ti.addr] = ti
+	}
+	for name, entries := range d.Lists {
+		set := map[common.Address]struct{}{}
+		for _, e := range entries {
+			a, err := p.addrOrToken(string(e))
+			if err != nil {
+				return nil, fmt.Errorf("policy: compile: list %s: %w", name, err)
+			}
+			set[a] = struct{}{}
+		}
+		p.lists[name] = set
+	}
+	seen := map[string]bool{}
+	for i := range d.Rules {
+		rd := &d.Rules[i]
+		if rd.ID == "" || seen[rd.ID] || isEngineRule(rd.ID) {
+			return nil, fmt.Errorf("policy: compile: rule %d: missing, duplicate or reserved id %q", i, rd.ID)
+		}
+		seen[rd.ID] = true
+		r, err := p.compileRule(rd)
+		if err != nil {
+			return nil, fmt.Errorf("policy: compile: rule %q: %w", rd.ID, err)
+		}
+		p.rules = append(p.rules, r)
+	}
+	bc, err := compileBreaker(d.Breaker)
+	if err != nil {
+		return nil, fmt.Errorf("policy: compile: breaker: %w", err)
+	}
+	p.breaker = bc
+	return p, nil
+}
+
+// ParseAndCompile parses YAML and compiles it.
+func ParseAndCompile(src []byte) (*Policy, error) {
+	d, err := ParseDocument(src)
+	if err != nil {
+		return nil, err
+	}
+	return Compile(d)
+}
+
+// Hash returns the document's content hash.
+func (p *Policy) Hash() common.Hash { return p.hash }
+
+// Version returns the document's version.
+func (p *Policy) Version() uint64 { return p.doc.Version }
+
+// Document returns the source document. Callers must not modify it.
+func (p *Policy) Document() *Document { return p.doc }
+
+// Guardians returns the guardian identity accounts, sorted.
+func (p *Policy) Guardians() []common.Address {
+	out := make([]common.Address, 0, len(p.guardians))
+	for a := range p.guardians {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Cmp(out[j]) < 0 })
+	return out
+}
+
+// Quorum returns the number of guardian signatures needed to loosen the
+// policy or lift a freeze.
+func (p *Policy) Quorum() int { return p.doc.Quorum }
+
+// Tiers returns the tiers, least demanding first.
+func (p *Policy) Tiers() []TierSpec {
+	out := make([]TierSpec, len(p.tiers))
+	for i, t := range p.tiers {
+		out[i] = *t
+	}
+	return out
+}
+
+func isEngineRule(id string) bool {
+	switch id {
+	case RuleFreeze, RuleRequest, RuleSession, RuleBreaker, RuleDefault, RuleBudget:
+		return true
+	}
+	return false
+}
+
+func isHash(s string) bool {
+	b, err := hex.DecodeString(strings.TrimPrefix(s, "0x"))
+	return err == nil && len(b) == 32 && strings.HasPrefix(s, "0x")
+}
+
+func hasRole(rs []Role, r Role) bool {
+	for _, x := range rs {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Policy) addrOrToken(s string) (common.Address, error) {
+	if strings.HasPrefix(s, "$") {
+		if t, ok := p.tokens[s[1:]]; ok {
+			return t.addr, nil
+		}
+		return common.Address{}, fmt.Errorf("unknown token %s", s)
+	}
+	if !common.IsHexAddress(s) {
+		return common.Address{}, fmt.Errorf("%q is not an address", s)
+	}
+	return common.HexToAddress(s), nil
+}
+
+// addrs resolves a list of addresses, $lists and $TOKENS.
+func (p *Policy) addrs(l List) (*addrSet, error) {
+	s := &addrSet{set: map[common.Address]struct{}{}}
+	var names []string
+	for _, e := range l {
+		v := string(e)
+		if strings.HasPrefix(v, "$") {
+			if set, ok := p.lists[v[1:]]; ok {
+				for a := range set {
+					s.set[a] = struct{}{}
+				}
+				names = append(names, "list "+v[1:])
+				s.refs = append(s.refs, v[1:])
+				continue
+			}
+			if t, ok := p.tokens[v[1:]]; ok {
+				s.set[t.addr] = struct{}{}
+				names = append(names, v[1:])
+				continue
+			}
+			return nil, fmt.Errorf("unknown list %s", v)
+		}
+		a, err := p.addrOrToken(v)
+		if err != nil {
+			return nil, err
+		}
+		s.set[a] = struct{}{}
+		names = append(names, shortAddr(a))
+	}
+	s.name = strings.Join(names, ", ")
+	return s, nil
+}
+
+func (p *Policy) decimalsOf(sym string) (int, bool) {
+	if t, ok := p.tokens[sym]; ok {
+		return t.decimals, true
+	}
+	return 0, false
+}
+
+// nativeAmount parses an amount of ether.
+func (p *Policy) nativeAmount(s Scalar) (*big.Int, error) {
+	v, _, err := parseAmount(string(s), func(string) (int, bool) { return 0, false })
+	return v, err
+}
+
+// tokenAmount parses an amount of token t: "100 USDC" or base units.
+func (p *Policy) tokenAmount(s Scalar, t *tokenInfo) (*big.Int, error) {
+	v, unit, err := parseAmount(string(s), p.decimalsOf)
+	if err != nil {
+		return nil, err
+	}
+	if unit != "" && unit != t.symbol {
+		return nil, fmt.Errorf("amount %q is not in %s", s, t.symbol)
+	}
+	return v, nil
+}
+
+func (p *Policy) formatToken(v *big.Int, token common.Address) string {
+	if t, ok := p.tokenAddr[token]; ok {
+		return formatUnits(v, t.decimals) + " " + t.symbol
+	}
+	return v.String() + " units of " + shortAddr(token)
+}
+
+func kindMask(ks ...Kind) uint8 {
+	var m uint8
+	for _, k := range ks {
+		m |= 1 << k
+	}
+	return m
+}
+
+func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
+	r := &rule{id: rd.ID}
+	n := 0
+	if rd.Deny {
+		r.verdict, n = Deny, n+1
+	}
+	if rd.Allow {
+		r.verdict, r.tier, n = Allow, p.tiers[0], n+1
+	}
+	if rd.Tier != "" {
+		t, ok := p.tierByKey[rd.Tier]
+		if !ok {
+			return nil, fmt.Errorf("unknown tier %q", rd.Tier)
+		}
+		r.verdict, r.tier, n = Tier, t, n+1
+	}
+	if n != 1 {
+		return nil, fmt.Errorf("set exactly one of tier, allow, deny")
+	}
+	deny := r.verdict == Deny
+	w := &rd.When
+	add := func(name string, f func(*evalCtx) (bool, string)) { r.conds = append(r.conds, cond{name, f}) }
+
+	// Kinds: explicit, or inferred from the conditions; deny rules default
+	// to every kind so that a deny list also covers typed data.
+	var mask uint8
+	for _, k := range w.Kind {
+		kk, err := parseKind(string(k))
+		if err != nil {
+			return nil, err
+		}
+		mask |= kindMask(kk)
+	}
+	if mask == 0 {
+		switch {
+		case deny:
+			mask = kindMask(KindTransaction, KindTypedData, KindPersonalMessage, KindRawDigest)
+		case w.Domain != nil || len(w.PrimaryType) > 0:
+			mask = kindMask(KindTypedData)
+		case len(w.MessagePrefix) > 0:
+			mask = kindMask(KindPersonalMessage)
+		default:
+			mask = kindMask(KindTransaction)
+		}
+	}
+	add("kind", func(c *evalCtx) (bool, string) {
+		if mask&(1<<c.req.Kind) != 0 {
+			return true, ""
+		}
+		return false, fmt.Sprintf("payload kind %s is not covered by the rule", c.req.Kind)
+	})
+
+	if len(w.Chain) > 0 {
+		set, err := chainSet(w.Chain)
+		if err != nil {
+			return nil, fmt.Errorf("chain: %w", err)
+		}
+		add("chain", func(c *evalCtx) (bool, string) {
+			if c.req.ChainID.IsUint64() && set[c.req.ChainID.Uint64()] {
+				return true, ""
+			}
+			return false, fmt.Sprintf("chain %s is not in %s", c.req.ChainID, joinScalars(w.Chain))
+		})
+	}
+	if len(w.Agent) > 0 {
+		set := map[AgentID]bool{}
+		for _, a := range w.Agent {
+			set[AgentID(a)] = true
+		}
+		add("agent", func(c *evalCtx) (bool, string) {
+			if set[c.req.Agent] {
+				return true, ""
+			}
+			return false, fmt.Sprintf("agent %s is not in %s", c.req.Agent, joinScalars(w.Agent))
+		})
+	}
+	if len(w.Key) > 0 {
+		s, err := p.addrs(w.Key)
+		if err != nil {
+			return nil, fmt.Errorf("key: %w", err)
+		}
+		r.pos = append(r.pos, s.refs...)
+		add("key", func(c *evalCtx) (bool, string) {
+			if s.has(c.req.Key) {
+				return true, ""
+			}
+			return false, fmt.Sprintf("key %s is not in %s", shortAddr(c.req.Key), s.name)
+		})
+	}
+	if len(w.To) > 0 {
+		s, err := p.addrs(w.To)
+		if err != nil {
+			return nil, fmt.Errorf("to: %w", err)
+		}
+		r.pos = append(r.pos, s.refs...)
+		add("to", func(c *evalCtx) (bool, string) {
+			if !c.hasDest {
+				return false, "request has no destination"
+			}
+			if s.has(c.dest) {
+				return true, ""
+			}
+			return false, fmt.Sprintf("destination %s is not in %s", shortAddr(c.dest), s.name)
+		})
+	}
+	if len(w.NotTo) > 0 {
+		s, err := p.addrs(w.NotTo)
+		if err != nil {
+			return nil, fmt.Errorf("not_to: %w", err)
+		}
+		r.neg = append(r.neg, s.refs...)
+		add("not_to", func(c *evalCtx) (bool, string) {
+			if c.hasDest && s.has(c.dest) {
+				return false, fmt.Sprintf("destination %s is in %s", shortAddr(c.dest), s.name)
+			}
+			return true, ""
+		})
+	}
+	if len(w.Recipient) > 0 {
+		s, err := p.addrs(w.Recipient)
+		if err != nil {
+			return nil, fmt.Errorf("recipient: %w", err)
+		}
+		r.pos = append(r.pos, s.refs...)
+		if deny {
+			add("recipient", func(c *evalCtx) (bool, string) {
+				for _, sp := range c.spends {
+					if s.has(sp.To) {
+						return true, ""
+					}
+				}
+				return false, fmt.Sprintf("no recipient is in %s", s.name)
+			})
+		} else {
+			add("recipient", func(c *evalCtx) (bool, string) {
+				for _, sp := range c.spends {
+					if !s.has(sp.To) {
+						return false, fmt.Sprintf("%s recipient %s is not in %s", sp.Kind, shortAddr(sp.To), s.name)
+					}
+				}
+				return true, ""
+			})
+		}
+	}
+	if len(w.NotRecipient) > 0 {
+		s, err := p.addrs(w.NotRecipient)
+		if err != nil {
+			return nil, fmt.Errorf("not_recipient: %w", err)
+		}
+		r.neg = append(r.neg, s.refs...)
+		add("not_recipient", func(c *evalCtx) (bool, string) {
+			for _, sp := range c.spends {
+				if s.has(sp.To) {
+					return false, fmt.Sprintf("%s recipient %s is in %s", sp.Kind, shortAddr(sp.To), s.name)
+				}
+			}
+			return true, ""
+		})
+	}
+	if len(w.Call) > 0 || len(w.Selector) > 0 {
+		sels := map[[4]byte]bool{}
+		var names []string
+		for _, m := range w.Call {
+			sel, ok := chain.MethodSelector(string(m))
+			if !ok {
+				return nil, fmt.Errorf("call: unknown method %q (use selector)", m)
+			}
+			sels[sel] = true
+			names = append(names, string(m))
+		}
+		for _, sv := range w.Selector {
+			sel, err := parseSelector(string(sv))
+			if err != nil {
+				return nil, fmt.Errorf("selector: %w", err)
+			}
+			sels[sel] = true
+			names = append(names, "0x"+hex.EncodeToString(sel[:]))
+		}
+		want := strings.Join(names, ", ")
+		add("call", func(c *evalCtx) (bool, string) {
+			if c.req.Kind != KindTransaction || c.req.Tx.Call == nil {
+				return false, fmt.Sprintf("no calldata; the rule wants %s", want)
+			}
+			if sels[c.req.Tx.Call.Selector] {
+				return true, ""
+			}
+			return false, fmt.Sprintf("selector 0x%x is not %s", c.req.Tx.Call.Selector, want)
+		})
+	}
+	if len(w.Args) > 0 {
+		names := make([]string, 0, len(w.Args))
+		for n := range w.Args {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			s, err := p.addrs(w.Args[name])
+			if err != nil {
+				return nil, fmt.Errorf("args.%s: %w", name, err)
+			}
+			r.pos = append(r.pos, s.refs...)
+			add("args."+name, func(c *evalCtx) (bool, string) {
+				if c.req.Kind != KindTransaction || !c.req.Tx.Call.Known() {
+					return false, fmt.Sprintf("argument %s: calldata is not a known method", name)
+				}
+				a, ok := c.req.Tx.Call.Arg(name)
+				if !ok || a.Int != nil {
+					return false, fmt.Sprintf("method %s has no address argument %s", c.req.Tx.Call.Method, name)
+				}
+				if s.has(a.Addr) {
+					return true, ""
+				}
+				return false, fmt.Sprintf("argument %s %s is not in %s", name, shortAddr(a.Addr), s.name)
+			})
+		}
+	}
+	var ruleToken *tokenInfo
+	if len(w.Token) > 0 {
+		s, err := p.addrs(w.Token)
+		if err != nil {
+			return nil, fmt.Errorf("token: %w", err)
+		}
+		r.pos = append(r.pos, s.refs...)
+		if len(s.set) == 1 {
+			for a := range s.set {
+				ruleToken = p.tokenAddr[a]
+			}
+		}
+		if deny {
+			add("token", func(c *evalCtx) (bool, string) {
+				for _, sp := range c.spends {
+					if !sp.IsNative() && s.has(sp.Token) {
+						return true, ""
+					}
+				}
+				return false, fmt.Sprintf("no token spend is of %s", s.name)
+			})
+		} else {
+			add("token", func(c *evalCtx) (bool, string) {
+				n := 0
+				for _, sp := range c.spends {
+					if sp.IsNative() {
+						continue
+					}
+					n++
+					if !s.has(sp.Token) {
+						return false, fmt.Sprintf("token %s is not %s", shortAddr(sp.Token), s.name)
+					}
+				}
+				if n == 0 {
+					return false, "request moves no token"
+				}
+				return true, ""
+			})
+		}
+	}
+	if w.ValueMax != "" {
+		v, err := p.nativeAmount(w.ValueMax)
+		if err != nil {
+			return nil, fmt.Errorf("value_max: %w", err)
+		}
+		r.limits.valueMax = v
+		add("value_max", func(c *evalCtx) (bool, string) {
+			if val := c.req.nativeValue(); val.Cmp(v) > 0 {
+				return false, fmt.Sprintf("value %s exceeds value_max %s", formatEther(val), formatEther(v))
+			}
+			return true, ""
+		})
+	}
+	if w.AmountMax != "" {
+		if ruleToken == nil {
+			return nil, fmt.Errorf("amount_max needs token to name exactly one declared token")
+		}
+		t := ruleToken
+		v, err := p.tokenAmount(w.AmountMax, t)
+		if err != nil {
+			return nil, fmt.Errorf("amount_max: %w", err)
+		}
+		r.limits.amountMax = v
+		add("amount_max", func(c *evalCtx) (bool, string) {
+			amt, unlimited := c.tokenTotal(t.addr)
+			if unlimited {
+				return false, fmt.Sprintf("amount unlimited exceeds amount_max %s", p.formatToken(v, t.addr))
+			}
+			if amt.Cmp(v) > 0 {
+				return false, fmt.Sprintf("amount %s exceeds amount_max %s", p.formatToken(amt, t.addr), p.formatToken(v, t.addr))
+			}
+			return true, ""
+		})
+	}
+	if w.GasMax != "" {
+		g, err := strconv.ParseUint(string(w.GasMax), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("gas_max: %w", err)
+		}
+		r.limits.gasMax = new(big.Int).SetUint64(g)
+		add("gas_max", func(c *evalCtx) (bool, string) {
+			if c.req.Kind == KindTransaction && c.req.Tx.Gas > g {
+				return false, fmt.Sprintf("gas limit %d exceeds gas_max %d", c.req.Tx.Gas, g)
+			}
+			return true, ""
+		})
+	}
+	for _, f := range []struct {
+		name  string
+		src   Scalar
+		dst   **big.Int
+		field func(*chain.Tx) *big.Int
+		label string
+	}{
+		{"fee_max", w.FeeMax, &r.limits.feeMax, func(t *chain.Tx) *big.Int { return t.GasFeeCap }, "max fee per gas"},
+		{"tip_max", w.TipMax, &r.limits.tipMax, func(t *chain.Tx) *big.Int { return t.GasTipCap }, "priority fee per gas"},
+	} {
+		if f.src == "" {
+			continue
+		}
+		v, err := p.nativeAmount(f.src)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.name, err)
+		}
+		*f.dst = v
+		add(f.name, func(c *evalCtx) (bool, string) {
+			if c.req.Kind != KindTransaction {
+				return true, ""
+			}
+			if have := f.field(c.req.Tx); have != nil && have.Cmp(v) > 0 {
+				return false, fmt.Sprintf("%s %s gwei exceeds %s %s gwei", f.label, formatUnits(have, 9), f.name, formatUnits(v, 9))
+			}
+			return true, ""
+		})
+	}
+	if w.Domain != nil {
+		dn := w.Domain
+		if len(dn.Name) > 0 {
+			names := map[string]bool{}
+			for _, n := range dn.Name {
+				names[string(n)] = true
+			}
+			add("domain.name", func(c *evalCtx) (bool, string) {
+				if c.req.Kind == KindTypedData && names[c.req.Typed.DomainName] {
+					return true, ""
+				}
+				return false, fmt.Sprintf("domain name %q is not %s", c.typedField(func(t *chain.Typed) string { return t.DomainName }), joinScalars(dn.Name))
+			})
+		}
+		if len(dn.Chain) > 0 {
+			set, err := chainSet(dn.Chain)
+			if err != nil {
+				return nil, fmt.Errorf("domain.chain: %w", err)
+			}
+			add("domain.chain", func(c *evalCtx) (bool, string) {
+				if c.req.Kind == KindTypedData && c.req.Typed.ChainID != nil && c.req.Typed.ChainID.IsUint64() && set[c.req.Typed.ChainID.Uint64()] {
+					return true, ""
+				}
+				return false, fmt.Sprintf("domain chain id is not %s", joinScalars(dn.Chain))
+			})
+		}
+		if len(dn.Contract) > 0 {
+			s, err := p.addrs(dn.Contract)
+			if err != nil {
+				return nil, fmt.Errorf("domain.contract: %w", err)
+			}
+			r.pos = append(r.pos, s.refs...)
+			add("domain.contract", func(c *evalCtx) (bool, string) {
+				if c.req.Kind == KindTypedData && s.has(c.req.Typed.VerifyingContract) {
+					return true, ""
+				}
+				return false, fmt.Sprintf("verifying contract is not %s", s.name)
+			})
+		}
+	}
+	if len(w.PrimaryType) > 0 {
+		set := map[string]bool{}
+		for _, t := range w.PrimaryType {
+			set[string(t)] = true
+		}
+		add("primary_type", func(c *evalCtx) (bool, string) {
+			if c.req.Kind == KindTypedData && set[c.req.Typed.PrimaryType] {
+				return true, ""
+			}
+			return false, fmt.Sprintf("primary type %q is not %s", c.typedField(func(t *chain.Typed) string { return t.PrimaryType }), joinScalars(w.PrimaryType))
+		})
+	}
+	if len(w.Delegate) > 0 {
+		s, err := p.addrs(w.Delegate)
+		if err != nil {
+			return nil, fmt.Errorf("delegate: %w", err)
+		}
+		r.pos = append(r.pos, s.refs...)
+		add("delegate", func(c *evalCtx) (bool, string) {
+			if c.req.Kind != KindTransaction {
+				return true, ""
+			}
+			if len(c.req.Tx.Authorizations) == 0 {
+				return false, "transaction has no EIP-7702 authorization"
+			}
+			for _, a := range c.req.Tx.Authorizations {
+				if !s.has(a.Delegate) {
+					return false, fmt.Sprintf("EIP-7702 delegate %s is not in %s", shortAddr(a.Delegate), s.name)
+				}
+			}
+			return true, ""
+		})
+	}
+	if len(w.MessagePrefix) > 0 {
+		prefixes := make([]string, len(w.MessagePrefix))
+		for i, m := range w.MessagePrefix {
+			prefixes[i] = string(m)
+		}
+		add("message_prefix", func(c *evalCtx) (bool, string) {
+			for _, pre := range prefixes {
+				if c.req.Kind == KindPersonalMessage && strings.HasPrefix(string(c.req.Message), pre) {
+					return true, ""
+				}
+			}
+			return false, fmt.Sprintf("message does not start with %s", joinScalars(w.MessagePrefix))
+		})
+	}
+	if w.Session != nil {
+		want := *w.Session
+		add("session", func(c *evalCtx) (bool, string) {
+			if (c.grant != nil) == want {
+				return true, ""
+			}
+			if want {
+				return false, "the rule needs a session grant"
+			}
+			return false, "the rule does not apply to session requests"
+		})
+	}
+	if !deny {
+		// Implicit narrowing that a careless rule must not be able to skip.
+		hasTo, hasRecipient, hasDelegate := len(w.To) > 0, len(w.Recipient) > 0, len(w.Delegate) > 0
+		// A session rule defers scope to the grant, which the engine has
+		// already checked: destinations, selectors and recipients.
+		session := w.Session != nil && *w.Session
+		add("implicit", func(c *evalCtx) (bool, string) {
+			if c.req.Kind == KindTransaction {
+				tx := c.req.Tx
+				if len(tx.Authorizations) > 0 && !hasDelegate {
+					return false, fmt.Sprintf("EIP-7702 authorization delegates to %s and the rule names no delegate", shortAddr(tx.Authorizations[0].Delegate))
+				}
+				if tx.Call != nil && !tx.Call.Known() && !hasTo && !session {
+					if tx.To == nil {
+						return false, "contract creation and the rule names no destination"
+					}
+					return false, fmt.Sprintf("calldata with unknown selector 0x%x to %s and the rule names no destination", tx.Call.Selector, shortAddr(*tx.To))
+				}
+			}
+			if !hasRecipient && !session {
+				for _, sp := range c.spends {
+					if !sp.IsNative() {
+						return false, fmt.Sprintf("%s of %s to %s and the rule names no recipient", sp.Kind, p.formatSpendAmount(sp), shortAddr(sp.To))
+					}
+				}
+			}
+			return true, ""
+		})
+	}
+	if rd.Budget != nil {
+		if deny {
+			return nil, fmt.Errorf("a deny rule has no budget")
+		}
+		b, err := p.compileBudget(rd.Budget, ruleToken)
+		if err != nil {
+			return nil, fmt.Errorf("budget: %w", err)
+		}
+		r.budget = b
+		id := r.id
+		add("budget", func(c *evalCtx) (bool, string) { return c.checkBudget(id, b) })
+	}
+	// Conditions that say what a rule is about run before those that limit
+	// it, so that the nearest miss of a default deny names a useful rule.
+	sort.SliceStable(r.conds, func(i, j int) bool { return condOrder(r.conds[i].name) < condOrder(r.conds[j].name) })
+	shape := *rd
+	shape.When.ValueMax, shape.When.AmountMax, shape.When.GasMax, shape.When.FeeMax, shape.When.TipMax = "", "", "", "", ""
+	shape.Tier, shape.Allow, shape.Deny, shape.Description = "", false, false, ""
+	if shape.Budget != nil {
+		shape.Budget = &BudgetDoc{Window: rd.Budget.Window}
+	}
+	sb, _ := json.Marshal(shape)
+	r.shape = string(sb)
+	return r, nil
+}
+
+func (p *Policy) compileBudget(bd *BudgetDoc, t *tokenInfo) (*budget, error) {
+	w, err := time.ParseDuration(string(bd.Window))
+	if err != nil || w <= 0 {
+		return nil, fmt.Errorf("window %q", bd.Window)
+	}
+	b := &budget{window: w, count: bd.Count}
+	if bd.Value != "" {
+		if b.value, err = p.nativeAmount(bd.Value); err != nil {
+			return nil, fmt.Errorf("value: %w", err)
+		}
+	}
+	if bd.Amount != "" {
+		if t == nil {
+			return nil, fmt.Errorf("amount needs token to name exactly one declared token")
+		}
+		b.token = t
+		if b.amount, err = p.tokenAmount(bd.Amount, t); err != nil {
+			return nil, fmt.Errorf("amount: %w", err)
+		}
+	}
+	if b.value == nil && b.amount == nil && b.count == 0 {
+		return nil, fmt.Errorf("no value, amount or count")
+	}
+	return b, nil
+}
+
+func (p *Policy) formatSpendAmount(sp chain.Spend) string {
+	if sp.Unlimited {
+		return "unlimited"
+	}
+	if sp.IsNative() {
+		return formatEther(sp.Amount)
+	}
+	return p.formatToken(sp.Amount, sp.Token)
+}
+
+var condOrders = map[string]int{
+	"kind": 0, "chain": 1, "agent": 2, "key": 3, "call": 4, "token": 6, "primary_type": 8,
+	"message_prefix": 9, "session": 10, "to": 11, "not_to": 12, "recipient": 13, "not_recipient": 14,
+	"delegate": 15, "value_max": 16, "amount_max": 17, "gas_max": 18, "fee_max": 19, "tip_max": 20,
+	"implicit": 21, "budget": 22,
+}
+
+func condOrder(name string) int {
+	if o, ok := condOrders[name]; ok {
+		return o
+	}
+	if strings.HasPrefix(name, "args.") {
+		return 5
+	}
+	return 7 // domain.*
+}
+
+func chainSet(l List) (map[uint64]bool, error) {
+	set := map[uint64]bool{}
+	for _, c := range l {
+		v, err := strconv.ParseUint(string(c), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a chain id", c)
+		}
+		set[v] = true
+	}
+	return set, nil
+}
+
+func parseSelector(s string) ([4]byte, error) {
+	var sel [4]byte
+	if !strings.HasPrefix(s, "0x") {
+		// YAML reads an unquoted 0x12345678 as a number.
+		v, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			return sel, fmt.Errorf("%q is not a 4-byte selector", s)
+		}
+		sel[0], sel[1], sel[2], sel[3] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
+		return sel, nil
+	}
+	b, err := hex.DecodeString(s[2:])
+	if err != nil || len(b) != 4 {
+		return sel, fmt.Errorf("%q is not a 4-byte selector", s)
+	}
+	copy(sel[:], b)
+	return sel, nil
+}
+
+func joinScalars(l List) string {
+	parts := make([]string, len(l))
+	for i, s := range l {
+		parts[i] = string(s)
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
+}

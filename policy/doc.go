@@ -1,0 +1,17 @@
+// Package policy is the rule engine of Custos: the limits that bound what an
+// agent can sign, evaluated independently by every policy node before it
+// contributes a share, and by the coordinator to pick a tier.
+//
+// A policy is a YAML document (ParseDocument) signed by a quorum of guardian
+// identity accounts with EIP-712 signatures (SignDocument, VerifyDocument). It
+// is compiled once (Compile) and evaluated many times. Evaluation is pure: it
+// takes a decoded Request (see package chain), the compiled Policy and a
+// Ledger, and returns a typed Decision naming the rule that decided, a reason
+// and the trace of every rule considered. No rule matching means deny; an
+// explicit deny rule wins over any other; an evaluation error is a deny.
+//
+// Engine holds the state around evaluation: the current document, freezes,
+// revoked session grants, the circuit breaker and the ledger of budget
+// reservations. It reads no clock (every call takes the time) and performs no
+// I/O; storage and networking are the caller's.
+package policy

@@ -1,0 +1,205 @@
+package policy
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/goccy/go-yaml"
+)
+
+// Document is the source form of a policy, as a guardian writes and reads it.
+// Field by field it mirrors the YAML described in docs/policy.md. Its
+// canonical encoding (Canonical) is what gets hashed and signed.
+type Document struct {
+	// Version must grow with every replacement.
+	Version uint64 `yaml:"version" json:"version"`
+	// Replaces is the hash of the document this one replaces; empty for the
+	// first document of a wallet.
+	Replaces string `yaml:"replaces,omitempty" json:"replaces,omitempty"`
+	// Guardians maps a guardian's name to its identity account.
+	Guardians map[string]string `yaml:"guardians" json:"guardians"`
+	// Quorum is how many distinct guardians must sign to loosen or unfreeze.
+	Quorum int `yaml:"quorum" json:"quorum"`
+	// Tiers, least demanding first.
+	Tiers []TierDoc `yaml:"tiers" json:"tiers"`
+	// Tokens maps a symbol to its contract and decimals.
+	Tokens map[string]TokenDoc `yaml:"tokens,omitempty" json:"tokens,omitempty"`
+	// Lists are named address lists that rules reference as $name.
+	Lists map[string][]Scalar `yaml:"lists,omitempty" json:"lists,omitempty"`
+	// Rules in evaluation order.
+	Rules []RuleDoc `yaml:"rules" json:"rules"`
+	// Breaker configures the circuit breaker; nil disables it.
+	Breaker *BreakerDoc `yaml:"breaker,omitempty" json:"breaker,omitempty"`
+}
+
+// TierDoc is the source form of a tier.
+type TierDoc struct {
+	Name string `yaml:"name" json:"name"`
+	// Signers are the roles that must be in the quorum: agent, policy, guardian.
+	Signers []string `yaml:"signers" json:"signers"`
+	// Approvals is the number of distinct guardian approvals needed.
+	Approvals int `yaml:"approvals,omitempty" json:"approvals,omitempty"`
+	// Delay before signing, as a Go duration ("1h").
+	Delay Scalar `yaml:"delay,omitempty" json:"delay,omitempty"`
+}
+
+// TokenDoc declares an ERC-20 token.
+type TokenDoc struct {
+	Address  string `yaml:"address" json:"address"`
+	Decimals int    `yaml:"decimals" json:"decimals"`
+}
+
+// RuleDoc is the source form of a rule: conditions and a verdict. Exactly
+// one of Tier, Allow and Deny is set.
+type RuleDoc struct {
+	ID          string     `yaml:"id" json:"id"`
+	Description string     `yaml:"description,omitempty" json:"description,omitempty"`
+	When        When       `yaml:"when" json:"when"`
+	Budget      *BudgetDoc `yaml:"budget,omitempty" json:"budget,omitempty"`
+	Tier        string     `yaml:"tier,omitempty" json:"tier,omitempty"`
+	Allow       bool       `yaml:"allow,omitempty" json:"allow,omitempty"`
+	Deny        bool       `yaml:"deny,omitempty" json:"deny,omitempty"`
+}
+
+// When holds a rule's conditions; all of them must hold for the rule to
+// match. Lists accept a single value or a sequence; $name refers to a list
+// (or, for token, to a token symbol). docs/policy.md describes each one.
+type When struct {
+	Kind          List            `yaml:"kind,omitempty" json:"kind,omitempty"`
+	Chain         List            `yaml:"chain,omitempty" json:"chain,omitempty"`
+	Agent         List            `yaml:"agent,omitempty" json:"agent,omitempty"`
+	Key           List            `yaml:"key,omitempty" json:"key,omitempty"`
+	To            List            `yaml:"to,omitempty" json:"to,omitempty"`
+	NotTo         List            `yaml:"not_to,omitempty" json:"not_to,omitempty"`
+	Recipient     List            `yaml:"recipient,omitempty" json:"recipient,omitempty"`
+	NotRecipient  List            `yaml:"not_recipient,omitempty" json:"not_recipient,omitempty"`
+	Call          List            `yaml:"call,omitempty" json:"call,omitempty"`
+	Selector      List            `yaml:"selector,omitempty" json:"selector,omitempty"`
+	Args          map[string]List `yaml:"args,omitempty" json:"args,omitempty"`
+	Token         List            `yaml:"token,omitempty" json:"token,omitempty"`
+	ValueMax      Scalar          `yaml:"value_max,omitempty" json:"value_max,omitempty"`
+	AmountMax     Scalar          `yaml:"amount_max,omitempty" json:"amount_max,omitempty"`
+	GasMax        Scalar          `yaml:"gas_max,omitempty" json:"gas_max,omitempty"`
+	FeeMax        Scalar          `yaml:"fee_max,omitempty" json:"fee_max,omitempty"`
+	TipMax        Scalar          `yaml:"tip_max,omitempty" json:"tip_max,omitempty"`
+	Domain        *DomainDoc      `yaml:"domain,omitempty" json:"domain,omitempty"`
+	PrimaryType   List            `yaml:"primary_type,omitempty" json:"primary_type,omitempty"`
+	Delegate      List            `yaml:"delegate,omitempty" json:"delegate,omitempty"`
+	MessagePrefix List            `yaml:"message_prefix,omitempty" json:"message_prefix,omitempty"`
+	Session       *bool           `yaml:"session,omitempty" json:"session,omitempty"`
+}
+
+// DomainDoc constrains an EIP-712 domain.
+type DomainDoc struct {
+	Name     List `yaml:"name,omitempty" json:"name,omitempty"`
+	Chain    List `yaml:"chain,omitempty" json:"chain,omitempty"`
+	Contract List `yaml:"contract,omitempty" json:"contract,omitempty"`
+}
+
+// BudgetDoc is a rolling-window budget attached to a rule, tracked per
+// agent, key and asset.
+type BudgetDoc struct {
+	Window Scalar `yaml:"window" json:"window"`
+	Value  Scalar `yaml:"value,omitempty" json:"value,omitempty"`
+	Amount Scalar `yaml:"amount,omitempty" json:"amount,omitempty"`
+	Count  uint64 `yaml:"count,omitempty" json:"count,omitempty"`
+}
+
+// BreakerDoc configures the circuit breaker's detectors; a nil detector is
+// off.
+type BreakerDoc struct {
+	Requests        *RateDoc    `yaml:"requests,omitempty" json:"requests,omitempty"`
+	Denials         *RateDoc    `yaml:"denials,omitempty" json:"denials,omitempty"`
+	NewDestinations *RateDoc    `yaml:"new_destinations,omitempty" json:"new_destinations,omitempty"`
+	ValueOutlier    *OutlierDoc `yaml:"value_outlier,omitempty" json:"value_outlier,omitempty"`
+}
+
+// RateDoc trips when more than Max events happen within Window.
+type RateDoc struct {
+	Max    int    `yaml:"max" json:"max"`
+	Window Scalar `yaml:"window" json:"window"`
+}
+
+// OutlierDoc trips when one request spends more than Factor times the median
+// of the agent's last allowed spends of that asset, once it has MinHistory.
+type OutlierDoc struct {
+	Factor     int64 `yaml:"factor" json:"factor"`
+	MinHistory int   `yaml:"min_history" json:"min_history"`
+}
+
+// Scalar is a YAML scalar kept as text, whatever YAML would have made of it.
+type Scalar string
+
+// UnmarshalYAML implements yaml.InterfaceUnmarshaler.
+func (s *Scalar) UnmarshalYAML(unmarshal func(any) error) error {
+	var v any
+	if err := unmarshal(&v); err != nil {
+		return err
+	}
+	switch x := v.(type) {
+	case nil:
+		*s = ""
+	case string:
+		*s = Scalar(x)
+	case uint64:
+		*s = Scalar(strconv.FormatUint(x, 10))
+	case int64:
+		*s = Scalar(strconv.FormatInt(x, 10))
+	case int:
+		*s = Scalar(strconv.Itoa(x))
+	case bool:
+		*s = Scalar(strconv.FormatBool(x))
+	case float64:
+		return fmt.Errorf("%v: write decimals with a unit, or quote them", x)
+	default:
+		return fmt.Errorf("expected a scalar, got %T", v)
+	}
+	return nil
+}
+
+// List is a YAML scalar or sequence of scalars.
+type List []Scalar
+
+// UnmarshalYAML implements yaml.InterfaceUnmarshaler.
+func (l *List) UnmarshalYAML(unmarshal func(any) error) error {
+	var many []Scalar
+	if err := unmarshal(&many); err == nil {
+		*l = many
+		return nil
+	}
+	var one Scalar
+	if err := unmarshal(&one); err != nil {
+		return err
+	}
+	*l = List{one}
+	return nil
+}
+
+// ParseDocument reads a policy document from YAML. Unknown fields are
+// errors, so a misspelt condition cannot silently widen a rule.
+func ParseDocument(src []byte) (*Document, error) {
+	var d Document
+	if err := yaml.UnmarshalWithOptions(src, &d, yaml.DisallowUnknownField()); err != nil {
+		return nil, fmt.Errorf("policy: parse document: %w", err)
+	}
+	return &d, nil
+}
+
+// Canonical returns the canonical encoding of d: JSON with struct fields in
+// declaration order, map keys sorted and no insignificant whitespace. Two
+// YAML texts that mean the same document have the same encoding.
+func (d *Document) Canonical() []byte {
+	b, err := json.Marshal(d)
+	if err != nil {
+		// Every field is a string, number, bool, slice or map of those.
+		panic(fmt.Sprintf("policy: canonical encoding: %v", err))
+	}
+	return b
+}
+
+// Hash is the document's content hash and version identity: keccak256 of
+// its canonical encoding.
+func (d *Document) Hash() common.Hash { return crypto.Keccak256Hash(d.Canonical()) }

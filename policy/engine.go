@@ -1,0 +1,487 @@
+package policy
+
+import (
+	"fmt"
+	"math/big"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/custos-wallet/custos/chain"
+	"github.com/ethereum/go-ethereum/common"
+)
+
+// RuleError names decisions made because evaluation itself failed.
+const RuleError = "error"
+
+// FreezeRecord is why and since when a target is frozen.
+type FreezeRecord struct {
+	Target Target
+	Reason string
+	// By is the guardian who froze, or the zero address for the breaker.
+	By common.Address
+	At time.Time
+}
+
+// Engine holds a policy node's policy state and evaluates requests against
+// it. It is safe for concurrent use.
+type Engine struct {
+	ledger Ledger // immutable
+
+	mu sync.RWMutex
+	// guarded by mu
+	policy  *Policy
+	freezes map[Target]FreezeRecord
+	revoked map[string]Revocation
+	breaker breaker
+}
+
+// NewEngine returns an engine evaluating p (already verified, see
+// VerifyDocument) and recording budgets in l.
+func NewEngine(p *Policy, l Ledger) *Engine {
+	return &Engine{
+		ledger:  l,
+		policy:  p,
+		freezes: map[Target]FreezeRecord{},
+		revoked: map[string]Revocation{},
+		breaker: breaker{agents: map[AgentID]*breakerState{}},
+	}
+}
+
+// Policy returns the current policy.
+func (e *Engine) Policy() *Policy {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.policy
+}
+
+// evalCtx is one evaluation's view of a request.
+type evalCtx struct {
+	req     *Request
+	p       *Policy
+	ledger  Ledger
+	dest    common.Address
+	hasDest bool
+	spends  []chain.Spend
+	grant   *SessionGrant
+}
+
+func (c *evalCtx) usage(bucket string, window time.Duration) (Usage, error) {
+	return c.ledger.Usage(bucket, window, c.req.Time)
+}
+
+// tokenTotal sums the spends of one token.
+func (c *evalCtx) tokenTotal(token common.Address) (*big.Int, bool) {
+	sum := new(big.Int)
+	for _, sp := range c.spends {
+		if sp.IsNative() || sp.Token != token {
+			continue
+		}
+		if sp.Unlimited {
+			return nil, true
+		}
+		sum.Add(sum, sp.Amount)
+	}
+	return sum, false
+}
+
+func (c *evalCtx) typedField(f func(*chain.Typed) string) string {
+	if c.req.Kind == KindTypedData {
+		return f(c.req.Typed)
+	}
+	return ""
+}
+
+func (c *evalCtx) budgetEntries(rule string, b *budget) []Entry {
+	var out []Entry
+	if b.value != nil || b.amount == nil {
+		out = append(out, Entry{
+			Bucket: BudgetBucket(rule, c.req.Agent, c.req.Key, "native"), Amount: new(big.Int).Set(c.req.nativeValue()),
+			Count: 1, Window: b.window, LimitAmount: b.value, LimitCount: b.count,
+		})
+	}
+	if b.amount != nil {
+		amt, unlimited := c.tokenTotal(b.token.addr)
+		if unlimited {
+			amt = new(big.Int).Set(chain.MaxUint256)
+		}
+		e := Entry{
+			Bucket: BudgetBucket(rule, c.req.Agent, c.req.Key, b.token.addr.Hex()), Amount: amt,
+			Count: 1, Window: b.window, LimitAmount: b.amount,
+		}
+		if b.value == nil {
+			e.LimitCount = b.count
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func (c *evalCtx) checkBudget(rule string, b *budget) (bool, string) {
+	for _, e := range c.budgetEntries(rule, b) {
+		u, err := c.usage(e.Bucket, e.Window)
+		if err != nil {
+			return false, fmt.Sprintf("budget: ledger: %v", err)
+		}
+		if e.LimitAmount != nil && new(big.Int).Add(u.Amount, e.Amount).Cmp(e.LimitAmount) > 0 {
+			if b.amount != nil && e.LimitAmount == b.amount {
+				return false, fmt.Sprintf("budget %s: %s used + %s exceeds %s", b.window, c.p.formatToken(u.Amount, b.token.addr), c.p.formatToken(e.Amount, b.token.addr), c.p.formatToken(b.amount, b.token.addr))
+			}
+			return false, fmt.Sprintf("budget %s: %s used + %s exceeds %s", b.window, formatEther(u.Amount), formatEther(e.Amount), formatEther(e.LimitAmount))
+		}
+		if e.LimitCount > 0 && u.Count+e.Count > e.LimitCount {
+			return false, fmt.Sprintf("budget %s: %d requests used of %d", b.window, u.Count, e.LimitCount)
+		}
+	}
+	return true, ""
+}
+
+func deny(p *Policy, rule, reason string) Decision {
+	return Decision{Verdict: Deny, RuleID: rule, Reason: reason, PolicyHash: p.hash, PolicyVersion: p.doc.Version}
+}
+
+func (e *Engine) frozenLocked(req *Request) (FreezeRecord, bool) {
+	for _, t := range []Target{TargetAll, AgentTarget(req.Agent), KeyTarget(req.Key)} {
+		if r, ok := e.freezes[t]; ok {
+			return r, true
+		}
+	}
+	return FreezeRecord{}, false
+}
+
+func (p *Policy) describeFreeze(r FreezeRecord) string {
+	by := "the circuit breaker"
+	if r.By != (common.Address{}) {
+		by = "guardian " + p.guardians[r.By]
+		if p.guardians[r.By] == "" {
+			by = "guardian " + shortAddr(r.By)
+		}
+	}
+	return fmt.Sprintf("%s frozen by %s at %s: %s", r.Target, by, r.At.UTC().Format(time.RFC3339), r.Reason)
+}
+
+// evaluateLocked runs the rules. It returns the decision and the ledger
+// entries an allowed request would reserve. It changes nothing. An
+// evaluation that panics is a deny.
+func (e *Engine) evaluateLocked(p *Policy, req *Request) (d Decision, entries []Entry) {
+	defer func() {
+		if r := recover(); r != nil {
+			d, entries = deny(p, RuleError, fmt.Sprintf("evaluation failed: %v", r)), nil
+		}
+	}()
+	if r, ok := e.frozenLocked(req); ok {
+		return deny(p, RuleFreeze, p.describeFreeze(r)), nil
+	}
+	if err := req.check(); err != nil {
+		return deny(p, RuleRequest, err.Error()), nil
+	}
+	c := &evalCtx{req: req, p: p, ledger: e.ledger, spends: req.spends()}
+	c.dest, c.hasDest = req.destination()
+	if req.Grant != nil {
+		ents, reason := e.checkGrant(p, c)
+		if reason != "" {
+			return deny(p, RuleSession, reason), nil
+		}
+		c.grant = &req.Grant.Grant
+		entries = ents
+	}
+	var (
+		winner  *rule
+		trace   = make([]Step, 0, len(p.rules))
+		nearest *Step
+		bestN   = -1
+	)
+	for _, r := range p.rules {
+		if winner != nil && r.verdict != Deny {
+			trace = append(trace, Step{Rule: r.id, Detail: "not evaluated: rule " + winner.id + " already matched"})
+			continue
+		}
+		ok, n, why, failed := true, 0, "", ""
+		for _, cd := range r.conds {
+			if ok, why = cd.check(c); !ok {
+				failed = cd.name
+				break
+			}
+			if cd.name != "kind" {
+				n++
+			}
+		}
+		if !ok {
+			trace = append(trace, Step{Rule: r.id, Detail: why})
+			// The nearest miss is the allowing rule that got furthest; a
+			// rule for another payload kind, or one failing only on the
+			// implicit narrowing, is a poor guide.
+			if failed == "implicit" {
+				n = 0
+			}
+			if r.verdict != Deny && failed != "kind" && n > bestN {
+				bestN, nearest = n, &trace[len(trace)-1]
+			}
+			continue
+		}
+		if r.verdict == Deny {
+			trace = append(trace, Step{Rule: r.id, Matched: true, Detail: "deny rule matched"})
+			d = deny(p, r.id, "explicit deny: "+describeMatch(r))
+			d.Trace = trace
+			return d, nil
+		}
+		trace = append(trace, Step{Rule: r.id, Matched: true, Detail: "all conditions hold"})
+		winner = r
+	}
+	if winner == nil {
+		reason := "no rule matched"
+		if nearest != nil {
+			reason = fmt.Sprintf("no rule matched; nearest rule %q: %s", nearest.Rule, nearest.Detail)
+		}
+		d = deny(p, RuleDefault, reason)
+		d.Trace = trace
+		return d, nil
+	}
+	t := *winner.tier
+	d = Decision{
+		Verdict: winner.verdict, RuleID: winner.id, Tier: &t,
+		PolicyHash: p.hash, PolicyVersion: p.doc.Version, Trace: trace,
+		Reason: "allowed: " + describeMatch(winner),
+	}
+	if winner.budget != nil {
+		entries = append(entries, c.budgetEntries(winner.id, winner.budget)...)
+	}
+	return d, entries
+}
+
+func describeMatch(r *rule) string {
+	names := make([]string, 0, len(r.conds))
+	for _, c := range r.conds {
+		if c.name != "implicit" && c.name != "kind" {
+			names = append(names, c.name)
+		}
+	}
+	if len(names) == 0 {
+		return "rule has no conditions"
+	}
+	return "matched " + strings.Join(names, ", ")
+}
+
+// DryRun evaluates req and returns the full decision without reserving
+// budget or feeding the circuit breaker.
+func (e *Engine) DryRun(req *Request) Decision {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	d, _ := e.evaluateLocked(e.policy, req)
+	return d
+}
+
+// Authorize evaluates req as a node about to contribute its share: it feeds
+// the circuit breaker and, when the request is allowed, reserves its budget
+// under req.ID. The caller then calls Commit when the signature is produced
+// or Release when the session fails.
+func (e *Engine) Authorize(req *Request) Decision {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p := e.policy
+	if r, ok := e.frozenLocked(req); ok {
+		return deny(p, RuleFreeze, p.describeFreeze(r))
+	}
+	if why := e.breaker.onRequest(p.breaker, req.Agent, req.Time); why != "" {
+		return e.tripLocked(p, req, why)
+	}
+	d, entries := e.evaluateLocked(p, req)
+	if !d.Allowed() {
+		if why := e.breaker.onDenial(p.breaker, req.Agent, req.Time); why != "" {
+			e.freezeAgentLocked(req, why)
+		}
+		return d
+	}
+	dests, assets := breakerInputs(req)
+	if why := e.breaker.checkAllowed(p.breaker, p, req, dests, assets); why != "" {
+		return e.tripLocked(p, req, why)
+	}
+	if err := e.ledger.Reserve(Reservation{ID: req.ID, Time: req.Time, Entries: entries}); err != nil {
+		out := deny(p, RuleBudget, fmt.Sprintf("reserve for rule %q: %v", d.RuleID, err))
+		out.Trace = d.Trace
+		return out
+	}
+	e.breaker.recordAllowed(req, dests, assets)
+	d.Reserved = true
+	return d
+}
+
+func breakerInputs(req *Request) ([]common.Address, map[string]*big.Int) {
+	var dests []common.Address
+	assets := map[string]*big.Int{}
+	if d, ok := req.destination(); ok {
+		dests = append(dests, d)
+	}
+	for _, sp := range req.spends() {
+		dests = append(dests, sp.To)
+		asset := "native"
+		if !sp.IsNative() {
+			asset = sp.Token.Hex()
+		}
+		amt := sp.Amount
+		if sp.Unlimited {
+			amt = chain.MaxUint256
+		}
+		if assets[asset] == nil {
+			assets[asset] = new(big.Int)
+		}
+		assets[asset].Add(assets[asset], amt)
+	}
+	return dedupe(dests), assets
+}
+
+func dedupe(a []common.Address) []common.Address {
+	seen := map[common.Address]bool{}
+	out := a[:0]
+	for _, x := range a {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func (e *Engine) freezeAgentLocked(req *Request, why string) FreezeRecord {
+	r := FreezeRecord{Target: AgentTarget(req.Agent), Reason: "circuit breaker: " + why, At: req.Time}
+	if _, ok := e.freezes[r.Target]; !ok {
+		e.freezes[r.Target] = r
+	}
+	return r
+}
+
+func (e *Engine) tripLocked(p *Policy, req *Request, why string) Decision {
+	e.freezeAgentLocked(req, why)
+	return deny(p, RuleBreaker, "circuit breaker tripped: "+why+"; agent "+string(req.Agent)+" frozen")
+}
+
+// Commit records that the signature for a reserved request was produced.
+func (e *Engine) Commit(id RequestID) error { return e.ledger.Commit(id) }
+
+// Release returns the budget of a request whose signing session failed.
+func (e *Engine) Release(id RequestID) error { return e.ledger.Release(id) }
+
+// Freeze applies a freeze signed by any one guardian of the current
+// policy. It takes effect before the next evaluation.
+func (e *Engine) Freeze(f Freeze, sig []byte) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	signers, err := e.policy.guardianSigners(f.TypedData(), [][]byte{sig})
+	if err != nil {
+		return fmt.Errorf("policy: freeze %s: %w", f.Target, err)
+	}
+	if err := checkTarget(f.Target); err != nil {
+		return err
+	}
+	if _, ok := e.freezes[f.Target]; !ok {
+		e.freezes[f.Target] = FreezeRecord{Target: f.Target, Reason: f.Reason, By: signers[0], At: f.Issued}
+	}
+	return nil
+}
+
+// Unfreeze lifts a freeze when a quorum of the current guardians signed
+// it. Freezes newer than the unfreeze stay: an old signed unfreeze cannot
+// be replayed against a later freeze.
+func (e *Engine) Unfreeze(u Unfreeze, sigs [][]byte) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p := e.policy
+	signers, err := p.guardianSigners(u.TypedData(), sigs)
+	if err != nil {
+		return fmt.Errorf("policy: unfreeze %s: %w", u.Target, err)
+	}
+	if len(signers) < p.doc.Quorum {
+		return fmt.Errorf("policy: unfreeze %s: %w: %d of %d", u.Target, ErrQuorum, len(signers), p.doc.Quorum)
+	}
+	r, ok := e.freezes[u.Target]
+	if !ok {
+		return fmt.Errorf("policy: unfreeze %s: not frozen", u.Target)
+	}
+	if u.Issued.Before(r.At) {
+		return fmt.Errorf("policy: unfreeze %s: issued %s, before the freeze of %s", u.Target, u.Issued.UTC().Format(time.RFC3339), r.At.UTC().Format(time.RFC3339))
+	}
+	delete(e.freezes, u.Target)
+	return nil
+}
+
+func checkTarget(t Target) error {
+	s := string(t)
+	switch {
+	case t == TargetAll, strings.HasPrefix(s, "agent:") && len(s) > len("agent:"):
+		return nil
+	case strings.HasPrefix(s, "key:") && common.IsHexAddress(s[4:]) && KeyTarget(common.HexToAddress(s[4:])) == t:
+		return nil
+	}
+	return fmt.Errorf("policy: bad freeze target %q (want all, agent:<id> or key:<checksummed address>)", s)
+}
+
+// Freezes lists the active freezes, sorted by target.
+func (e *Engine) Freezes() []FreezeRecord {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make([]FreezeRecord, 0, len(e.freezes))
+	for _, r := range e.freezes {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Target < out[j].Target })
+	return out
+}
+
+// Revoke adds a session grant to the revocation list; any one guardian may
+// sign it.
+func (e *Engine) Revoke(r Revocation, sig []byte) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, err := e.policy.guardianSigners(r.TypedData(), [][]byte{sig}); err != nil {
+		return fmt.Errorf("policy: revoke grant %s: %w", r.GrantID, err)
+	}
+	if _, ok := e.revoked[r.GrantID]; !ok {
+		e.revoked[r.GrantID] = r
+	}
+	return nil
+}
+
+// ApplyDocument replaces the current policy with a signed document. The
+// document must carry a higher version and name the current document's
+// hash in replaces. A quorum of the current guardians (and of the new
+// document's own guardians, if it changes them) may make any change; a
+// single current guardian may only tighten (see docs/policy.md).
+func (e *Engine) ApplyDocument(sd SignedDocument) error {
+	np, err := ParseAndCompile(sd.Source)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	cur := e.policy
+	if np.Version() <= cur.Version() {
+		return fmt.Errorf("%w: version %d is not newer than current version %d", ErrRollback, np.Version(), cur.Version())
+	}
+	if np.doc.Replaces != cur.hash.Hex() {
+		return fmt.Errorf("%w: it replaces %q, the current document is %s", ErrRollback, np.doc.Replaces, cur.hash.Hex())
+	}
+	td := DocumentTypedData(np.doc)
+	signers, err := cur.guardianSigners(td, sd.Signatures)
+	if err != nil {
+		return fmt.Errorf("policy: apply document v%d: %w", np.Version(), err)
+	}
+	if len(signers) == 0 {
+		return fmt.Errorf("policy: apply document v%d: %w: none", np.Version(), ErrQuorum)
+	}
+	if len(signers) >= cur.doc.Quorum {
+		if !sameGuardians(cur, np) {
+			own, err := np.guardianSigners(td, sd.Signatures)
+			if err != nil || len(own) < np.doc.Quorum {
+				return fmt.Errorf("policy: apply document v%d: %w of the new guardian set (%d needed)", np.Version(), ErrQuorum, np.doc.Quorum)
+			}
+		}
+		e.policy = np
+		return nil
+	}
+	if err := checkTightening(cur, np); err != nil {
+		return fmt.Errorf("policy: apply document v%d: %d of %d guardian signatures suffice only to tighten: %w", np.Version(), len(signers), cur.doc.Quorum, err)
+	}
+	e.policy = np
+	return nil
+}

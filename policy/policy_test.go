@@ -1,0 +1,263 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"math/big"
+	"math/rand"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/custos-wallet/custos/chain"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/crypto"
+)
+
+// TestPureImports fails if package policy reaches the network or storage
+// layers, directly or through a dependency.
+func TestPureImports(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Skipf("go list unavailable: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if dep == "net/http" || strings.Contains(dep, "libp2p") || strings.Contains(dep, "badger") {
+			t.Errorf("policy depends on %s", dep)
+		}
+	}
+}
+
+func TestParseAmount(t *testing.T) {
+	dec := func(s string) (int, bool) { return map[string]int{"USDC": 6}[s], s == "USDC" }
+	for in, want := range map[string]string{
+		"0.05 ether": "50000000000000000", "30 gwei": "30000000000", "100 USDC": "100000000",
+		"1.5 USDC": "1500000", "12345": "12345", "0 ether": "0", "7 wei": "7",
+	} {
+		v, _, err := parseAmount(in, dec)
+		if err != nil || v.String() != want {
+			t.Errorf("%q: got %v %v, want %s", in, v, err, want)
+		}
+	}
+	for _, in := range []string{"0.0000001 USDC", "1.5", "1 DAI", "-1 ether", "1e18", "", ". ether"} {
+		if _, _, err := parseAmount(in, dec); err == nil {
+			t.Errorf("%q: accepted", in)
+		}
+	}
+}
+
+// TestConcurrentReservationsNeverExceedBudget races many reservations
+// against one budget, for many seeds, and checks that what was reserved and
+// committed never exceeds the cap, in amount or in count.
+func TestConcurrentReservationsNeverExceedBudget(t *testing.T) {
+	for seed := int64(1); seed <= 40; seed++ {
+		rng := rand.New(rand.NewSource(seed))
+		l := NewMemLedger()
+		capAmt := big.NewInt(rng.Int63n(1000) + 1)
+		capCount := uint64(rng.Intn(50) + 1)
+		now := t0
+		workers, per := 8, 25
+		amounts := make([][]int64, workers)
+		for w := range amounts {
+			for i := 0; i < per; i++ {
+				amounts[w] = append(amounts[w], rng.Int63n(60))
+			}
+		}
+		var wg sync.WaitGroup
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				for i, a := range amounts[w] {
+					id := RequestID(fmt.Sprintf("s%d-w%d-%d", seed, w, i))
+					err := l.Reserve(Reservation{ID: id, Time: now, Entries: []Entry{{
+						Bucket: "b", Amount: big.NewInt(a), Count: 1, Window: time.Hour, LimitAmount: capAmt, LimitCount: capCount,
+					}}})
+					if err != nil && !errors.Is(err, ErrBudgetExceeded) {
+						t.Error(err)
+						return
+					}
+					if err == nil {
+						switch i % 3 { // commit, release, or leave reserved
+						case 0:
+							_ = l.Commit(id)
+						case 1:
+							_ = l.Release(id)
+						}
+					}
+					u, _ := l.Usage("b", time.Hour, now)
+					if u.Amount.Cmp(capAmt) > 0 || u.Count > capCount {
+						t.Errorf("seed %d: usage %v/%d exceeds cap %v/%d", seed, u.Amount, u.Count, capAmt, capCount)
+					}
+				}
+			}(w)
+		}
+		wg.Wait()
+		u, _ := l.Usage("b", time.Hour, now)
+		if u.Amount.Cmp(capAmt) > 0 || u.Count > capCount {
+			t.Fatalf("seed %d: final usage %v/%d exceeds cap %v/%d", seed, u.Amount, u.Count, capAmt, capCount)
+		}
+	}
+}
+
+// TestConcurrentAuthorize drives the engine itself from many goroutines:
+// the hot tier must never be granted beyond the rule's budget.
+func TestConcurrentAuthorize(t *testing.T) {
+	alice := guardianKey("alice")
+	src := fmt.Sprintf(`version: 1
+guardians: {alice: %q}
+quorum: 1
+tiers: [{name: hot, signers: [agent, policy]}]
+rules:
+  - id: capped
+    when: {chain: 1, value_max: 1 ether}
+    budget: {window: 1h, value: 1 ether, count: 30}
+    tier: hot
+`, crypto.PubkeyToAddress(alice.PublicKey).Hex())
+	d, err := ParseDocument([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, _ := SignDocument(alice, d)
+	p, err := VerifyDocument(SignedDocument{Source: []byte(src), Signatures: [][]byte{sig}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEngine(p, NewMemLedger())
+	to := aliases["vendor1"]
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		granted = new(big.Int)
+		count   int
+	)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(int64(w)))
+			for i := 0; i < 20; i++ {
+				v := new(big.Int).Mul(big.NewInt(rng.Int63n(200)+1), big.NewInt(1e15)) // up to 0.2 ether
+				tx, _ := chain.DescribeTransaction(types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(1), To: &to, Value: v, Gas: 21000, GasFeeCap: big.NewInt(1), GasTipCap: big.NewInt(1)}))
+				dec := e.Authorize(&Request{ID: RequestID(fmt.Sprintf("w%d-%d", w, i)), Agent: "bot", Key: aliases["hot"], ChainID: big.NewInt(1), Kind: KindTransaction, Tx: tx, Time: t0})
+				if dec.Allowed() {
+					mu.Lock()
+					granted.Add(granted, v)
+					count++
+					mu.Unlock()
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	if granted.Cmp(big.NewInt(1e18)) > 0 || count > 30 {
+		t.Fatalf("granted %s wei in %d requests, budget 1 ether / 30", granted, count)
+	}
+	if count == 0 {
+		t.Fatal("nothing granted")
+	}
+}
+
+// TestLedgerSurvivesRestart stores the records of one ledger and loads
+// them into another, as a persistent implementation would.
+func TestLedgerSurvivesRestart(t *testing.T) {
+	l := NewMemLedger()
+	e := Entry{Bucket: "b", Amount: big.NewInt(70), Count: 1, Window: time.Hour, LimitAmount: big.NewInt(100)}
+	if err := l.Reserve(Reservation{ID: "r1", Time: t0, Entries: []Entry{e}}); err != nil {
+		t.Fatal(err)
+	}
+	restarted := NewMemLedger(l.Records()...)
+	if err := restarted.Reserve(Reservation{ID: "r2", Time: t0, Entries: []Entry{e}}); !errors.Is(err, ErrBudgetExceeded) {
+		t.Fatalf("reservation lost across restart: %v", err)
+	}
+	if err := restarted.Commit("r1"); err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := restarted.Usage("b", time.Hour, t0); u.Amount.Int64() != 70 || u.Count != 1 {
+		t.Fatalf("usage %+v", u)
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	d := Decision{Verdict: Deny, RuleID: "usdc-to-vendors", Reason: "recipient 0x9a.. is not in list vendors"}
+	if got, want := d.Describe(), `deny: rule "usdc-to-vendors": recipient 0x9a.. is not in list vendors`; got != want {
+		t.Fatalf("got %s", got)
+	}
+	var zero Decision
+	if zero.Allowed() {
+		t.Fatal("the zero decision allows")
+	}
+}
+
+func benchPolicy(b *testing.B) (*Engine, *Request) {
+	alice := guardianKey("alice")
+	var sb strings.Builder
+	fmt.Fprintf(&sb, `version: 1
+guardians: {alice: %q}
+quorum: 1
+tiers:
+  - {name: hot, signers: [agent, policy]}
+  - {name: vault, signers: [agent, policy, guardian], approvals: 1}
+tokens:
+  USDC: {address: %q, decimals: 6}
+lists:
+  vendors: [%q, %q]
+  blocked: [%q]
+rules:
+`, crypto.PubkeyToAddress(alice.PublicKey).Hex(), aliases["usdc"].Hex(), aliases["vendor1"].Hex(), aliases["vendor2"].Hex(), aliases["blocked"].Hex())
+	for i := 0; i < 49; i++ {
+		switch i % 5 {
+		case 0:
+			fmt.Fprintf(&sb, "  - {id: deny-%d, when: {to: $blocked, chain: %d}, deny: true}\n", i, i+1)
+		case 1:
+			fmt.Fprintf(&sb, "  - {id: usdc-%d, when: {chain: 1, token: $USDC, call: transfer, recipient: $vendors, amount_max: %d USDC}, budget: {window: 24h, amount: 1000 USDC}, tier: hot}\n", i, i)
+		case 2:
+			fmt.Fprintf(&sb, "  - {id: chain-%d, when: {chain: %d, to: $vendors, value_max: 1 ether}, tier: hot}\n", i, i+100)
+		case 3:
+			fmt.Fprintf(&sb, "  - {id: typed-%d, when: {domain: {name: App%d}, primary_type: Order}, tier: vault}\n", i, i)
+		case 4:
+			fmt.Fprintf(&sb, "  - {id: gas-%d, when: {chain: 1, to: $vendors, gas_max: %d}, tier: hot}\n", i, 1000+i)
+		}
+	}
+	sb.WriteString("  - {id: small-payments, when: {chain: 1, to: $vendors, value_max: 0.05 ether, fee_max: 200 gwei}, budget: {window: 24h, value: 1 ether, count: 100}, tier: hot}\n")
+	d, err := ParseDocument([]byte(sb.String()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sig, _ := SignDocument(alice, d)
+	p, err := VerifyDocument(SignedDocument{Source: []byte(sb.String()), Signatures: [][]byte{sig}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(p.rules) != 50 {
+		b.Fatalf("%d rules", len(p.rules))
+	}
+	l := NewMemLedger()
+	for i := 0; i < 20; i++ { // some history in the budget's bucket
+		_ = l.Reserve(Reservation{ID: RequestID(fmt.Sprint("h", i)), Time: t0.Add(-time.Duration(i) * time.Hour), Entries: []Entry{{
+			Bucket: BudgetBucket("small-payments", "bot", aliases["hot"], "native"), Amount: big.NewInt(1e15), Count: 1}}})
+	}
+	to := aliases["vendor1"]
+	tx, err := chain.DescribeTransaction(types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(1), To: &to, Value: big.NewInt(1e16), Gas: 21000, GasFeeCap: big.NewInt(3e10), GasTipCap: big.NewInt(1e9)}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := &Request{ID: "bench", Agent: "bot", Key: aliases["hot"], ChainID: big.NewInt(1), Kind: KindTransaction, Tx: tx, Time: t0}
+	return NewEngine(p, l), req
+}
+
+// BenchmarkEvaluate50Rules evaluates one transaction against a policy of 50
+// rules whose last rule matches, with a budget read from the ledger.
+func BenchmarkEvaluate50Rules(b *testing.B) {
+	e, req := benchPolicy(b)
+	if d := e.DryRun(req); d.RuleID != "small-payments" {
+		b.Fatalf("unexpected decision %s", d.Describe())
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		_ = e.DryRun(req)
+	}
+}
