@@ -92,6 +92,10 @@ func (e *Engine) run(ctx context.Context, s *Session) (err error) {
 				serr = conn.Send(ctx, m.To, m.Payload)
 			}
 			if serr != nil {
+				// A transport that ended the session names the culprits.
+				if se, ok := AsSessionError(conn.Err()); ok {
+					return se
+				}
 				se := &SessionError{Session: s.id, Kind: FailTransport, Err: fmt.Errorf("send: %w", serr)}
 				if !m.Broadcast {
 					se.Waiting = []MemberID{m.To}

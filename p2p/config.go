@@ -1,0 +1,130 @@
+package p2p
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+)
+
+// Member is one node of the cluster as local configuration names it.
+type Member struct {
+	ID    peer.ID
+	Addrs []ma.Multiaddr
+}
+
+// ParseMember builds a Member from the text forms of a peer id and its
+// multiaddrs, as they appear in a configuration file.
+func ParseMember(id string, addrs ...string) (Member, error) {
+	p, err := peer.Decode(id)
+	if err != nil {
+		return Member{}, fmt.Errorf("p2p: parse member id %q: %w", id, err)
+	}
+	m := Member{ID: p}
+	for _, s := range addrs {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return Member{}, fmt.Errorf("p2p: parse address %q of member %s: %w", s, p, err)
+		}
+		m.Addrs = append(m.Addrs, a)
+	}
+	return m, nil
+}
+
+// Config configures a Node. Zero limits take the defaults below.
+type Config struct {
+	// Identity is the node key (see LoadOrCreateIdentity). Required.
+	Identity crypto.PrivKey
+	// ListenAddrs are the multiaddrs to listen on, e.g.
+	// "/ip4/0.0.0.0/tcp/4001" and "/ip4/0.0.0.0/udp/4001/quic-v1".
+	ListenAddrs []string
+	// Members is the static member list. It may include this node. Only
+	// these peers can connect or be dialled.
+	Members []Member
+	// Logger receives refusals, drops and aborts. Nil discards.
+	Logger *slog.Logger
+	// Registerer, if set, receives the node's Prometheus metrics (and
+	// libp2p's own).
+	Registerer prometheus.Registerer
+
+	// MaxFrameSize bounds one frame on the wire, checked before the frame
+	// is read. Default 4 MiB.
+	MaxFrameSize int
+	// PeerFrameRate and PeerFrameBurst bound the frames read from one peer
+	// per second; PeerByteRate bounds its bytes per second (burst
+	// MaxFrameSize). Over the limit, reading from that peer waits, so the
+	// sender is slowed by flow control and nothing piles up here.
+	// Defaults 2000 frames/s, burst 4000, 32 MiB/s.
+	PeerFrameRate  rate.Limit
+	PeerFrameBurst int
+	PeerByteRate   rate.Limit
+
+	// Frames for a session that is not open yet are kept at most
+	// PendingTTL (default 30 s), at most PendingFrames (default 512) and
+	// PendingBytes (default 16 MiB) per session, PendingTotalBytes
+	// (default 64 MiB) and PendingSessions (default 64) over all.
+	PendingTTL        time.Duration
+	PendingFrames     int
+	PendingBytes      int
+	PendingTotalBytes int
+	PendingSessions   int
+
+	// SessionQueue bounds the frames received for an open session that the
+	// engine has not read yet (default 4096).
+	SessionQueue int
+	// WriteTimeout bounds one frame write when the caller's context has no
+	// earlier deadline (default 10 s).
+	WriteTimeout time.Duration
+}
+
+// Defaults.
+const (
+	DefaultMaxFrameSize = 4 << 20
+)
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Identity == nil {
+		return c, errors.New("p2p: config has no identity")
+	}
+	if c.Identity.Type() != crypto.Ed25519 {
+		return c, fmt.Errorf("p2p: identity is a %s key, want Ed25519", c.Identity.Type())
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	setDefault(&c.MaxFrameSize, DefaultMaxFrameSize)
+	if c.PeerFrameRate == 0 {
+		c.PeerFrameRate = 2000
+	}
+	setDefault(&c.PeerFrameBurst, 4000)
+	if c.PeerByteRate == 0 {
+		c.PeerByteRate = 32 << 20
+	}
+	if c.PendingTTL == 0 {
+		c.PendingTTL = 30 * time.Second
+	}
+	setDefault(&c.PendingFrames, 512)
+	setDefault(&c.PendingBytes, 16<<20)
+	setDefault(&c.PendingTotalBytes, 64<<20)
+	setDefault(&c.PendingSessions, 64)
+	setDefault(&c.SessionQueue, 4096)
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.MaxFrameSize < 1024 {
+		return c, fmt.Errorf("p2p: max frame size %d is below 1024", c.MaxFrameSize)
+	}
+	return c, nil
+}
+
+func setDefault(v *int, d int) {
+	if *v <= 0 {
+		*v = d
+	}
+}

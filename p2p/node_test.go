@@ -1,0 +1,453 @@
+package p2p
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+
+	"github.com/custos-wallet/custos/tss"
+)
+
+func TestIdentityPersists(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys", "identity.key")
+	k1, err := LoadOrCreateIdentity(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("identity mode %04o, want 0600", fi.Mode().Perm())
+	}
+	k2, err := LoadOrCreateIdentity(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !k1.Equals(k2) {
+		t.Fatal("second start made a new key")
+	}
+}
+
+func TestIdentityCorruptedIsAnError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "identity.key")
+	if _, err := LoadOrCreateIdentity(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadOrCreateIdentity(path)
+	if err == nil || !strings.Contains(err.Error(), "corrupted") {
+		t.Fatalf("got %v, want a corrupted-identity error", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "not a key" {
+		t.Fatal("corrupted identity was replaced")
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadIdentity(path); err == nil || !strings.Contains(err.Error(), "group or others") {
+		t.Fatalf("got %v, want a mode error", err)
+	}
+}
+
+func TestDirectAndBroadcast(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 3, tcpLoopback, nil)
+	defer c.close()
+	conns := openAll(t, c, tss.NewSessionID())
+	if err := conns[0].Send(context.Background(), c.nodes[1].Self(), []byte("to one")); err != nil {
+		t.Fatal(err)
+	}
+	m := recv(t, conns[1], 5*time.Second)
+	if m.From != c.nodes[0].Self() || m.Broadcast || string(m.Payload) != "to one" {
+		t.Fatalf("got %+v", m)
+	}
+	if err := conns[2].Broadcast(context.Background(), []byte("to all")); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 1} {
+		m := recv(t, conns[i], 5*time.Second)
+		if m.From != c.nodes[2].Self() || !m.Broadcast || string(m.Payload) != "to all" {
+			t.Fatalf("node %d got %+v", i, m)
+		}
+	}
+	expectNone(t, conns[2], 200*time.Millisecond)
+	// The echoes of the broadcast agree: nobody is blamed.
+	for i, conn := range conns {
+		if err := conn.Close(nil); err != nil {
+			t.Fatalf("close %d: %v", i, err)
+		}
+	}
+}
+
+func TestQUIC(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 2, []string{"/ip4/127.0.0.1/udp/0/quic-v1"}, nil)
+	defer c.close()
+	if len(c.nodes[0].ListenAddrs()) == 0 {
+		t.Skip("QUIC does not listen here")
+	}
+	conns := openAll(t, c, tss.NewSessionID())
+	if err := conns[0].Send(context.Background(), c.nodes[1].Self(), []byte("over quic")); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, conns[1], 5*time.Second); string(m.Payload) != "over quic" {
+		t.Fatalf("got %+v", m)
+	}
+}
+
+func TestStrangerRefused(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 2, tcpLoopback, nil)
+	defer c.close()
+	key, err := LoadOrCreateIdentity(filepath.Join(t.TempDir(), "stranger.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	target := c.nodes[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = stranger.Connect(ctx, peer.AddrInfo{ID: target.ID(), Addrs: target.ListenAddrs()})
+	if err == nil {
+		// The handshake may complete on the stranger's side before the
+		// member's gater closes it: then no stream may open.
+		if _, serr := stranger.NewStream(ctx, target.ID(), ProtocolID); serr == nil {
+			t.Fatal("stranger opened a session stream")
+		}
+	}
+	waitFor(t, 5*time.Second, "refusal", func() bool { return target.Counters().Refused.Load() > 0 })
+	if !strings.Contains(target.logs.String(), "refused connection from a non-member") {
+		t.Fatal("refusal not logged")
+	}
+	if got := len(target.Host().Network().ConnsToPeer(stranger.ID())); got != 0 {
+		t.Fatalf("%d connections to the stranger remain", got)
+	}
+	// A member cannot dial the stranger either, even if told its address.
+	target.Host().Peerstore().AddAddrs(stranger.ID(), stranger.Addrs(), peerstore.TempAddrTTL)
+	if err := target.Host().Connect(ctx, peer.AddrInfo{ID: stranger.ID()}); err == nil {
+		t.Fatal("member dialled a stranger")
+	}
+	if err := target.SetAddrs(stranger.ID(), stranger.Addrs()); err == nil {
+		t.Fatal("SetAddrs made a stranger known")
+	}
+}
+
+// rawStream opens a session stream from node from to node to, for writing
+// hand-made frames.
+func rawStream(t *testing.T, from, to *testNode) network.Stream {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := from.Host().NewStream(ctx, to.ID(), ProtocolID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func writeFrame(t *testing.T, s network.Stream, f *Frame) {
+	t.Helper()
+	raw := f.Encode()
+	buf := binary.BigEndian.AppendUint32(nil, uint32(len(raw)))
+	if _, err := s.Write(append(buf, raw...)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSpoofedSenderDropped(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 3, tcpLoopback, nil)
+	defer c.close()
+	a, b, cc := c.nodes[0], c.nodes[1], c.nodes[2]
+	sid := tss.NewSessionID()
+	conns := openAll(t, c, sid)
+	s := rawStream(t, b, a)
+	defer s.Reset()
+
+	// Signed by C itself, but arriving over B's authenticated connection.
+	f := &Frame{Kind: KindDirect, Session: sid, Seq: 1, From: cc.ID(), To: a.ID(), Payload: []byte("forged by b, signed by c")}
+	if err := f.Sign(cc.key); err != nil {
+		t.Fatal(err)
+	}
+	writeFrame(t, s, f)
+	// Claiming C, signed by B.
+	g := &Frame{Kind: KindDirect, Session: sid, Seq: 2, From: cc.ID(), To: a.ID(), Payload: []byte("claims c")}
+	if err := g.Sign(b.key); err != nil {
+		t.Fatal(err)
+	}
+	writeFrame(t, s, g)
+	// Claiming B, signed by C: a bad signature.
+	h := &Frame{Kind: KindDirect, Session: sid, Seq: 3, From: b.ID(), To: a.ID(), Payload: []byte("bad sig")}
+	if err := h.Sign(cc.key); err != nil {
+		t.Fatal(err)
+	}
+	h.From = b.ID()
+	writeFrame(t, s, h)
+	// Finally an honest frame from B, which must be the first delivered.
+	ok := &Frame{Kind: KindDirect, Session: sid, Seq: 4, From: b.ID(), To: a.ID(), Payload: []byte("honest")}
+	if err := ok.Sign(b.key); err != nil {
+		t.Fatal(err)
+	}
+	writeFrame(t, s, ok)
+
+	m := recv(t, conns[0], 5*time.Second)
+	if m.From != b.Self() || string(m.Payload) != "honest" {
+		t.Fatalf("first delivered message is %q from %s", m.Payload, m.From)
+	}
+	if got := a.Counters().Dropped(DropSpoofedSender); got != 2 {
+		t.Fatalf("spoofed drops = %d, want 2", got)
+	}
+	if got := a.Counters().Dropped(DropBadSignature); got != 1 {
+		t.Fatalf("bad signature drops = %d, want 1", got)
+	}
+	expectNone(t, conns[0], 100*time.Millisecond)
+}
+
+func TestOversizedFrameRefusedBeforeAllocation(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 2, tcpLoopback, nil)
+	defer c.close()
+	a, b := c.nodes[0], c.nodes[1]
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+
+	s := rawStream(t, b, a)
+	defer s.Reset()
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], 1<<30) // claims 1 GiB
+	if _, err := s.Write(hdr[:]); err != nil {
+		t.Fatal(err)
+	}
+	// Keep writing what the claimed frame would hold: the receiver must
+	// reset the stream rather than read or buffer it.
+	chunk := make([]byte, 64<<10)
+	var werr error
+	for i := 0; i < 1024 && werr == nil; i++ {
+		s.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		_, werr = s.Write(chunk)
+	}
+	if werr == nil {
+		t.Fatal("64 MiB of an oversized frame were accepted")
+	}
+	waitFor(t, 5*time.Second, "oversized drop", func() bool { return a.Counters().Dropped(DropOversized) == 1 })
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 32<<20 {
+		t.Fatalf("heap grew by %d bytes after an oversized frame", grew)
+	}
+	if _, err := io.ReadAll(s); err == nil {
+		t.Fatal("stream was not reset")
+	}
+	// A fresh stream still works.
+	sid := tss.NewSessionID()
+	conns := openAll(t, c, sid)
+	if err := conns[1].Send(context.Background(), a.Self(), []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, conns[0], 5*time.Second); string(m.Payload) != "after" {
+		t.Fatalf("got %q", m.Payload)
+	}
+}
+
+func TestSendRefusesOversizedPayload(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 2, tcpLoopback, func(cfg *Config) { cfg.MaxFrameSize = 4096 })
+	defer c.close()
+	conns := openAll(t, c, tss.NewSessionID())
+	if err := conns[0].Send(context.Background(), c.nodes[1].Self(), make([]byte, 8192)); err == nil {
+		t.Fatal("oversized payload sent")
+	}
+}
+
+func TestEquivocationDetected(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 3, tcpLoopback, nil)
+	defer c.close()
+	a, cc := c.nodes[0], c.nodes[2]
+	conns := openAll(t, c, tss.NewSessionID())
+	// A sends one payload to B and another, validly signed, to C.
+	hook := sendHook(func(to peer.ID, f *Frame, write func([]byte) error) error {
+		if f.Kind == KindBroadcast && to == cc.ID() {
+			g := *f
+			g.Payload = []byte("round 1: evil")
+			if err := g.Sign(a.key); err != nil {
+				return err
+			}
+			return write(g.Encode())
+		}
+		return write(f.Encode())
+	})
+	a.hook.Store(&hook)
+	if err := conns[0].Broadcast(context.Background(), []byte("round 1: honest")); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{1, 2} {
+		select {
+		case <-conns[i].Done():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("node %d did not detect the equivocation", i)
+		}
+		err := conns[i].Err()
+		se, ok := tss.AsSessionError(err)
+		if !ok || se.Kind != tss.FailMisbehaviour || len(se.Culprits) != 1 || se.Culprits[0] != a.Self() {
+			t.Fatalf("node %d: got %v, want misbehaviour by %s", i, err, a.Self())
+		}
+		ev, ok := EvidenceOf(err)
+		if !ok {
+			t.Fatalf("node %d: no evidence in %v", i, err)
+		}
+		if err := ev.Verify(); err != nil {
+			t.Fatalf("node %d: evidence does not verify: %v", i, err)
+		}
+		// The evidence survives encoding, as it would when sent to others.
+		first, err1 := DecodeFrame(ev.First.Encode())
+		second, err2 := DecodeFrame(ev.Second.Encode())
+		if err := errors.Join(err1, err2); err != nil {
+			t.Fatal(err)
+		}
+		if err := (&Evidence{Sender: ev.Sender, First: first, Second: second}).Verify(); err != nil {
+			t.Fatalf("re-decoded evidence: %v", err)
+		}
+		if err := conns[i].Close(nil); err == nil {
+			t.Fatalf("node %d: Close(nil) succeeded after equivocation", i)
+		}
+	}
+	// Forged evidence does not verify.
+	_, stranger := testKey(t)
+	ev, _ := EvidenceOf(conns[1].Err())
+	forged := *ev
+	forged.Sender = tss.MemberID(stranger.String())
+	if forged.Verify() == nil {
+		t.Fatal("evidence naming someone else verified")
+	}
+}
+
+func TestFramesBeforeOpenAreBuffered(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 2, tcpLoopback, func(cfg *Config) {
+		cfg.PendingFrames = 3
+		cfg.PendingTTL = 500 * time.Millisecond
+	})
+	defer c.close()
+	a, b := c.nodes[0], c.nodes[1]
+	sid := tss.NewSessionID()
+	connB, err := b.Open(context.Background(), sid, c.ids())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer connB.Close(nil)
+	for i := 0; i < 5; i++ {
+		if err := connB.Send(context.Background(), a.Self(), []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "buffering", func() bool { _, n, _ := a.PendingStats(); return n == 3 })
+	waitFor(t, 5*time.Second, "drops", func() bool { return a.Counters().Dropped(DropPendingFull) == 2 })
+	connA, err := a.Open(context.Background(), sid, c.ids())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer connA.Close(nil)
+	for i := 0; i < 3; i++ {
+		if m := recv(t, connA, 5*time.Second); m.Payload[0] != byte(i) {
+			t.Fatalf("buffered message %d is %v", i, m.Payload)
+		}
+	}
+	if s, n, by := a.PendingStats(); s+n+by != 0 {
+		t.Fatalf("pending after open: %d sessions, %d frames, %d bytes", s, n, by)
+	}
+
+	// Frames for a session never opened expire.
+	other := tss.NewSessionID()
+	connB2, err := b.Open(context.Background(), other, c.ids())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer connB2.Close(nil)
+	if err := connB2.Send(context.Background(), a.Self(), []byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "expiry", func() bool { return a.Counters().Dropped(DropExpired) == 1 })
+	if s, _, _ := a.PendingStats(); s != 0 {
+		t.Fatalf("%d pending sessions after expiry", s)
+	}
+}
+
+func TestDuplicatesDropped(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 3, tcpLoopback, nil)
+	defer c.close()
+	a := c.nodes[0]
+	conns := openAll(t, c, tss.NewSessionID())
+	hook := sendHook(func(to peer.ID, f *Frame, write func([]byte) error) error {
+		raw := f.Encode()
+		if err := write(raw); err != nil {
+			return err
+		}
+		return write(raw)
+	})
+	a.hook.Store(&hook)
+	if err := conns[0].Broadcast(context.Background(), []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := conns[0].Send(context.Background(), c.nodes[1].Self(), []byte("d")); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, conns[1], 5*time.Second); string(m.Payload) != "b" {
+		t.Fatalf("got %q", m.Payload)
+	}
+	if m := recv(t, conns[1], 5*time.Second); string(m.Payload) != "d" {
+		t.Fatalf("got %q", m.Payload)
+	}
+	expectNone(t, conns[1], 200*time.Millisecond)
+	if got := c.nodes[1].Counters().Dropped(DropDuplicate); got != 2 {
+		t.Fatalf("duplicates dropped = %d, want 2", got)
+	}
+}
+
+func TestRestartKeepsPeerID(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 2, tcpLoopback, nil)
+	defer c.close()
+	before := c.nodes[0].ID()
+	if err := c.nodes[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.start(t, 0, nil)
+	if c.nodes[0].ID() != before {
+		t.Fatalf("peer id changed from %s to %s", before, c.nodes[0].ID())
+	}
+	// The restarted node is reachable under its old id.
+	conns := openAll(t, c, tss.NewSessionID())
+	if err := conns[1].Send(context.Background(), c.nodes[0].Self(), []byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, conns[0], 5*time.Second); string(m.Payload) != "again" {
+		t.Fatalf("got %q", m.Payload)
+	}
+}
+
+func TestOpenRefusesNonMembers(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 2, tcpLoopback, nil)
+	defer c.close()
+	_, stranger := testKey(t)
+	ids := append(c.ids(), tss.MemberID(stranger.String()))
+	if _, err := c.nodes[0].Open(context.Background(), tss.NewSessionID(), ids); err == nil {
+		t.Fatal("opened a session with a stranger")
+	}
+	if _, err := c.nodes[0].Open(context.Background(), tss.NewSessionID(), c.ids()[1:]); err == nil {
+		t.Fatal("opened a session without self")
+	}
+}
