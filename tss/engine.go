@@ -2,6 +2,8 @@ package tss
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bnb-chain/tss-lib/v2/common"
+	tsscrypto "github.com/bnb-chain/tss-lib/v2/crypto"
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/resharing"
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
@@ -19,16 +22,15 @@ import (
 
 // Config tunes an Engine.
 type Config struct {
-	// IdleTimeout ends a session that accepted no message for this long,
-	// naming the members it was waiting for. Default 60s: a keygen round
-	// with proofs takes seconds of CPU per party.
+	// IdleTimeout ends a session whose local parties took no message for
+	// this long, naming the members it was waiting for. Default 60s: a
+	// keygen round with proofs takes seconds of CPU per party. It bounds
+	// each wait, not the whole session: a slow member can stretch every
+	// round, so callers set a deadline on the context as well.
 	IdleTimeout time.Duration
 	// TickInterval is the resolution of IdleTimeout. Default 100ms.
 	TickInterval time.Duration
-	// MaxEarly bounds the messages a session holds before it starts.
-	// Default 256.
-	MaxEarly int
-	Logger   *slog.Logger
+	Logger       *slog.Logger
 }
 
 // Engine runs keygen, signing and resharing sessions for one node over a
@@ -47,9 +49,6 @@ func NewEngine(tr Transport, cfg Config) *Engine {
 	if cfg.TickInterval <= 0 {
 		cfg.TickInterval = 100 * time.Millisecond
 	}
-	if cfg.MaxEarly <= 0 {
-		cfg.MaxEarly = 256
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -57,9 +56,26 @@ func NewEngine(tr Transport, cfg Config) *Engine {
 	return &Engine{tr: tr, cfg: cfg, log: log.With("member", tr.Self())}
 }
 
-func (e *Engine) sessionConfig(id SessionID, proto protocol, threshold int) sessionConfig {
+func (e *Engine) sessionConfig(id SessionID, proto protocol, parties int, hard *hardener, params ...any) sessionConfig {
 	ticks := int((e.cfg.IdleTimeout + e.cfg.TickInterval - 1) / e.cfg.TickInterval)
-	return sessionConfig{id: id, proto: proto, self: e.tr.Self(), maxIdle: ticks, maxPre: e.cfg.MaxEarly, threshold: threshold}
+	return sessionConfig{id: id, params: paramsHash(append([]any{proto.String()}, params...)...), proto: proto,
+		self: e.tr.Self(), maxIdle: ticks, parties: parties, hard: hard}
+}
+
+// paramsHash binds what a session was asked to do: every member must have
+// been given the same request.
+func paramsHash(parts ...any) [32]byte {
+	b, err := json.Marshal(parts)
+	if err != nil {
+		panic(fmt.Sprintf("tss: encode session parameters: %v", err))
+	}
+	return sha256.Sum256(b)
+}
+
+func sortedIDs(ids []MemberID) []MemberID {
+	out := slices.Clone(ids)
+	slices.Sort(out)
+	return out
 }
 
 // run drives s over the transport until it ends.
@@ -156,11 +172,11 @@ func (e *Engine) Keygen(ctx context.Context, req KeygenRequest) (*Share, error) 
 	if req.Session.IsZero() {
 		return nil, errors.New("tss: keygen: session id is missing")
 	}
-	if req.PreParams == nil {
-		return nil, errors.New("tss: keygen: pre-parameters are missing")
+	if !req.PreParams.valid() {
+		return nil, errors.New("tss: keygen: pre-parameters are missing or incomplete")
 	}
-	c := req.Committee.clone()
-	s := newSession(e.sessionConfig(req.Session, protoKeygen, c.Threshold))
+	c := req.Committee.Canonical()
+	s := newSession(e.sessionConfig(req.Session, protoKeygen, len(c.Members), newHardener(c.Threshold), c))
 	ids := s.addCommittee(tagMain, c.IDs(), 0)
 	params := tss.NewParameters(tss.S256(), tss.NewPeerContext(ids), s.parties[partyRef{self, tagMain}], len(ids), c.Threshold)
 	end := make(chan *keygen.LocalPartySaveData, 1)
@@ -206,62 +222,81 @@ type SignRequest struct {
 // to the key's (or the child key's) address. Bad requests fail before any
 // message is sent.
 func (e *Engine) Sign(ctx context.Context, req SignRequest) (Signature, error) {
-	var sig Signature
+	s, finish, err := e.signSession(req)
+	if err != nil {
+		return Signature{}, err
+	}
+	if err := e.run(ctx, s); err != nil {
+		return Signature{}, err
+	}
+	return finish()
+}
+
+// signSession checks req and builds its session; finish turns the finished
+// session into the checked signature. Tests drive the session by hand.
+func (e *Engine) signSession(req SignRequest) (*Session, func() (Signature, error), error) {
+	self := e.tr.Self()
 	if req.Share == nil {
-		return sig, errors.New("tss: sign: share is missing")
+		return nil, nil, errors.New("tss: sign: share is missing")
 	}
 	if req.Session.IsZero() {
-		return sig, errors.New("tss: sign: session id is missing")
+		return nil, nil, errors.New("tss: sign: session id is missing")
+	}
+	if req.Share.self != self {
+		return nil, nil, fmt.Errorf("tss: sign: the share belongs to %s, not this node (%s)", req.Share.self, self)
 	}
 	key := req.Share.key
 	if err := checkQuorum(key.Committee, req.Signers, "signers"); err != nil {
-		return sig, fmt.Errorf("tss: sign: %w", err)
+		return nil, nil, fmt.Errorf("tss: sign: %w", err)
 	}
-	if !slices.Contains(req.Signers, e.tr.Self()) {
-		return sig, fmt.Errorf("tss: sign: this node (%s) is not among the signers", e.tr.Self())
+	if !slices.Contains(req.Signers, self) {
+		return nil, nil, fmt.Errorf("tss: sign: this node (%s) is not among the signers", self)
 	}
 	data, err := cloneSaveData(req.Share.data)
 	if err != nil {
-		return sig, fmt.Errorf("tss: sign: copy share: %w", err)
+		return nil, nil, fmt.Errorf("tss: sign: copy share: %w", err)
 	}
 	wantPub := key.PublicKey
 	var delta *big.Int
 	if len(req.Path) > 0 {
 		child, err := key.Child(req.Path)
 		if err != nil {
-			return sig, err
+			return nil, nil, err
 		}
 		childPub, err := crypto.UnmarshalPubkey(child.PublicKey)
 		if err != nil {
-			return sig, err
+			return nil, nil, err
 		}
+		// tss-lib adjusts the public shares in place: data is a copy.
 		keys := []keygen.LocalPartySaveData{data}
 		if err := signing.UpdatePublicKeyAndAdjustBigXj(child.delta, keys, childPub, tss.S256()); err != nil {
-			return sig, fmt.Errorf("tss: sign: adjust share for child %v: %w", req.Path, err)
+			return nil, nil, fmt.Errorf("tss: sign: adjust share for child %v: %w", req.Path, err)
 		}
 		data, delta, wantPub = keys[0], child.delta, child.PublicKey
 	}
-	s := newSession(e.sessionConfig(req.Session, protoSign, key.Committee.Threshold))
+	s := newSession(e.sessionConfig(req.Session, protoSign, len(req.Signers), newHardener(key.Committee.Threshold),
+		key.Address, key.Generation, key.Committee.Canonical(), sortedIDs(req.Signers), req.Digest, req.Path))
 	ids := s.addCommittee(tagMain, req.Signers, key.Generation)
-	params := tss.NewParameters(tss.S256(), tss.NewPeerContext(ids), s.parties[partyRef{e.tr.Self(), tagMain}], len(ids), key.Committee.Threshold)
+	params := tss.NewParameters(tss.S256(), tss.NewPeerContext(ids), s.parties[partyRef{self, tagMain}], len(ids), key.Committee.Threshold)
 	end := make(chan *common.SignatureData, 1)
 	var out *common.SignatureData
 	msg := new(big.Int).SetBytes(req.Digest[:])
 	party := signing.NewLocalPartyWithKDD(msg, params, data, delta, s.out, end, len(req.Digest))
 	s.addLocal(tagMain, party, pollEnd(end, &out))
-	if err := e.run(ctx, s); err != nil {
-		return sig, err
+	finish := func() (Signature, error) {
+		var sig Signature
+		if out == nil || len(out.R) != 32 || len(out.S) != 32 || len(out.SignatureRecovery) != 1 {
+			return sig, errors.New("tss: sign: protocol ended without a well-formed signature")
+		}
+		copy(sig[:32], out.R)
+		copy(sig[32:64], out.S)
+		sig[64] = out.SignatureRecovery[0]
+		if err := verifySignature(req.Digest, sig, wantPub); err != nil {
+			return Signature{}, fmt.Errorf("tss: sign: %w", err)
+		}
+		return sig, nil
 	}
-	if len(out.R) != 32 || len(out.S) != 32 || len(out.SignatureRecovery) != 1 {
-		return sig, errors.New("tss: sign: protocol ended with a malformed signature")
-	}
-	copy(sig[:32], out.R)
-	copy(sig[32:64], out.S)
-	sig[64] = out.SignatureRecovery[0]
-	if err := verifySignature(req.Digest, sig, wantPub); err != nil {
-		return Signature{}, fmt.Errorf("tss: sign: %w", err)
-	}
-	return sig, nil
+	return s, finish, nil
 }
 
 // checkQuorum: ids must be distinct members of c, at least t+1 of them.
@@ -297,11 +332,15 @@ type ReshareRequest struct {
 // final only once Proof has been checked (VerifyReshareProof): until then
 // no old share may be deleted.
 type ReshareResult struct {
+	session     SessionID
 	Key         KeyInfo   // the key under its new committee; same address
 	Share       *Share    // this node's new share; nil if it is not in the new committee
 	Proof       Signature // by the whole new committee over ProofDigest; zero at old-only members
 	ProofDigest [32]byte
 }
+
+// Session is the reshare's session id, which its proof is bound to.
+func (r *ReshareResult) Session() SessionID { return r.session }
 
 // Reshare runs a reshare, then has the whole new committee sign a proof
 // digest with the new shares under the same address. Members of the new
@@ -310,7 +349,7 @@ type ReshareResult struct {
 // before they delete their old share.
 func (e *Engine) Reshare(ctx context.Context, req ReshareRequest) (*ReshareResult, error) {
 	self := e.tr.Self()
-	old, nc := req.Key.Committee, req.NewCommittee.clone()
+	old, nc := req.Key.Committee, req.NewCommittee.Canonical()
 	if req.Session.IsZero() {
 		return nil, errors.New("tss: reshare: session id is missing")
 	}
@@ -327,16 +366,34 @@ func (e *Engine) Reshare(ctx context.Context, req ReshareRequest) (*ReshareResul
 	if !inOld && !inNew {
 		return nil, fmt.Errorf("tss: reshare: %s is neither an old signer nor in the new committee", self)
 	}
-	if inOld && (req.OldShare == nil || req.OldShare.key.Address != req.Key.Address || req.OldShare.key.Generation != req.Key.Generation) {
-		return nil, fmt.Errorf("tss: reshare: %s is an old signer but has no share of %s generation %d", self, req.Key.Address.Hex(), req.Key.Generation)
+	if inOld {
+		// This node's own share, not the request, says what the key is.
+		switch {
+		case req.OldShare == nil:
+			return nil, fmt.Errorf("tss: reshare: %s is an old signer but has no share", self)
+		case req.OldShare.self != self:
+			return nil, fmt.Errorf("tss: reshare: the share belongs to %s, not this node (%s)", req.OldShare.self, self)
+		case !req.OldShare.key.Equal(req.Key):
+			return nil, fmt.Errorf("tss: reshare: the request describes %s, but this node's share is of %s", req.Key.Describe(), req.OldShare.key.Describe())
+		}
+		old = req.OldShare.key.Committee
 	}
-	if inNew && req.PreParams == nil {
-		return nil, errors.New("tss: reshare: pre-parameters are missing for a new committee member")
+	if inNew && !req.PreParams.valid() {
+		return nil, errors.New("tss: reshare: pre-parameters are missing or incomplete for a new committee member")
+	}
+	wantPub, err := req.Key.ecdsaPublicKey()
+	if err != nil {
+		return nil, err
 	}
 	gen := req.Key.Generation + 1
 	newKey := KeyInfo{Address: req.Key.Address, PublicKey: req.Key.PublicKey, Committee: nc, Generation: gen, GuardianFloor: nc.GuardianFloor()}
 
-	s := newSession(e.sessionConfig(req.Session, protoReshare, nc.Threshold))
+	hard := newHardener(nc.Threshold)
+	if hard.wantPub, err = tsscrypto.NewECPoint(tss.S256(), wantPub.X, wantPub.Y); err != nil {
+		return nil, fmt.Errorf("tss: reshare: public key: %w", err)
+	}
+	s := newSession(e.sessionConfig(req.Session, protoReshare, len(req.OldSigners)+len(nc.Members), hard,
+		req.Key.Address, req.Key.Generation, old.Canonical(), sortedIDs(req.OldSigners), nc))
 	oldIDs := s.addCommittee(tagOld, req.OldSigners, req.Key.Generation)
 	newIDs := s.addCommittee(tagNew, nc.IDs(), gen)
 	oldCtx, newCtx := tss.NewPeerContext(oldIDs), tss.NewPeerContext(newIDs)
@@ -345,6 +402,9 @@ func (e *Engine) Reshare(ctx context.Context, req ReshareRequest) (*ReshareResul
 		data, err := cloneSaveData(req.OldShare.data)
 		if err != nil {
 			return nil, fmt.Errorf("tss: reshare: copy share: %w", err)
+		}
+		if hard.wantSSID, err = reshareSSID(data, oldIDs); err != nil {
+			return nil, fmt.Errorf("tss: reshare: %w", err)
 		}
 		params := tss.NewReSharingParameters(tss.S256(), oldCtx, newCtx, s.parties[partyRef{self, tagOld}], len(oldIDs), old.Threshold, len(newIDs), nc.Threshold)
 		end := make(chan *keygen.LocalPartySaveData, 1)
@@ -361,7 +421,7 @@ func (e *Engine) Reshare(ctx context.Context, req ReshareRequest) (*ReshareResul
 	if err := e.run(ctx, s); err != nil {
 		return nil, err
 	}
-	res := &ReshareResult{Key: newKey, ProofDigest: ReshareProofDigest(req.Session, newKey)}
+	res := &ReshareResult{session: req.Session, Key: newKey, ProofDigest: ReshareProofDigest(req.Session, newKey)}
 	if !inNew {
 		return res, nil
 	}
@@ -386,12 +446,32 @@ func (e *Engine) Reshare(ctx context.Context, req ReshareRequest) (*ReshareResul
 	return res, nil
 }
 
+// reshareSSID computes the SSID honest old signers send in reshare round 1,
+// as tss-lib derives it: curve, old signers' party keys, and their public
+// shares and N-tilde setups (nonce 0, round 1).
+func reshareSSID(data keygen.LocalPartySaveData, oldIDs tss.SortedPartyIDs) ([]byte, error) {
+	sub := keygen.BuildLocalSaveDataSubset(data, oldIDs)
+	p := tss.S256().Params()
+	list := []*big.Int{p.P, p.N, p.B, p.Gx, p.Gy}
+	list = append(list, oldIDs.Keys()...)
+	flat, err := tsscrypto.FlattenECPoints(sub.BigXj)
+	if err != nil {
+		return nil, fmt.Errorf("public shares: %w", err)
+	}
+	list = append(list, flat...)
+	list = append(list, sub.NTildej...)
+	list = append(list, sub.H1j...)
+	list = append(list, sub.H2j...)
+	list = append(list, big.NewInt(1), big.NewInt(0))
+	return common.SHA512_256i(list...).Bytes(), nil
+}
+
 // ReshareProofDigest is what the new committee signs to prove a reshare:
 // bound to the session and to the new key description.
 func ReshareProofDigest(session SessionID, key KeyInfo) [32]byte {
 	var g [4]byte
 	g[0], g[1], g[2], g[3] = byte(key.Generation>>24), byte(key.Generation>>16), byte(key.Generation>>8), byte(key.Generation)
-	parts := [][]byte{[]byte("custos/reshare-proof/v1"), session[:], key.Address[:], g[:], []byte(key.Committee.Describe())}
+	parts := [][]byte{[]byte("custos/reshare-proof/v1"), session[:], key.Address[:], g[:], []byte(key.Committee.Canonical().Describe())}
 	return [32]byte(crypto.Keccak256(hashParts(parts...)))
 }
 

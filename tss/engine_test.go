@@ -2,6 +2,8 @@ package tss
 
 import (
 	"context"
+	"math/big"
+	"slices"
 	"strings"
 	"testing"
 
@@ -77,6 +79,9 @@ func TestSignRefusesBadQuorumBeforeSending(t *testing.T) {
 		"duplicate":         {agent.ID, agent.ID},
 		"self not a signer": {policy.ID, guardian.ID},
 	}
+	if _, err := eng.Sign(context.Background(), SignRequest{Session: NewSessionID(), Share: shares[policy.ID], Signers: []MemberID{agent.ID, policy.ID}}); err == nil {
+		t.Fatal("signed with another member's share")
+	}
 	for name, signers := range cases {
 		_, err := eng.Sign(context.Background(), SignRequest{Session: NewSessionID(), Share: shares[agent.ID], Signers: signers, Digest: digestOf(name)})
 		if err == nil {
@@ -107,11 +112,18 @@ func TestChildKeySigning(t *testing.T) {
 	if _, err := key.Child([]uint32{1 << 31}); err == nil {
 		t.Fatal("hardened index accepted")
 	}
+	before, err := shares[agent.ID].MarshalSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
 	digest := digestOf("child payment")
 	for id, sig := range signAll(t, NewMemNetwork(), shares, []MemberID{agent.ID, policy.ID}, digest, path) {
 		if got := recoverAddress(t, digest, sig); got != child.Address {
 			t.Fatalf("%s: child signature recovers to %s, want child %s (parent %s)", id, got.Hex(), child.Address.Hex(), key.Address.Hex())
 		}
+	}
+	if after, _ := shares[agent.ID].MarshalSecret(); string(after) != string(before) {
+		t.Fatal("signing for a child changed the parent share")
 	}
 }
 
@@ -134,7 +146,7 @@ func TestSilentMemberNamedOnTimeout(t *testing.T) {
 
 func TestShareRoundTripAndRedaction(t *testing.T) {
 	sh := shared2of3(t)[policy.ID]
-	b, err := sh.MarshalBinary()
+	b, err := sh.MarshalSecret()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,11 +160,35 @@ func TestShareRoundTripAndRedaction(t *testing.T) {
 	if s := sh.String(); len(s) > 120 || strings.Contains(s, sh.data.Xi.String()[:8]) {
 		t.Fatalf("String leaks: %q", s)
 	}
-	// A share claimed by another member, or with a changed key, is refused.
-	tampered := *back
-	tampered.self = agent.ID
-	if err := tampered.check(); err == nil {
-		t.Fatal("share accepted under another member's name")
+	// A share claimed by another member, or with its data altered, is
+	// refused; so is anything after the share.
+	tampers := map[string]func(*Share){
+		"holder":           func(s *Share) { s.self = agent.ID },
+		"secret":           func(s *Share) { s.data.Xi = new(big.Int).Add(s.data.Xi, big.NewInt(1)) },
+		"party key":        func(s *Share) { s.data.Ks[0] = new(big.Int).Add(s.data.Ks[0], big.NewInt(1)) },
+		"public share":     func(s *Share) { s.data.BigXj[0] = s.data.BigXj[1] },
+		"missing paillier": func(s *Share) { s.data.PaillierPKs[2] = nil },
+		"threshold":        func(s *Share) { s.key.Committee.Threshold = 2; s.key.GuardianFloor = 1 },
+		"own n-tilde": func(s *Share) {
+			s.data.NTildej = slices.Clone(s.data.NTildej)
+			s.data.NTildej[indexOfKey(s)] = s.data.H1i
+		},
+	}
+	for name, tamper := range tampers {
+		c, err := UnmarshalShare(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tamper(c)
+		bad, err := c.MarshalSecret()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := UnmarshalShare(bad); err == nil {
+			t.Errorf("share with altered %s accepted", name)
+		} else if strings.Contains(err.Error(), sh.data.Xi.String()[:8]) {
+			t.Errorf("%s: error leaks the secret: %v", name, err)
+		}
 	}
 	if _, err := UnmarshalShare(append([]byte(`{"unknown":1,`), b[1:]...)); err == nil {
 		t.Fatal("unknown field accepted")
@@ -160,4 +196,22 @@ func TestShareRoundTripAndRedaction(t *testing.T) {
 	if _, err := UnmarshalShare(b[:len(b)/2]); err == nil {
 		t.Fatal("truncated share accepted")
 	}
+	if _, err := UnmarshalShare(append(append([]byte(nil), b...), []byte(`{"x":1}`)...)); err == nil {
+		t.Fatal("data after the share accepted")
+	}
+	k := sh.Key()
+	k.Committee.Members[0].Role = RoleGuardian
+	k.PublicKey[1] ^= 1
+	if sh.Key().Committee.Members[0].Role == RoleGuardian || sh.Key().PublicKey[1] == k.PublicKey[1] {
+		t.Fatal("Key() hands out the share's own slices")
+	}
+}
+
+func indexOfKey(s *Share) int {
+	for j, k := range s.data.Ks {
+		if k.Cmp(s.data.ShareID) == 0 {
+			return j
+		}
+	}
+	return -1
 }

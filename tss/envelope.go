@@ -47,7 +47,12 @@ func (m toMask) has(t tag) bool { return m&(1<<t) != 0 }
 // the recipients' committees. The sender's identity is not in it: the
 // transport supplies it.
 type envelope struct {
-	Session   SessionID
+	Session SessionID
+	// Params is the hash of the request every member was asked to run
+	// (protocol, key, committee, signers, digest...). Members given
+	// different requests by a faulty coordinator find out at the first
+	// message, before any secret-dependent round.
+	Params    [32]byte
 	From      tag
 	To        toMask
 	Broadcast bool
@@ -56,7 +61,7 @@ type envelope struct {
 
 const (
 	envelopeMagic   = "CTS1"
-	envelopeHeader  = len(envelopeMagic) + len(SessionID{}) + 3 + 4
+	envelopeHeader  = len(envelopeMagic) + len(SessionID{}) + 32 + 3 + 4
 	maxEnvelopeWire = 1 << 20 // the largest tss-lib message is well under this
 )
 
@@ -66,6 +71,7 @@ func (e envelope) encode() []byte {
 	b := make([]byte, 0, envelopeHeader+len(e.Wire))
 	b = append(b, envelopeMagic...)
 	b = append(b, e.Session[:]...)
+	b = append(b, e.Params[:]...)
 	var flags byte
 	if e.Broadcast {
 		flags = 1
@@ -86,6 +92,8 @@ func decodeEnvelope(b []byte) (envelope, error) {
 	b = b[4:]
 	copy(e.Session[:], b)
 	b = b[len(e.Session):]
+	copy(e.Params[:], b)
+	b = b[len(e.Params):]
 	e.From, e.To = tag(b[0]), toMask(b[1])
 	switch b[2] {
 	case 0:

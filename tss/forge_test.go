@@ -5,6 +5,7 @@ import (
 	"math/big"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -176,6 +177,16 @@ func TestForgedKeygenShortPaillierModulus(t *testing.T) {
 	})
 }
 
+func TestForgedKeygenShortNTilde(t *testing.T) {
+	forgedKeygen(t, agent.ID, "n-tilde", func(c tss.MessageContent) bool {
+		m, ok := c.(*keygen.KGRound1Message)
+		if ok {
+			m.NTilde = new(big.Int).Lsh(big.NewInt(1), 1023).Bytes()
+		}
+		return ok
+	})
+}
+
 func forgedSign(t *testing.T, check string, mutate func(*mta.RangeProofAlice)) {
 	shares := shared2of3(t)
 	net := NewMemNetwork()
@@ -257,6 +268,82 @@ func TestForgedReshareModProofGCD(t *testing.T) {
 	})
 }
 
+func TestForgedResharePublicKey(t *testing.T) {
+	forgedReshare(t, policy.ID, "reshare public key", func(c tss.MessageContent) bool {
+		m, ok := c.(*resharing.DGRound1Message)
+		if ok {
+			// Claim the generator as the key: tss-lib v2.0.2 compares
+			// every dealer's claim with old party 0's, which may be this one.
+			m.EcdsaPubX, m.EcdsaPubY = tss.S256().Params().Gx.Bytes(), tss.S256().Params().Gy.Bytes()
+		}
+		return ok
+	})
+}
+
+// A dealer that lies about the SSID is named by every member that holds an
+// old share; a member that holds none cannot tell the liar from the honest
+// dealer and names nobody (tss-lib would name whoever is not old party 0).
+func TestForgedReshareSSIDBlamesOnlyTheForger(t *testing.T) {
+	old := shared2of3(t)
+	key := old[agent.ID].Key()
+	net := NewMemNetwork()
+	forger := policy.ID
+	forge(t, net, forger, func(c tss.MessageContent) bool {
+		m, ok := c.(*resharing.DGRound1Message)
+		if ok {
+			m.Ssid = append([]byte{1}, m.Ssid...)
+		}
+		return ok
+	})
+	oldSigners := []MemberID{policy.ID, guardian.ID}
+	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}
+	everyone := []MemberID{agent2.ID, policy.ID, guardian.ID}
+	sid := NewSessionID()
+	errs := runWithForger(everyone, forger, func(ctx context.Context, i int, id MemberID) error {
+		req := ReshareRequest{Session: sid, Key: key, OldSigners: oldSigners, NewCommittee: nc, PreParams: fixture(t, 3+i)}
+		if id != agent2.ID {
+			req.OldShare = old[id]
+		}
+		_, err := NewEngine(net.Endpoint(id), testConfig()).Reshare(ctx, req)
+		return err
+	})
+	for id, err := range errs {
+		se, ok := AsSessionError(err)
+		if !ok {
+			t.Fatalf("%s: %v", id, err)
+		}
+		t.Logf("%s: %v", id, err)
+		for _, c := range se.Culprits {
+			if c != forger {
+				t.Fatalf("%s blamed %s, an honest member", id, c)
+			}
+		}
+	}
+	if se, _ := AsSessionError(errs[guardian.ID]); len(se.Culprits) != 1 {
+		t.Fatalf("guardian holds an old share and should name the forger: %v", errs[guardian.ID])
+	}
+}
+
+// Members given different requests (here different digests) find out at
+// the first message and blame nobody.
+func TestMembersGivenDifferentRequestsStopAtOnce(t *testing.T) {
+	shares := shared2of3(t)
+	net := NewMemNetwork()
+	signers := []MemberID{agent.ID, policy.ID}
+	sid := NewSessionID()
+	errs := runAll(signers, func(_ int, id MemberID) error {
+		_, err := NewEngine(net.Endpoint(id), testConfig()).Sign(context.Background(),
+			SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("pay " + string(id))})
+		return err
+	})
+	for id, err := range errs {
+		se, ok := AsSessionError(err)
+		if !ok || se.Kind != FailProtocol || len(se.Culprits) != 0 || !strings.Contains(se.Error(), "different request") {
+			t.Fatalf("%s: got %v, want a protocol failure with no culprit", id, err)
+		}
+	}
+}
+
 func TestConflictingDuplicateIsMisbehaviour(t *testing.T) {
 	shares := shared2of3(t)
 	net := NewMemNetwork()
@@ -316,15 +403,21 @@ func TestDuplicatedReorderedDelayedMessagesStillSign(t *testing.T) {
 	shares := shared2of3(t)
 	net := NewMemNetwork()
 	rng := rand.New(rand.NewPCG(1, 2))
-	var rngMu = make(chan struct{}, 1)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	net.SetFilter(func(m MemMessage) []MemMessage {
-		rngMu <- struct{}{}
+		mu.Lock()
 		delay := time.Duration(rng.IntN(40)) * time.Millisecond
-		<-rngMu
+		mu.Unlock()
+		wg.Add(1)
 		go func() {
+			defer wg.Done()
 			time.Sleep(delay)
-			net.Inject(m)
-			net.Inject(m) // exact duplicate: dropped
+			for range 2 { // the copy is an exact duplicate: dropped
+				if err := net.Inject(m); err != nil {
+					t.Errorf("inject: %v", err)
+				}
+			}
 		}()
 		return nil
 	})
@@ -335,6 +428,7 @@ func TestDuplicatedReorderedDelayedMessagesStillSign(t *testing.T) {
 			t.Fatalf("%s: recovers to %s", id, got.Hex())
 		}
 	}
+	wg.Wait()
 }
 
 func TestEarlyMessagesAreBuffered(t *testing.T) {

@@ -1,10 +1,12 @@
 package tss
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math/big"
 
+	tsscrypto "github.com/bnb-chain/tss-lib/v2/crypto"
 	"github.com/bnb-chain/tss-lib/v2/crypto/modproof"
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/resharing"
@@ -29,11 +31,22 @@ type hardener struct {
 	// paillierN holds each keygen party's Paillier modulus from round 1,
 	// needed to check its round-2 modulus proof.
 	paillierN map[partyRef]*big.Int
+
+	// Resharing: tss-lib checks the dealers' round-1 SSIDs against old
+	// party 0's and blames the other party on a mismatch, and never checks
+	// the public key they claim. The engine checks both itself.
+	wantPub   *tsscrypto.ECPoint // the key being reshared
+	wantSSID  []byte             // what honest old signers send; nil when this node holds no old share
+	firstSSID []byte             // the first SSID seen, when wantSSID is unknown
 }
 
 func newHardener(threshold int) *hardener {
 	return &hardener{vssCount: threshold + 1, paillierN: map[partyRef]*big.Int{}}
 }
+
+// errDisagree: old signers sent different SSIDs and this node, holding no
+// old share, cannot tell which of them is honest.
+var errDisagree = errors.New("tss: old signers sent different session setups (ssid); this node holds no old share to tell which is honest")
 
 // errNotYet means the check needs an earlier message from the same sender
 // that has not arrived; the message waits for it.
@@ -61,6 +74,22 @@ func (h *hardener) check(from partyRef, msg tss.ParsedMessage) error {
 		}
 		pf, err := c.UnmarshalModProof()
 		return checkModProof(pf, err, n)
+	case *resharing.DGRound1Message:
+		pub, err := c.UnmarshalECDSAPub(tss.S256())
+		if err != nil || h.wantPub == nil || !pub.Equals(h.wantPub) {
+			return hardenErr("reshare public key", "the dealer claims a public key other than the key's")
+		}
+		ssid := c.UnmarshalSSID()
+		switch {
+		case h.wantSSID != nil:
+			if !bytes.Equal(ssid, h.wantSSID) {
+				return hardenErr("reshare ssid", "the dealer's ssid does not match the old committee's data")
+			}
+		case h.firstSSID == nil:
+			h.firstSSID = ssid
+		case !bytes.Equal(ssid, h.firstSSID):
+			return errDisagree
+		}
 	case *resharing.DGRound2Message1:
 		n := c.UnmarshalPaillierPK().N
 		if err := checkModuli(n, c.UnmarshalNTilde()); err != nil {

@@ -102,15 +102,21 @@ type Committee struct {
 	Threshold int      `json:"threshold"`
 }
 
-// Errors returned when a committee is refused.
-var (
-	ErrBadCommittee = errors.New("tss: invalid committee")
-)
+// ErrBadCommittee is returned when a committee is refused.
+var ErrBadCommittee = errors.New("tss: invalid committee")
 
-// Validate refuses committees where t < 1, t+1 > n, a member id is empty or
-// repeated, or a role is unknown.
+// MaxCommittee is the largest committee the engine runs: tss-lib's cost grows
+// with the square of the committee, and the session's buffers are sized for
+// it.
+const MaxCommittee = 32
+
+// Validate refuses committees where t < 1, t+1 > n, n > MaxCommittee, a
+// member id is empty or repeated, or a role is unknown.
 func (c Committee) Validate() error {
 	n := len(c.Members)
+	if n > MaxCommittee {
+		return fmt.Errorf("%w: %d members, at most %d", ErrBadCommittee, n, MaxCommittee)
+	}
 	if c.Threshold < 1 {
 		return fmt.Errorf("%w: threshold %d is below 1", ErrBadCommittee, c.Threshold)
 	}
@@ -177,6 +183,17 @@ func (c Committee) Describe() string {
 	return fmt.Sprintf("%d-of-%d {%s} guardian floor %d", c.Threshold+1, len(c.Members), strings.Join(parts, " "), c.GuardianFloor())
 }
 
-func (c Committee) clone() Committee {
-	return Committee{Members: slices.Clone(c.Members), Threshold: c.Threshold}
+// Canonical returns a copy with the members sorted by id: the form kept in
+// a key's description and bound into sessions, so that members given the
+// same committee in another order agree.
+func (c Committee) Canonical() Committee {
+	ms := slices.Clone(c.Members)
+	slices.SortFunc(ms, func(a, b Member) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	return Committee{Members: ms, Threshold: c.Threshold}
+}
+
+// Equal reports whether c and o have the same members, roles and threshold,
+// in any order.
+func (c Committee) Equal(o Committee) bool {
+	return c.Threshold == o.Threshold && slices.Equal(c.Canonical().Members, o.Canonical().Members)
 }

@@ -88,8 +88,8 @@ func TestEnvelopeRejectsMalformed(t *testing.T) {
 		"magic":      append([]byte("XXXX"), good[4:]...),
 		"truncated":  good[:len(good)-1],
 		"extra":      append(append([]byte(nil), good...), 0),
-		"bad flags":  func() []byte { b := append([]byte(nil), good...); b[22] = 7; return b }(),
-		"bad sender": func() []byte { b := append([]byte(nil), good...); b[20] = 9; return b }(),
+		"bad flags":  func() []byte { b := append([]byte(nil), good...); b[len(b)-len("wire")-5] = 7; return b }(),
+		"bad sender": func() []byte { b := append([]byte(nil), good...); b[len(b)-len("wire")-7] = 9; return b }(),
 	}
 	for name, b := range bad {
 		if _, err := decodeEnvelope(b); err == nil {

@@ -10,7 +10,8 @@ import (
 
 // MemNetwork is an in-process Transport for tests and benchmarks: every
 // endpoint is a member, senders are authenticated by construction, and a
-// filter can drop, duplicate, reorder or alter messages in flight.
+// filter can drop, duplicate, reorder or alter messages in flight. It keeps
+// a record of every closed session, so it is not meant for long-lived use.
 type MemNetwork struct {
 	mu       sync.Mutex
 	conns    map[connKey]*memConn          // guarded by mu; open sessions
@@ -91,6 +92,9 @@ func (n *MemNetwork) push(msgs []MemMessage) error {
 				return fmt.Errorf("tss: memnet: %s's queue for %s is full", m.To, m.Session)
 			}
 			continue
+		}
+		if _, ok := n.early[k]; !ok && len(n.early) >= n.maxEarly {
+			continue // too many sessions waiting to be opened
 		}
 		if len(n.early[k]) < n.maxEarly {
 			n.early[k] = append(n.early[k], m)

@@ -41,7 +41,7 @@ func (s *memStore) Save(ctx context.Context, sets []*PreParams) error {
 	defer s.mu.Unlock()
 	s.blobs = nil
 	for _, p := range sets {
-		b, err := p.MarshalBinary()
+		b, err := p.MarshalSecret()
 		if err != nil {
 			return err
 		}
@@ -51,8 +51,22 @@ func (s *memStore) Save(ctx context.Context, sets []*PreParams) error {
 	return nil
 }
 
+func (s *memStore) holds(p *PreParams) bool {
+	b, _ := p.MarshalSecret()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, x := range s.blobs {
+		if string(x) == string(b) {
+			return true
+		}
+	}
+	return false
+}
+
 func TestPoolHandsOutEachSetOnceAndPersists(t *testing.T) {
 	defer goleak.VerifyNone(t, ignoreLogger)
+	// Three takes, a target of two and two generations at once make at
+	// most seven sets: every one a distinct fixture.
 	var next atomic.Int32
 	var running, peak atomic.Int32
 	gen := func(ctx context.Context) (*PreParams, error) {
@@ -65,33 +79,45 @@ func TestPoolHandsOutEachSetOnceAndPersists(t *testing.T) {
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
-		return fixture(t, int(next.Add(1)-1)%7), nil
+		i := int(next.Add(1) - 1)
+		if i >= 7 {
+			return nil, errors.New("test generator ran out of fixtures")
+		}
+		return fixture(t, i), nil
 	}
 	store := &memStore{}
 	ctx, cancel := context.WithCancel(context.Background())
-	pool, err := NewPool(ctx, PoolConfig{Target: 3, Concurrency: 2, Generate: gen, Store: store})
+	pool, err := NewPool(ctx, PoolConfig{Target: 2, Concurrency: 2, Generate: gen, Store: store, RetryDelay: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error)
 	go func() { done <- pool.Run(ctx) }()
-	seen := map[*PreParams]bool{}
-	for i := 0; i < 5; i++ {
+	var taken []*PreParams
+	for range 3 {
 		p, err := pool.Take(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if seen[p] {
-			t.Fatal("a set was handed out twice")
+		// The removal is durable before the set is handed out.
+		if store.holds(p) {
+			t.Fatal("a set was handed out while the store still held it")
 		}
-		seen[p] = true
+		for _, q := range taken {
+			a, _ := p.MarshalSecret()
+			b, _ := q.MarshalSecret()
+			if string(a) == string(b) {
+				t.Fatal("a set was handed out twice")
+			}
+		}
+		taken = append(taken, p)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for pool.Len() < 3 && time.Now().Before(deadline) {
+	for pool.Len() < 2 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if pool.Len() != 3 {
-		t.Fatalf("pool holds %d, want its target 3", pool.Len())
+	if pool.Len() != 2 {
+		t.Fatalf("pool holds %d, want its target 2", pool.Len())
 	}
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
@@ -100,14 +126,18 @@ func TestPoolHandsOutEachSetOnceAndPersists(t *testing.T) {
 	if peak.Load() > 2 {
 		t.Fatalf("%d generations ran at once, limit 2", peak.Load())
 	}
-	// A restart loads what was saved: the three ready sets, none of those
-	// handed out.
-	reloaded, err := NewPool(context.Background(), PoolConfig{Target: 3, Store: store})
+	// A restart loads the two ready sets, none of those handed out.
+	reloaded, err := NewPool(context.Background(), PoolConfig{Target: 2, Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if reloaded.Len() != 3 {
-		t.Fatalf("reloaded pool holds %d, want 3", reloaded.Len())
+	if reloaded.Len() != 2 {
+		t.Fatalf("reloaded pool holds %d, want 2", reloaded.Len())
+	}
+	for _, p := range taken {
+		if store.holds(p) {
+			t.Fatal("a set handed out is back in the store")
+		}
 	}
 }
 

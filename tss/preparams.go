@@ -25,7 +25,7 @@ type PreParams struct {
 
 // NewPreParams wraps and checks tss-lib pre-parameters.
 func NewPreParams(p *keygen.LocalPreParams) (*PreParams, error) {
-	if p == nil || !p.ValidateWithProof() {
+	if p == nil || !p.ValidateWithProof() || p.PaillierSK.LambdaN == nil || p.PaillierSK.PhiN == nil {
 		return nil, errors.New("tss: pre-parameters are incomplete")
 	}
 	if p.PaillierSK.N.BitLen() < minModulusBits || p.NTildei.BitLen() < minModulusBits {
@@ -37,15 +37,20 @@ func NewPreParams(p *keygen.LocalPreParams) (*PreParams, error) {
 // String redacts.
 func (p *PreParams) String() string { return "preparams{secret redacted}" }
 
-// MarshalBinary serialises the pre-parameters, secrets included: store the
-// result encrypted only.
-func (p *PreParams) MarshalBinary() ([]byte, error) { return json.Marshal(p.p) }
+// MarshalSecret serialises the pre-parameters, secrets included: store the
+// result encrypted only. (Deliberately not MarshalBinary, which generic
+// encoders would call.)
+func (p *PreParams) MarshalSecret() ([]byte, error) { return json.Marshal(p.p) }
+
+// valid reports whether p is complete; a zero PreParams is not.
+func (p *PreParams) valid() bool { return p != nil && p.p.ValidateWithProof() }
 
 // UnmarshalPreParams decodes and checks serialised pre-parameters.
 func UnmarshalPreParams(b []byte) (*PreParams, error) {
 	var lp keygen.LocalPreParams
 	if err := json.Unmarshal(b, &lp); err != nil {
-		return nil, fmt.Errorf("tss: decode pre-parameters: %w", err)
+		// The error could quote a secret number: name its kind only.
+		return nil, fmt.Errorf("tss: decode pre-parameters: malformed JSON (%T)", err)
 	}
 	return NewPreParams(&lp)
 }

@@ -69,15 +69,19 @@ func newShares(results map[MemberID]*ReshareResult) map[MemberID]*Share {
 	return out
 }
 
-func TestReshareReplacesLostAgent(t *testing.T) {
+// The agent's node is rotated out: it takes part as an old signer only, the
+// policy node is in both committees (two party ids), the guardian only in
+// the new one, and a new agent node joins.
+func TestReshareRotatesAgentNode(t *testing.T) {
 	old := shared2of3(t)
 	key := old[policy.ID].Key()
-	xiBefore := old[policy.ID].data.Xi.String()
+	before, err := old[policy.ID].MarshalSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
 	net := NewMemNetwork()
-	// The agent's node is lost: policy and guardian move the key to a new
-	// agent node. Both are in both committees, under two party ids each.
 	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}
-	results := reshareAll(t, net, old, []MemberID{policy.ID, guardian.ID}, nc, 3)
+	results := reshareAll(t, net, old, []MemberID{agent.ID, policy.ID}, nc, 3)
 	shares := newShares(results)
 	if len(shares) != 3 {
 		t.Fatalf("%d new shares, want 3", len(shares))
@@ -85,11 +89,21 @@ func TestReshareReplacesLostAgent(t *testing.T) {
 	if got := shares[agent2.ID].Key(); got.Generation != key.Generation+1 || !got.Committee.Has(agent2.ID) || got.Committee.Has(agent.ID) {
 		t.Fatalf("new key description %s", got.Describe())
 	}
-	if old[policy.ID].data.Xi.String() != xiBefore {
+	// The old-only agent node checks the proof it gets from a new member
+	// before it may delete its share.
+	retired := results[agent.ID]
+	if err := VerifyReshareProof(retired.Session(), retired.Key, results[guardian.ID].Proof); err != nil {
+		t.Fatalf("old-only member cannot verify the proof: %v", err)
+	}
+	if err := VerifyReshareProof(retired.Session(), retired.Key, Signature{}); err == nil {
+		t.Fatal("an empty proof verified")
+	}
+	after, err := old[policy.ID].MarshalSecret()
+	if err != nil || string(after) != string(before) {
 		t.Fatal("reshare changed the old share in memory before the proof was checked")
 	}
 	digest := digestOf("after reshare")
-	for id, sig := range signAll(t, net, shares, []MemberID{agent2.ID, policy.ID}, digest, nil) {
+	for id, sig := range signAll(t, net, shares, []MemberID{agent2.ID, guardian.ID}, digest, nil) {
 		if got := recoverAddress(t, digest, sig); got != key.Address {
 			t.Fatalf("%s: new quorum signs for %s, want %s", id, got.Hex(), key.Address.Hex())
 		}
@@ -133,6 +147,9 @@ func TestReshareRefusesBadRequests(t *testing.T) {
 		"bad new committee":        {Key: key, OldShare: old[policy.ID], OldSigners: []MemberID{policy.ID, guardian.ID}, NewCommittee: Committee{Members: nc.Members, Threshold: 3}},
 		"old signer no share":      {Key: key, OldSigners: []MemberID{policy.ID, guardian.ID}, NewCommittee: nc, PreParams: fixture(t, 0)},
 		"new member no pre-params": {Key: key, OldShare: old[policy.ID], OldSigners: []MemberID{policy.ID, guardian.ID}, NewCommittee: nc},
+		"zero pre-params":          {Key: key, OldShare: old[policy.ID], OldSigners: []MemberID{policy.ID, guardian.ID}, NewCommittee: nc, PreParams: &PreParams{}},
+		"another member's share":   {Key: key, OldShare: old[guardian.ID], OldSigners: []MemberID{policy.ID, guardian.ID}, NewCommittee: nc, PreParams: fixture(t, 0)},
+		"key differs from share":   {Key: withThreshold(key, 2), OldShare: old[policy.ID], OldSigners: []MemberID{policy.ID, guardian.ID}, NewCommittee: nc, PreParams: fixture(t, 0)},
 	}
 	for name, req := range cases {
 		req.Session = NewSessionID()
@@ -145,4 +162,11 @@ func TestReshareRefusesBadRequests(t *testing.T) {
 	if net.Sent() != 0 {
 		t.Fatalf("refused reshares sent %d messages", net.Sent())
 	}
+}
+
+func withThreshold(k KeyInfo, t int) KeyInfo {
+	k = k.clone()
+	k.Committee.Threshold = t
+	k.GuardianFloor = k.Committee.GuardianFloor()
+	return k
 }

@@ -21,6 +21,7 @@ import (
 // and Update is never called from it.
 type Session struct {
 	id      SessionID
+	params  [32]byte // hash of the request; see envelope.Params
 	proto   protocol
 	self    MemberID
 	maxIdle int // ticks without progress before the session times out
@@ -34,6 +35,7 @@ type Session struct {
 	hard       *hardener
 
 	seen    map[dedupKey][32]byte // payload hash of every message accepted
+	dups    int                   // exact duplicates dropped
 	held    []heldMessage         // waiting for an earlier message of their sender
 	pre     []Incoming            // stepped before Start
 	loop    []Incoming            // from one local party to another
@@ -95,27 +97,36 @@ type localParty struct {
 }
 
 type sessionConfig struct {
-	id        SessionID
-	proto     protocol
-	self      MemberID
-	maxIdle   int
-	maxPre    int
-	threshold int // of the committee being dealt to, for the VSS check
+	id      SessionID
+	params  [32]byte
+	proto   protocol
+	self    MemberID
+	maxIdle int
+	parties int // in all committees of the session
+	hard    *hardener
 }
+
+// maxEarly bounds the messages a Session holds when stepped before Start.
+const maxEarly = 256
 
 func newSession(cfg sessionConfig) *Session {
 	return &Session{
 		id:         cfg.id,
+		params:     cfg.params,
 		proto:      cfg.proto,
 		self:       cfg.self,
 		maxIdle:    max(cfg.maxIdle, 1),
-		maxPre:     max(cfg.maxPre, 1),
+		maxPre:     maxEarly,
 		committees: map[tag]tss.SortedPartyIDs{},
 		parties:    map[partyRef]*tss.PartyID{},
 		refs:       map[*tss.PartyID]partyRef{},
-		out:        make(chan tss.Message, 1024),
-		hard:       newHardener(cfg.threshold),
-		seen:       map[dedupKey][32]byte{},
+		// tss-lib writes to out while holding its lock, on the goroutine
+		// that drains it: it must hold everything one call can emit, which
+		// is at most one message per party per round, over every round a
+		// call can run through (nine in signing).
+		out:  make(chan tss.Message, 10*(cfg.parties+1)),
+		hard: cfg.hard,
+		seen: map[dedupKey][32]byte{},
 	}
 }
 
@@ -245,10 +256,14 @@ func (s *Session) misbehaved(who MemberID, format string, args ...any) {
 	s.fail(&SessionError{Kind: FailMisbehaviour, Culprits: []MemberID{who}, Err: fmt.Errorf(format, args...)})
 }
 
+// failProtocol ends the session on a tss-lib error, naming tss-lib's
+// culprits except this node: tss-lib names the local party for failures it
+// cannot attribute (reshare round 4 "V_0 != y", signing round 9), and a node
+// that blamed itself would be excluded from its own key.
 func (s *Session) failProtocol(err *tss.Error) {
 	var culprits []MemberID
 	for _, pid := range err.Culprits() {
-		if ref, ok := s.refs[pid]; ok {
+		if ref, ok := s.refs[pid]; ok && ref.Member != s.self {
 			culprits = append(culprits, ref.Member)
 		}
 	}
@@ -264,6 +279,12 @@ func (s *Session) receive(in Incoming) {
 	}
 	if env.Session != s.id {
 		s.misbehaved(in.From, "message bound to session %s", env.Session)
+		return
+	}
+	if env.Params != s.params {
+		// Either the sender or this node was given another request; only
+		// the coordinator that gave them can be told apart, not here.
+		s.fail(&SessionError{Kind: FailProtocol, Err: fmt.Errorf("member %s was asked to run a different request (parameters %x, ours %x)", in.From, env.Params[:6], s.params[:6])})
 		return
 	}
 	from := partyRef{Member: in.From, Tag: env.From}
@@ -299,7 +320,9 @@ func (s *Session) receive(in Incoming) {
 	if prev, ok := s.seen[key]; ok {
 		if prev != sum {
 			s.misbehaved(in.From, "two different %s messages", msg.Type())
+			return
 		}
+		s.dups++
 		return
 	}
 	s.seen[key] = sum
@@ -340,6 +363,9 @@ func (s *Session) check(h heldMessage) bool {
 	case errNotYet:
 		s.held = append(s.held, h)
 		return false
+	case errDisagree:
+		s.fail(&SessionError{Kind: FailProtocol, Err: err})
+		return false
 	default:
 		s.misbehaved(h.from.Member, "%v", err)
 		return false
@@ -349,7 +375,6 @@ func (s *Session) check(h heldMessage) bool {
 }
 
 func (s *Session) deliver(h heldMessage) {
-	s.idle = 0
 	for _, lp := range s.local {
 		if s.over {
 			return
@@ -357,6 +382,7 @@ func (s *Session) deliver(h heldMessage) {
 		if !h.to.has(lp.ref.Tag) || lp.ref == h.from {
 			continue
 		}
+		s.idle = 0 // progress: a local party took a message
 		if _, err := lp.party.Update(h.msg); err != nil {
 			s.failProtocol(err)
 			return
@@ -409,7 +435,7 @@ func (s *Session) route(m tss.Message) {
 			}
 		}
 	}
-	payload := envelope{Session: s.id, From: from.Tag, To: to, Broadcast: r.IsBroadcast, Wire: wire}.encode()
+	payload := envelope{Session: s.id, Params: s.params, From: from.Tag, To: to, Broadcast: r.IsBroadcast, Wire: wire}.encode()
 	local, remote := false, false
 	for _, pid := range recipients {
 		ref, ok := s.refs[pid]

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"strings"
 
+	tsscrypto "github.com/bnb-chain/tss-lib/v2/crypto"
 	"github.com/bnb-chain/tss-lib/v2/crypto/ckd"
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
 	"github.com/bnb-chain/tss-lib/v2/tss"
@@ -142,8 +144,21 @@ type shareJSON struct {
 	Data   keygen.LocalPartySaveData `json:"data"`
 }
 
-// Key returns the public description of the key.
-func (s *Share) Key() KeyInfo { return s.key }
+// Key returns the public description of the key (a copy).
+func (s *Share) Key() KeyInfo { return s.key.clone() }
+
+func (k KeyInfo) clone() KeyInfo {
+	k.PublicKey = bytes.Clone(k.PublicKey)
+	k.Committee = Committee{Members: slices.Clone(k.Committee.Members), Threshold: k.Committee.Threshold}
+	return k
+}
+
+// Equal reports whether k and o describe the same key under the same
+// committee and generation.
+func (k KeyInfo) Equal(o KeyInfo) bool {
+	return k.Address == o.Address && bytes.Equal(k.PublicKey, o.PublicKey) && k.Committee.Equal(o.Committee) &&
+		k.Generation == o.Generation && k.GuardianFloor == o.GuardianFloor
+}
 
 // Self returns the member that holds this share.
 func (s *Share) Self() MemberID { return s.self }
@@ -156,9 +171,10 @@ func (s *Share) String() string {
 // GoString redacts the secret part.
 func (s *Share) GoString() string { return s.String() }
 
-// MarshalBinary serialises the share, secret included, with its format
-// version. Store the result encrypted only.
-func (s *Share) MarshalBinary() ([]byte, error) {
+// MarshalSecret serialises the share, secret included, with its format
+// version. Store the result encrypted only. (It is deliberately not
+// MarshalBinary, which generic encoders would call.)
+func (s *Share) MarshalSecret() ([]byte, error) {
 	return json.Marshal(shareJSON{Format: ShareFormat, Key: s.key, Self: s.self, Data: s.data})
 }
 
@@ -167,8 +183,13 @@ func UnmarshalShare(b []byte) (*Share, error) {
 	var j shareJSON
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
+	// Decoding errors can quote the number being parsed: a piece of the
+	// secret. Say only what kind of error it was.
 	if err := dec.Decode(&j); err != nil {
-		return nil, fmt.Errorf("tss: decode share: %w", err)
+		return nil, fmt.Errorf("tss: decode share: malformed JSON (%T)", err)
+	}
+	if dec.More() {
+		return nil, errors.New("tss: decode share: data after the share")
 	}
 	if j.Format != ShareFormat {
 		return nil, fmt.Errorf("tss: decode share: format %q, want %q", j.Format, ShareFormat)
@@ -180,7 +201,9 @@ func UnmarshalShare(b []byte) (*Share, error) {
 	return s, nil
 }
 
-// check verifies that the share is complete and consistent with its key.
+// check verifies that the share is complete and consistent with its key:
+// its party key, its secret against its public share, every public share
+// against the key, and its own Paillier and N-tilde setup.
 func (s *Share) check() error {
 	k := s.key
 	if err := k.Committee.Validate(); err != nil {
@@ -195,11 +218,51 @@ func (s *Share) check() error {
 	d := s.data
 	n := len(k.Committee.Members)
 	if d.Xi == nil || d.ShareID == nil || d.ECDSAPub == nil || len(d.Ks) != n || len(d.BigXj) != n ||
-		len(d.PaillierPKs) != n || len(d.NTildej) != n || len(d.H1j) != n || len(d.H2j) != n || !d.LocalPreParams.Validate() {
+		len(d.PaillierPKs) != n || len(d.NTildej) != n || len(d.H1j) != n || len(d.H2j) != n ||
+		!d.LocalPreParams.Validate() || d.PaillierSK.LambdaN == nil || d.PaillierSK.PhiN == nil {
 		return errors.New("secret data is incomplete")
 	}
-	if d.ShareID.Cmp(partyKey(s.self, k.Generation)) != 0 {
+	want := map[string]bool{}
+	for _, m := range k.Committee.Members {
+		want[partyKey(m.ID, k.Generation).String()] = true
+	}
+	self := -1
+	for j := range n {
+		if d.Ks[j] == nil || !want[d.Ks[j].String()] {
+			return fmt.Errorf("party key %d does not belong to the committee in generation %d", j, k.Generation)
+		}
+		delete(want, d.Ks[j].String())
+		if d.BigXj[j] == nil || d.PaillierPKs[j] == nil || d.PaillierPKs[j].N == nil || d.NTildej[j] == nil || d.H1j[j] == nil || d.H2j[j] == nil {
+			return fmt.Errorf("public data of party %d is incomplete", j)
+		}
+		if d.Ks[j].Cmp(d.ShareID) == 0 {
+			self = j
+		}
+	}
+	if d.ShareID.Cmp(partyKey(s.self, k.Generation)) != 0 || self < 0 {
 		return fmt.Errorf("share id does not belong to %s in generation %d", s.self, k.Generation)
+	}
+	// tss-lib leaves a reshared Xi unreduced: compare it mod q.
+	xi := new(big.Int).Mod(d.Xi, tss.S256().Params().N)
+	if d.Xi.Sign() <= 0 || xi.Sign() == 0 || !tsscrypto.ScalarBaseMult(tss.S256(), xi).Equals(d.BigXj[self]) {
+		return errors.New("secret share does not match its public share")
+	}
+	if d.PaillierPKs[self].N.Cmp(d.PaillierSK.N) != 0 || d.NTildej[self].Cmp(d.NTildei) != 0 ||
+		d.H1j[self].Cmp(d.H1i) != 0 || d.H2j[self].Cmp(d.H2i) != 0 {
+		return errors.New("own Paillier or N-tilde setup does not match the public data")
+	}
+	// The public shares lie on one polynomial of degree t whose value at 0
+	// is the public key: the first and the last t+1 of them give the key,
+	// and t of them do not (else the threshold would be lower than claimed).
+	t := k.Committee.Threshold
+	for _, from := range []int{0, n - t - 1} {
+		y, err := interpolate(d.Ks[from:from+t+1], d.BigXj[from:from+t+1])
+		if err != nil || !y.Equals(d.ECDSAPub) {
+			return errors.New("public shares do not add up to the public key")
+		}
+	}
+	if y, err := interpolate(d.Ks[:t], d.BigXj[:t]); err == nil && y.Equals(d.ECDSAPub) {
+		return fmt.Errorf("public shares have a threshold below %d", t)
 	}
 	pub := &ecdsa.PublicKey{Curve: crypto.S256(), X: d.ECDSAPub.X(), Y: d.ECDSAPub.Y()}
 	if !bytes.Equal(crypto.FromECDSAPub(pub), k.PublicKey) {
@@ -209,6 +272,37 @@ func (s *Share) check() error {
 		return errors.New("address does not match the public key")
 	}
 	return nil
+}
+
+// interpolate returns the value at 0 of the degree-(len-1) polynomial
+// through points (ks[j], xs[j]), in the exponent.
+func interpolate(ks []*big.Int, xs []*tsscrypto.ECPoint) (*tsscrypto.ECPoint, error) {
+	q := tss.S256().Params().N
+	var sum *tsscrypto.ECPoint
+	for j := range ks {
+		num, den := big.NewInt(1), big.NewInt(1)
+		for m := range ks {
+			if m == j {
+				continue
+			}
+			num.Mul(num, ks[m]).Mod(num, q)
+			den.Mul(den, new(big.Int).Sub(ks[m], ks[j])).Mod(den, q)
+		}
+		inv := new(big.Int).ModInverse(den, q)
+		if inv == nil {
+			return nil, errors.New("repeated party key")
+		}
+		term := xs[j].ScalarMult(num.Mul(num, inv).Mod(num, q))
+		if sum == nil {
+			sum = term
+			continue
+		}
+		var err error
+		if sum, err = sum.Add(term); err != nil {
+			return nil, err
+		}
+	}
+	return sum, nil
 }
 
 // cloneSaveData deep-copies tss-lib save data: tss-lib mutates what it is
@@ -233,7 +327,7 @@ func newKeyInfo(c Committee, gen uint32, d *keygen.LocalPartySaveData) (KeyInfo,
 	return KeyInfo{
 		Address:       crypto.PubkeyToAddress(*pub),
 		PublicKey:     crypto.FromECDSAPub(pub),
-		Committee:     c.clone(),
+		Committee:     c.Canonical(),
 		Generation:    gen,
 		GuardianFloor: c.GuardianFloor(),
 	}, nil
