@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
@@ -462,6 +463,13 @@ func (n *Node) writeRaw(ctx context.Context, to peer.ID, raw []byte) error {
 				err = fmt.Errorf("p2p: open stream to %s: %w", to, err)
 				if ctx.Err() != nil || n.ctx.Err() != nil {
 					break
+				}
+				// Members are configured and few: retry at once even if
+				// the swarm's dial backoff remembers a member that was down
+				// and has restarted. The engine's idle timeout, not the
+				// backoff, decides when a silent member is given up on.
+				if sw, ok := n.host.Network().(*swarm.Swarm); ok {
+					sw.Backoff().Clear(to)
 				}
 				continue
 			}

@@ -283,24 +283,11 @@ func (s *session) handleBroadcast(f *Frame) {
 		s.bcast[k] = rec
 	}
 	rec.delivered = true
-	var echo *Frame
-	if len(s.others) > 1 {
-		s.seqEcho++
-		echo = &Frame{Kind: KindEcho, Session: s.id, Seq: s.seqEcho, From: s.n.self, Payload: rec.first.Encode()}
-	}
 	s.mu.Unlock()
 
 	// Echo before delivering: our later messages to each member then
 	// follow our echo on the same ordered stream.
-	if echo != nil {
-		if err := echo.Sign(s.n.key); err != nil {
-			s.n.log.Error("p2p: sign echo", "session", s.id, "err", err)
-		} else {
-			ctx, cancel := context.WithTimeout(s.n.ctx, s.n.cfg.WriteTimeout)
-			s.sendAll(ctx, echo, f.From)
-			cancel()
-		}
-	}
+	s.sendEcho(rec.first)
 	s.mu.Lock()
 	if !s.shutDown && s.err == nil {
 		s.enqueueLocked(tss.Incoming{From: tss.MemberID(f.From.String()), Broadcast: true, Payload: f.Payload})
@@ -345,9 +332,35 @@ func (s *session) handleEcho(f *Frame) {
 	}
 }
 
+// sendEcho forwards the signed header of a broadcast to the other members
+// but its sender.
+func (s *session) sendEcho(inner *Frame) {
+	if len(s.others) < 2 {
+		return // the sender is the only other member: nobody to cross-check with
+	}
+	s.mu.Lock()
+	s.seqEcho++
+	echo := &Frame{Kind: KindEcho, Session: s.id, Seq: s.seqEcho, From: s.n.self, Payload: inner.HeaderOnly().Encode()}
+	s.mu.Unlock()
+	if err := echo.Sign(s.n.key); err != nil {
+		s.n.log.Error("p2p: sign echo", "session", s.id, "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.n.ctx, s.n.cfg.WriteTimeout)
+	defer cancel()
+	s.sendAll(ctx, echo, inner.From)
+}
+
 // equivocation ends the session naming the sender of a and b, two validly
-// signed frames for the same slot with different payloads.
+// signed frames for the same slot with different payloads. For a broadcast
+// it also echoes both versions to the other members: a member that learnt
+// of the conflict before echoing what it received would otherwise leave the
+// others unaware of it.
 func (s *session) equivocation(a, b *Frame) {
 	ev := &Evidence{Sender: tss.MemberID(a.From.String()), First: a.HeaderOnly(), Second: b.HeaderOnly()}
 	s.fail(&tss.SessionError{Session: s.id, Kind: tss.FailMisbehaviour, Culprits: []tss.MemberID{ev.Sender}, Err: ev})
+	if a.Kind == KindBroadcast {
+		s.sendEcho(a)
+		s.sendEcho(b)
+	}
 }
