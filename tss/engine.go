@@ -88,7 +88,13 @@ func (e *Engine) run(ctx context.Context, s *Session) (err error) {
 	}
 	defer func() {
 		if cerr := conn.Close(err); cerr != nil && err == nil {
-			err = &SessionError{Session: s.id, Kind: FailTransport, Err: fmt.Errorf("close session: %w", cerr)}
+			// A transport that found misbehaviour only at the end (an
+			// equivocation exposed by a late echo) names the culprit.
+			if se, ok := AsSessionError(cerr); ok {
+				err = se
+			} else {
+				err = &SessionError{Session: s.id, Kind: FailTransport, Err: fmt.Errorf("close session: %w", cerr)}
+			}
 		}
 		if err != nil {
 			log.Warn("session failed", "err", err, "took", time.Since(start))

@@ -2,6 +2,7 @@ package tss
 
 import (
 	"context"
+	"errors"
 	"math/big"
 	"slices"
 	"strings"
@@ -214,4 +215,52 @@ func indexOfKey(s *Share) int {
 		}
 	}
 	return -1
+}
+
+// lateBlame is a transport that finds misbehaviour only when the session
+// closes, as p2p does for an equivocation exposed by a late echo.
+type lateBlame struct {
+	Transport
+	blame *SessionError
+}
+
+func (t lateBlame) Open(ctx context.Context, id SessionID, members []MemberID) (Conn, error) {
+	c, err := t.Transport.Open(ctx, id, members)
+	return lateBlameConn{Conn: c, blame: t.blame}, err
+}
+
+type lateBlameConn struct {
+	Conn
+	blame *SessionError
+}
+
+func (c lateBlameConn) Close(cause error) error {
+	c.Conn.Close(cause)
+	if cause == nil {
+		return c.blame
+	}
+	return nil
+}
+
+func TestCulpritNamedAtCloseIsKept(t *testing.T) {
+	shares := shared2of3(t)
+	net := NewMemNetwork()
+	signers := []MemberID{agent.ID, policy.ID}
+	sid := NewSessionID()
+	blame := &SessionError{Session: sid, Kind: FailMisbehaviour, Culprits: []MemberID{policy.ID}, Err: errors.New("equivocated")}
+	errs := runAll(signers, func(_ int, id MemberID) error {
+		var tr Transport = net.Endpoint(id)
+		if id == agent.ID {
+			tr = lateBlame{Transport: tr, blame: blame}
+		}
+		_, err := NewEngine(tr, testConfig()).Sign(context.Background(), SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("late")})
+		return err
+	})
+	se, ok := AsSessionError(errs[agent.ID])
+	if !ok || se.Kind != FailMisbehaviour || len(se.Culprits) != 1 || se.Culprits[0] != policy.ID {
+		t.Fatalf("agent: got %v, want the transport's verdict naming %s", errs[agent.ID], policy.ID)
+	}
+	if errs[policy.ID] != nil {
+		t.Fatalf("policy: %v", errs[policy.ID])
+	}
 }
