@@ -181,6 +181,9 @@ func (e *Engine) Keygen(ctx context.Context, req KeygenRequest) (*Share, error) 
 	if !req.PreParams.valid() {
 		return nil, errors.New("tss: keygen: pre-parameters are missing or incomplete")
 	}
+	if err := req.PreParams.take(); err != nil {
+		return nil, fmt.Errorf("tss: keygen: %w", err)
+	}
 	c := req.Committee.Canonical()
 	s := newSession(e.sessionConfig(req.Session, protoKeygen, len(c.Members), newHardener(c.Threshold), c))
 	ids := s.addCommittee(tagMain, c.IDs(), 0)
@@ -394,6 +397,11 @@ func (e *Engine) Reshare(ctx context.Context, req ReshareRequest) (*ReshareResul
 	gen := req.Key.Generation + 1
 	newKey := KeyInfo{Address: req.Key.Address, PublicKey: req.Key.PublicKey, Committee: nc, Generation: gen, GuardianFloor: nc.GuardianFloor()}
 
+	if inNew {
+		if err := req.PreParams.take(); err != nil {
+			return nil, fmt.Errorf("tss: reshare: %w", err)
+		}
+	}
 	hard := newHardener(nc.Threshold)
 	if hard.wantPub, err = tsscrypto.NewECPoint(tss.S256(), wantPub.X, wantPub.Y); err != nil {
 		return nil, fmt.Errorf("tss: reshare: public key: %w", err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
@@ -20,7 +21,8 @@ const minModulusBits = 2048
 // N-tilde safe-prime setup). Each set is secret and is used for exactly one
 // key generation or reshare.
 type PreParams struct {
-	p keygen.LocalPreParams
+	p    keygen.LocalPreParams
+	used atomic.Bool // set by the engine when a session takes the set
 }
 
 // NewPreParams wraps and checks tss-lib pre-parameters.
@@ -32,6 +34,15 @@ func NewPreParams(p *keygen.LocalPreParams) (*PreParams, error) {
 		return nil, fmt.Errorf("tss: pre-parameters have a modulus shorter than %d bits", minModulusBits)
 	}
 	return &PreParams{p: *p}, nil
+}
+
+// take marks the set used; it fails if a session already took it, so one
+// set never serves two key generations or reshares in this process.
+func (p *PreParams) take() error {
+	if !p.used.CompareAndSwap(false, true) {
+		return errors.New("tss: pre-parameters were already used by another session")
+	}
+	return nil
 }
 
 // String redacts.
