@@ -16,25 +16,27 @@ type SpendKind uint8
 
 // The kinds of spending a payload can express.
 const (
-	SpendNative            SpendKind = iota + 1 // ether sent as transaction value
-	SpendTransfer                               // ERC-20 transfer
-	SpendTransferFrom                           // ERC-20 transferFrom
-	SpendApprove                                // ERC-20 approve
-	SpendIncreaseAllowance                      // ERC-20 increaseAllowance
-	SpendPermit                                 // EIP-2612 permit signature
-	SpendPermit2                                // Permit2 allowance (PermitSingle, PermitBatch)
-	SpendPermit2Transfer                        // Permit2 signature transfer (PermitTransferFrom and batch)
+	SpendNative                    SpendKind = iota + 1 // ether sent as transaction value
+	SpendTransfer                                       // ERC-20 transfer
+	SpendTransferFrom                                   // ERC-20 transferFrom
+	SpendApprove                                        // ERC-20 approve
+	SpendIncreaseAllowance                              // ERC-20 increaseAllowance
+	SpendPermit                                         // EIP-2612 permit signature
+	SpendPermit2                                        // Permit2 allowance (PermitSingle, PermitBatch)
+	SpendPermit2Transfer                                // Permit2 signature transfer (PermitTransferFrom and batch)
+	SpendTransferWithAuthorization                      // EIP-3009 TransferWithAuthorization or ReceiveWithAuthorization
 )
 
 var spendKindNames = map[SpendKind]string{
-	SpendNative:            "native",
-	SpendTransfer:          "transfer",
-	SpendTransferFrom:      "transferFrom",
-	SpendApprove:           "approve",
-	SpendIncreaseAllowance: "increaseAllowance",
-	SpendPermit:            "permit",
-	SpendPermit2:           "permit2",
-	SpendPermit2Transfer:   "permit2-transfer",
+	SpendNative:                    "native",
+	SpendTransfer:                  "transfer",
+	SpendTransferFrom:              "transferFrom",
+	SpendApprove:                   "approve",
+	SpendIncreaseAllowance:         "increaseAllowance",
+	SpendPermit:                    "permit",
+	SpendPermit2:                   "permit2",
+	SpendPermit2Transfer:           "permit2-transfer",
+	SpendTransferWithAuthorization: "transferWithAuthorization",
 }
 
 // String returns the kind's short name, as used in policy documents.
@@ -55,7 +57,9 @@ type Spend struct {
 	Token common.Address
 	// From is set for transferFrom: the account the tokens leave.
 	From common.Address
-	// To receives the asset, or the allowance.
+	// To receives the asset, or the allowance. It is the zero address for
+	// ether sent with a contract creation, whose recipient (the new
+	// contract) the payload does not name.
 	To common.Address
 	// Amount in base units (wei, or the token's smallest unit).
 	Amount *big.Int
@@ -200,8 +204,14 @@ func DescribeTransaction(tx *types.Transaction) (*Tx, error) {
 			Nonce:    a.Nonce,
 		})
 	}
-	if out.To != nil && out.Value.Sign() > 0 {
-		out.Spends = append(out.Spends, Spend{Kind: SpendNative, To: *out.To, Amount: new(big.Int).Set(out.Value)})
+	if out.Value.Sign() > 0 {
+		// Ether sent with a contract creation is spent too; its recipient
+		// is left as the zero address.
+		s := Spend{Kind: SpendNative, Amount: new(big.Int).Set(out.Value)}
+		if out.To != nil {
+			s.To = *out.To
+		}
+		out.Spends = append(out.Spends, s)
 	}
 	if len(out.Data) > 0 && out.To != nil {
 		call, spends, err := DecodeCalldata(*out.To, out.Data)
@@ -218,32 +228,57 @@ func DescribeTransaction(tx *types.Transaction) (*Tx, error) {
 	return out, nil
 }
 
-// ERC-20 selectors decoded by DecodeCalldata.
+// Selectors decoded by DecodeCalldata.
 var (
 	SelTransfer          = [4]byte{0xa9, 0x05, 0x9c, 0xbb} // transfer(address,uint256)
 	SelTransferFrom      = [4]byte{0x23, 0xb8, 0x72, 0xdd} // transferFrom(address,address,uint256)
 	SelApprove           = [4]byte{0x09, 0x5e, 0xa7, 0xb3} // approve(address,uint256)
 	SelIncreaseAllowance = [4]byte{0x39, 0x50, 0x93, 0x51} // increaseAllowance(address,uint256)
+	SelIncreaseApproval  = [4]byte{0xd7, 0x3d, 0xd6, 0x23} // increaseApproval(address,uint256), older OpenZeppelin
+	// SelPermit2Approve is Permit2's on-chain approve(address token,
+	// address spender, uint160 amount, uint48 expiration); it is decoded
+	// only in calls to Permit2Address.
+	SelPermit2Approve = [4]byte{0x87, 0x51, 0x7c, 0x45}
 )
+
+// param is one 32-byte argument word: an address, or an unsigned integer
+// of at most bits bits.
+type param struct {
+	name string
+	addr bool
+	bits int
+}
 
 type method struct {
 	name string
-	args []string // every argument is a 32-byte word; names ending in "!" are addresses
+	args []param
 	kind SpendKind
 }
 
+func addrArg(n string) param        { return param{name: n, addr: true} }
+func uintArg(n string, b int) param { return param{name: n, bits: b} }
+
+// methods are the ERC-20 methods decoded on any contract.
 var methods = map[[4]byte]method{
-	SelTransfer:          {"transfer", []string{"to!", "amount"}, SpendTransfer},
-	SelTransferFrom:      {"transferFrom", []string{"from!", "to!", "amount"}, SpendTransferFrom},
-	SelApprove:           {"approve", []string{"spender!", "amount"}, SpendApprove},
-	SelIncreaseAllowance: {"increaseAllowance", []string{"spender!", "addedValue"}, SpendIncreaseAllowance},
+	SelTransfer:          {"transfer", []param{addrArg("to"), uintArg("amount", 256)}, SpendTransfer},
+	SelTransferFrom:      {"transferFrom", []param{addrArg("from"), addrArg("to"), uintArg("amount", 256)}, SpendTransferFrom},
+	SelApprove:           {"approve", []param{addrArg("spender"), uintArg("amount", 256)}, SpendApprove},
+	SelIncreaseAllowance: {"increaseAllowance", []param{addrArg("spender"), uintArg("addedValue", 256)}, SpendIncreaseAllowance},
+	SelIncreaseApproval:  {"increaseApproval", []param{addrArg("spender"), uintArg("addedValue", 256)}, SpendIncreaseAllowance},
+}
+
+// permit2Methods are decoded only in calls to Permit2Address.
+var permit2Methods = map[[4]byte]method{
+	SelPermit2Approve: {"permit2Approve", []param{addrArg("token"), addrArg("spender"), uintArg("amount", 160), uintArg("expiration", 48)}, SpendPermit2},
 }
 
 // MethodSelector returns the selector of a method name this package decodes.
 func MethodSelector(name string) ([4]byte, bool) {
-	for sel, m := range methods {
-		if m.name == name {
-			return sel, true
+	for _, set := range []map[[4]byte]method{methods, permit2Methods} {
+		for sel, m := range set {
+			if m.name == name {
+				return sel, true
+			}
 		}
 	}
 	return [4]byte{}, false
@@ -256,10 +291,11 @@ var MaxUint256 = new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 256), big.NewI
 var MaxUint160 = new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 160), big.NewInt(1))
 
 // DecodeCalldata decodes data sent to the contract to. A known ERC-20 method
-// yields its arguments and spends; other calldata yields a Call with only a
-// selector and no spends, and it is for the policy to refuse it unless a rule
-// names the contract. Known selectors with malformed arguments are an error:
-// a token would revert, but a request that lies about its shape is refused.
+// (or Permit2's approve, in a call to Permit2) yields its arguments and
+// spends; other calldata yields a Call with only a selector and no spends,
+// and it is for the policy to refuse it unless a rule names the contract.
+// Known selectors with malformed arguments are an error: a token would
+// revert, but a request that lies about its shape is refused.
 func DecodeCalldata(to common.Address, data []byte) (*Call, []Spend, error) {
 	if len(data) < 4 {
 		return nil, nil, fmt.Errorf("%w: %d bytes", ErrShortCalldata, len(data))
@@ -267,6 +303,9 @@ func DecodeCalldata(to common.Address, data []byte) (*Call, []Spend, error) {
 	call := &Call{}
 	copy(call.Selector[:], data[:4])
 	m, ok := methods[call.Selector]
+	if to == Permit2Address {
+		m, ok = permit2Methods[call.Selector]
+	}
 	if !ok {
 		return call, nil, nil
 	}
@@ -275,16 +314,20 @@ func DecodeCalldata(to common.Address, data []byte) (*Call, []Spend, error) {
 		return nil, nil, fmt.Errorf("%w: %s wants %d bytes of arguments, got %d", ErrMalformedArgs, m.name, 32*len(m.args), len(body))
 	}
 	call.Method = m.name
-	for i, name := range m.args {
+	for i, a := range m.args {
 		word := body[32*i : 32*i+32]
-		if name[len(name)-1] == '!' {
+		if a.addr {
 			if !bytes.Equal(word[:12], make([]byte, 12)) {
 				return nil, nil, fmt.Errorf("%w: %s argument %d is not an address: %s", ErrMalformedArgs, m.name, i, hex.EncodeToString(word))
 			}
-			call.Args = append(call.Args, Arg{Name: name[:len(name)-1], Addr: common.BytesToAddress(word[12:])})
-		} else {
-			call.Args = append(call.Args, Arg{Name: name, Int: new(big.Int).SetBytes(word)})
+			call.Args = append(call.Args, Arg{Name: a.name, Addr: common.BytesToAddress(word[12:])})
+			continue
 		}
+		v := new(big.Int).SetBytes(word)
+		if v.BitLen() > a.bits {
+			return nil, nil, fmt.Errorf("%w: %s argument %d does not fit uint%d", ErrMalformedArgs, m.name, i, a.bits)
+		}
+		call.Args = append(call.Args, Arg{Name: a.name, Int: v})
 	}
 	s := Spend{Kind: m.kind, Token: to}
 	switch m.kind {
@@ -295,6 +338,9 @@ func DecodeCalldata(to common.Address, data []byte) (*Call, []Spend, error) {
 	case SpendApprove, SpendIncreaseAllowance:
 		s.To, s.Amount = call.Args[0].Addr, call.Args[1].Int
 		s.Unlimited = s.Amount.Cmp(MaxUint256) == 0
+	case SpendPermit2:
+		s.Token, s.To, s.Amount = call.Args[0].Addr, call.Args[1].Addr, call.Args[2].Int
+		s.Unlimited = s.Amount.Cmp(MaxUint160) >= 0
 	}
 	return call, []Spend{s}, nil
 }

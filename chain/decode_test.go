@@ -186,13 +186,91 @@ func TestTypedDataSpends(t *testing.T) {
 	}
 }
 
+// TestMalformedPermit checks the permit decoder itself: a permit whose
+// spender is a valid address but whose value is not an integer is refused
+// by typedSpends (the EIP-712 hasher, which would refuse it first, is not
+// involved).
 func TestMalformedPermit(t *testing.T) {
 	td, err := DecodeTypedDataJSON([]byte(permitJSON))
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, _, err := typedSpends(td, token); err != nil {
+		t.Fatalf("well-formed permit refused: %v", err)
+	}
+	td.Message["value"] = "a lot"
+	if _, _, err := typedSpends(td, token); err == nil {
+		t.Fatal("permit with a malformed value accepted")
+	}
+	td.Message["value"] = "1"
 	td.Message["spender"] = "nobody"
-	if _, err := DescribeTypedData(td); err == nil {
-		t.Fatal("malformed permit accepted")
+	if _, _, err := typedSpends(td, token); err == nil {
+		t.Fatal("permit with a malformed spender accepted")
+	}
+}
+
+func TestMoreSpendingCalldata(t *testing.T) {
+	// increaseApproval (older OpenZeppelin) is an allowance increase.
+	call, spends, err := DecodeCalldata(token, EncodeCall(SelIncreaseApproval, stranger, MaxUint256))
+	if err != nil || call.Method != "increaseApproval" || len(spends) != 1 {
+		t.Fatalf("increaseApproval: %v %v %v", call, spends, err)
+	}
+	if s := spends[0]; s.Kind != SpendIncreaseAllowance || s.To != stranger || !s.Unlimited {
+		t.Errorf("increaseApproval: %s", s.Describe())
+	}
+	// Permit2's on-chain approve, only in calls to Permit2.
+	data := EncodeCall(SelPermit2Approve, token, stranger, int64(500), int64(1999999999))
+	call, spends, err = DecodeCalldata(Permit2Address, data)
+	if err != nil || call.Method != "permit2Approve" || len(spends) != 1 {
+		t.Fatalf("permit2 approve: %v %v %v", call, spends, err)
+	}
+	if s := spends[0]; s.Kind != SpendPermit2 || s.Token != token || s.To != stranger || s.Amount.Int64() != 500 || s.Unlimited {
+		t.Errorf("permit2 approve: %s", s.Describe())
+	}
+	if call, spends, err := DecodeCalldata(token, data); err != nil || call.Known() || len(spends) != 0 {
+		t.Errorf("permit2 approve decoded on a token: %v %v %v", call, spends, err)
+	}
+	// An amount wider than uint160 is malformed.
+	if _, _, err := DecodeCalldata(Permit2Address, EncodeCall(SelPermit2Approve, token, stranger, MaxUint256, int64(1))); !errors.Is(err, ErrMalformedArgs) {
+		t.Errorf("oversized uint160: %v", err)
+	}
+	// Ether sent with a contract creation is a spend with no recipient.
+	d, err := DescribeTransaction(types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(1), Value: big.NewInt(7), Gas: 60000, GasFeeCap: big.NewInt(1), GasTipCap: big.NewInt(1)}))
+	if err != nil || len(d.Spends) != 1 || d.Spends[0].Kind != SpendNative || d.Spends[0].To != (common.Address{}) || d.Spends[0].Amount.Int64() != 7 {
+		t.Fatalf("creation with value: %+v %v", d, err)
+	}
+}
+
+const transferWithAuthJSON = `{"types":{"EIP712Domain":[{"name":"name","type":"string"},{"name":"version","type":"string"},{"name":"chainId","type":"uint256"},{"name":"verifyingContract","type":"address"}],
+"TransferWithAuthorization":[{"name":"from","type":"address"},{"name":"to","type":"address"},{"name":"value","type":"uint256"},{"name":"validAfter","type":"uint256"},{"name":"validBefore","type":"uint256"},{"name":"nonce","type":"bytes32"}]},
+"primaryType":"TransferWithAuthorization","domain":{"name":"USD Coin","version":"2","chainId":"1","verifyingContract":"0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"},
+"message":{"from":"0x00000000000000000000000000000000000000aa","to":"0x9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a","value":"1000000","validAfter":"0","validBefore":"1999999999","nonce":"0x0000000000000000000000000000000000000000000000000000000000000001"}}`
+
+func TestTypedDataDecoded(t *testing.T) {
+	td, err := DecodeTypedDataJSON([]byte(transferWithAuthJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := DescribeTypedData(td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.Decoded || len(d.Spends) != 1 {
+		t.Fatalf("%+v", d)
+	}
+	if s := d.Spends[0]; s.Kind != SpendTransferWithAuthorization || s.Token != token || s.To != stranger || s.Amount.Int64() != 1000000 {
+		t.Errorf("spend %s", s.Describe())
+	}
+	// A type nobody decodes is not "moving nothing": it is not decoded.
+	td.PrimaryType = "Sweep"
+	td.Types["Sweep"] = td.Types["TransferWithAuthorization"]
+	if d, err := DescribeTypedData(td); err != nil || d.Decoded || len(d.Spends) != 0 {
+		t.Fatalf("undecoded type: %+v %v", d, err)
+	}
+	for _, js := range []string{permitJSON, permit2BatchJSON, permit2TransferJSON} {
+		td, _ := DecodeTypedDataJSON([]byte(js))
+		if d, err := DescribeTypedData(td); err != nil || !d.Decoded {
+			t.Errorf("%s: not decoded: %v", td.PrimaryType, err)
+		}
 	}
 }

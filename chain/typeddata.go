@@ -30,7 +30,11 @@ type Typed struct {
 	VerifyingContract common.Address
 	PrimaryType       string
 	Digest            common.Hash
-	Spends            []Spend
+	// Decoded is set when the primary type is one whose effect this
+	// package understands (permits, Permit2, EIP-3009); Spends is then
+	// complete. Other typed data may move assets in ways nobody decoded.
+	Decoded bool
+	Spends  []Spend
 }
 
 // DecodeTypedDataJSON parses eth_signTypedData_v4 JSON.
@@ -43,10 +47,12 @@ func DecodeTypedDataJSON(raw []byte) (apitypes.TypedData, error) {
 }
 
 // DescribeTypedData computes the EIP-712 digest of td and decodes the spends
-// of EIP-2612 permits (including the DAI variant) and of Permit2 (PermitSingle,
+// of EIP-2612 permits (including the DAI variant), of Permit2 (PermitSingle,
 // PermitBatch, PermitTransferFrom, PermitBatchTransferFrom and their witness
-// forms). Other typed data has no spends; the policy decides on its domain and
-// primary type.
+// forms) and of EIP-3009 (TransferWithAuthorization,
+// ReceiveWithAuthorization; CancelAuthorization moves nothing). Other typed
+// data is not decoded (Decoded is false): the policy decides on its domain
+// and primary type, and must not assume it moves nothing.
 func DescribeTypedData(td apitypes.TypedData) (*Typed, error) {
 	digest, _, err := apitypes.TypedDataAndHash(td)
 	if err != nil {
@@ -67,15 +73,33 @@ func DescribeTypedData(td apitypes.TypedData) (*Typed, error) {
 		}
 		out.VerifyingContract = common.HexToAddress(td.Domain.VerifyingContract)
 	}
-	spends, err := typedSpends(td, out.VerifyingContract)
+	spends, decoded, err := typedSpends(td, out.VerifyingContract)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrMalformedTypedData, td.PrimaryType, err)
 	}
-	out.Spends = spends
+	out.Spends, out.Decoded = spends, decoded
 	return out, nil
 }
 
-func typedSpends(td apitypes.TypedData, contract common.Address) ([]Spend, error) {
+// typedSpends returns what td spends and whether its primary type is one
+// this package decodes.
+func typedSpends(td apitypes.TypedData, contract common.Address) ([]Spend, bool, error) {
+	spends, err := typedSpendsOf(td, contract)
+	if err != nil {
+		return nil, false, err
+	}
+	return spends, spends != nil || isDecodedEmpty(td, contract), nil
+}
+
+// isDecodedEmpty reports typed data this package decodes as moving nothing.
+func isDecodedEmpty(td apitypes.TypedData, contract common.Address) bool {
+	if td.Domain.Name == "Permit2" || contract == Permit2Address {
+		return false
+	}
+	return td.PrimaryType == "CancelAuthorization"
+}
+
+func typedSpendsOf(td apitypes.TypedData, contract common.Address) ([]Spend, error) {
 	m := td.Message
 	if td.Domain.Name == "Permit2" || contract == Permit2Address {
 		switch {
@@ -141,6 +165,22 @@ func typedSpends(td apitypes.TypedData, contract common.Address) ([]Spend, error
 			return out, nil
 		}
 		return nil, nil
+	}
+	if td.PrimaryType == "TransferWithAuthorization" || td.PrimaryType == "ReceiveWithAuthorization" {
+		// EIP-3009: the signature itself moves value tokens from from to to.
+		from, err := toAddress(m["from"])
+		if err != nil {
+			return nil, fmt.Errorf("from: %w", err)
+		}
+		to, err := toAddress(m["to"])
+		if err != nil {
+			return nil, fmt.Errorf("to: %w", err)
+		}
+		v, err := toBig(m["value"])
+		if err != nil {
+			return nil, fmt.Errorf("value: %w", err)
+		}
+		return []Spend{{Kind: SpendTransferWithAuthorization, Token: contract, From: from, To: to, Amount: v, Unlimited: v.Cmp(MaxUint256) == 0}}, nil
 	}
 	if td.PrimaryType != "Permit" {
 		return nil, nil

@@ -28,7 +28,20 @@ type Policy struct {
 	lists     map[string]map[common.Address]struct{}
 	rules     []*rule
 	breaker   breakerConfig
+	// feeMax and tipMax are the document's defaults for allowing rules that
+	// set no fee_max or tip_max.
+	feeMax, tipMax *big.Int
+	// wallet is the wallet id that guardian signatures are bound to: the
+	// genesis document's hash. VerifyDocument and ApplyDocument set it.
+	wallet common.Hash
 }
+
+// Built-in defaults for the document's `defaults`: the fee caps of allowing
+// rules that set none.
+var (
+	DefaultFeeMax = big.NewInt(500e9) // 500 gwei max fee (gas price) per gas
+	DefaultTipMax = big.NewInt(50e9)  // 50 gwei priority fee per gas
+)
 
 type tokenInfo struct {
 	symbol   string
@@ -40,7 +53,6 @@ type tokenInfo struct {
 type addrSet struct {
 	name string
 	set  map[common.Address]struct{}
-	refs []string // list names referenced
 }
 
 func (s *addrSet) has(a common.Address) bool { _, ok := s.set[a]; return ok }
@@ -57,9 +69,19 @@ type rule struct {
 	conds   []cond
 	budget  *budget
 	limits  ruleLimits
-	shape   string   // canonical form without limits or verdict, for tightening
-	pos     []string // lists referenced positively (narrowing the rule)
-	neg     []string // lists referenced negatively (widening the rule)
+	shape   string // canonical form without limits, verdict or addresses, for tightening
+	// sets are the resolved address conditions in compile order, compared
+	// as sets by the tightening check.
+	sets []ruleSet
+}
+
+// ruleSet is one resolved address condition of a rule. A rule matches more
+// as a positive set grows (to, recipient, token, ...) and less as a negative
+// one grows (not_to, not_recipient).
+type ruleSet struct {
+	cond string
+	neg  bool
+	set  map[common.Address]struct{}
 }
 
 func (r *rule) rank(p *Policy) int {
@@ -144,6 +166,19 @@ func Compile(d *Document) (*Policy, error) {
 			}
 			ts.Delay = dl
 		}
+		if i > 0 {
+			// Rank is compared wherever "more demanding" is judged, so the
+			// order of the list must be the order of what a tier demands.
+			prev := p.tiers[i-1]
+			for _, r := range prev.Roles {
+				if !hasRole(ts.Roles, r) {
+					return nil, fmt.Errorf("policy: compile: tier %s: drops role %s of the less demanding tier %s before it (tiers must be listed least demanding first)", t.Name, r, prev.Name)
+				}
+			}
+			if ts.Approvals < prev.Approvals || ts.Delay < prev.Delay {
+				return nil, fmt.Errorf("policy: compile: tier %s: fewer approvals or a shorter delay than tier %s before it (tiers must be listed least demanding first)", t.Name, prev.Name)
+			}
+		}
 		p.tiers = append(p.tiers, ts)
 		p.tierByKey[t.Name] = ts
 	}
@@ -156,6 +191,11 @@ func Compile(d *Document) (*Policy, error) {
 		p.tokenAddr[ti.addr] = ti
 	}
 	for name, entries := range d.Lists {
+		if _, ok := d.Tokens[name]; ok {
+			// $NAME must mean one thing, or a change to the lists could
+			// silently change what a rule refers to.
+			return nil, fmt.Errorf("policy: compile: list %s has the name of a token", name)
+		}
 		set := map[common.Address]struct{}{}
 		for _, e := range entries {
 			a, err := p.addrOrToken(string(e))
@@ -165,6 +205,20 @@ func Compile(d *Document) (*Policy, error) {
 			set[a] = struct{}{}
 		}
 		p.lists[name] = set
+	}
+	p.feeMax, p.tipMax = DefaultFeeMax, DefaultTipMax
+	if df := d.Defaults; df != nil {
+		var err error
+		if df.FeeMax != "" {
+			if p.feeMax, err = p.nativeAmount(df.FeeMax); err != nil {
+				return nil, fmt.Errorf("policy: compile: defaults: fee_max: %w", err)
+			}
+		}
+		if df.TipMax != "" {
+			if p.tipMax, err = p.nativeAmount(df.TipMax); err != nil {
+				return nil, fmt.Errorf("policy: compile: defaults: tip_max: %w", err)
+			}
+		}
 	}
 	seen := map[string]bool{}
 	for i := range d.Rules {
@@ -202,6 +256,11 @@ func (p *Policy) Hash() common.Hash { return p.hash }
 // Version returns the document's version.
 func (p *Policy) Version() uint64 { return p.doc.Version }
 
+// WalletID returns the wallet id that guardian signatures are bound to (the
+// hash of the wallet's genesis document), or the zero hash for a policy
+// compiled but not verified.
+func (p *Policy) WalletID() common.Hash { return p.wallet }
+
 // Document returns the source document. Callers must not modify it.
 func (p *Policy) Document() *Document { return p.doc }
 
@@ -230,7 +289,7 @@ func (p *Policy) Tiers() []TierSpec {
 
 func isEngineRule(id string) bool {
 	switch id {
-	case RuleFreeze, RuleRequest, RuleSession, RuleBreaker, RuleDefault, RuleBudget:
+	case RuleFreeze, RuleRequest, RuleSession, RuleBreaker, RuleDefault, RuleBudget, RuleError:
 		return true
 	}
 	return false
@@ -275,7 +334,6 @@ func (p *Policy) addrs(l List) (*addrSet, error) {
 					s.set[a] = struct{}{}
 				}
 				names = append(names, "list "+v[1:])
-				s.refs = append(s.refs, v[1:])
 				continue
 			}
 			if t, ok := p.tokens[v[1:]]; ok {
@@ -358,6 +416,10 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 	deny := r.verdict == Deny
 	w := &rd.When
 	add := func(name string, f func(*evalCtx) (bool, string)) { r.conds = append(r.conds, cond{name, f}) }
+	var (
+		chainless          bool     // domain.chain lists none
+		toSet, contractSet *addrSet // for typed data verified by the key itself
+	)
 
 	// Kinds: explicit, or inferred from the conditions; deny rules default
 	// to every kind so that a deny list also covers typed data.
@@ -417,7 +479,7 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 		if err != nil {
 			return nil, fmt.Errorf("key: %w", err)
 		}
-		r.pos = append(r.pos, s.refs...)
+		r.sets = append(r.sets, ruleSet{"key", false, s.set})
 		add("key", func(c *evalCtx) (bool, string) {
 			if s.has(c.req.Key) {
 				return true, ""
@@ -430,7 +492,8 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 		if err != nil {
 			return nil, fmt.Errorf("to: %w", err)
 		}
-		r.pos = append(r.pos, s.refs...)
+		r.sets = append(r.sets, ruleSet{"to", false, s.set})
+		toSet = s
 		add("to", func(c *evalCtx) (bool, string) {
 			if !c.hasDest {
 				return false, "request has no destination"
@@ -446,7 +509,7 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 		if err != nil {
 			return nil, fmt.Errorf("not_to: %w", err)
 		}
-		r.neg = append(r.neg, s.refs...)
+		r.sets = append(r.sets, ruleSet{"not_to", true, s.set})
 		add("not_to", func(c *evalCtx) (bool, string) {
 			if c.hasDest && s.has(c.dest) {
 				return false, fmt.Sprintf("destination %s is in %s", shortAddr(c.dest), s.name)
@@ -459,7 +522,7 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 		if err != nil {
 			return nil, fmt.Errorf("recipient: %w", err)
 		}
-		r.pos = append(r.pos, s.refs...)
+		r.sets = append(r.sets, ruleSet{"recipient", false, s.set})
 		if deny {
 			add("recipient", func(c *evalCtx) (bool, string) {
 				for _, sp := range c.spends {
@@ -471,6 +534,9 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 			})
 		} else {
 			add("recipient", func(c *evalCtx) (bool, string) {
+				if c.req.Kind == KindTransaction && c.req.Tx.To == nil && c.req.nativeValue().Sign() > 0 {
+					return false, "contract creation with value has no recipient to check"
+				}
 				for _, sp := range c.spends {
 					if !s.has(sp.To) {
 						return false, fmt.Sprintf("%s recipient %s is not in %s", sp.Kind, shortAddr(sp.To), s.name)
@@ -485,7 +551,7 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 		if err != nil {
 			return nil, fmt.Errorf("not_recipient: %w", err)
 		}
-		r.neg = append(r.neg, s.refs...)
+		r.sets = append(r.sets, ruleSet{"not_recipient", true, s.set})
 		add("not_recipient", func(c *evalCtx) (bool, string) {
 			for _, sp := range c.spends {
 				if s.has(sp.To) {
@@ -495,6 +561,9 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 			return true, ""
 		})
 	}
+	// explicitSels are the selectors the rule lists with `selector`: only
+	// those may reach a token contract undecoded.
+	explicitSels := map[[4]byte]bool{}
 	if len(w.Call) > 0 || len(w.Selector) > 0 {
 		sels := map[[4]byte]bool{}
 		var names []string
@@ -512,6 +581,7 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 				return nil, fmt.Errorf("selector: %w", err)
 			}
 			sels[sel] = true
+			explicitSels[sel] = true
 			names = append(names, "0x"+hex.EncodeToString(sel[:]))
 		}
 		want := strings.Join(names, ", ")
@@ -536,7 +606,7 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 			if err != nil {
 				return nil, fmt.Errorf("args.%s: %w", name, err)
 			}
-			r.pos = append(r.pos, s.refs...)
+			r.sets = append(r.sets, ruleSet{"args." + name, false, s.set})
 			add("args."+name, func(c *evalCtx) (bool, string) {
 				if c.req.Kind != KindTransaction || !c.req.Tx.Call.Known() {
 					return false, fmt.Sprintf("argument %s: calldata is not a known method", name)
@@ -558,7 +628,7 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 		if err != nil {
 			return nil, fmt.Errorf("token: %w", err)
 		}
-		r.pos = append(r.pos, s.refs...)
+		r.sets = append(r.sets, ruleSet{"token", false, s.set})
 		if len(s.set) == 1 {
 			for a := range s.set {
 				ruleToken = p.tokenAddr[a]
@@ -633,7 +703,12 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 		}
 		r.limits.gasMax = new(big.Int).SetUint64(g)
 		add("gas_max", func(c *evalCtx) (bool, string) {
-			if c.req.Kind == KindTransaction && c.req.Tx.Gas > g {
+			if c.req.Kind != KindTransaction {
+				// A limit holds vacuously for an allowing rule; a deny rule
+				// about gas is not about other payloads.
+				return !deny, "payload is not a transaction"
+			}
+			if c.req.Tx.Gas > g {
 				return false, fmt.Sprintf("gas limit %d exceeds gas_max %d", c.req.Tx.Gas, g)
 			}
 			return true, ""
@@ -642,27 +717,35 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 	for _, f := range []struct {
 		name  string
 		src   Scalar
+		def   *big.Int
 		dst   **big.Int
 		field func(*chain.Tx) *big.Int
 		label string
 	}{
-		{"fee_max", w.FeeMax, &r.limits.feeMax, func(t *chain.Tx) *big.Int { return t.GasFeeCap }, "max fee per gas"},
-		{"tip_max", w.TipMax, &r.limits.tipMax, func(t *chain.Tx) *big.Int { return t.GasTipCap }, "priority fee per gas"},
+		{"fee_max", w.FeeMax, p.feeMax, &r.limits.feeMax, func(t *chain.Tx) *big.Int { return t.GasFeeCap }, "max fee per gas"},
+		{"tip_max", w.TipMax, p.tipMax, &r.limits.tipMax, func(t *chain.Tx) *big.Int { return t.GasTipCap }, "priority fee per gas"},
 	} {
-		if f.src == "" {
+		name, limit, v := f.name, f.name, f.def
+		switch {
+		case f.src != "":
+			var err error
+			if v, err = p.nativeAmount(f.src); err != nil {
+				return nil, fmt.Errorf("%s: %w", f.name, err)
+			}
+		case deny:
 			continue
-		}
-		v, err := p.nativeAmount(f.src)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f.name, err)
+		default:
+			// An allowing rule without its own cap gets the document's
+			// default, so fees are never unbounded.
+			name, limit = "default_"+f.name, "the policy's default "+f.name
 		}
 		*f.dst = v
-		add(f.name, func(c *evalCtx) (bool, string) {
+		add(name, func(c *evalCtx) (bool, string) {
 			if c.req.Kind != KindTransaction {
-				return true, ""
+				return !deny, "payload is not a transaction"
 			}
 			if have := f.field(c.req.Tx); have != nil && have.Cmp(v) > 0 {
-				return false, fmt.Sprintf("%s %s gwei exceeds %s %s gwei", f.label, formatUnits(have, 9), f.name, formatUnits(v, 9))
+				return false, fmt.Sprintf("%s %s gwei exceeds %s %s gwei", f.label, formatUnits(have, 9), limit, formatUnits(v, 9))
 			}
 			return true, ""
 		})
@@ -682,12 +765,26 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 			})
 		}
 		if len(dn.Chain) > 0 {
-			set, err := chainSet(dn.Chain)
+			// "none" matches a domain without a chain id, which is otherwise
+			// refused by allowing rules.
+			var ids List
+			for _, c := range dn.Chain {
+				if c == "none" {
+					chainless = true
+				} else {
+					ids = append(ids, c)
+				}
+			}
+			set, err := chainSet(ids)
 			if err != nil {
 				return nil, fmt.Errorf("domain.chain: %w", err)
 			}
 			add("domain.chain", func(c *evalCtx) (bool, string) {
-				if c.req.Kind == KindTypedData && c.req.Typed.ChainID != nil && c.req.Typed.ChainID.IsUint64() && set[c.req.Typed.ChainID.Uint64()] {
+				if c.req.Kind != KindTypedData {
+					return false, "payload is not typed data"
+				}
+				id := c.req.Typed.ChainID
+				if (id == nil && chainless) || (id != nil && id.IsUint64() && set[id.Uint64()]) {
 					return true, ""
 				}
 				return false, fmt.Sprintf("domain chain id is not %s", joinScalars(dn.Chain))
@@ -698,7 +795,8 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 			if err != nil {
 				return nil, fmt.Errorf("domain.contract: %w", err)
 			}
-			r.pos = append(r.pos, s.refs...)
+			r.sets = append(r.sets, ruleSet{"domain.contract", false, s.set})
+			contractSet = s
 			add("domain.contract", func(c *evalCtx) (bool, string) {
 				if c.req.Kind == KindTypedData && s.has(c.req.Typed.VerifyingContract) {
 					return true, ""
@@ -724,13 +822,21 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 		if err != nil {
 			return nil, fmt.Errorf("delegate: %w", err)
 		}
-		r.pos = append(r.pos, s.refs...)
+		r.sets = append(r.sets, ruleSet{"delegate", false, s.set})
 		add("delegate", func(c *evalCtx) (bool, string) {
 			if c.req.Kind != KindTransaction {
-				return true, ""
+				return false, "payload is not a transaction"
 			}
 			if len(c.req.Tx.Authorizations) == 0 {
 				return false, "transaction has no EIP-7702 authorization"
+			}
+			if deny {
+				for _, a := range c.req.Tx.Authorizations {
+					if s.has(a.Delegate) {
+						return true, ""
+					}
+				}
+				return false, fmt.Sprintf("no EIP-7702 delegate is in %s", s.name)
 			}
 			for _, a := range c.req.Tx.Authorizations {
 				if !s.has(a.Delegate) {
@@ -769,6 +875,10 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 	if !deny {
 		// Implicit narrowing that a careless rule must not be able to skip.
 		hasTo, hasRecipient, hasDelegate := len(w.To) > 0, len(w.Recipient) > 0, len(w.Delegate) > 0
+		// Conditions about what typed data moves say nothing about typed
+		// data nobody decoded, unless the rule names its type and contract.
+		aboutAssets := hasRecipient || len(w.NotRecipient) > 0 || len(w.Token) > 0 || w.AmountMax != ""
+		namesTyped := len(w.PrimaryType) > 0 && w.Domain != nil && len(w.Domain.Contract) > 0
 		// A session rule defers scope to the grant, which the engine has
 		// already checked: destinations, selectors and recipients.
 		session := w.Session != nil && *w.Session
@@ -783,6 +893,30 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 						return false, "contract creation and the rule names no destination"
 					}
 					return false, fmt.Sprintf("calldata with unknown selector 0x%x to %s and the rule names no destination", tx.Call.Selector, shortAddr(*tx.To))
+				}
+				// A token contract (or Permit2) moves that token by methods
+				// this package does not decode (transferAndCall, ERC-777
+				// send, setApprovalForAll, multicall...): naming the
+				// contract is not enough, the rule must list the selector.
+				if tx.Call != nil && !tx.Call.Known() && tx.To != nil && !session && !explicitSels[tx.Call.Selector] {
+					if t, ok := p.tokenAddr[*tx.To]; ok {
+						return false, fmt.Sprintf("calldata with undecoded selector 0x%x to token %s and the rule does not list the selector", tx.Call.Selector, t.symbol)
+					}
+					if *tx.To == chain.Permit2Address {
+						return false, fmt.Sprintf("calldata with undecoded selector 0x%x to Permit2 and the rule does not list the selector", tx.Call.Selector)
+					}
+				}
+			}
+			if c.req.Kind == KindTypedData {
+				td := c.req.Typed
+				if td.ChainID == nil && !chainless {
+					return false, "typed data without a domain chain id and the rule does not allow it (domain.chain: none)"
+				}
+				if td.VerifyingContract == c.req.Key && !(toSet != nil && toSet.has(c.req.Key)) && !(contractSet != nil && contractSet.has(c.req.Key)) {
+					return false, fmt.Sprintf("typed data verified by the key's own account %s and the rule does not name it", shortAddr(c.req.Key))
+				}
+				if !td.Decoded && aboutAssets && !namesTyped {
+					return false, fmt.Sprintf("typed data %s is not decoded, so its recipients and amounts are unknown; the rule would need primary_type and domain.contract", td.PrimaryType)
 				}
 			}
 			if !hasRecipient && !session {
@@ -812,6 +946,28 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 	sort.SliceStable(r.conds, func(i, j int) bool { return condOrder(r.conds[i].name) < condOrder(r.conds[j].name) })
 	shape := *rd
 	shape.When.ValueMax, shape.When.AmountMax, shape.When.GasMax, shape.When.FeeMax, shape.When.TipMax = "", "", "", "", ""
+	// Address conditions are compared as resolved sets (r.sets); the shape
+	// keeps only which of them the rule has.
+	placeholder := func(l List) List {
+		if len(l) == 0 {
+			return nil
+		}
+		return List{"*"}
+	}
+	shape.When.Key, shape.When.To, shape.When.NotTo = placeholder(w.Key), placeholder(w.To), placeholder(w.NotTo)
+	shape.When.Recipient, shape.When.NotRecipient = placeholder(w.Recipient), placeholder(w.NotRecipient)
+	shape.When.Token, shape.When.Delegate = placeholder(w.Token), placeholder(w.Delegate)
+	if w.Args != nil {
+		shape.When.Args = map[string]List{}
+		for n, l := range w.Args {
+			shape.When.Args[n] = placeholder(l)
+		}
+	}
+	if w.Domain != nil {
+		dn := *w.Domain
+		dn.Contract = placeholder(dn.Contract)
+		shape.When.Domain = &dn
+	}
 	shape.Tier, shape.Allow, shape.Deny, shape.Description = "", false, false, ""
 	if shape.Budget != nil {
 		shape.Budget = &BudgetDoc{Window: rd.Budget.Window}
@@ -861,6 +1017,7 @@ var condOrders = map[string]int{
 	"kind": 0, "chain": 1, "agent": 2, "key": 3, "call": 4, "token": 6, "primary_type": 8,
 	"message_prefix": 9, "session": 10, "to": 11, "not_to": 12, "recipient": 13, "not_recipient": 14,
 	"delegate": 15, "value_max": 16, "amount_max": 17, "gas_max": 18, "fee_max": 19, "tip_max": 20,
+	"default_fee_max": 19, "default_tip_max": 20,
 	"implicit": 21, "budget": 22,
 }
 

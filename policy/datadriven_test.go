@@ -83,6 +83,15 @@ func (e *ddEnv) expand(s string) string {
 	return s
 }
 
+// wallet is the wallet id a guardian signs for: def, or with wallet=NAME
+// another wallet's (to show that signatures do not cross wallets).
+func (e *ddEnv) wallet(td *datadriven.TestData, def common.Hash) common.Hash {
+	if w := arg(td, "wallet", ""); w != "" {
+		return crypto.Keccak256Hash([]byte("custos-test-wallet/" + w))
+	}
+	return def
+}
+
 func arg(td *datadriven.TestData, key, def string) string {
 	if a, ok := td.Arg(key); ok {
 		return strings.Join(a.Vals, ",")
@@ -202,7 +211,7 @@ func (e *ddEnv) request(td *datadriven.TestData) (*Request, error) {
 		Agent:   AgentID(arg(td, "agent", "bot")),
 		Key:     addr(arg(td, "key", "hot")),
 		ChainID: chainID,
-		Time:    e.now,
+		Time:    e.offset(arg(td, "at", "")),
 	}
 	switch arg(td, "kind", "tx") {
 	case "tx":
@@ -259,13 +268,34 @@ func (e *ddEnv) run(t *testing.T, td *datadriven.TestData) (out string) {
 		if err != nil {
 			return err.Error() + "\n"
 		}
-		sd := SignedDocument{Source: []byte(src), Signatures: sign(list(arg(td, "sign", "")), func(k *ecdsa.PrivateKey) ([]byte, error) { return SignDocument(k, d) })}
+		wallet := d.Hash() // a genesis document is its own wallet id
+		if td.HasArg("apply") {
+			wallet = e.eng.Policy().WalletID()
+		}
+		wallet = e.wallet(td, wallet)
+		sd := SignedDocument{Source: []byte(src), Signatures: sign(list(arg(td, "sign", "")), func(k *ecdsa.PrivateKey) ([]byte, error) { return SignDocument(k, wallet, d) })}
 		if td.HasArg("apply") {
 			if err := e.eng.ApplyDocument(sd); err != nil {
 				return err.Error() + "\n"
 			}
 		} else {
-			p, err := VerifyDocument(sd)
+			// By default the operator pinned the document's own hash;
+			// pin=none pins nothing, pin=wrong-hash another document's
+			// hash, pin=NAMES a guardian set.
+			g := Genesis{Hash: d.Hash()}
+			switch pin := arg(td, "pin", ""); pin {
+			case "":
+			case "none":
+				g = Genesis{}
+			case "wrong-hash":
+				g = Genesis{Hash: common.HexToHash("0x5e1f")}
+			default:
+				g = Genesis{}
+				for _, n := range list(pin) {
+					g.Guardians = append(g.Guardians, crypto.PubkeyToAddress(guardianKey(n).PublicKey))
+				}
+			}
+			p, err := VerifyDocument(sd, g)
 			if err != nil {
 				return err.Error() + "\n"
 			}
@@ -331,6 +361,9 @@ func (e *ddEnv) run(t *testing.T, td *datadriven.TestData) (out string) {
 			AmountPerTx: amount(arg(td, "amount-tx", "0")), AmountTotal: amount(arg(td, "amount-total", "0")),
 		}
 		g.MaxCount, _ = strconv.ParseUint(arg(td, "max", "10"), 10, 64)
+		if c := arg(td, "chain", ""); c != "" {
+			g.ChainID, _ = new(big.Int).SetString(c, 10)
+		}
 		if tk := arg(td, "token", ""); tk != "" {
 			g.Token = addr(tk)
 		}
@@ -341,7 +374,7 @@ func (e *ddEnv) run(t *testing.T, td *datadriven.TestData) (out string) {
 			sel, _ := chain.MethodSelector(s)
 			g.Selectors = append(g.Selectors, sel)
 		}
-		sg, err := SignGrant(guardianKey(arg(td, "signer", "alice")), g)
+		sg, err := SignGrant(guardianKey(arg(td, "signer", "alice")), e.wallet(td, e.eng.Policy().WalletID()), g)
 		if err != nil {
 			return err.Error() + "\n"
 		}
@@ -349,7 +382,9 @@ func (e *ddEnv) run(t *testing.T, td *datadriven.TestData) (out string) {
 		return "ok\n"
 	case "revoke":
 		r := Revocation{GrantID: arg(td, "grant", ""), Issued: e.now}
-		sig := sign([]string{arg(td, "signer", "alice")}, func(k *ecdsa.PrivateKey) ([]byte, error) { return SignTypedData(k, r.TypedData()) })
+		sig := sign([]string{arg(td, "signer", "alice")}, func(k *ecdsa.PrivateKey) ([]byte, error) {
+			return SignTypedData(k, r.TypedData(e.wallet(td, e.eng.Policy().WalletID())))
+		})
 		if err := e.eng.Revoke(r, sig[0]); err != nil {
 			return err.Error() + "\n"
 		}
@@ -360,13 +395,14 @@ func (e *ddEnv) run(t *testing.T, td *datadriven.TestData) (out string) {
 			tg = KeyTarget(addr(k))
 		}
 		var err error
+		wallet := e.wallet(td, e.eng.Policy().WalletID())
 		if td.Cmd == "freeze" {
 			f := Freeze{Target: tg, Reason: arg(td, "reason", "suspicious activity"), Issued: e.offset(arg(td, "at", ""))}
-			sig := sign([]string{arg(td, "signer", "alice")}, func(k *ecdsa.PrivateKey) ([]byte, error) { return SignTypedData(k, f.TypedData()) })
-			err = e.eng.Freeze(f, sig[0])
+			sig := sign([]string{arg(td, "signer", "alice")}, func(k *ecdsa.PrivateKey) ([]byte, error) { return SignTypedData(k, f.TypedData(wallet)) })
+			err = e.eng.Freeze(f, sig[0], e.now)
 		} else {
 			u := Unfreeze{Target: tg, Issued: e.offset(arg(td, "at", ""))}
-			err = e.eng.Unfreeze(u, sign(list(arg(td, "signers", "")), func(k *ecdsa.PrivateKey) ([]byte, error) { return SignTypedData(k, u.TypedData()) }))
+			err = e.eng.Unfreeze(u, sign(list(arg(td, "signers", "")), func(k *ecdsa.PrivateKey) ([]byte, error) { return SignTypedData(k, u.TypedData(wallet)) }), e.now)
 		}
 		if err != nil {
 			return err.Error() + "\n"
@@ -378,6 +414,15 @@ func (e *ddEnv) run(t *testing.T, td *datadriven.TestData) (out string) {
 			fmt.Fprintln(&b, e.eng.Policy().describeFreeze(r))
 		}
 		return b.String()
+	case "restart":
+		// A node restart: the ledger's records and the engine's exported
+		// state go through a round of persistence into a new engine.
+		state, recs := e.eng.Export(), e.ledger.Records()
+		p := e.eng.Policy()
+		e.ledger = NewMemLedger(recs...)
+		e.eng = NewEngine(p, e.ledger)
+		e.eng.Restore(state)
+		return fmt.Sprintf("restarted: %d freezes, %d revoked grants, %d breaker histories\n", len(state.Freezes), len(state.Revoked), len(state.Breaker))
 	case "tick":
 		d, err := time.ParseDuration(td.CmdArgs[0].Key)
 		if err != nil {

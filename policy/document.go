@@ -33,6 +33,16 @@ type Document struct {
 	Rules []RuleDoc `yaml:"rules" json:"rules"`
 	// Breaker configures the circuit breaker; nil disables it.
 	Breaker *BreakerDoc `yaml:"breaker,omitempty" json:"breaker,omitempty"`
+	// Defaults are limits applied to allowing rules that set none.
+	Defaults *DefaultsDoc `yaml:"defaults,omitempty" json:"defaults,omitempty"`
+}
+
+// DefaultsDoc holds the fee caps that apply to every allowing rule without
+// its own fee_max or tip_max; unset fields take DefaultFeeMax and
+// DefaultTipMax.
+type DefaultsDoc struct {
+	FeeMax Scalar `yaml:"fee_max,omitempty" json:"fee_max,omitempty"`
+	TipMax Scalar `yaml:"tip_max,omitempty" json:"tip_max,omitempty"`
 }
 
 // TierDoc is the source form of a tier.

@@ -10,10 +10,16 @@ import (
 
 	"github.com/custos-wallet/custos/chain"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/signer/core/apitypes"
 )
 
 // RuleError names decisions made because evaluation itself failed.
 const RuleError = "error"
+
+// MaxClockSkew bounds how far in the future (relative to the time the
+// caller passes in) a guardian's freeze or unfreeze may be issued. A
+// future-dated message would otherwise stay valid for as long as its date.
+const MaxClockSkew = 5 * time.Minute
 
 // FreezeRecord is why and since when a target is frozen.
 type FreezeRecord struct {
@@ -21,6 +27,9 @@ type FreezeRecord struct {
 	Reason string
 	// By is the guardian who froze, or the zero address for the breaker.
 	By common.Address
+	// At is when the freeze took effect: the later of the freeze's issued
+	// time and the node's time when it received it. Only an unfreeze
+	// issued at or after At lifts it.
 	At time.Time
 }
 
@@ -33,19 +42,26 @@ type Engine struct {
 	// guarded by mu
 	policy  *Policy
 	freezes map[Target]FreezeRecord
-	revoked map[string]Revocation
-	breaker breaker
+	// lifted is the issued time of the last unfreeze of each target; a
+	// freeze issued at or before it is a replay and is refused.
+	lifted map[Target]time.Time
+	// usedUnfreezes holds the EIP-712 hashes of accepted unfreezes.
+	usedUnfreezes map[common.Hash]bool
+	revoked       map[string]Revocation
+	breaker       breaker
 }
 
 // NewEngine returns an engine evaluating p (already verified, see
 // VerifyDocument) and recording budgets in l.
 func NewEngine(p *Policy, l Ledger) *Engine {
 	return &Engine{
-		ledger:  l,
-		policy:  p,
-		freezes: map[Target]FreezeRecord{},
-		revoked: map[string]Revocation{},
-		breaker: breaker{agents: map[AgentID]*breakerState{}},
+		ledger:        l,
+		policy:        p,
+		freezes:       map[Target]FreezeRecord{},
+		lifted:        map[Target]time.Time{},
+		usedUnfreezes: map[common.Hash]bool{},
+		revoked:       map[string]Revocation{},
+		breaker:       breaker{agents: map[AgentID]*breakerState{}},
 	}
 }
 
@@ -96,8 +112,9 @@ func (c *evalCtx) typedField(f func(*chain.Typed) string) string {
 func (c *evalCtx) budgetEntries(rule string, b *budget) []Entry {
 	var out []Entry
 	if b.value != nil || b.amount == nil {
+		// Native spending is the value plus the most the gas can cost.
 		out = append(out, Entry{
-			Bucket: BudgetBucket(rule, c.req.Agent, c.req.Key, "native"), Amount: new(big.Int).Set(c.req.nativeValue()),
+			Bucket: BudgetBucket(rule, c.req.Agent, c.req.Key, "native"), Amount: new(big.Int).Add(c.req.nativeValue(), c.req.maxFeeCost()),
 			Count: 1, Window: b.window, LimitAmount: b.value, LimitCount: b.count,
 		})
 	}
@@ -253,7 +270,7 @@ func (e *Engine) evaluateLocked(p *Policy, req *Request) (d Decision, entries []
 func describeMatch(r *rule) string {
 	names := make([]string, 0, len(r.conds))
 	for _, c := range r.conds {
-		if c.name != "implicit" && c.name != "kind" {
+		if c.name != "implicit" && c.name != "kind" && !strings.HasPrefix(c.name, "default_") {
 			names = append(names, c.name)
 		}
 	}
@@ -289,7 +306,10 @@ func (e *Engine) Authorize(req *Request) Decision {
 	d, entries := e.evaluateLocked(p, req)
 	if !d.Allowed() {
 		if why := e.breaker.onDenial(p.breaker, req.Agent, req.Time); why != "" {
-			e.freezeAgentLocked(req, why)
+			out := e.tripLocked(p, req, why)
+			out.Reason += fmt.Sprintf(" (the request was denied by rule %q: %s)", d.RuleID, d.Reason)
+			out.Trace = d.Trace
+			return out
 		}
 		return d
 	}
@@ -343,12 +363,17 @@ func dedupe(a []common.Address) []common.Address {
 	return out
 }
 
-func (e *Engine) freezeAgentLocked(req *Request, why string) FreezeRecord {
-	r := FreezeRecord{Target: AgentTarget(req.Agent), Reason: "circuit breaker: " + why, At: req.Time}
-	if _, ok := e.freezes[r.Target]; !ok {
-		e.freezes[r.Target] = r
+func (e *Engine) freezeAgentLocked(req *Request, why string) {
+	e.setFreezeLocked(FreezeRecord{Target: AgentTarget(req.Agent), Reason: "circuit breaker: " + why, At: req.Time})
+}
+
+// setFreezeLocked keeps the latest freeze of a target: the one an unfreeze
+// must postdate.
+func (e *Engine) setFreezeLocked(r FreezeRecord) {
+	if cur, ok := e.freezes[r.Target]; ok && cur.At.After(r.At) {
+		return
 	}
-	return r
+	e.freezes[r.Target] = r
 }
 
 func (e *Engine) tripLocked(p *Policy, req *Request, why string) Decision {
@@ -360,50 +385,91 @@ func (e *Engine) tripLocked(p *Policy, req *Request, why string) Decision {
 func (e *Engine) Commit(id RequestID) error { return e.ledger.Commit(id) }
 
 // Release returns the budget of a request whose signing session failed.
+// Call it only when this node never sent its last-round share: once it has,
+// the others may complete the signature without it, and the reservation
+// must stay (and be committed).
 func (e *Engine) Release(id RequestID) error { return e.ledger.Release(id) }
 
 // Freeze applies a freeze signed by any one guardian of the current
-// policy. It takes effect before the next evaluation.
-func (e *Engine) Freeze(f Freeze, sig []byte) error {
+// policy. It takes effect before the next evaluation. now is the node's
+// own clock: a freeze issued more than MaxClockSkew after it is refused,
+// and the freeze takes effect at the later of its issued time and now. A
+// freeze issued at or before the last unfreeze of its target is a replay
+// of a freeze the quorum already lifted, and is refused.
+func (e *Engine) Freeze(f Freeze, sig []byte, now time.Time) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	signers, err := e.policy.guardianSigners(f.TypedData(), [][]byte{sig})
+	signers, err := e.policy.guardianSigners(f.TypedData(e.policy.wallet), [][]byte{sig})
 	if err != nil {
 		return fmt.Errorf("policy: freeze %s: %w", f.Target, err)
 	}
 	if err := checkTarget(f.Target); err != nil {
 		return err
 	}
-	if _, ok := e.freezes[f.Target]; !ok {
-		e.freezes[f.Target] = FreezeRecord{Target: f.Target, Reason: f.Reason, By: signers[0], At: f.Issued}
+	issued := signedTime(f.Issued)
+	if issued.After(now.Add(MaxClockSkew)) {
+		return fmt.Errorf("policy: freeze %s: issued %s, in the future (now %s)", f.Target, fmtTime(issued), fmtTime(now))
 	}
+	if l, ok := e.lifted[f.Target]; ok && !issued.After(l) {
+		return fmt.Errorf("policy: freeze %s: issued %s, not after the unfreeze of %s (a replay)", f.Target, fmtTime(issued), fmtTime(l))
+	}
+	at := issued
+	if now.After(at) {
+		at = now
+	}
+	e.setFreezeLocked(FreezeRecord{Target: f.Target, Reason: f.Reason, By: signers[0], At: at})
 	return nil
 }
 
 // Unfreeze lifts a freeze when a quorum of the current guardians signed
-// it. Freezes newer than the unfreeze stay: an old signed unfreeze cannot
-// be replayed against a later freeze.
-func (e *Engine) Unfreeze(u Unfreeze, sigs [][]byte) error {
+// it. The unfreeze must be issued at or after the latest freeze of its
+// target took effect, no more than MaxClockSkew after now, and each signed
+// unfreeze is accepted once: an old unfreeze cannot be replayed against a
+// later freeze.
+func (e *Engine) Unfreeze(u Unfreeze, sigs [][]byte, now time.Time) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	p := e.policy
-	signers, err := p.guardianSigners(u.TypedData(), sigs)
+	td := u.TypedData(p.wallet)
+	signers, err := p.guardianSigners(td, sigs)
 	if err != nil {
 		return fmt.Errorf("policy: unfreeze %s: %w", u.Target, err)
 	}
 	if len(signers) < p.doc.Quorum {
 		return fmt.Errorf("policy: unfreeze %s: %w: %d of %d", u.Target, ErrQuorum, len(signers), p.doc.Quorum)
 	}
+	issued := signedTime(u.Issued)
+	if issued.After(now.Add(MaxClockSkew)) {
+		return fmt.Errorf("policy: unfreeze %s: issued %s, in the future (now %s)", u.Target, fmtTime(issued), fmtTime(now))
+	}
+	h, _, err := apitypes.TypedDataAndHash(td)
+	if err != nil {
+		return fmt.Errorf("policy: unfreeze %s: %w", u.Target, err)
+	}
+	hash := common.BytesToHash(h)
+	if e.usedUnfreezes[hash] {
+		return fmt.Errorf("policy: unfreeze %s: this unfreeze was already used", u.Target)
+	}
 	r, ok := e.freezes[u.Target]
 	if !ok {
 		return fmt.Errorf("policy: unfreeze %s: not frozen", u.Target)
 	}
-	if u.Issued.Before(r.At) {
-		return fmt.Errorf("policy: unfreeze %s: issued %s, before the freeze of %s", u.Target, u.Issued.UTC().Format(time.RFC3339), r.At.UTC().Format(time.RFC3339))
+	if issued.Before(r.At) {
+		return fmt.Errorf("policy: unfreeze %s: issued %s, before the freeze of %s", u.Target, fmtTime(issued), fmtTime(r.At))
+	}
+	e.usedUnfreezes[hash] = true
+	if l, ok := e.lifted[u.Target]; !ok || issued.After(l) {
+		e.lifted[u.Target] = issued
 	}
 	delete(e.freezes, u.Target)
 	return nil
 }
+
+// signedTime is t as a guardian signs it: whole Unix seconds. Anything
+// finer is not covered by the signature and must not count.
+func signedTime(t time.Time) time.Time { return time.Unix(t.Unix(), 0).UTC() }
+
+func fmtTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 func checkTarget(t Target) error {
 	s := string(t)
@@ -433,7 +499,7 @@ func (e *Engine) Freezes() []FreezeRecord {
 func (e *Engine) Revoke(r Revocation, sig []byte) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if _, err := e.policy.guardianSigners(r.TypedData(), [][]byte{sig}); err != nil {
+	if _, err := e.policy.guardianSigners(r.TypedData(e.policy.wallet), [][]byte{sig}); err != nil {
 		return fmt.Errorf("policy: revoke grant %s: %w", r.GrantID, err)
 	}
 	if _, ok := e.revoked[r.GrantID]; !ok {
@@ -443,10 +509,10 @@ func (e *Engine) Revoke(r Revocation, sig []byte) error {
 }
 
 // ApplyDocument replaces the current policy with a signed document. The
-// document must carry a higher version and name the current document's
-// hash in replaces. A quorum of the current guardians (and of the new
-// document's own guardians, if it changes them) may make any change; a
-// single current guardian may only tighten (see docs/policy.md).
+// document must carry exactly the next version and name the current
+// document's hash in replaces. A quorum of the current guardians (and of
+// the new document's own guardians, if it changes them) may make any
+// change; a single current guardian may only tighten (see docs/policy.md).
 func (e *Engine) ApplyDocument(sd SignedDocument) error {
 	np, err := ParseAndCompile(sd.Source)
 	if err != nil {
@@ -461,7 +527,13 @@ func (e *Engine) ApplyDocument(sd SignedDocument) error {
 	if np.doc.Replaces != cur.hash.Hex() {
 		return fmt.Errorf("%w: it replaces %q, the current document is %s", ErrRollback, np.doc.Replaces, cur.hash.Hex())
 	}
-	td := DocumentTypedData(np.doc)
+	// Versions grow one at a time: a jump (to 2^64-1, say) would leave no
+	// version for the next document, locking the policy for good.
+	if np.Version() != cur.Version()+1 {
+		return fmt.Errorf("%w: version %d does not follow current version %d", ErrRollback, np.Version(), cur.Version())
+	}
+	np.wallet = cur.wallet
+	td := DocumentTypedData(np.wallet, np.doc)
 	signers, err := cur.guardianSigners(td, sd.Signatures)
 	if err != nil {
 		return fmt.Errorf("policy: apply document v%d: %w", np.Version(), err)

@@ -22,13 +22,18 @@ var (
 	ErrNotTightening = errors.New("policy: change loosens the policy")
 )
 
-// Domain is the EIP-712 domain of everything a guardian signs. It has no
-// chain id: a policy governs keys on every chain.
-var Domain = apitypes.TypedDataDomain{Name: "Custos", Version: "1"}
+// Domain is the EIP-712 domain of everything a guardian signs for the
+// wallet whose id (the hash of its genesis document) is wallet. The salt
+// binds every decision to one wallet, so a guardian of two wallets cannot
+// have a freeze, grant or document of one replayed against the other. It
+// has no chain id: a policy governs keys on every chain.
+func Domain(wallet common.Hash) apitypes.TypedDataDomain {
+	return apitypes.TypedDataDomain{Name: "Custos", Version: "1", Salt: wallet.Hex()}
+}
 
 // Types are the EIP-712 types of guardian decisions.
 var Types = apitypes.Types{
-	"EIP712Domain": {{Name: "name", Type: "string"}, {Name: "version", Type: "string"}},
+	"EIP712Domain": {{Name: "name", Type: "string"}, {Name: "version", Type: "string"}, {Name: "salt", Type: "bytes32"}},
 	"PolicyDocument": {
 		{Name: "hash", Type: "bytes32"},
 		{Name: "version", Type: "uint256"},
@@ -48,6 +53,7 @@ var Types = apitypes.Types{
 		{Name: "destinations", Type: "address[]"},
 		{Name: "selectors", Type: "bytes4[]"},
 		{Name: "maxCount", Type: "uint256"},
+		{Name: "chainId", Type: "uint256"},
 	},
 	"Freeze": {
 		{Name: "target", Type: "string"},
@@ -64,8 +70,8 @@ var Types = apitypes.Types{
 	},
 }
 
-func typedData(primary string, msg apitypes.TypedDataMessage) apitypes.TypedData {
-	return apitypes.TypedData{Types: Types, PrimaryType: primary, Domain: Domain, Message: msg}
+func typedData(wallet common.Hash, primary string, msg apitypes.TypedDataMessage) apitypes.TypedData {
+	return apitypes.TypedData{Types: Types, PrimaryType: primary, Domain: Domain(wallet), Message: msg}
 }
 
 func unix(t time.Time) *big.Int { return big.NewInt(t.Unix()) }
@@ -134,36 +140,79 @@ type SignedDocument struct {
 	Signatures [][]byte
 }
 
-// DocumentTypedData is what a guardian signs to approve a document: its
-// content hash, version and the hash it replaces.
-func DocumentTypedData(d *Document) apitypes.TypedData {
+// DocumentTypedData is what a guardian signs to approve a document of the
+// wallet wallet: its content hash, version and the hash it replaces. For a
+// genesis document the wallet id is the document's own hash.
+func DocumentTypedData(wallet common.Hash, d *Document) apitypes.TypedData {
 	replaces := common.Hash{}
 	if d.Replaces != "" {
 		replaces = common.HexToHash(d.Replaces)
 	}
-	return typedData("PolicyDocument", apitypes.TypedDataMessage{
+	return typedData(wallet, "PolicyDocument", apitypes.TypedDataMessage{
 		"hash":     hexutil.Encode(d.Hash().Bytes()),
 		"version":  new(big.Int).SetUint64(d.Version),
 		"replaces": hexutil.Encode(replaces.Bytes()),
 	})
 }
 
-// SignDocument signs d with a guardian identity key.
-func SignDocument(key *ecdsa.PrivateKey, d *Document) ([]byte, error) {
-	return SignTypedData(key, DocumentTypedData(d))
+// SignDocument signs d, a document of the wallet wallet, with a guardian
+// identity key. Sign a genesis document with wallet = d.Hash().
+func SignDocument(key *ecdsa.PrivateKey, wallet common.Hash, d *Document) ([]byte, error) {
+	return SignTypedData(key, DocumentTypedData(wallet, d))
 }
 
-// VerifyDocument parses and compiles a signed document and checks that a
-// quorum of the guardians it declares signed it. It is how a node accepts
-// the first document of a wallet; replacements go through
-// Engine.ApplyDocument, which also checks versions and the current
+// Genesis is what the operator pins, out of band, when a node accepts the
+// first document of a wallet: the document's hash, or the guardian
+// accounts it must declare, or both. Without a pin the first document
+// would certify itself: anyone could write one naming their own keys as
 // guardians.
-func VerifyDocument(sd SignedDocument) (*Policy, error) {
+type Genesis struct {
+	// Hash, if set, is the genesis document's content hash (its wallet id).
+	Hash common.Hash
+	// Guardians, if set, are exactly the guardian accounts the genesis
+	// document must declare.
+	Guardians []common.Address
+}
+
+// Errors about the genesis document.
+var ErrGenesis = errors.New("policy: genesis document does not match the pinned genesis")
+
+// VerifyDocument parses and compiles the first (genesis) document of a
+// wallet, checks it against what the operator pinned (g) and checks that a
+// quorum of the guardians it declares signed it. Its hash becomes the
+// wallet id that every later guardian signature is bound to.
+// Replacements go through Engine.ApplyDocument, which also checks versions
+// and the current guardians; a node that restarts re-verifies its genesis
+// document and re-applies the replacements it stored, in order.
+func VerifyDocument(sd SignedDocument, g Genesis) (*Policy, error) {
 	p, err := ParseAndCompile(sd.Source)
 	if err != nil {
 		return nil, err
 	}
-	signers, err := p.guardianSigners(DocumentTypedData(p.doc), sd.Signatures)
+	if g.Hash == (common.Hash{}) && len(g.Guardians) == 0 {
+		return nil, fmt.Errorf("%w: nothing pinned (a genesis hash or guardian set is required)", ErrGenesis)
+	}
+	if g.Hash != (common.Hash{}) && g.Hash != p.hash {
+		return nil, fmt.Errorf("%w: hash %s, pinned %s", ErrGenesis, p.hash.Hex(), g.Hash.Hex())
+	}
+	if len(g.Guardians) > 0 {
+		pinned := map[common.Address]bool{}
+		for _, a := range g.Guardians {
+			pinned[a] = true
+		}
+		same := len(pinned) == len(p.guardians)
+		for a := range p.guardians {
+			same = same && pinned[a]
+		}
+		if !same {
+			return nil, fmt.Errorf("%w: its guardians are not the pinned guardian set", ErrGenesis)
+		}
+	}
+	if p.doc.Replaces != "" {
+		return nil, fmt.Errorf("%w: a genesis document replaces nothing, this one replaces %s", ErrGenesis, p.doc.Replaces)
+	}
+	p.wallet = p.hash
+	signers, err := p.guardianSigners(DocumentTypedData(p.wallet, p.doc), sd.Signatures)
 	if err != nil {
 		return nil, fmt.Errorf("policy: verify document v%d: %w", p.Version(), err)
 	}
@@ -181,21 +230,22 @@ type Freeze struct {
 	Issued time.Time
 }
 
-// TypedData is what the guardian signs.
-func (f Freeze) TypedData() apitypes.TypedData {
-	return typedData("Freeze", apitypes.TypedDataMessage{"target": string(f.Target), "reason": f.Reason, "issued": unix(f.Issued)})
+// TypedData is what the guardian signs for the wallet wallet.
+func (f Freeze) TypedData(wallet common.Hash) apitypes.TypedData {
+	return typedData(wallet, "Freeze", apitypes.TypedDataMessage{"target": string(f.Target), "reason": f.Reason, "issued": unix(f.Issued)})
 }
 
-// Unfreeze lifts the freezes of a target issued at or before Issued. It
-// needs the guardian quorum.
+// Unfreeze lifts the freeze of a target when the latest freeze of that
+// target took effect at or before Issued. It needs the guardian quorum, and
+// each signed Unfreeze is accepted once.
 type Unfreeze struct {
 	Target Target
 	Issued time.Time
 }
 
-// TypedData is what the guardians sign.
-func (u Unfreeze) TypedData() apitypes.TypedData {
-	return typedData("Unfreeze", apitypes.TypedDataMessage{"target": string(u.Target), "issued": unix(u.Issued)})
+// TypedData is what the guardians sign for the wallet wallet.
+func (u Unfreeze) TypedData(wallet common.Hash) apitypes.TypedData {
+	return typedData(wallet, "Unfreeze", apitypes.TypedDataMessage{"target": string(u.Target), "issued": unix(u.Issued)})
 }
 
 // Revocation withdraws a session grant; any one guardian may sign it.
@@ -204,9 +254,9 @@ type Revocation struct {
 	Issued  time.Time
 }
 
-// TypedData is what the guardian signs.
-func (r Revocation) TypedData() apitypes.TypedData {
-	return typedData("Revocation", apitypes.TypedDataMessage{"grantId": r.GrantID, "issued": unix(r.Issued)})
+// TypedData is what the guardian signs for the wallet wallet.
+func (r Revocation) TypedData(wallet common.Hash) apitypes.TypedData {
+	return typedData(wallet, "Revocation", apitypes.TypedDataMessage{"grantId": r.GrantID, "issued": unix(r.Issued)})
 }
 
 // Target is what a freeze applies to: "all", "agent:<id>" or

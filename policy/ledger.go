@@ -68,16 +68,18 @@ type Record struct {
 // together, so concurrent requests cannot jointly exceed a budget. A
 // persistent implementation must keep reservations across restarts.
 type Ledger interface {
-	// Reserve checks every entry against its limit over its window ending
-	// at r.Time and records all of them, or none. It fails with
+	// Reserve checks every entry against its limit over its window (as
+	// Usage at r.Time) and records all of them, or none. It fails with
 	// ErrBudgetExceeded or ErrDuplicateRequest.
 	Reserve(r Reservation) error
 	// Commit marks a reservation as spent.
 	Commit(id RequestID) error
 	// Release drops a reservation whose signing failed.
 	Release(id RequestID) error
-	// Usage sums reserved and committed records of bucket with times in
-	// [now-window, now]; a zero window means all time.
+	// Usage sums reserved and committed records of bucket with times at
+	// or after now-window (records dated after now count too: a
+	// reservation must not escape a window by its date); a zero window
+	// means all time.
 	Usage(bucket string, window time.Duration, now time.Time) (Usage, error)
 }
 
@@ -181,7 +183,7 @@ func (l *MemLedger) usageLocked(bucket string, window time.Duration, now time.Ti
 	u := Usage{Amount: new(big.Int)}
 	since := now.Add(-window)
 	for _, r := range l.buckets[bucket] {
-		if window > 0 && (r.Time.Before(since) || r.Time.After(now)) {
+		if window > 0 && r.Time.Before(since) {
 			continue
 		}
 		u.Amount.Add(u.Amount, r.Amount)

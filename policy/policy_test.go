@@ -120,8 +120,8 @@ rules:
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig, _ := SignDocument(alice, d)
-	p, err := VerifyDocument(SignedDocument{Source: []byte(src), Signatures: [][]byte{sig}})
+	sig, _ := SignDocument(alice, d.Hash(), d)
+	p, err := VerifyDocument(SignedDocument{Source: []byte(src), Signatures: [][]byte{sig}}, Genesis{Hash: d.Hash()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,8 +226,8 @@ rules:
 	if err != nil {
 		b.Fatal(err)
 	}
-	sig, _ := SignDocument(alice, d)
-	p, err := VerifyDocument(SignedDocument{Source: []byte(sb.String()), Signatures: [][]byte{sig}})
+	sig, _ := SignDocument(alice, d.Hash(), d)
+	p, err := VerifyDocument(SignedDocument{Source: []byte(sb.String()), Signatures: [][]byte{sig}}, Genesis{Hash: d.Hash()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -69,7 +69,10 @@ type Request struct {
 	Digest common.Hash
 	// Grant is an optional session grant the agent presents.
 	Grant *SignedGrant
-	// Time is the evaluation time; the engine never reads a clock.
+	// Time is the evaluation time; the engine never reads a clock. It must
+	// be the evaluating node's own clock, never a time the agent or the
+	// coordinator supplies: budgets, grants and the breaker are judged at
+	// this time.
 	Time time.Time
 }
 
@@ -104,6 +107,16 @@ func (r *Request) nativeValue() *big.Int {
 		return r.Tx.Value
 	}
 	return new(big.Int)
+}
+
+// maxFeeCost is the most a transaction can pay in gas fees: its gas limit
+// times its max fee per gas (the gas price for legacy and access-list
+// transactions).
+func (r *Request) maxFeeCost() *big.Int {
+	if r.Kind != KindTransaction || r.Tx == nil || r.Tx.GasFeeCap == nil {
+		return new(big.Int)
+	}
+	return new(big.Int).Mul(new(big.Int).SetUint64(r.Tx.Gas), r.Tx.GasFeeCap)
 }
 
 // check rejects requests whose parts disagree, before any rule is read.

@@ -33,6 +33,8 @@ type SessionGrant struct {
 	Selectors [][4]byte
 	// MaxCount caps the number of requests over the grant's life.
 	MaxCount uint64
+	// ChainID, if set, is the only chain the grant covers.
+	ChainID *big.Int
 }
 
 // SignedGrant is a session grant with its guardian signature.
@@ -48,8 +50,9 @@ func orZero(v *big.Int) *big.Int {
 	return v
 }
 
-// TypedData is what the guardian signs.
-func (g *SessionGrant) TypedData() apitypes.TypedData {
+// TypedData is what the guardian signs for the wallet wallet. A chainId
+// of 0 means every chain.
+func (g *SessionGrant) TypedData(wallet common.Hash) apitypes.TypedData {
 	dests := make([]any, len(g.Destinations))
 	for i, d := range g.Destinations {
 		dests[i] = d.Hex()
@@ -58,7 +61,7 @@ func (g *SessionGrant) TypedData() apitypes.TypedData {
 	for i, s := range g.Selectors {
 		sels[i] = hexutil.Encode(s[:])
 	}
-	return typedData("SessionGrant", apitypes.TypedDataMessage{
+	return typedData(wallet, "SessionGrant", apitypes.TypedDataMessage{
 		"id":           g.ID,
 		"agent":        string(g.Agent),
 		"key":          g.Key.Hex(),
@@ -72,12 +75,14 @@ func (g *SessionGrant) TypedData() apitypes.TypedData {
 		"destinations": dests,
 		"selectors":    sels,
 		"maxCount":     new(big.Int).SetUint64(g.MaxCount),
+		"chainId":      orZero(g.ChainID),
 	})
 }
 
-// SignGrant signs g with a guardian identity key.
-func SignGrant(key *ecdsa.PrivateKey, g SessionGrant) (*SignedGrant, error) {
-	sig, err := SignTypedData(key, g.TypedData())
+// SignGrant signs g, a grant of the wallet wallet, with a guardian identity
+// key.
+func SignGrant(key *ecdsa.PrivateKey, wallet common.Hash, g SessionGrant) (*SignedGrant, error) {
+	sig, err := SignTypedData(key, g.TypedData(wallet))
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +95,7 @@ func SignGrant(key *ecdsa.PrivateKey, g SessionGrant) (*SignedGrant, error) {
 func (e *Engine) checkGrant(p *Policy, c *evalCtx) ([]Entry, string) {
 	sg := c.req.Grant
 	g := &sg.Grant
-	signer, err := RecoverTypedData(g.TypedData(), sg.Signature)
+	signer, err := RecoverTypedData(g.TypedData(p.wallet), sg.Signature)
 	if err != nil {
 		return nil, fmt.Sprintf("session grant %s: %v", g.ID, err)
 	}
@@ -112,6 +117,9 @@ func (e *Engine) checkGrant(p *Policy, c *evalCtx) ([]Entry, string) {
 	}
 	if c.req.Kind != KindTransaction {
 		return nil, fmt.Sprintf("session grant %s covers transactions only, not %s", g.ID, c.req.Kind)
+	}
+	if g.ChainID != nil && g.ChainID.Sign() != 0 && g.ChainID.Cmp(c.req.ChainID) != 0 {
+		return nil, fmt.Sprintf("session grant %s is for chain %s, not chain %s", g.ID, g.ChainID, c.req.ChainID)
 	}
 	tx := c.req.Tx
 	inDests := func(a common.Address) bool {
@@ -160,7 +168,10 @@ func (e *Engine) checkGrant(p *Policy, c *evalCtx) ([]Entry, string) {
 	if tokenAmt.Cmp(orZero(g.AmountPerTx)) > 0 {
 		return nil, fmt.Sprintf("amount %s exceeds session grant %s per-transaction cap %s", p.formatToken(tokenAmt, g.Token), g.ID, p.formatToken(orZero(g.AmountPerTx), g.Token))
 	}
-	entries := []Entry{{Bucket: GrantBucket(g.ID, "native"), Amount: value, Count: 1, LimitAmount: orZero(g.ValueTotal), LimitCount: g.MaxCount}}
+	// The total counts the most the transaction can spend: its value and
+	// its maximum gas fee.
+	spent := new(big.Int).Add(value, c.req.maxFeeCost())
+	entries := []Entry{{Bucket: GrantBucket(g.ID, "native"), Amount: spent, Count: 1, LimitAmount: orZero(g.ValueTotal), LimitCount: g.MaxCount}}
 	if g.MaxCount == 0 {
 		return nil, fmt.Sprintf("session grant %s allows no requests", g.ID)
 	}
@@ -173,7 +184,8 @@ func (e *Engine) checkGrant(p *Policy, c *evalCtx) ([]Entry, string) {
 			return nil, fmt.Sprintf("session grant %s: %v", g.ID, err)
 		}
 		if new(big.Int).Add(u.Amount, en.Amount).Cmp(en.LimitAmount) > 0 {
-			return nil, fmt.Sprintf("session grant %s total cap reached: %s used", g.ID, describeUsage(p, en.Bucket, u.Amount, g.Token))
+			return nil, fmt.Sprintf("session grant %s total cap reached: %s used + %s exceeds %s", g.ID, describeUsage(p, en.Bucket, u.Amount, g.Token),
+				describeUsage(p, en.Bucket, en.Amount, g.Token), describeUsage(p, en.Bucket, en.LimitAmount, g.Token))
 		}
 		if en.LimitCount > 0 && u.Count+en.Count > en.LimitCount {
 			return nil, fmt.Sprintf("session grant %s used %d of %d requests", g.ID, u.Count, en.LimitCount)

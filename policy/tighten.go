@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
+
+	"github.com/ethereum/go-ethereum/common"
 )
 
 func sameGuardians(a, b *Policy) bool {
@@ -25,14 +27,18 @@ func sameJSON(a, b any) bool {
 }
 
 // checkTightening returns nil when every request that nw allows is allowed
-// by old in the same or a less demanding tier, judged conservatively by
+// by old in the same or a more demanding tier, judged conservatively by
 // structure. Accepted changes: new deny rules; a rule's verdict raised to a
 // more demanding tier or to deny; lower limits and budgets; removed
-// allowing rules; entries removed from lists that only narrow rules, or
-// added to lists that only widen deny rules; more demanding tiers; tighter
-// breaker thresholds. A narrowed or removed allowing rule is accepted only
-// when every allowing rule after it is at least as demanding, because
-// requests it no longer matches fall through to them.
+// allowing rules; address conditions that match fewer requests (entries
+// removed from a positive condition such as to or recipient of an allowing
+// rule, added to its not_to or not_recipient; the reverse for deny rules);
+// more demanding tiers; tighter breaker thresholds. A narrowed or removed
+// allowing rule, and any allowing rule turned into a deny rule, is accepted
+// only when every allowing rule after it is at least as demanding, because
+// requests it no longer matches (or, for a deny rule, no longer allows)
+// fall through to them. Address conditions are compared as resolved
+// address sets, whatever lists or tokens they were written with.
 func checkTightening(old, nw *Policy) error {
 	if !sameGuardians(old, nw) {
 		return fmt.Errorf("%w: guardians or quorum changed", ErrNotTightening)
@@ -45,6 +51,9 @@ func checkTightening(old, nw *Policy) error {
 	if len(old.tiers) != len(nw.tiers) {
 		return fmt.Errorf("%w: tiers added or removed", ErrNotTightening)
 	}
+	// Compile makes every document's tiers monotonic (each at least as
+	// demanding as the one before), so rank comparisons below compare what
+	// the tiers demand.
 	for i, o := range old.tiers {
 		n := nw.tiers[i]
 		if n.Name != o.Name || n.Approvals < o.Approvals || n.Delay < o.Delay {
@@ -80,7 +89,7 @@ func checkTightening(old, nw *Policy) error {
 		}
 		last = i
 	}
-	// Requests a rule no longer matches fall through to the allowing rules
+	// Requests a rule no longer allows fall through to the allowing rules
 	// after it; they must be at least as demanding as the rule was.
 	fallthroughSafe := func(i int) error {
 		o := old.rules[i]
@@ -95,7 +104,6 @@ func checkTightening(old, nw *Policy) error {
 		}
 		return nil
 	}
-	narrowed := map[string]bool{}
 	for i, o := range old.rules {
 		n, ok := newByID[o.id]
 		if !ok {
@@ -114,6 +122,17 @@ func checkTightening(old, nw *Policy) error {
 			if n.verdict != Deny || !sameLimits(o, n) {
 				return fmt.Errorf("%w: deny rule %q changed", ErrNotTightening, o.id)
 			}
+			if _, err := fewerMatches(o, n, true); err != nil {
+				return err
+			}
+			continue
+		}
+		if n.verdict == Deny {
+			// Whatever the deny rule's own conditions, what the allowing
+			// rule matched and the deny rule does not now falls through.
+			if err := fallthroughSafe(i); err != nil {
+				return err
+			}
 			continue
 		}
 		if n.rank(nw) < o.rank(old) {
@@ -122,69 +141,62 @@ func checkTightening(old, nw *Policy) error {
 		if err := lowerLimits(o, n); err != nil {
 			return err
 		}
-		if n.verdict != Deny && !sameLimits(o, n) {
-			narrowed[o.id] = true
+		narrowed, err := fewerMatches(o, n, false)
+		if err != nil {
+			return err
 		}
-	}
-	// Lists: entries may leave lists that narrow allowing rules and join
-	// lists that widen deny rules or exclusions.
-	shrinkOK, growOK := map[string]bool{}, map[string]bool{}
-	users := map[string][]string{}
-	for _, p := range []*Policy{old, nw} {
-		for _, r := range p.rules {
-			pos, neg := r.pos, r.neg
-			if r.verdict == Deny {
-				pos, neg = neg, pos
-			}
-			for _, l := range pos {
-				growOK[l] = true // growing would widen an allowing rule: refused below
-				users[l] = append(users[l], r.id)
-			}
-			for _, l := range neg {
-				shrinkOK[l] = true // shrinking would narrow a deny: refused below
-			}
-		}
-	}
-	names := map[string]bool{}
-	for n := range old.lists {
-		names[n] = true
-	}
-	for n := range nw.lists {
-		names[n] = true
-	}
-	for name := range names {
-		o, n := old.lists[name], nw.lists[name]
-		added, removed := 0, 0
-		for a := range n {
-			if _, ok := o[a]; !ok {
-				added++
-			}
-		}
-		for a := range o {
-			if _, ok := n[a]; !ok {
-				removed++
-			}
-		}
-		if added > 0 && growOK[name] {
-			return fmt.Errorf("%w: list %s gains %d entries", ErrNotTightening, name, added)
-		}
-		if removed > 0 && shrinkOK[name] {
-			return fmt.Errorf("%w: list %s loses %d entries used to deny or exclude", ErrNotTightening, name, removed)
-		}
-		if removed > 0 {
-			for _, id := range users[name] {
-				narrowed[id] = true
-			}
-		}
-	}
-	for i, o := range old.rules {
-		if narrowed[o.id] {
+		if narrowed || !sameLimits(o, n) {
 			if err := fallthroughSafe(i); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// fewerMatches compares the address conditions of two versions of a rule
+// with the same shape. For an allowing rule it refuses any condition that
+// now matches more, and reports whether any matches less; for a deny rule
+// (deny set) it refuses any condition that now matches less.
+func fewerMatches(o, n *rule, deny bool) (narrowed bool, err error) {
+	if len(o.sets) != len(n.sets) {
+		return false, fmt.Errorf("%w: rule %q changes conditions other than limits", ErrNotTightening, o.id)
+	}
+	for i, os := range o.sets {
+		ns := n.sets[i]
+		if ns.cond != os.cond || ns.neg != os.neg {
+			return false, fmt.Errorf("%w: rule %q changes conditions other than limits", ErrNotTightening, o.id)
+		}
+		added, removed := setDiff(os.set, ns.set)
+		// A rule matches more when a positive set grows or a negative one
+		// shrinks. That loosens an allowing rule and tightens a deny rule.
+		more, fewer := added > 0, removed > 0
+		if os.neg {
+			more, fewer = fewer, more
+		}
+		switch {
+		case !deny && more:
+			return false, fmt.Errorf("%w: rule %q matches more: %s gains %d and loses %d addresses", ErrNotTightening, o.id, os.cond, added, removed)
+		case deny && fewer:
+			return false, fmt.Errorf("%w: deny rule %q matches less: %s gains %d and loses %d addresses", ErrNotTightening, o.id, os.cond, added, removed)
+		}
+		narrowed = narrowed || fewer
+	}
+	return narrowed, nil
+}
+
+func setDiff(o, n map[common.Address]struct{}) (added, removed int) {
+	for a := range n {
+		if _, ok := o[a]; !ok {
+			added++
+		}
+	}
+	for a := range o {
+		if _, ok := n[a]; !ok {
+			removed++
+		}
+	}
+	return added, removed
 }
 
 func sameLimits(a, b *rule) bool {
