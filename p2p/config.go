@@ -26,6 +26,9 @@ func ParseMember(id string, addrs ...string) (Member, error) {
 	if err != nil {
 		return Member{}, fmt.Errorf("p2p: parse member id %q: %w", id, err)
 	}
+	if err := checkMemberID(p); err != nil {
+		return Member{}, err
+	}
 	m := Member{ID: p}
 	for _, s := range addrs {
 		a, err := ma.NewMultiaddr(s)
@@ -75,18 +78,62 @@ type Config struct {
 	PendingTotalBytes int
 	PendingSessions   int
 
-	// SessionQueue bounds the frames received for an open session that the
-	// engine has not read yet (default 4096).
-	SessionQueue int
-	// WriteTimeout bounds one frame write when the caller's context has no
-	// earlier deadline (default 10 s).
+	// SessionQueue and SessionQueueBytes bound the messages received for
+	// an open session that the engine has not read yet (defaults 4096
+	// messages, 64 MiB). Each other member gets an equal share (at least
+	// one message and one frame of bytes), so a member that floods cannot
+	// push out the others' messages. Out-of-order broadcasts held back
+	// count against their sender's share.
+	SessionQueue      int
+	SessionQueueBytes int
+	// SessionSlots bounds the sequence numbers one sender may use per
+	// session and kind (default 1024; a protocol run needs a few dozen).
+	// Frames above it are dropped and counted, so the state a member can
+	// make another keep for one session is bounded.
+	SessionSlots uint64
+	// BroadcastWindow is how far ahead of the next expected broadcast of a
+	// sender a broadcast may arrive and be held until the gap is filled
+	// (default 16). Broadcasts further ahead are dropped and counted.
+	BroadcastWindow uint64
+
+	// OutQueueFrames and OutQueueBytes bound the frames waiting to be
+	// written to one peer (defaults 1024 frames, 32 MiB, at least one
+	// frame). When a peer's queue is full, Send and Broadcast wait for
+	// room (or their context), while echoes to that peer are dropped and
+	// counted: stream readers never wait on the network.
+	OutQueueFrames int
+	OutQueueBytes  int
+	// WriteTimeout bounds one frame write, or one stream open, to one
+	// peer (default 10 s).
 	WriteTimeout time.Duration
+	// RedialDelay is how long a peer whose stream could not be opened is
+	// treated as down: frames for it are dropped (and counted as unsent)
+	// until then, and the next attempt clears libp2p's dial backoff for it
+	// once (default 1 s).
+	RedialDelay time.Duration
 }
 
 // Defaults.
 const (
 	DefaultMaxFrameSize = 4 << 20
+	// maxStreamMemory is the per-stream memory limit of libp2p's default
+	// resource manager: a frame is reserved there before it is read, so a
+	// larger frame could never be received.
+	maxStreamMemory = 16 << 20
 )
+
+// checkMemberID refuses peer ids that do not inline an Ed25519 public key:
+// frames are verified with the key taken from the sender's id.
+func checkMemberID(p peer.ID) error {
+	pub, err := p.ExtractPublicKey()
+	if err != nil {
+		return fmt.Errorf("p2p: member %s has no inline public key: %w", p, err)
+	}
+	if pub.Type() != crypto.Ed25519 {
+		return fmt.Errorf("p2p: member %s has a %s key, want Ed25519", p, pub.Type())
+	}
+	return nil
+}
 
 func (c Config) withDefaults() (Config, error) {
 	if c.Identity == nil {
@@ -114,11 +161,31 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.PendingTotalBytes, 64<<20)
 	setDefault(&c.PendingSessions, 64)
 	setDefault(&c.SessionQueue, 4096)
-	if c.WriteTimeout == 0 {
+	setDefault(&c.SessionQueueBytes, 64<<20)
+	if c.SessionSlots == 0 {
+		c.SessionSlots = 1024
+	}
+	if c.BroadcastWindow == 0 {
+		c.BroadcastWindow = 16
+	}
+	setDefault(&c.OutQueueFrames, 1024)
+	setDefault(&c.OutQueueBytes, 32<<20)
+	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
+	}
+	if c.RedialDelay <= 0 {
+		c.RedialDelay = time.Second
 	}
 	if c.MaxFrameSize < 1024 {
 		return c, fmt.Errorf("p2p: max frame size %d is below 1024", c.MaxFrameSize)
+	}
+	if c.MaxFrameSize > maxStreamMemory {
+		return c, fmt.Errorf("p2p: max frame size %d exceeds the per-stream memory limit %d", c.MaxFrameSize, maxStreamMemory)
+	}
+	for _, m := range c.Members {
+		if err := checkMemberID(m.ID); err != nil {
+			return c, err
+		}
 	}
 	return c, nil
 }

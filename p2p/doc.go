@@ -24,17 +24,27 @@
 //     different payloads end the session at every member that sees both, with
 //     a *tss.SessionError of kind tss.FailMisbehaviour naming the sender and
 //     an *Evidence holding both signed frames.
-//   - Bounded, expiring buffering of frames that arrive before the local node
-//     opens their session, and per-peer frame and byte rate limits, so that
-//     one member cannot exhaust another's memory.
+//   - Contiguous broadcasts: a sender's broadcast #k is delivered only after
+//     its #k-1, never past a gap (a few may wait ahead of it), so a sender
+//     cannot give two members different payloads under different numbers.
+//   - One bounded FIFO outbound queue and writer goroutine per member, shared
+//     by engine sends and echoes. Stream readers never wait on the network:
+//     an echo to a member whose queue is full is dropped and counted, while
+//     Send and Broadcast wait for room until their context ends.
+//   - Bounds in frames and bytes, with a share per sender, on everything a
+//     member can make another keep: frames buffered before their session
+//     opens (expiring), messages the engine has not read, sequence numbers,
+//     held broadcasts; per-peer frame and byte rate limits on reading; and
+//     rate-limited logs of drops.
 //
 // # Delivery and the equivocation window
 //
-// Broadcasts are delivered to the engine as soon as they arrive and verify
-// (no Bracha-style wait for echoes), and cross-checked as echoes arrive. A
-// receiver writes its echoes before it delivers the broadcast, on the same
-// ordered stream that carries its own later messages, so a member learns of
-// another member's view of round r before it can see that member's round r+1.
+// Broadcasts are delivered to the engine as soon as they arrive in sequence
+// and verify (no Bracha-style wait for echoes), and cross-checked as echoes
+// arrive. A receiver queues its echoes before it delivers the broadcast, in
+// the same ordered outbound queue that carries its own later messages, so a
+// member learns of another member's view of round r before it can see that
+// member's round r+1.
 // The window that remains: an equivocation in the last round of a protocol
 // can reach the engine before the echo that exposes it. Then the session may
 // finish at a member before the transport ends it; the equivocation is still
@@ -42,7 +52,12 @@
 // and Close(nil) returns the misbehaviour error if it was detected by then.
 // In GG18 signing a forged last-round share makes the final signature fail
 // verification inside tss-lib, so this window cannot produce a wrong
-// signature.
+// signature. In key generation it can leave some members finished and
+// others failed: callers treat a key generation as done only when all
+// members report success.
+//
+// Session ids must never be reused (see Node.Open), and member ids are
+// taken in canonical text form only.
 //
 // QUIC listen addresses are supported; QUIC brings its own TLS 1.3 handshake,
 // while TCP connections are secured with Noise and multiplexed with yamux.

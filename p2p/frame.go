@@ -140,10 +140,13 @@ func (f *Frame) Verify() error {
 
 // HeaderOnly returns a copy of f with the payload replaced by its hash: the
 // form an echo carries. It still verifies.
+// The signature is copied, so the result never pins the buffer f was
+// decoded from.
 func (f *Frame) HeaderOnly() *Frame {
 	g := *f
 	g.Payload = nil
 	g.HashOnly = true
+	g.Sig = bytes.Clone(f.Sig)
 	return &g
 }
 
@@ -172,7 +175,8 @@ func (f *Frame) Encode() []byte {
 }
 
 // DecodeFrame parses the wire form of a frame. It checks the structure only:
-// call Verify for the signature. The payload aliases b.
+// call Verify for the signature. The payload aliases b; the signature and
+// ids are copies, so a header kept after the payload is gone does not pin b.
 func DecodeFrame(b []byte) (*Frame, error) {
 	d := decoder{b: b}
 	f := &Frame{}
@@ -191,7 +195,7 @@ func DecodeFrame(b []byte) (*Frame, error) {
 	f.From = peer.ID(d.field(maxIDLen))
 	f.To = peer.ID(d.field(maxIDLen))
 	body := d.field(len(b))
-	f.Sig = d.field(maxSigLen)
+	f.Sig = bytes.Clone(d.field(maxSigLen))
 	if d.err != nil {
 		return nil, d.err
 	}
@@ -260,12 +264,27 @@ func (d *decoder) field(limit int) []byte {
 		d.err = fmt.Errorf("%w: bad length", ErrMalformedFrame)
 		return nil
 	}
+	// One encoding per value: a padded uvarint (0xa6 0x00 for 0x26) would
+	// give the same frame a second wire form.
+	if k != uvarintLen(n) {
+		d.err = fmt.Errorf("%w: non-minimal length encoding", ErrMalformedFrame)
+		return nil
+	}
 	if n > uint64(limit) {
 		d.err = fmt.Errorf("%w: field of %d bytes exceeds %d", ErrMalformedFrame, n, limit)
 		return nil
 	}
 	d.b = d.b[k:]
 	return d.next(int(n))
+}
+
+func uvarintLen(n uint64) int {
+	k := 1
+	for n >= 0x80 {
+		n >>= 7
+		k++
+	}
+	return k
 }
 
 // Describe renders the frame for logs and test output, without the payload:

@@ -91,18 +91,48 @@ func TestFrameTamperingFailsVerification(t *testing.T) {
 func TestDecodeFrameRejects(t *testing.T) {
 	good := sampleFrames(t)[0].Encode()
 	cases := map[string][]byte{
-		"empty":       nil,
-		"version":     append([]byte{2}, good[1:]...),
-		"flags":       append([]byte{1, 0x80}, good[2:]...),
-		"kind":        append([]byte{1, 0, 9}, good[3:]...),
-		"truncated":   good[:len(good)-1],
-		"trailing":    append(append([]byte{}, good...), 0),
-		"huge length": append(append([]byte{}, good[:27]...), 0xff, 0xff, 0xff, 0xff, 0x0f),
+		"empty":         nil,
+		"version":       append([]byte{2}, good[1:]...),
+		"flags":         append([]byte{1, 0x80}, good[2:]...),
+		"kind":          append([]byte{1, 0, 9}, good[3:]...),
+		"truncated":     good[:len(good)-1],
+		"trailing":      append(append([]byte{}, good...), 0),
+		"huge length":   append(append([]byte{}, good[:27]...), 0xff, 0xff, 0xff, 0xff, 0x0f),
+		"padded length": paddedLength(t, good),
 	}
 	for name, b := range cases {
 		if _, err := DecodeFrame(b); !errors.Is(err, ErrMalformedFrame) {
 			t.Errorf("%s: got %v, want ErrMalformedFrame", name, err)
 		}
+	}
+}
+
+// paddedLength re-encodes the sender's length (offset 27, 38 for an
+// Ed25519 peer id) as the two-byte uvarint 0xa6 0x00.
+func paddedLength(tb testing.TB, good []byte) []byte {
+	if good[27] != 0x26 {
+		tb.Fatalf("sender length byte is %#x, want 0x26", good[27])
+	}
+	return append(append(append([]byte{}, good[:27]...), 0xa6, 0x00), good[28:]...)
+}
+
+// A kept header must not pin the buffer it was decoded from.
+func TestDecodedHeaderDoesNotAliasBuffer(t *testing.T) {
+	raw := sampleFrames(t)[1].Encode()
+	f, err := DecodeFrame(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := f.HeaderOnly()
+	sig := bytes.Clone(h.Sig)
+	for i := range raw {
+		raw[i] ^= 0xff
+	}
+	if !bytes.Equal(f.Sig, sig) || !bytes.Equal(h.Sig, sig) {
+		t.Fatal("signature aliases the wire buffer")
+	}
+	if err := h.Verify(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -114,6 +144,7 @@ func FuzzDecodeFrame(f *testing.F) {
 		f.Add(raw)
 		f.Add(raw[:len(raw)/2])
 	}
+	f.Add(paddedLength(f, sampleFrames(f)[0].Encode()))
 	f.Add([]byte{1, 0, 1})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {

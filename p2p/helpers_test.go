@@ -91,6 +91,15 @@ func newCluster(tb testing.TB, dir string, n int, listen []string, tune func(*Co
 	for i := range c.nodes {
 		c.start(tb, i, tune)
 	}
+	if t, ok := tb.(*testing.T); ok {
+		t.Cleanup(func() {
+			if t.Failed() {
+				for i, n := range c.nodes {
+					t.Logf("node %d logs:\n%s", i, n.logs.String())
+				}
+			}
+		})
+	}
 	return c
 }
 

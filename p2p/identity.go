@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 )
@@ -17,6 +18,7 @@ import (
 // type or can be read by group or others is an error: it is never replaced,
 // because the key is the node's member id.
 func LoadOrCreateIdentity(path string) (crypto.PrivKey, error) {
+	removeStaleTemps(filepath.Dir(path))
 	key, err := LoadIdentity(path)
 	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return key, err
@@ -60,6 +62,22 @@ func LoadIdentity(path string) (crypto.PrivKey, error) {
 		return nil, fmt.Errorf("p2p: identity %s holds a %s key, want Ed25519", path, key.Type())
 	}
 	return key, nil
+}
+
+// staleTempAge is how old a temporary identity file must be to be taken for
+// the leftover of a crash rather than another process creating the key now.
+const staleTempAge = time.Minute
+
+// removeStaleTemps deletes temporary files that a crash during key creation
+// left in dir: each may hold a private key.
+func removeStaleTemps(dir string) {
+	tmps, _ := filepath.Glob(filepath.Join(dir, ".identity-*"))
+	for _, t := range tmps {
+		fi, err := os.Lstat(t)
+		if err == nil && fi.Mode().IsRegular() && time.Since(fi.ModTime()) > staleTempAge {
+			os.Remove(t)
+		}
+	}
 }
 
 // writeNew writes data to path atomically and only if path does not exist:

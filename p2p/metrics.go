@@ -3,8 +3,11 @@ package p2p
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 )
 
 // DropReason says why a frame was not delivered.
@@ -23,7 +26,10 @@ const (
 	DropPendingFull   DropReason = "pending_full"    // pre-open buffer over a bound
 	DropExpired       DropReason = "pending_expired" // pre-open buffer entry expired
 	DropClosed        DropReason = "session_closed"  // session already ended here
-	DropQueueFull     DropReason = "queue_full"      // engine not reading
+	DropQueueFull     DropReason = "queue_full"      // engine not reading: the sender's share of the session queue is used up
+	DropSeqLimit      DropReason = "seq_limit"       // sequence number above Config.SessionSlots
+	DropBroadcastGap  DropReason = "broadcast_gap"   // broadcast too far ahead of the sender's next expected one
+	DropOutQueueFull  DropReason = "out_queue_full"  // an echo not forwarded: the target peer's outbound queue is full
 )
 
 // Counters are a node's frame and connection counts. They are safe for
@@ -37,6 +43,7 @@ type Counters struct {
 	Sent      atomic.Uint64 // frames written
 	Refused   atomic.Uint64 // connections refused by the gater
 	Delivered atomic.Uint64 // messages handed to the engine
+	Unsent    atomic.Uint64 // queued frames that could not be written (peer down, write failed)
 }
 
 func (c *Counters) drop(r DropReason) {
@@ -67,6 +74,7 @@ func (c *Counters) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSent
 	ch <- descRefused
 	ch <- descDelivered
+	ch <- descUnsent
 }
 
 // Collect implements prometheus.Collector.
@@ -80,6 +88,7 @@ func (c *Counters) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSent, prometheus.CounterValue, float64(c.Sent.Load()))
 	ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(c.Refused.Load()))
 	ch <- prometheus.MustNewConstMetric(descDelivered, prometheus.CounterValue, float64(c.Delivered.Load()))
+	ch <- prometheus.MustNewConstMetric(descUnsent, prometheus.CounterValue, float64(c.Unsent.Load()))
 }
 
 var (
@@ -88,4 +97,34 @@ var (
 	descSent      = prometheus.NewDesc("custos_p2p_frames_sent_total", "Frames written.", nil, nil)
 	descRefused   = prometheus.NewDesc("custos_p2p_connections_refused_total", "Connections refused because the peer is not a member.", nil, nil)
 	descDelivered = prometheus.NewDesc("custos_p2p_messages_delivered_total", "Messages handed to the engine.", nil, nil)
+	descUnsent    = prometheus.NewDesc("custos_p2p_frames_unsent_total", "Queued frames that could not be written.", nil, nil)
 )
+
+// logLimiter rate-limits repetitive log lines per peer and reason: one
+// member must not be able to flood the log. Counters stay exact.
+type logLimiter struct {
+	mu sync.Mutex
+	m  map[logKey]*rate.Limiter // bounded: members times reasons
+}
+
+type logKey struct {
+	peer   peer.ID
+	reason string
+}
+
+// allow reports whether a line for (p, reason) may be logged now: a burst
+// of 3, then one every 10 s.
+func (l *logLimiter) allow(p peer.ID, reason string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = make(map[logKey]*rate.Limiter)
+	}
+	k := logKey{p, reason}
+	lim := l.m[k]
+	if lim == nil {
+		lim = rate.NewLimiter(rate.Every(10*time.Second), 3)
+		l.m[k] = lim
+	}
+	return lim.Allow()
+}

@@ -18,7 +18,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
@@ -41,34 +40,35 @@ type Node struct {
 	host     host.Host
 	key      crypto.PrivKey
 	self     peer.ID
-	members  map[peer.ID]bool // fixed at construction, this node excluded
+	members  map[peer.ID]bool     // fixed at construction, this node excluded
+	out      map[peer.ID]*peerOut // one per member, fixed at construction
 	log      *slog.Logger
+	logs     logLimiter // rate limits for repetitive warnings
 	counters *Counters
 	ctx      context.Context // cancelled by Close
 	cancel   context.CancelFunc
-	wg       sync.WaitGroup // stream readers, session pumps, janitor
+	wg       sync.WaitGroup // stream readers, peer writers, session pumps, janitor
 
 	// hook, if set, replaces the write of each outbound frame (tests only).
 	hook atomic.Pointer[sendHook]
+	// onReplay, if set, runs after each frame Open replays (tests only).
+	onReplay func()
 
-	mu       sync.Mutex
-	closed   bool                           // guarded by mu
-	sessions map[tss.SessionID]*session     // guarded by mu
-	pending  map[tss.SessionID]*pendingSess // guarded by mu
-	pendingN int                            // bytes in pending, guarded by mu
-	ended    map[tss.SessionID]time.Time    // recently closed sessions, guarded by mu
-	out      map[peer.ID]*outStream         // guarded by mu
-	limits   map[peer.ID]*peerLimits        // guarded by mu
-	inbound  map[network.Stream]bool        // guarded by mu
+	mu              sync.Mutex
+	closed          bool                           // guarded by mu
+	sessions        map[tss.SessionID]*session     // guarded by mu
+	pending         map[tss.SessionID]*pendingSess // guarded by mu
+	pendingN        int                            // bytes in pending, guarded by mu
+	pendingBySender map[peer.ID]senderPending      // each sender's use of pending, guarded by mu
+	ended           map[tss.SessionID]time.Time    // recently closed sessions, guarded by mu
+	limits          map[peer.ID]*peerLimits        // guarded by mu
+	inbound         map[network.Stream]bool        // guarded by mu
 }
 
 // sendHook receives every outbound frame with the function that writes it.
+// It runs on the peer's writer goroutine; write may also be called later
+// from another goroutine.
 type sendHook func(to peer.ID, f *Frame, write func(raw []byte) error) error
-
-type outStream struct {
-	mu sync.Mutex
-	s  network.Stream // guarded by mu
-}
 
 type peerLimits struct {
 	frames *rate.Limiter
@@ -90,24 +90,26 @@ func New(cfg Config) (*Node, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
-		cfg:      cfg,
-		key:      cfg.Identity,
-		self:     self,
-		members:  make(map[peer.ID]bool),
-		log:      cfg.Logger.With("node", self.String()),
-		counters: new(Counters),
-		ctx:      ctx,
-		cancel:   cancel,
-		sessions: make(map[tss.SessionID]*session),
-		pending:  make(map[tss.SessionID]*pendingSess),
-		ended:    make(map[tss.SessionID]time.Time),
-		out:      make(map[peer.ID]*outStream),
-		limits:   make(map[peer.ID]*peerLimits),
-		inbound:  make(map[network.Stream]bool),
+		cfg:             cfg,
+		key:             cfg.Identity,
+		self:            self,
+		members:         make(map[peer.ID]bool),
+		log:             cfg.Logger.With("node", self.String()),
+		counters:        new(Counters),
+		ctx:             ctx,
+		cancel:          cancel,
+		sessions:        make(map[tss.SessionID]*session),
+		pending:         make(map[tss.SessionID]*pendingSess),
+		pendingBySender: make(map[peer.ID]senderPending),
+		ended:           make(map[tss.SessionID]time.Time),
+		out:             make(map[peer.ID]*peerOut),
+		limits:          make(map[peer.ID]*peerLimits),
+		inbound:         make(map[network.Stream]bool),
 	}
 	for _, m := range cfg.Members {
 		if m.ID != self {
 			n.members[m.ID] = true
+			n.out[m.ID] = newPeerOut(n, m.ID)
 		}
 	}
 	gater := &memberGater{self: self, members: n.members, log: n.log, counters: n.counters}
@@ -146,6 +148,10 @@ func New(cfg Config) (*Node, error) {
 		}
 	}
 	h.SetStreamHandler(ProtocolID, n.handleStream)
+	for _, o := range n.out {
+		n.wg.Add(1)
+		go o.run()
+	}
 	n.wg.Add(1)
 	go n.janitor()
 	return n, nil
@@ -216,6 +222,9 @@ func (n *Node) Close() error {
 	}
 	n.mu.Unlock()
 	n.wg.Wait()
+	for _, o := range n.out {
+		o.close()
+	}
 	if n.cfg.Registerer != nil {
 		n.cfg.Registerer.Unregister(n.counters)
 	}
@@ -226,7 +235,17 @@ func (n *Node) Close() error {
 }
 
 // Open joins session id among members (this node included) and returns its
-// connection. Frames buffered for the session before Open are handled first.
+// connection. Frames buffered for the session before Open are handled first,
+// before any frame that arrives while Open runs.
+//
+// Session ids must never be reused: sequence numbers restart at 1 in a new
+// session, so a reused id would let peers pair our frames of two runs as
+// "equivocation" evidence against us. The engine makes random ids. Open
+// refuses an id that ended here while this node remembers it (4 ×
+// PendingTTL, not across restarts), which catches mistakes, not all reuse.
+//
+// Members must be given in the canonical text form of their peer ids (as
+// peer.ID.String returns it, which is what Incoming.From carries).
 func (n *Node) Open(ctx context.Context, id tss.SessionID, members []tss.MemberID) (tss.Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("p2p: open %s: %w", id, err)
@@ -241,12 +260,18 @@ func (n *Node) Open(ctx context.Context, id tss.SessionID, members []tss.MemberI
 		notify:   make(chan struct{}, 1),
 		direct:   make(map[seqKey]*Frame),
 		bcast:    make(map[seqKey]*bcastRecord),
+		senders:  make(map[peer.ID]*senderState),
 	}
 	hasSelf := false
 	for _, m := range members {
 		p, err := peer.Decode(string(m))
 		if err != nil {
 			return nil, fmt.Errorf("p2p: open %s: member %q is not a peer id: %w", id, m, err)
+		}
+		if p.String() != string(m) {
+			// Incoming.From is always the canonical form: another form
+			// would make the engine blame an honest sender.
+			return nil, fmt.Errorf("p2p: open %s: member %q is not in canonical form %s", id, m, p)
 		}
 		if s.members[p] || (p == n.self && hasSelf) {
 			return nil, fmt.Errorf("p2p: open %s: member %s appears twice", id, m)
@@ -260,10 +285,19 @@ func (n *Node) Open(ctx context.Context, id tss.SessionID, members []tss.MemberI
 		}
 		s.members[p] = true
 		s.others = append(s.others, p)
+		s.senders[p] = &senderState{next: 1, held: make(map[uint64]heldFrame)}
 	}
 	if !hasSelf {
 		return nil, fmt.Errorf("p2p: open %s: this node %s is not among the members", id, n.self)
 	}
+	if k := len(s.others); k > 0 {
+		s.shareFrames = max(n.cfg.SessionQueue/k, 1)
+		s.shareBytes = max(n.cfg.SessionQueueBytes/k, n.cfg.MaxFrameSize)
+	}
+	// Readers that find the session below wait on hmu until the frames
+	// buffered before Open have been handled.
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
 	n.mu.Lock()
 	switch {
 	case n.closed:
@@ -274,20 +308,22 @@ func (n *Node) Open(ctx context.Context, id tss.SessionID, members []tss.MemberI
 		return nil, fmt.Errorf("p2p: open %s: session is already open", id)
 	case !n.ended[id].IsZero():
 		n.mu.Unlock()
-		return nil, fmt.Errorf("p2p: open %s: session has already ended here", id)
+		return nil, fmt.Errorf("p2p: open %s: session has already ended here; session ids must not be reused", id)
 	}
 	n.sessions[id] = s
 	early := n.pending[id]
 	if early != nil {
-		delete(n.pending, id)
-		n.pendingN -= early.bytes
+		n.dropPendingLocked(id, early)
 	}
 	n.wg.Add(1)
 	n.mu.Unlock()
 	go s.pump()
 	if early != nil {
-		for _, f := range early.frames {
-			s.handle(f)
+		for _, pf := range early.frames {
+			s.handleLocked(pf.f, pf.size)
+			if n.onReplay != nil {
+				n.onReplay()
+			}
 		}
 	}
 	return s, nil
@@ -342,7 +378,7 @@ func (n *Node) readFrames(s network.Stream, remote peer.ID, lim *peerLimits) err
 		size := binary.BigEndian.Uint32(hdr[:])
 		if size == 0 || uint64(size) > uint64(n.cfg.MaxFrameSize) {
 			n.counters.drop(DropOversized)
-			n.log.Warn("p2p: frame length out of bounds, resetting stream", "peer", remote.String(), "length", size, "max", n.cfg.MaxFrameSize)
+			n.warn(remote, string(DropOversized), "p2p: frame length out of bounds, resetting stream", "length", size, "max", n.cfg.MaxFrameSize)
 			return fmt.Errorf("p2p: frame of %d bytes from %s exceeds %d", size, remote, n.cfg.MaxFrameSize)
 		}
 		if err := lim.frames.Wait(n.ctx); err != nil {
@@ -352,7 +388,7 @@ func (n *Node) readFrames(s network.Stream, remote peer.ID, lim *peerLimits) err
 			return err
 		}
 		if err := s.Scope().ReserveMemory(int(size), network.ReservationPriorityAlways); err != nil {
-			n.log.Warn("p2p: no memory for frame, resetting stream", "peer", remote.String(), "length", size, "err", err)
+			n.warn(remote, "no_memory", "p2p: no memory for frame, resetting stream", "length", size, "err", err)
 			return fmt.Errorf("p2p: reserve %d bytes for frame from %s: %w", size, remote, err)
 		}
 		buf := make([]byte, size)
@@ -368,28 +404,26 @@ func (n *Node) readFrames(s network.Stream, remote peer.ID, lim *peerLimits) err
 	}
 }
 
-// handleFrame checks one frame read from remote and routes it.
+// handleFrame checks one frame read from remote and routes it. It never
+// waits on the network: echoes are queued, and dropped if the target's
+// queue is full.
 func (n *Node) handleFrame(remote peer.ID, buf []byte) {
 	f, err := DecodeFrame(buf)
 	if err != nil || f.HashOnly {
-		n.counters.drop(DropMalformed)
-		n.log.Warn("p2p: dropped malformed frame", "peer", remote.String(), "err", err)
+		n.dropWarn(DropMalformed, remote, "p2p: dropped malformed frame", "err", err)
 		return
 	}
 	if f.From != remote {
-		n.counters.drop(DropSpoofedSender)
-		n.log.Warn("p2p: dropped frame claiming another sender", "peer", remote.String(), "claimed", f.From.String(), "frame", f.Describe())
+		n.dropWarn(DropSpoofedSender, remote, "p2p: dropped frame claiming another sender", "claimed", f.From.String(), "frame", f.Describe())
 		return
 	}
 	if err := f.Verify(); err != nil {
-		n.counters.drop(DropBadSignature)
-		n.log.Warn("p2p: dropped frame with bad signature", "peer", remote.String(), "frame", f.Describe())
+		n.dropWarn(DropBadSignature, remote, "p2p: dropped frame with bad signature", "frame", f.Describe())
 		return
 	}
 	n.counters.Received.Add(1)
 	if f.Kind == KindDirect && f.To != n.self {
-		n.counters.drop(DropWrongTo)
-		n.log.Warn("p2p: dropped frame for another recipient", "peer", remote.String(), "frame", f.Describe())
+		n.dropWarn(DropWrongTo, remote, "p2p: dropped frame for another recipient", "frame", f.Describe())
 		return
 	}
 	n.mu.Lock()
@@ -400,7 +434,21 @@ func (n *Node) handleFrame(remote peer.ID, buf []byte) {
 		return
 	}
 	n.mu.Unlock()
-	s.handle(f)
+	s.handle(f, len(buf))
+}
+
+// dropWarn counts a dropped frame from p and logs it, at most a few times
+// per 10 s per peer and reason.
+func (n *Node) dropWarn(r DropReason, p peer.ID, msg string, args ...any) {
+	n.counters.drop(r)
+	n.warn(p, string(r), msg, args...)
+}
+
+// warn logs at Warn, rate-limited per peer and reason.
+func (n *Node) warn(p peer.ID, reason, msg string, args ...any) {
+	if n.logs.allow(p, reason) {
+		n.log.Warn(msg, append([]any{"peer", p.String(), "reason", reason}, args...)...)
+	}
 }
 
 func (n *Node) limitsLocked(p peer.ID) *peerLimits {
@@ -415,78 +463,16 @@ func (n *Node) limitsLocked(p peer.ID) *peerLimits {
 	return l
 }
 
-// send signs nothing: f is signed. It writes f to peer to, through the test
-// hook if one is set.
-func (n *Node) send(ctx context.Context, to peer.ID, f *Frame) error {
-	if h := n.hook.Load(); h != nil {
-		return (*h)(to, f, func(raw []byte) error { return n.writeRaw(ctx, to, raw) })
-	}
-	return n.writeRaw(ctx, to, f.Encode())
-}
-
-// writeRaw writes one frame on the long-lived stream to peer to, opening
-// (or, after a failure, reopening once) the stream as needed.
-func (n *Node) writeRaw(ctx context.Context, to peer.ID, raw []byte) error {
-	if len(raw) > n.cfg.MaxFrameSize {
-		return fmt.Errorf("p2p: frame of %d bytes to %s exceeds %d", len(raw), to, n.cfg.MaxFrameSize)
-	}
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
-		return ErrClosed
-	}
+// send queues f (signed) for peer to. With wait it waits for room in a
+// full queue; without, it drops f and counts it.
+func (n *Node) send(ctx context.Context, to peer.ID, f *Frame, wait bool) error {
 	o := n.out[to]
 	if o == nil {
-		o = &outStream{}
-		n.out[to] = o
+		return fmt.Errorf("p2p: send to %s: not a configured member", to)
 	}
-	n.mu.Unlock()
-
-	buf := make([]byte, 4+len(raw))
-	binary.BigEndian.PutUint32(buf, uint32(len(raw)))
-	copy(buf[4:], raw)
-
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	var err error
-	for attempt := 0; attempt < 2; attempt++ {
-		deadline := time.Now().Add(n.cfg.WriteTimeout)
-		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-			deadline = d
-		}
-		if o.s == nil {
-			sctx, cancel := context.WithDeadline(ctx, deadline)
-			var s network.Stream
-			s, err = n.host.NewStream(sctx, to, ProtocolID)
-			cancel()
-			if err != nil {
-				err = fmt.Errorf("p2p: open stream to %s: %w", to, err)
-				if ctx.Err() != nil || n.ctx.Err() != nil {
-					break
-				}
-				// Members are configured and few: retry at once even if
-				// the swarm's dial backoff remembers a member that was down
-				// and has restarted. The engine's idle timeout, not the
-				// backoff, decides when a silent member is given up on.
-				if sw, ok := n.host.Network().(*swarm.Swarm); ok {
-					sw.Backoff().Clear(to)
-				}
-				continue
-			}
-			o.s = s
-		}
-		o.s.SetWriteDeadline(deadline)
-		_, err = o.s.Write(buf)
-		if err == nil {
-			n.counters.Sent.Add(1)
-			return nil
-		}
-		err = fmt.Errorf("p2p: write to %s: %w", to, err)
-		o.s.Reset()
-		o.s = nil
-		if ctx.Err() != nil || n.ctx.Err() != nil {
-			break
-		}
+	err := o.enqueue(ctx, f, wait)
+	if errors.Is(err, errQueueFull) {
+		n.dropWarn(DropOutQueueFull, to, "p2p: outbound queue full, frame not forwarded", "frame", f.Describe())
 	}
 	return err
 }

@@ -25,15 +25,25 @@ type session struct {
 	shutCh   chan struct{} // closed by Close: stops the pump
 	notify   chan struct{} // wakes the pump
 
+	// Each other member's share of the queue (fixed at Open).
+	shareFrames, shareBytes int
+
+	// hmu serialises the handling of received frames: Open holds it while
+	// it replays the frames buffered before Open, so they come first.
+	// Handling never waits on the network, so holding it is cheap.
+	hmu sync.Mutex
+
 	mu        sync.Mutex
-	err       error                   // guarded by mu; set once, with done closed
-	shutDown  bool                    // guarded by mu
-	queue     []tss.Incoming          // guarded by mu; received, not yet read
-	seqDirect uint64                  // guarded by mu
-	seqBcast  uint64                  // guarded by mu
-	seqEcho   uint64                  // guarded by mu
-	direct    map[seqKey]*Frame       // guarded by mu; direct frames seen, header only
-	bcast     map[seqKey]*bcastRecord // guarded by mu; broadcasts seen directly or by echo
+	err       error                    // guarded by mu; set once, with done closed
+	shutDown  bool                     // guarded by mu
+	queue     []queued                 // guarded by mu; received, not yet read
+	qBytes    int                      // guarded by mu; bytes in queue
+	senders   map[peer.ID]*senderState // guarded by mu; one per other member
+	seqDirect uint64                   // guarded by mu
+	seqBcast  uint64                   // guarded by mu
+	seqEcho   uint64                   // guarded by mu
+	direct    map[seqKey]*Frame        // guarded by mu; direct frames seen, header only
+	bcast     map[seqKey]*bcastRecord  // guarded by mu; broadcasts seen directly or by echo
 }
 
 type seqKey struct {
@@ -41,10 +51,31 @@ type seqKey struct {
 	seq  uint64
 }
 
+// queued is a message for the engine with what it costs its sender's share.
+type queued struct {
+	m    tss.Incoming
+	from peer.ID
+	size int
+}
+
+// senderState is what a session keeps per other member.
+type senderState struct {
+	next         uint64               // its next broadcast to deliver
+	held         map[uint64]heldFrame // broadcasts received ahead of next
+	heldBytes    int
+	queuedFrames int // its messages in the queue
+	queuedBytes  int
+}
+
+type heldFrame struct {
+	f    *Frame
+	size int
+}
+
 // bcastRecord is what this node knows of one broadcast slot.
 type bcastRecord struct {
-	first     *Frame // header only: the first validly signed version seen
-	delivered bool   // received directly and handed to the engine
+	first    *Frame // header only: the first validly signed version seen
+	received bool   // received directly (held or delivered)
 }
 
 var _ tss.Conn = (*session)(nil)
@@ -75,7 +106,10 @@ func (s *session) checkPayload(payload []byte) error {
 	return nil
 }
 
-// Send signs payload as a direct frame to one member and writes it.
+// Send signs payload as a direct frame to one member and queues it for
+// writing. It waits while that member's outbound queue is full, until ctx is
+// done; nil means queued. A member that never gets it is left to the
+// engine's idle timeout, which names it.
 func (s *session) Send(ctx context.Context, to tss.MemberID, payload []byte) error {
 	if err := s.checkPayload(payload); err != nil {
 		return err
@@ -83,6 +117,9 @@ func (s *session) Send(ctx context.Context, to tss.MemberID, payload []byte) err
 	p, err := peer.Decode(string(to))
 	if err != nil || !s.members[p] {
 		return fmt.Errorf("p2p: session %s: send to %s: not another member of the session", s.id, to)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	if err := s.usableLocked(); err != nil || s.err != nil {
@@ -95,15 +132,19 @@ func (s *session) Send(ctx context.Context, to tss.MemberID, payload []byte) err
 	if err := f.Sign(s.n.key); err != nil {
 		return err
 	}
-	return s.n.send(ctx, p, f)
+	return s.n.send(ctx, p, f, true)
 }
 
-// Broadcast signs payload once and writes the same frame to every other
-// member. Delivery is best effort per member: a member that cannot be
-// reached is logged and left to the engine's idle timeout, which names it;
-// the error is for a closed session or a cancelled context.
+// Broadcast signs payload once and queues the same frame for every other
+// member, waiting while a member's outbound queue is full. Delivery is best
+// effort per member: a member that cannot be reached is logged and left to
+// the engine's idle timeout, which names it; the error is for a closed
+// session or a done context.
 func (s *session) Broadcast(ctx context.Context, payload []byte) error {
 	if err := s.checkPayload(payload); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -117,20 +158,17 @@ func (s *session) Broadcast(ctx context.Context, payload []byte) error {
 	if err := f.Sign(s.n.key); err != nil {
 		return err
 	}
-	s.sendAll(ctx, f, "")
-	return ctx.Err()
-}
-
-// sendAll writes f to every other member except skip.
-func (s *session) sendAll(ctx context.Context, f *Frame, skip peer.ID) {
 	for _, p := range s.others {
-		if p == skip {
-			continue
-		}
-		if err := s.n.send(ctx, p, f); err != nil {
-			s.n.log.Warn("p2p: could not send to member", "session", s.id, "peer", p.String(), "frame", f.Describe(), "err", err)
+		if err := s.n.send(ctx, p, f, true); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, ErrClosed) {
+				return fmt.Errorf("p2p: session %s: %w", s.id, err)
+			}
 		}
 	}
+	return nil
 }
 
 // Close leaves the session. A nil cause after an equivocation was detected
@@ -161,6 +199,10 @@ func (s *session) shut() {
 	if !s.shutDown {
 		s.shutDown = true
 		s.queue = nil
+		s.qBytes = 0
+		for _, st := range s.senders {
+			*st = senderState{}
+		}
 		close(s.shutCh)
 	}
 }
@@ -185,12 +227,17 @@ func (s *session) pump() {
 	for {
 		s.mu.Lock()
 		if len(s.queue) > 0 {
-			m := s.queue[0]
-			s.queue[0] = tss.Incoming{}
+			q := s.queue[0]
+			s.queue[0] = queued{}
 			s.queue = s.queue[1:]
+			s.qBytes -= q.size
+			if st := s.senders[q.from]; st != nil {
+				st.queuedFrames--
+				st.queuedBytes -= q.size
+			}
 			s.mu.Unlock()
 			select {
-			case s.incoming <- m:
+			case s.incoming <- q.m:
 				s.n.counters.Delivered.Add(1)
 			case <-s.shutCh:
 				return
@@ -206,38 +253,61 @@ func (s *session) pump() {
 	}
 }
 
-func (s *session) enqueueLocked(m tss.Incoming) {
-	if len(s.queue) >= s.n.cfg.SessionQueue {
-		s.n.counters.drop(DropQueueFull)
-		s.n.log.Warn("p2p: dropped message: the engine is not reading", "session", s.id, "from", m.From)
-		return
-	}
-	s.queue = append(s.queue, m)
+// roomLocked reports whether the sender's share of the queue (with its held
+// broadcasts) and the whole queue can take size more bytes.
+func (s *session) roomLocked(st *senderState, size int) bool {
+	return st.queuedFrames+len(st.held) < s.shareFrames &&
+		st.queuedBytes+st.heldBytes+size <= s.shareBytes &&
+		len(s.queue) < s.n.cfg.SessionQueue &&
+		s.qBytes+size <= s.n.cfg.SessionQueueBytes
+}
+
+// enqueueLocked hands f's payload to the pump. The caller checked room.
+func (s *session) enqueueLocked(st *senderState, f *Frame, size int) {
+	m := tss.Incoming{From: tss.MemberID(f.From.String()), Broadcast: f.Kind == KindBroadcast, Payload: f.Payload}
+	s.queue = append(s.queue, queued{m: m, from: f.From, size: size})
+	s.qBytes += size
+	st.queuedFrames++
+	st.queuedBytes += size
 	select {
 	case s.notify <- struct{}{}:
 	default:
 	}
 }
 
+func (s *session) queueFullLocked(f *Frame) {
+	s.n.dropWarn(DropQueueFull, f.From, "p2p: dropped message: the engine is not reading, or the sender floods", "session", s.id, "frame", f.Describe())
+}
+
 // handle takes one verified frame (sender authenticated and checked against
-// the signature) for this session.
-func (s *session) handle(f *Frame) {
+// the signature) for this session; size is its length on the wire.
+func (s *session) handle(f *Frame, size int) {
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	s.handleLocked(f, size)
+}
+
+// handleLocked is handle with s.hmu held.
+func (s *session) handleLocked(f *Frame, size int) {
 	if !s.members[f.From] {
-		s.n.counters.drop(DropNotMember)
-		s.n.log.Warn("p2p: dropped frame from a non-member of the session", "frame", f.Describe())
+		s.n.dropWarn(DropNotMember, f.From, "p2p: dropped frame from a non-member of the session", "frame", f.Describe())
+		return
+	}
+	if f.Seq > s.n.cfg.SessionSlots {
+		s.n.dropWarn(DropSeqLimit, f.From, "p2p: dropped frame: sequence number over the session limit", "frame", f.Describe(), "limit", s.n.cfg.SessionSlots)
 		return
 	}
 	switch f.Kind {
 	case KindDirect:
-		s.handleDirect(f)
+		s.handleDirect(f, size)
 	case KindBroadcast:
-		s.handleBroadcast(f)
+		s.handleBroadcast(f, size)
 	case KindEcho:
 		s.handleEcho(f)
 	}
 }
 
-func (s *session) handleDirect(f *Frame) {
+func (s *session) handleDirect(f *Frame, size int) {
 	s.mu.Lock()
 	if s.shutDown || s.err != nil {
 		s.mu.Unlock()
@@ -254,12 +324,23 @@ func (s *session) handleDirect(f *Frame) {
 		s.equivocation(prev, f)
 		return
 	}
+	st := s.senders[f.From]
+	if !s.roomLocked(st, size) {
+		s.queueFullLocked(f)
+		s.mu.Unlock()
+		return
+	}
 	s.direct[k] = f.HeaderOnly()
-	s.enqueueLocked(tss.Incoming{From: tss.MemberID(f.From.String()), Payload: f.Payload})
+	s.enqueueLocked(st, f, size)
 	s.mu.Unlock()
 }
 
-func (s *session) handleBroadcast(f *Frame) {
+// handleBroadcast records a broadcast, echoes its header to the other
+// members and delivers the sender's broadcasts in sequence: #k only after
+// #k-1, never past a gap. Otherwise a sender could number one payload #1
+// for one member and another #2 for a second member: the echoes would
+// land in different slots and never conflict.
+func (s *session) handleBroadcast(f *Frame, size int) {
 	s.mu.Lock()
 	if s.shutDown || s.err != nil {
 		s.mu.Unlock()
@@ -273,26 +354,51 @@ func (s *session) handleBroadcast(f *Frame) {
 		s.equivocation(rec.first, f)
 		return
 	}
-	if rec != nil && rec.delivered {
+	st := s.senders[f.From]
+	if (rec != nil && rec.received) || f.Seq < st.next {
 		s.mu.Unlock()
 		s.n.counters.drop(DropDuplicate)
+		return
+	}
+	if f.Seq-st.next >= s.n.cfg.BroadcastWindow {
+		s.mu.Unlock()
+		s.n.dropWarn(DropBroadcastGap, f.From, "p2p: dropped broadcast far ahead of the sender's next", "session", s.id, "frame", f.Describe(), "next", st.next)
+		return
+	}
+	if !s.roomLocked(st, size) {
+		s.queueFullLocked(f)
+		s.mu.Unlock()
 		return
 	}
 	if rec == nil {
 		rec = &bcastRecord{first: f.HeaderOnly()}
 		s.bcast[k] = rec
 	}
-	rec.delivered = true
+	rec.received = true
+	st.held[f.Seq] = heldFrame{f: f, size: size}
+	st.heldBytes += size
+	echo := s.echoLocked(rec.first)
 	s.mu.Unlock()
 
 	// Echo before delivering: our later messages to each member then
-	// follow our echo on the same ordered stream.
-	s.sendEcho(rec.first)
+	// follow our echo in the same outbound queue.
+	s.sendEcho(echo, f.From)
+
 	s.mu.Lock()
-	if !s.shutDown && s.err == nil {
-		s.enqueueLocked(tss.Incoming{From: tss.MemberID(f.From.String()), Broadcast: true, Payload: f.Payload})
+	defer s.mu.Unlock()
+	if s.shutDown || s.err != nil {
+		return
 	}
-	s.mu.Unlock()
+	for {
+		h, ok := st.held[st.next]
+		if !ok {
+			return
+		}
+		delete(st.held, st.next)
+		st.heldBytes -= h.size
+		st.next++
+		s.enqueueLocked(st, h.f, h.size)
+	}
 }
 
 func (s *session) handleEcho(f *Frame) {
@@ -305,13 +411,14 @@ func (s *session) handleEcho(f *Frame) {
 			err = fmt.Errorf("echo of a frame of session %s", inner.Session)
 		case inner.From == f.From || inner.From == s.n.self || !s.members[inner.From]:
 			err = fmt.Errorf("echo of a broadcast by %s", inner.From)
+		case inner.Seq > s.n.cfg.SessionSlots:
+			err = fmt.Errorf("echo of broadcast #%d, over the session limit", inner.Seq)
 		default:
 			err = inner.Verify()
 		}
 	}
 	if err != nil {
-		s.n.counters.drop(DropBadEcho)
-		s.n.log.Warn("p2p: dropped bad echo", "session", s.id, "peer", f.From.String(), "err", err)
+		s.n.dropWarn(DropBadEcho, f.From, "p2p: dropped bad echo", "session", s.id, "err", err)
 		return
 	}
 	s.mu.Lock()
@@ -332,23 +439,33 @@ func (s *session) handleEcho(f *Frame) {
 	}
 }
 
-// sendEcho forwards the signed header of a broadcast to the other members
-// but its sender.
-func (s *session) sendEcho(inner *Frame) {
+// echoLocked returns a signed echo of the broadcast header inner, or nil
+// when there is nobody to cross-check with (the sender is the only other
+// member). s.mu is held.
+func (s *session) echoLocked(inner *Frame) *Frame {
 	if len(s.others) < 2 {
-		return // the sender is the only other member: nobody to cross-check with
+		return nil
 	}
-	s.mu.Lock()
 	s.seqEcho++
 	echo := &Frame{Kind: KindEcho, Session: s.id, Seq: s.seqEcho, From: s.n.self, Payload: inner.HeaderOnly().Encode()}
-	s.mu.Unlock()
 	if err := echo.Sign(s.n.key); err != nil {
 		s.n.log.Error("p2p: sign echo", "session", s.id, "err", err)
+		return nil
+	}
+	return echo
+}
+
+// sendEcho queues echo for the other members but skip, without waiting: to
+// a member whose outbound queue is full the echo is dropped and counted.
+func (s *session) sendEcho(echo *Frame, skip peer.ID) {
+	if echo == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(s.n.ctx, s.n.cfg.WriteTimeout)
-	defer cancel()
-	s.sendAll(ctx, echo, inner.From)
+	for _, p := range s.others {
+		if p != skip {
+			s.n.send(s.n.ctx, p, echo, false)
+		}
+	}
 }
 
 // equivocation ends the session naming the sender of a and b, two validly
@@ -360,7 +477,10 @@ func (s *session) equivocation(a, b *Frame) {
 	ev := &Evidence{Sender: tss.MemberID(a.From.String()), First: a.HeaderOnly(), Second: b.HeaderOnly()}
 	s.fail(&tss.SessionError{Session: s.id, Kind: tss.FailMisbehaviour, Culprits: []tss.MemberID{ev.Sender}, Err: ev})
 	if a.Kind == KindBroadcast {
-		s.sendEcho(a)
-		s.sendEcho(b)
+		s.mu.Lock()
+		ea, eb := s.echoLocked(a), s.echoLocked(b)
+		s.mu.Unlock()
+		s.sendEcho(ea, a.From)
+		s.sendEcho(eb, a.From)
 	}
 }

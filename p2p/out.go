@@ -1,0 +1,212 @@
+package p2p
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+)
+
+// errQueueFull is returned by a non-waiting enqueue on a full peer queue.
+var errQueueFull = errors.New("p2p: outbound queue full")
+
+// errPeerDown is why a frame was not written to a peer whose stream could
+// not be opened a moment ago.
+var errPeerDown = errors.New("p2p: peer down, retrying later")
+
+// peerOut is the outbound side of one peer: a bounded FIFO queue and the
+// one goroutine (run) that writes it on a long-lived stream. Engine sends
+// and echoes share the queue, so a peer sees our echoes of round r before
+// our round r+1, and a slow or dead peer holds up nobody but its own queue.
+type peerOut struct {
+	n    *Node
+	to   peer.ID
+	wake chan struct{} // capacity 1: something was queued
+
+	mu    sync.Mutex
+	queue []outItem     // guarded by mu
+	bytes int           // guarded by mu; encoded bytes in queue
+	room  chan struct{} // guarded by mu; closed (and replaced) when the queue shrinks
+
+	smu       sync.Mutex     // serialises writes on s (the writer, and test hooks that write later)
+	s         network.Stream // guarded by smu
+	downUntil time.Time      // guarded by smu; no stream open attempt before then
+	retry     bool           // guarded by smu; the next open clears the swarm's dial backoff
+}
+
+type outItem struct {
+	f   *Frame
+	raw []byte
+}
+
+func newPeerOut(n *Node, to peer.ID) *peerOut {
+	return &peerOut{n: n, to: to, wake: make(chan struct{}, 1), room: make(chan struct{})}
+}
+
+// enqueue queues f for writing. With wait it blocks until there is room
+// (or ctx or the node is done); without, a full queue is errQueueFull. A
+// nil return means queued, not written: write failures are logged and
+// counted (Counters.Unsent) by the writer, and a member that never gets its
+// frames is left to the engine's idle timeout.
+func (o *peerOut) enqueue(ctx context.Context, f *Frame, wait bool) error {
+	raw := f.Encode()
+	if len(raw) > o.n.cfg.MaxFrameSize {
+		return fmt.Errorf("p2p: frame of %d bytes to %s exceeds %d", len(raw), o.to, o.n.cfg.MaxFrameSize)
+	}
+	for {
+		if o.n.ctx.Err() != nil {
+			return ErrClosed
+		}
+		o.mu.Lock()
+		if len(o.queue) == 0 || (len(o.queue) < o.n.cfg.OutQueueFrames && o.bytes+len(raw) <= o.n.cfg.OutQueueBytes) {
+			o.queue = append(o.queue, outItem{f: f, raw: raw})
+			o.bytes += len(raw)
+			o.mu.Unlock()
+			select {
+			case o.wake <- struct{}{}:
+			default:
+			}
+			return nil
+		}
+		room := o.room
+		o.mu.Unlock()
+		if !wait {
+			return errQueueFull
+		}
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-o.n.ctx.Done():
+			return ErrClosed
+		}
+	}
+}
+
+// run writes queued frames in order until the node closes.
+func (o *peerOut) run() {
+	defer o.n.wg.Done()
+	for {
+		o.mu.Lock()
+		if len(o.queue) == 0 {
+			o.mu.Unlock()
+			select {
+			case <-o.wake:
+				continue
+			case <-o.n.ctx.Done():
+				return
+			}
+		}
+		it := o.queue[0]
+		o.queue[0] = outItem{}
+		o.queue = o.queue[1:]
+		o.bytes -= len(it.raw)
+		close(o.room)
+		o.room = make(chan struct{})
+		o.mu.Unlock()
+		if o.n.ctx.Err() != nil {
+			return
+		}
+		var err error
+		if h := o.n.hook.Load(); h != nil {
+			err = (*h)(o.to, it.f, o.write)
+		} else {
+			err = o.write(it.raw)
+		}
+		if err != nil {
+			o.n.counters.Unsent.Add(1)
+			if o.n.ctx.Err() == nil && o.n.logs.allow(o.to, "unsent") {
+				o.n.log.Warn("p2p: could not send to member", "peer", o.to.String(), "frame", it.f.Describe(), "err", err)
+			}
+		}
+	}
+}
+
+// write writes one encoded frame on the stream to o.to, opening it (or,
+// after a write failure, reopening it once) as needed. Each write and each
+// stream open has its own deadline, Config.WriteTimeout. A failed open marks
+// the peer down for Config.RedialDelay: frames for it fail at once until
+// then, and the next open clears the swarm's dial backoff for it, so a
+// restarted member is reached again quickly.
+func (o *peerOut) write(raw []byte) error {
+	n := o.n
+	if len(raw) > n.cfg.MaxFrameSize {
+		return fmt.Errorf("p2p: frame of %d bytes to %s exceeds %d", len(raw), o.to, n.cfg.MaxFrameSize)
+	}
+	buf := make([]byte, 4+len(raw))
+	binary.BigEndian.PutUint32(buf, uint32(len(raw)))
+	copy(buf[4:], raw)
+
+	o.smu.Lock()
+	defer o.smu.Unlock()
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		if n.ctx.Err() != nil {
+			return ErrClosed
+		}
+		if o.s == nil {
+			if time.Now().Before(o.downUntil) {
+				return errPeerDown
+			}
+			// Members are configured and few: after a failure, the swarm's
+			// backoff must not keep a restarted member unreachable; the
+			// engine's idle timeout decides when a silent member is given up.
+			if o.retry || attempt > 0 {
+				o.retry = false
+				if sw, ok := n.host.Network().(*swarm.Swarm); ok {
+					sw.Backoff().Clear(o.to)
+				}
+			}
+			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.WriteTimeout)
+			s, oerr := n.host.NewStream(ctx, o.to, ProtocolID)
+			cancel()
+			if oerr != nil {
+				err = fmt.Errorf("p2p: open stream to %s: %w", o.to, oerr)
+				if attempt == 0 {
+					// Two members dialling each other at the same moment
+					// can both fail the handshake: try once more after a
+					// random pause, so that the two do not collide again.
+					select {
+					case <-time.After(time.Duration(25+rand.IntN(125)) * time.Millisecond):
+					case <-n.ctx.Done():
+						return ErrClosed
+					}
+					continue
+				}
+				o.downUntil = time.Now().Add(n.cfg.RedialDelay)
+				o.retry = true
+				return err
+			}
+			o.s = s
+		}
+		o.s.SetWriteDeadline(time.Now().Add(n.cfg.WriteTimeout))
+		_, err = o.s.Write(buf)
+		if err == nil {
+			n.counters.Sent.Add(1)
+			return nil
+		}
+		// Frames written earlier on this stream but not yet read by the
+		// peer are lost with it; the engine's idle timeout covers that.
+		err = fmt.Errorf("p2p: write to %s: %w", o.to, err)
+		o.s.Reset()
+		o.s = nil
+	}
+	return err
+}
+
+// close resets the stream, if any. The writer has stopped.
+func (o *peerOut) close() {
+	o.smu.Lock()
+	defer o.smu.Unlock()
+	if o.s != nil {
+		o.s.Reset()
+		o.s = nil
+	}
+}
