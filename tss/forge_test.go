@@ -227,6 +227,13 @@ func TestForgedRangeProofS1EqualsS2(t *testing.T) {
 }
 
 func forgedReshare(t *testing.T, forger MemberID, check string, mutate func(tss.MessageContent) bool) {
+	wantCaught(t, runForgedReshare(t, forger, mutate), forger, check)
+}
+
+// runForgedReshare moves the shared key from {policy, guardian} to
+// {agent-2, policy, guardian} while forger's messages are rewritten by
+// mutate, and returns the honest members' errors.
+func runForgedReshare(t *testing.T, forger MemberID, mutate func(tss.MessageContent) bool) map[MemberID]error {
 	old := shared2of3(t)
 	key := old[agent.ID].Key()
 	net := NewMemNetwork()
@@ -235,7 +242,7 @@ func forgedReshare(t *testing.T, forger MemberID, check string, mutate func(tss.
 	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}
 	everyone := []MemberID{agent2.ID, policy.ID, guardian.ID}
 	sid := NewSessionID()
-	errs := runWithForger(everyone, forger, func(ctx context.Context, i int, id MemberID) error {
+	return runWithForger(everyone, forger, func(ctx context.Context, i int, id MemberID) error {
 		req := ReshareRequest{Session: sid, Key: key, OldSigners: oldSigners, NewCommittee: nc, PreParams: fixture(t, 3+i)}
 		if id != agent2.ID {
 			req.OldShare = old[id]
@@ -243,7 +250,6 @@ func forgedReshare(t *testing.T, forger MemberID, check string, mutate func(tss.
 		_, err := NewEngine(net.Endpoint(id), testConfig()).Reshare(ctx, req)
 		return err
 	})
-	wantCaught(t, errs, forger, check)
 }
 
 func TestForgedReshareVSSCommitmentCount(t *testing.T) {
@@ -284,28 +290,13 @@ func TestForgedResharePublicKey(t *testing.T) {
 // old share; a member that holds none cannot tell the liar from the honest
 // dealer and names nobody (tss-lib would name whoever is not old party 0).
 func TestForgedReshareSSIDBlamesOnlyTheForger(t *testing.T) {
-	old := shared2of3(t)
-	key := old[agent.ID].Key()
-	net := NewMemNetwork()
 	forger := policy.ID
-	forge(t, net, forger, func(c tss.MessageContent) bool {
+	errs := runForgedReshare(t, forger, func(c tss.MessageContent) bool {
 		m, ok := c.(*resharing.DGRound1Message)
 		if ok {
 			m.Ssid = append([]byte{1}, m.Ssid...)
 		}
 		return ok
-	})
-	oldSigners := []MemberID{policy.ID, guardian.ID}
-	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}
-	everyone := []MemberID{agent2.ID, policy.ID, guardian.ID}
-	sid := NewSessionID()
-	errs := runWithForger(everyone, forger, func(ctx context.Context, i int, id MemberID) error {
-		req := ReshareRequest{Session: sid, Key: key, OldSigners: oldSigners, NewCommittee: nc, PreParams: fixture(t, 3+i)}
-		if id != agent2.ID {
-			req.OldShare = old[id]
-		}
-		_, err := NewEngine(net.Endpoint(id), testConfig()).Reshare(ctx, req)
-		return err
 	})
 	for id, err := range errs {
 		se, ok := AsSessionError(err)
