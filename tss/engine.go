@@ -118,6 +118,9 @@ func (e *Engine) run(ctx context.Context, s *Session) (err error) {
 				if se, ok := AsSessionError(conn.Err()); ok {
 					return se
 				}
+				if ctx.Err() != nil { // our caller gave up: blame no recipient
+					return &SessionError{Session: s.id, Kind: FailLocal, Waiting: s.WaitingFor(), Err: ctx.Err()}
+				}
 				se := &SessionError{Session: s.id, Kind: FailTransport, Err: fmt.Errorf("send: %w", serr)}
 				if !m.Broadcast {
 					se.Waiting = []MemberID{m.To}
