@@ -126,7 +126,7 @@ func hashParts(parts ...[]byte) []byte {
 }
 
 // Share is one member's share of a threshold key. Its secret part is
-// unexported and never printed; MarshalBinary is its only way out, to be
+// unexported and never printed; MarshalSecret is its only way out, to be
 // stored encrypted.
 type Share struct {
 	key  KeyInfo
