@@ -143,6 +143,17 @@ type Tx struct {
 	Spends         []Spend
 }
 
+// TipCap is the priority fee per gas of a transaction type that has one
+// (dynamic-fee and set-code), or nil. For legacy and access-list
+// transactions go-ethereum reports the gas price as the tip cap; that is
+// not a separate tip, and fee caps (GasFeeCap) already bound it.
+func (t *Tx) TipCap() *big.Int {
+	if t.Type != types.DynamicFeeTxType && t.Type != types.SetCodeTxType {
+		return nil
+	}
+	return t.GasTipCap
+}
+
 // Errors returned by decoding.
 var (
 	ErrBlobTx          = errors.New("chain: blob transactions are not supported")

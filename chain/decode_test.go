@@ -3,6 +3,7 @@ package chain
 import (
 	"errors"
 	"math/big"
+	"strings"
 	"testing"
 
 	"github.com/ethereum/go-ethereum/common"
@@ -271,6 +272,64 @@ func TestTypedDataDecoded(t *testing.T) {
 		td, _ := DecodeTypedDataJSON([]byte(js))
 		if d, err := DescribeTypedData(td); err != nil || !d.Decoded {
 			t.Errorf("%s: not decoded: %v", td.PrimaryType, err)
+		}
+	}
+}
+
+// TestTypedDataExactShapes checks that a primary type's name alone decides
+// nothing: only the exact EIP-712 shapes are decoded.
+func TestTypedDataExactShapes(t *testing.T) {
+	const cancelJSON = `{"types":{"EIP712Domain":[{"name":"name","type":"string"},{"name":"chainId","type":"uint256"},{"name":"verifyingContract","type":"address"}],
+"CancelAuthorization":[{"name":"authorizer","type":"address"},{"name":"nonce","type":"bytes32"}]},
+"primaryType":"CancelAuthorization","domain":{"name":"USD Coin","chainId":"1","verifyingContract":"0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"},
+"message":{"authorizer":"0x00000000000000000000000000000000000000aa","nonce":"0x0000000000000000000000000000000000000000000000000000000000000001"}}`
+	const fakeCancelJSON = `{"types":{"EIP712Domain":[{"name":"name","type":"string"},{"name":"chainId","type":"uint256"},{"name":"verifyingContract","type":"address"}],
+"CancelAuthorization":[{"name":"to","type":"address"},{"name":"amount","type":"uint256"}]},
+"primaryType":"CancelAuthorization","domain":{"name":"Vault","chainId":"1","verifyingContract":"0x9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a"},
+"message":{"to":"0x9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a","amount":"1000000000"}}`
+	describe := func(js string) *Typed {
+		t.Helper()
+		td, err := DecodeTypedDataJSON([]byte(js))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := DescribeTypedData(td)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if d := describe(cancelJSON); !d.Decoded || len(d.Spends) != 0 {
+		t.Errorf("EIP-3009 CancelAuthorization: %+v", d)
+	}
+	if d := describe(fakeCancelJSON); d.Decoded {
+		t.Errorf("a struct named CancelAuthorization with other fields is decoded: %+v", d)
+	}
+	// The same for every decoded shape: an extra, missing or retyped field
+	// makes it undecoded.
+	for _, c := range []struct{ js, typ, from, to string }{
+		{permitJSON, "Permit", `{"name":"deadline","type":"uint256"}`, `{"name":"deadline","type":"uint256"},{"name":"extra","type":"address"}`},
+		{transferWithAuthJSON, "TransferWithAuthorization", `{"name":"value","type":"uint256"}`, `{"name":"value","type":"uint128"}`},
+		{permit2BatchJSON, "PermitBatch", `{"name":"sigDeadline","type":"uint256"}`, `{"name":"sigDeadline","type":"uint256"},{"name":"hook","type":"address"}`},
+		{permit2TransferJSON, "PermitTransferFrom", `{"name":"deadline","type":"uint256"}]`, `{"name":"deadline","type":"uint256"},{"name":"hook","type":"address"}]`},
+		{permit2TransferJSON, "TokenPermissions", `{"name":"amount","type":"uint256"}`, `{"name":"amount","type":"uint256"},{"name":"to","type":"address"}`},
+	} {
+		if d := describe(c.js); !d.Decoded {
+			t.Fatalf("%s: exact shape not decoded", c.typ)
+		}
+		js := strings.Replace(c.js, c.from, c.to, 1)
+		if js == c.js {
+			t.Fatalf("%s: test did not change the shape", c.typ)
+		}
+		js = strings.Replace(js, `"deadline":"1999999999"}`, `"deadline":"1999999999","extra":"0x9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a","hook":"0x9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a"}`, 1)
+		js = strings.Replace(js, `"sigDeadline":"1999999999"}`, `"sigDeadline":"1999999999","hook":"0x9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a"}`, 1)
+		js = strings.Replace(js, `"amount":"1000"}`, `"amount":"1000","to":"0x9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a"}`, 1)
+		td, err := DecodeTypedDataJSON([]byte(js))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s, decoded, err := typedSpends(td, token); decoded || len(s) != 0 {
+			t.Errorf("%s with another shape: decoded=%v spends=%v err=%v", c.typ, decoded, s, err)
 		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"strings"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/math"
@@ -91,19 +90,87 @@ func typedSpends(td apitypes.TypedData, contract common.Address) ([]Spend, bool,
 	return spends, spends != nil || isDecodedEmpty(td, contract), nil
 }
 
-// isDecodedEmpty reports typed data this package decodes as moving nothing.
+// isDecodedEmpty reports typed data this package decodes as moving
+// nothing: an EIP-3009 CancelAuthorization, with exactly its fields.
 func isDecodedEmpty(td apitypes.TypedData, contract common.Address) bool {
 	if td.Domain.Name == "Permit2" || contract == Permit2Address {
 		return false
 	}
-	return td.PrimaryType == "CancelAuthorization"
+	return td.PrimaryType == "CancelAuthorization" && hasFields(td, "CancelAuthorization", shapeCancelAuthorization)
+}
+
+// The exact EIP-712 struct shapes this package decodes. The primary type's
+// name alone decides nothing: a contract may call any struct
+// "CancelAuthorization" or "Permit" and give it any meaning, so typed data
+// is decoded only when its types are exactly these (fields, order and
+// types); otherwise it is not decoded.
+var (
+	shapeCancelAuthorization = []apitypes.Type{{Name: "authorizer", Type: "address"}, {Name: "nonce", Type: "bytes32"}}
+	shapeEIP3009             = []apitypes.Type{{Name: "from", Type: "address"}, {Name: "to", Type: "address"}, {Name: "value", Type: "uint256"},
+		{Name: "validAfter", Type: "uint256"}, {Name: "validBefore", Type: "uint256"}, {Name: "nonce", Type: "bytes32"}}
+	shapePermit = []apitypes.Type{{Name: "owner", Type: "address"}, {Name: "spender", Type: "address"}, {Name: "value", Type: "uint256"},
+		{Name: "nonce", Type: "uint256"}, {Name: "deadline", Type: "uint256"}}
+	shapeDAIPermit = []apitypes.Type{{Name: "holder", Type: "address"}, {Name: "spender", Type: "address"}, {Name: "nonce", Type: "uint256"},
+		{Name: "expiry", Type: "uint256"}, {Name: "allowed", Type: "bool"}}
+	shapePermitDetails = []apitypes.Type{{Name: "token", Type: "address"}, {Name: "amount", Type: "uint160"},
+		{Name: "expiration", Type: "uint48"}, {Name: "nonce", Type: "uint48"}}
+	shapePermitSingle      = []apitypes.Type{{Name: "details", Type: "PermitDetails"}, {Name: "spender", Type: "address"}, {Name: "sigDeadline", Type: "uint256"}}
+	shapePermitBatch       = []apitypes.Type{{Name: "details", Type: "PermitDetails[]"}, {Name: "spender", Type: "address"}, {Name: "sigDeadline", Type: "uint256"}}
+	shapeTokenPermissions  = []apitypes.Type{{Name: "token", Type: "address"}, {Name: "amount", Type: "uint256"}}
+	shapePermitTransfer    = []apitypes.Type{{Name: "permitted", Type: "TokenPermissions"}, {Name: "spender", Type: "address"}, {Name: "nonce", Type: "uint256"}, {Name: "deadline", Type: "uint256"}}
+	shapePermitBatchTransf = []apitypes.Type{{Name: "permitted", Type: "TokenPermissions[]"}, {Name: "spender", Type: "address"}, {Name: "nonce", Type: "uint256"}, {Name: "deadline", Type: "uint256"}}
+)
+
+// hasFields reports whether td declares type name with exactly the fields
+// want, in order.
+func hasFields(td apitypes.TypedData, name string, want []apitypes.Type) bool {
+	got, ok := td.Types[name]
+	if !ok || len(got) != len(want) {
+		return false
+	}
+	for i := range want {
+		if got[i].Name != want[i].Name || got[i].Type != want[i].Type {
+			return false
+		}
+	}
+	return true
+}
+
+// hasFieldsPlusOne reports whether td declares type name with exactly the
+// fields want followed by one more (a Permit2 witness, of any type).
+func hasFieldsPlusOne(td apitypes.TypedData, name string, want []apitypes.Type) bool {
+	got, ok := td.Types[name]
+	if !ok || len(got) != len(want)+1 {
+		return false
+	}
+	trimmed := apitypes.TypedData{Types: apitypes.Types{name: got[:len(want)]}}
+	return hasFields(trimmed, name, want)
+}
+
+// permit2TransferShape reports whether td's primary type is one of
+// Permit2's signature-transfer types with exactly its fields.
+func permit2TransferShape(td apitypes.TypedData) bool {
+	if !hasFields(td, "TokenPermissions", shapeTokenPermissions) {
+		return false
+	}
+	switch pt := td.PrimaryType; pt {
+	case "PermitTransferFrom":
+		return hasFields(td, pt, shapePermitTransfer)
+	case "PermitBatchTransferFrom":
+		return hasFields(td, pt, shapePermitBatchTransf)
+	case "PermitWitnessTransferFrom":
+		return hasFieldsPlusOne(td, pt, shapePermitTransfer)
+	case "PermitBatchWitnessTransferFrom":
+		return hasFieldsPlusOne(td, pt, shapePermitBatchTransf)
+	}
+	return false
 }
 
 func typedSpendsOf(td apitypes.TypedData, contract common.Address) ([]Spend, error) {
 	m := td.Message
 	if td.Domain.Name == "Permit2" || contract == Permit2Address {
 		switch {
-		case td.PrimaryType == "PermitSingle":
+		case td.PrimaryType == "PermitSingle" && hasFields(td, "PermitSingle", shapePermitSingle) && hasFields(td, "PermitDetails", shapePermitDetails):
 			d, ok := m["details"].(map[string]any)
 			if !ok {
 				return nil, errors.New("details is not a struct")
@@ -113,7 +180,7 @@ func typedSpendsOf(td apitypes.TypedData, contract common.Address) ([]Spend, err
 				return nil, err
 			}
 			return []Spend{s}, nil
-		case td.PrimaryType == "PermitBatch":
+		case td.PrimaryType == "PermitBatch" && hasFields(td, "PermitBatch", shapePermitBatch) && hasFields(td, "PermitDetails", shapePermitDetails):
 			ds, ok := m["details"].([]any)
 			if !ok {
 				return nil, errors.New("details is not a list")
@@ -131,7 +198,7 @@ func typedSpendsOf(td apitypes.TypedData, contract common.Address) ([]Spend, err
 				out = append(out, s)
 			}
 			return out, nil
-		case strings.HasPrefix(td.PrimaryType, "Permit") && strings.Contains(td.PrimaryType, "TransferFrom"):
+		case permit2TransferShape(td):
 			var perms []any
 			switch p := m["permitted"].(type) {
 			case map[string]any:
@@ -166,7 +233,7 @@ func typedSpendsOf(td apitypes.TypedData, contract common.Address) ([]Spend, err
 		}
 		return nil, nil
 	}
-	if td.PrimaryType == "TransferWithAuthorization" || td.PrimaryType == "ReceiveWithAuthorization" {
+	if (td.PrimaryType == "TransferWithAuthorization" || td.PrimaryType == "ReceiveWithAuthorization") && hasFields(td, td.PrimaryType, shapeEIP3009) {
 		// EIP-3009: the signature itself moves value tokens from from to to.
 		from, err := toAddress(m["from"])
 		if err != nil {
@@ -182,15 +249,15 @@ func typedSpendsOf(td apitypes.TypedData, contract common.Address) ([]Spend, err
 		}
 		return []Spend{{Kind: SpendTransferWithAuthorization, Token: contract, From: from, To: to, Amount: v, Unlimited: v.Cmp(MaxUint256) == 0}}, nil
 	}
-	if td.PrimaryType != "Permit" {
+	if td.PrimaryType != "Permit" || !(hasFields(td, "Permit", shapePermit) || hasFields(td, "Permit", shapeDAIPermit)) {
 		return nil, nil
 	}
 	spender, err := toAddress(m["spender"])
 	if err != nil {
 		return nil, fmt.Errorf("spender: %w", err)
 	}
-	if allowed, ok := m["allowed"]; ok { // DAI: permit(holder, spender, nonce, expiry, allowed)
-		b, ok := allowed.(bool)
+	if hasFields(td, "Permit", shapeDAIPermit) { // DAI: permit(holder, spender, nonce, expiry, allowed)
+		b, ok := m["allowed"].(bool)
 		if !ok {
 			return nil, errors.New("allowed is not a bool")
 		}

@@ -723,7 +723,7 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 		label string
 	}{
 		{"fee_max", w.FeeMax, p.feeMax, &r.limits.feeMax, func(t *chain.Tx) *big.Int { return t.GasFeeCap }, "max fee per gas"},
-		{"tip_max", w.TipMax, p.tipMax, &r.limits.tipMax, func(t *chain.Tx) *big.Int { return t.GasTipCap }, "priority fee per gas"},
+		{"tip_max", w.TipMax, p.tipMax, &r.limits.tipMax, func(t *chain.Tx) *big.Int { return t.TipCap() }, "priority fee per gas"},
 	} {
 		name, limit, v := f.name, f.name, f.def
 		switch {

@@ -58,6 +58,9 @@ type ddEnv struct {
 	ledger *MemLedger
 	grants map[string]*SignedGrant
 	seq    int
+	// freezeIDs are the IDs of freezes named with freeze name=NAME.
+	freezeIDs map[string]common.Hash
+	snap      State
 }
 
 func addr(s string) common.Address {
@@ -281,7 +284,8 @@ func (e *ddEnv) run(t *testing.T, td *datadriven.TestData) (out string) {
 		} else {
 			// By default the operator pinned the document's own hash;
 			// pin=none pins nothing, pin=wrong-hash another document's
-			// hash, pin=NAMES a guardian set.
+			// hash, pin=NAMES a guardian set (with pin-quorum=N its
+			// quorum).
 			g := Genesis{Hash: d.Hash()}
 			switch pin := arg(td, "pin", ""); pin {
 			case "":
@@ -291,6 +295,7 @@ func (e *ddEnv) run(t *testing.T, td *datadriven.TestData) (out string) {
 				g = Genesis{Hash: common.HexToHash("0x5e1f")}
 			default:
 				g = Genesis{}
+				g.Quorum, _ = strconv.Atoi(arg(td, "pin-quorum", "0"))
 				for _, n := range list(pin) {
 					g.Guardians = append(g.Guardians, crypto.PubkeyToAddress(guardianKey(n).PublicKey))
 				}
@@ -398,10 +403,32 @@ func (e *ddEnv) run(t *testing.T, td *datadriven.TestData) (out string) {
 		wallet := e.wallet(td, e.eng.Policy().WalletID())
 		if td.Cmd == "freeze" {
 			f := Freeze{Target: tg, Reason: arg(td, "reason", "suspicious activity"), Issued: e.offset(arg(td, "at", ""))}
+			if n := arg(td, "name", ""); n != "" {
+				if e.freezeIDs[n], err = f.ID(wallet); err != nil {
+					t.Fatal(err)
+				}
+			}
 			sig := sign([]string{arg(td, "signer", "alice")}, func(k *ecdsa.PrivateKey) ([]byte, error) { return SignTypedData(k, f.TypedData(wallet)) })
 			err = e.eng.Freeze(f, sig[0], e.now)
 		} else {
+			// The unfreeze lifts the freeze named by lifts=NAME, or by
+			// default the target's current freeze (lifts=none: no freeze).
 			u := Unfreeze{Target: tg, Issued: e.offset(arg(td, "at", ""))}
+			if n := arg(td, "lifts", ""); n == "none" {
+				u.Freeze = common.Hash{}
+			} else if n != "" {
+				id, ok := e.freezeIDs[n]
+				if !ok {
+					t.Fatalf("unknown freeze %q", n)
+				}
+				u.Freeze = id
+			} else {
+				for _, r := range e.eng.Freezes() {
+					if r.Target == tg {
+						u.Freeze = r.ID
+					}
+				}
+			}
 			err = e.eng.Unfreeze(u, sign(list(arg(td, "signers", "")), func(k *ecdsa.PrivateKey) ([]byte, error) { return SignTypedData(k, u.TypedData(wallet)) }), e.now)
 		}
 		if err != nil {
@@ -423,6 +450,18 @@ func (e *ddEnv) run(t *testing.T, td *datadriven.TestData) (out string) {
 		e.eng = NewEngine(p, e.ledger)
 		e.eng.Restore(state)
 		return fmt.Sprintf("restarted: %d freezes, %d revoked grants, %d breaker histories\n", len(state.Freezes), len(state.Revoked), len(state.Breaker))
+	case "snapshot":
+		// An Export kept aside, to be restored later as an older snapshot.
+		e.snap = e.eng.Export()
+		return fmt.Sprintf("seq %d: %d freezes, %d revoked grants\n", e.snap.Seq, len(e.snap.Freezes), len(e.snap.Revoked))
+	case "restore-snapshot":
+		before := e.eng.Export().Seq
+		e.eng.Restore(e.snap)
+		st := e.eng.Export()
+		if st.Seq <= before || st.Seq <= e.snap.Seq {
+			t.Fatalf("seq %d after restoring seq %d into seq %d", st.Seq, e.snap.Seq, before)
+		}
+		return fmt.Sprintf("seq %d: %d freezes, %d revoked grants\n", st.Seq, len(st.Freezes), len(st.Revoked))
 	case "tick":
 		d, err := time.ParseDuration(td.CmdArgs[0].Key)
 		if err != nil {
@@ -437,7 +476,7 @@ func (e *ddEnv) run(t *testing.T, td *datadriven.TestData) (out string) {
 
 func TestDataDriven(t *testing.T) {
 	datadriven.Walk(t, filepath.Join("testdata", "cases"), func(t *testing.T, path string) {
-		e := &ddEnv{now: t0, grants: map[string]*SignedGrant{}}
+		e := &ddEnv{now: t0, grants: map[string]*SignedGrant{}, freezeIDs: map[string]common.Hash{}}
 		datadriven.RunTest(t, path, func(t *testing.T, td *datadriven.TestData) string { return e.run(t, td) })
 	})
 }

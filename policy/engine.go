@@ -10,6 +10,7 @@ import (
 
 	"github.com/custos-wallet/custos/chain"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/signer/core/apitypes"
 )
 
@@ -21,16 +22,51 @@ const RuleError = "error"
 // future-dated message would otherwise stay valid for as long as its date.
 const MaxClockSkew = 5 * time.Minute
 
+// FreezeRetention is how long the engine remembers which freezes and
+// unfreezes it applied. Freezes and unfreezes issued longer ago than this
+// (relative to the node's time) are refused: their replays could no longer
+// be recognised.
+const FreezeRetention = 30 * 24 * time.Hour
+
 // FreezeRecord is why and since when a target is frozen.
 type FreezeRecord struct {
+	// ID identifies this freeze: the EIP-712 hash of a guardian's Freeze
+	// message, or BreakerFreezeID for a circuit-breaker trip. An Unfreeze
+	// names the ID of the freeze it lifts.
+	ID     common.Hash
 	Target Target
 	Reason string
 	// By is the guardian who froze, or the zero address for the breaker.
 	By common.Address
 	// At is when the freeze took effect: the later of the freeze's issued
-	// time and the node's time when it received it. Only an unfreeze
-	// issued at or after At lifts it.
+	// time and the node's time when it received it.
 	At time.Time
+}
+
+// BreakerFreezeID is the ID of a circuit-breaker freeze of target at at
+// for reason.
+func BreakerFreezeID(target Target, at time.Time, reason string) common.Hash {
+	return crypto.Keccak256Hash([]byte("custos-breaker-freeze\x00" + string(target) + "\x00" + at.UTC().Format(time.RFC3339Nano) + "\x00" + reason))
+}
+
+// FreezeLogEntry is the engine's memory of one freeze it applied: a freeze
+// whose ID is logged is never applied again (a replay), and a closed one
+// (lifted by an unfreeze, or replaced by a later freeze of its target) is
+// not brought back by Restore.
+type FreezeLogEntry struct {
+	ID     common.Hash
+	Target Target
+	// Time is the freeze's issued time (the trip time for the breaker);
+	// entries older than FreezeRetention are forgotten.
+	Time   time.Time
+	Closed bool
+}
+
+// UsedUnfreeze is an accepted unfreeze, remembered until FreezeRetention
+// after its issued time.
+type UsedUnfreeze struct {
+	Hash   common.Hash
+	Issued time.Time
 }
 
 // Engine holds a policy node's policy state and evaluates requests against
@@ -40,15 +76,18 @@ type Engine struct {
 
 	mu sync.RWMutex
 	// guarded by mu
-	policy  *Policy
+	policy *Policy
+	// freezes holds the current freeze of each frozen target.
 	freezes map[Target]FreezeRecord
-	// lifted is the issued time of the last unfreeze of each target; a
-	// freeze issued at or before it is a replay and is refused.
-	lifted map[Target]time.Time
-	// usedUnfreezes holds the EIP-712 hashes of accepted unfreezes.
-	usedUnfreezes map[common.Hash]bool
+	// freezeLog holds every freeze applied within FreezeRetention, by ID.
+	freezeLog map[common.Hash]FreezeLogEntry
+	// usedUnfreezes holds the EIP-712 hashes of accepted unfreezes, with
+	// their issued times.
+	usedUnfreezes map[common.Hash]time.Time
 	revoked       map[string]Revocation
 	breaker       breaker
+	// seq counts changes to the state Export returns.
+	seq uint64
 }
 
 // NewEngine returns an engine evaluating p (already verified, see
@@ -58,8 +97,8 @@ func NewEngine(p *Policy, l Ledger) *Engine {
 		ledger:        l,
 		policy:        p,
 		freezes:       map[Target]FreezeRecord{},
-		lifted:        map[Target]time.Time{},
-		usedUnfreezes: map[common.Hash]bool{},
+		freezeLog:     map[common.Hash]FreezeLogEntry{},
+		usedUnfreezes: map[common.Hash]time.Time{},
 		revoked:       map[string]Revocation{},
 		breaker:       breaker{agents: map[AgentID]*breakerState{}},
 	}
@@ -81,10 +120,17 @@ type evalCtx struct {
 	hasDest bool
 	spends  []chain.Spend
 	grant   *SessionGrant
+	// err is the first ledger error; it aborts the evaluation with a deny
+	// under rule "error" (a ledger that cannot answer is not "no match").
+	err error
 }
 
 func (c *evalCtx) usage(bucket string, window time.Duration) (Usage, error) {
-	return c.ledger.Usage(bucket, window, c.req.Time)
+	u, err := c.ledger.Usage(bucket, window, c.req.Time)
+	if err != nil && c.err == nil {
+		c.err = fmt.Errorf("ledger: %w", err)
+	}
+	return u, err
 }
 
 // tokenTotal sums the spends of one token.
@@ -197,6 +243,9 @@ func (e *Engine) evaluateLocked(p *Policy, req *Request) (d Decision, entries []
 	c.dest, c.hasDest = req.destination()
 	if req.Grant != nil {
 		ents, reason := e.checkGrant(p, c)
+		if c.err != nil {
+			return deny(p, RuleError, c.err.Error()), nil
+		}
 		if reason != "" {
 			return deny(p, RuleSession, reason), nil
 		}
@@ -216,7 +265,13 @@ func (e *Engine) evaluateLocked(p *Policy, req *Request) (d Decision, entries []
 		}
 		ok, n, why, failed := true, 0, "", ""
 		for _, cd := range r.conds {
-			if ok, why = cd.check(c); !ok {
+			ok, why = cd.check(c)
+			if c.err != nil {
+				d = deny(p, RuleError, fmt.Sprintf("rule %q: %v", r.id, c.err))
+				d.Trace = append(trace, Step{Rule: r.id, Detail: c.err.Error()})
+				return d, nil
+			}
+			if !ok {
 				failed = cd.name
 				break
 			}
@@ -296,6 +351,7 @@ func (e *Engine) DryRun(req *Request) Decision {
 func (e *Engine) Authorize(req *Request) Decision {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.seq++ // the breaker's memory changes
 	p := e.policy
 	if r, ok := e.frozenLocked(req); ok {
 		return deny(p, RuleFreeze, p.describeFreeze(r))
@@ -364,16 +420,45 @@ func dedupe(a []common.Address) []common.Address {
 }
 
 func (e *Engine) freezeAgentLocked(req *Request, why string) {
-	e.setFreezeLocked(FreezeRecord{Target: AgentTarget(req.Agent), Reason: "circuit breaker: " + why, At: req.Time})
+	t, reason := AgentTarget(req.Agent), "circuit breaker: "+why
+	e.setFreezeLocked(FreezeRecord{ID: BreakerFreezeID(t, req.Time, reason), Target: t, Reason: reason, At: req.Time}, req.Time)
 }
 
-// setFreezeLocked keeps the latest freeze of a target: the one an unfreeze
-// must postdate.
-func (e *Engine) setFreezeLocked(r FreezeRecord) {
-	if cur, ok := e.freezes[r.Target]; ok && cur.At.After(r.At) {
-		return
+// setFreezeLocked makes r the current freeze of its target. A freeze it
+// replaces is closed: an unfreeze must name the current one.
+func (e *Engine) setFreezeLocked(r FreezeRecord, logTime time.Time) {
+	if cur, ok := e.freezes[r.Target]; ok && cur.ID != r.ID {
+		e.closeFreezeLocked(cur)
 	}
 	e.freezes[r.Target] = r
+	if _, ok := e.freezeLog[r.ID]; !ok {
+		e.freezeLog[r.ID] = FreezeLogEntry{ID: r.ID, Target: r.Target, Time: logTime}
+	}
+}
+
+func (e *Engine) closeFreezeLocked(r FreezeRecord) {
+	l, ok := e.freezeLog[r.ID]
+	if !ok {
+		l = FreezeLogEntry{ID: r.ID, Target: r.Target, Time: r.At}
+	}
+	l.Closed = true
+	e.freezeLog[r.ID] = l
+}
+
+// pruneLocked forgets closed freezes and used unfreezes issued more than
+// FreezeRetention before now: messages that old are refused anyway.
+func (e *Engine) pruneLocked(now time.Time) {
+	cut := now.Add(-FreezeRetention)
+	for id, l := range e.freezeLog {
+		if l.Closed && l.Time.Before(cut) {
+			delete(e.freezeLog, id)
+		}
+	}
+	for h, t := range e.usedUnfreezes {
+		if t.Before(cut) {
+			delete(e.usedUnfreezes, h)
+		}
+	}
 }
 
 func (e *Engine) tripLocked(p *Policy, req *Request, why string) Decision {
@@ -391,15 +476,18 @@ func (e *Engine) Commit(id RequestID) error { return e.ledger.Commit(id) }
 func (e *Engine) Release(id RequestID) error { return e.ledger.Release(id) }
 
 // Freeze applies a freeze signed by any one guardian of the current
-// policy. It takes effect before the next evaluation. now is the node's
-// own clock: a freeze issued more than MaxClockSkew after it is refused,
-// and the freeze takes effect at the later of its issued time and now. A
-// freeze issued at or before the last unfreeze of its target is a replay
-// of a freeze the quorum already lifted, and is refused.
+// policy. It takes effect before the next evaluation and becomes the
+// current freeze of its target (the one an unfreeze must name). now is the
+// node's own clock: a freeze issued more than MaxClockSkew after it, or
+// more than FreezeRetention before it, is refused. Replays are recognised
+// by the freeze's EIP-712 hash, not by time: a freeze already applied is
+// refused (or, if it is still the current freeze of its target, ignored),
+// and any other freeze applies, whatever unfreezes came before it.
 func (e *Engine) Freeze(f Freeze, sig []byte, now time.Time) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	signers, err := e.policy.guardianSigners(f.TypedData(e.policy.wallet), [][]byte{sig})
+	td := f.TypedData(e.policy.wallet)
+	signers, err := e.policy.guardianSigners(td, [][]byte{sig})
 	if err != nil {
 		return fmt.Errorf("policy: freeze %s: %w", f.Target, err)
 	}
@@ -410,22 +498,35 @@ func (e *Engine) Freeze(f Freeze, sig []byte, now time.Time) error {
 	if issued.After(now.Add(MaxClockSkew)) {
 		return fmt.Errorf("policy: freeze %s: issued %s, in the future (now %s)", f.Target, fmtTime(issued), fmtTime(now))
 	}
-	if l, ok := e.lifted[f.Target]; ok && !issued.After(l) {
-		return fmt.Errorf("policy: freeze %s: issued %s, not after the unfreeze of %s (a replay)", f.Target, fmtTime(issued), fmtTime(l))
+	if issued.Before(now.Add(-FreezeRetention)) {
+		return fmt.Errorf("policy: freeze %s: issued %s, more than %s ago", f.Target, fmtTime(issued), FreezeRetention)
+	}
+	id, err := typedHash(td)
+	if err != nil {
+		return fmt.Errorf("policy: freeze %s: %w", f.Target, err)
+	}
+	if _, ok := e.freezeLog[id]; ok {
+		if cur, ok := e.freezes[f.Target]; ok && cur.ID == id {
+			return nil // already the current freeze
+		}
+		return fmt.Errorf("policy: freeze %s: freeze %s was already applied (a replay)", f.Target, shortHash(id))
 	}
 	at := issued
 	if now.After(at) {
 		at = now
 	}
-	e.setFreezeLocked(FreezeRecord{Target: f.Target, Reason: f.Reason, By: signers[0], At: at})
+	e.pruneLocked(now)
+	e.setFreezeLocked(FreezeRecord{ID: id, Target: f.Target, Reason: f.Reason, By: signers[0], At: at}, issued)
+	e.seq++
 	return nil
 }
 
 // Unfreeze lifts a freeze when a quorum of the current guardians signed
-// it. The unfreeze must be issued at or after the latest freeze of its
-// target took effect, no more than MaxClockSkew after now, and each signed
-// unfreeze is accepted once: an old unfreeze cannot be replayed against a
-// later freeze.
+// it. The unfreeze names the ID of the freeze it lifts, and lifts it only
+// if that is the current freeze of its target: an unfreeze signed before a
+// newer freeze cannot lift the newer one. It must be issued no more than
+// MaxClockSkew after now and no more than FreezeRetention before it, and
+// each signed unfreeze is accepted once.
 func (e *Engine) Unfreeze(u Unfreeze, sigs [][]byte, now time.Time) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -442,28 +543,40 @@ func (e *Engine) Unfreeze(u Unfreeze, sigs [][]byte, now time.Time) error {
 	if issued.After(now.Add(MaxClockSkew)) {
 		return fmt.Errorf("policy: unfreeze %s: issued %s, in the future (now %s)", u.Target, fmtTime(issued), fmtTime(now))
 	}
-	h, _, err := apitypes.TypedDataAndHash(td)
+	if issued.Before(now.Add(-FreezeRetention)) {
+		return fmt.Errorf("policy: unfreeze %s: issued %s, more than %s ago", u.Target, fmtTime(issued), FreezeRetention)
+	}
+	hash, err := typedHash(td)
 	if err != nil {
 		return fmt.Errorf("policy: unfreeze %s: %w", u.Target, err)
 	}
-	hash := common.BytesToHash(h)
-	if e.usedUnfreezes[hash] {
+	if _, used := e.usedUnfreezes[hash]; used {
 		return fmt.Errorf("policy: unfreeze %s: this unfreeze was already used", u.Target)
 	}
 	r, ok := e.freezes[u.Target]
 	if !ok {
 		return fmt.Errorf("policy: unfreeze %s: not frozen", u.Target)
 	}
-	if issued.Before(r.At) {
-		return fmt.Errorf("policy: unfreeze %s: issued %s, before the freeze of %s", u.Target, fmtTime(issued), fmtTime(r.At))
+	if r.ID != u.Freeze {
+		return fmt.Errorf("policy: unfreeze %s: it lifts freeze %s, but the current freeze is %s (%s)", u.Target, shortHash(u.Freeze), shortHash(r.ID), p.describeFreeze(r))
 	}
-	e.usedUnfreezes[hash] = true
-	if l, ok := e.lifted[u.Target]; !ok || issued.After(l) {
-		e.lifted[u.Target] = issued
-	}
+	e.pruneLocked(now)
+	e.usedUnfreezes[hash] = issued
+	e.closeFreezeLocked(r)
 	delete(e.freezes, u.Target)
+	e.seq++
 	return nil
 }
+
+func typedHash(td apitypes.TypedData) (common.Hash, error) {
+	h, _, err := apitypes.TypedDataAndHash(td)
+	if err != nil {
+		return common.Hash{}, err
+	}
+	return common.BytesToHash(h), nil
+}
+
+func shortHash(h common.Hash) string { return h.Hex()[:10] }
 
 // signedTime is t as a guardian signs it: whole Unix seconds. Anything
 // finer is not covered by the signature and must not count.
@@ -504,6 +617,7 @@ func (e *Engine) Revoke(r Revocation, sig []byte) error {
 	}
 	if _, ok := e.revoked[r.GrantID]; !ok {
 		e.revoked[r.GrantID] = r
+		e.seq++
 	}
 	return nil
 }

@@ -62,6 +62,7 @@ var Types = apitypes.Types{
 	},
 	"Unfreeze": {
 		{Name: "target", Type: "string"},
+		{Name: "freeze", Type: "bytes32"},
 		{Name: "issued", Type: "uint256"},
 	},
 	"Revocation": {
@@ -162,16 +163,24 @@ func SignDocument(key *ecdsa.PrivateKey, wallet common.Hash, d *Document) ([]byt
 }
 
 // Genesis is what the operator pins, out of band, when a node accepts the
-// first document of a wallet: the document's hash, or the guardian
-// accounts it must declare, or both. Without a pin the first document
-// would certify itself: anyone could write one naming their own keys as
-// guardians.
+// first document of a wallet. Only Hash identifies a wallet: it fixes every
+// byte of the genesis document. A pin of the guardian set alone does not:
+// the guardians (any quorum of them) can sign any number of genesis
+// documents naming themselves, so it must also pin Quorum, and the genesis
+// document is then accepted only with at least that many signatures of
+// pinned guardians (and a declared quorum no lower). Without a pin the
+// first document would certify itself: anyone could write one naming their
+// own keys as guardians.
 type Genesis struct {
 	// Hash, if set, is the genesis document's content hash (its wallet id).
 	Hash common.Hash
 	// Guardians, if set, are exactly the guardian accounts the genesis
 	// document must declare.
 	Guardians []common.Address
+	// Quorum is the number of pinned guardians who must sign the genesis
+	// document, and the least quorum it may declare. It is required when
+	// Guardians is pinned without Hash.
+	Quorum int
 }
 
 // Errors about the genesis document.
@@ -192,6 +201,9 @@ func VerifyDocument(sd SignedDocument, g Genesis) (*Policy, error) {
 	if g.Hash == (common.Hash{}) && len(g.Guardians) == 0 {
 		return nil, fmt.Errorf("%w: nothing pinned (a genesis hash or guardian set is required)", ErrGenesis)
 	}
+	if g.Hash == (common.Hash{}) && g.Quorum <= 0 {
+		return nil, fmt.Errorf("%w: a guardian set pinned without a hash needs a pinned quorum too", ErrGenesis)
+	}
 	if g.Hash != (common.Hash{}) && g.Hash != p.hash {
 		return nil, fmt.Errorf("%w: hash %s, pinned %s", ErrGenesis, p.hash.Hex(), g.Hash.Hex())
 	}
@@ -208,6 +220,9 @@ func VerifyDocument(sd SignedDocument, g Genesis) (*Policy, error) {
 			return nil, fmt.Errorf("%w: its guardians are not the pinned guardian set", ErrGenesis)
 		}
 	}
+	if g.Quorum > 0 && p.doc.Quorum < g.Quorum {
+		return nil, fmt.Errorf("%w: it declares quorum %d, pinned %d", ErrGenesis, p.doc.Quorum, g.Quorum)
+	}
 	if p.doc.Replaces != "" {
 		return nil, fmt.Errorf("%w: a genesis document replaces nothing, this one replaces %s", ErrGenesis, p.doc.Replaces)
 	}
@@ -216,8 +231,9 @@ func VerifyDocument(sd SignedDocument, g Genesis) (*Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy: verify document v%d: %w", p.Version(), err)
 	}
-	if len(signers) < p.doc.Quorum {
-		return nil, fmt.Errorf("policy: verify document v%d: %w: %d of %d", p.Version(), ErrQuorum, len(signers), p.doc.Quorum)
+	need := max(p.doc.Quorum, g.Quorum)
+	if len(signers) < need {
+		return nil, fmt.Errorf("policy: verify document v%d: %w: %d of %d", p.Version(), ErrQuorum, len(signers), need)
 	}
 	return p, nil
 }
@@ -235,17 +251,23 @@ func (f Freeze) TypedData(wallet common.Hash) apitypes.TypedData {
 	return typedData(wallet, "Freeze", apitypes.TypedDataMessage{"target": string(f.Target), "reason": f.Reason, "issued": unix(f.Issued)})
 }
 
-// Unfreeze lifts the freeze of a target when the latest freeze of that
-// target took effect at or before Issued. It needs the guardian quorum, and
+// ID is the freeze's EIP-712 hash for the wallet wallet: the ID of the
+// FreezeRecord it creates, which an Unfreeze names.
+func (f Freeze) ID(wallet common.Hash) (common.Hash, error) { return typedHash(f.TypedData(wallet)) }
+
+// Unfreeze lifts one freeze: the freeze whose ID is Freeze, and only while
+// it is the current freeze of Target. It needs the guardian quorum, and
 // each signed Unfreeze is accepted once.
 type Unfreeze struct {
 	Target Target
+	// Freeze is the ID of the freeze this lifts (FreezeRecord.ID).
+	Freeze common.Hash
 	Issued time.Time
 }
 
 // TypedData is what the guardians sign for the wallet wallet.
 func (u Unfreeze) TypedData(wallet common.Hash) apitypes.TypedData {
-	return typedData(wallet, "Unfreeze", apitypes.TypedDataMessage{"target": string(u.Target), "issued": unix(u.Issued)})
+	return typedData(wallet, "Unfreeze", apitypes.TypedDataMessage{"target": string(u.Target), "freeze": hexutil.Encode(u.Freeze.Bytes()), "issued": unix(u.Issued)})
 }
 
 // Revocation withdraws a session grant; any one guardian may sign it.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/custos-wallet/custos/chain"
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 )
@@ -259,5 +260,145 @@ func BenchmarkEvaluate50Rules(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		_ = e.DryRun(req)
+	}
+}
+
+// failingLedger answers every usage query with an error.
+type failingLedger struct{ *MemLedger }
+
+func (failingLedger) Usage(string, time.Duration, time.Time) (Usage, error) {
+	return Usage{}, errors.New("disk on fire")
+}
+
+func testPolicy(t *testing.T, rules string) *Policy {
+	t.Helper()
+	alice := guardianKey("alice")
+	src := fmt.Sprintf("version: 1\nguardians: {alice: %q}\nquorum: 1\ntiers: [{name: hot, signers: [agent, policy]}, {name: vault, signers: [agent, policy, guardian], approvals: 1}]\nrules:\n%s",
+		crypto.PubkeyToAddress(alice.PublicKey).Hex(), rules)
+	d, err := ParseDocument([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, _ := SignDocument(alice, d.Hash(), d)
+	p, err := VerifyDocument(SignedDocument{Source: []byte(src), Signatures: [][]byte{sig}}, Genesis{Hash: d.Hash()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestLedgerErrorDenies checks that a ledger failure while checking a
+// budget aborts the evaluation (rule "error") instead of letting the
+// request fall through to a later allowing rule.
+func TestLedgerErrorDenies(t *testing.T) {
+	p := testPolicy(t, `  - id: budgeted
+    when: {chain: 1, value_max: 1 ether}
+    budget: {window: 1h, value: 1 ether}
+    tier: vault
+  - id: fallback
+    when: {chain: 1, value_max: 1 ether}
+    tier: hot
+`)
+	to := aliases["vendor1"]
+	tx, _ := chain.DescribeTransaction(types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(1), To: &to, Value: big.NewInt(1), Gas: 21000, GasFeeCap: big.NewInt(1), GasTipCap: big.NewInt(1)}))
+	req := &Request{ID: "r1", Agent: "bot", Key: aliases["hot"], ChainID: big.NewInt(1), Kind: KindTransaction, Tx: tx, Time: t0}
+	for name, e := range map[string]*Engine{"dry run": NewEngine(p, failingLedger{NewMemLedger()}), "authorize": NewEngine(p, failingLedger{NewMemLedger()})} {
+		var d Decision
+		if name == "dry run" {
+			d = e.DryRun(req)
+		} else {
+			d = e.Authorize(req)
+		}
+		if d.Allowed() || d.RuleID != RuleError || !strings.Contains(d.Reason, "disk on fire") {
+			t.Errorf("%s: %s", name, d.Describe())
+		}
+	}
+	// With a working ledger the budgeted rule decides.
+	if d := NewEngine(p, NewMemLedger()).DryRun(req); d.RuleID != "budgeted" {
+		t.Errorf("working ledger: %s", d.Describe())
+	}
+}
+
+// TestRestoreMerges checks that Restore of an older snapshot keeps what
+// the engine applied since (a newer freeze of the same target, a
+// revocation, a lifted freeze stays lifted), that Seq grows, and that
+// restoring a snapshot twice counts no breaker event twice.
+func TestRestoreMerges(t *testing.T) {
+	p := testPolicy(t, "  - {id: r, when: {chain: 1, value_max: 1 ether}, tier: hot}\n")
+	alice := guardianKey("alice")
+	e := NewEngine(p, NewMemLedger())
+	freeze := func(f Freeze) {
+		t.Helper()
+		sig, _ := SignTypedData(alice, f.TypedData(p.WalletID()))
+		if err := e.Freeze(f, sig, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	to := aliases["vendor1"]
+	tx, _ := chain.DescribeTransaction(types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(1), To: &to, Value: big.NewInt(1), Gas: 21000, GasFeeCap: big.NewInt(1), GasTipCap: big.NewInt(1)}))
+	e.Authorize(&Request{ID: "r1", Agent: "bot", Key: aliases["hot"], ChainID: big.NewInt(1), Kind: KindTransaction, Tx: tx, Time: t0})
+	first := Freeze{Target: "agent:x", Reason: "first", Issued: t0.Add(-time.Minute)}
+	freeze(first)
+	freeze(Freeze{Target: "agent:y", Reason: "lifted later", Issued: t0})
+	old := e.Export()
+
+	second := Freeze{Target: "agent:x", Reason: "second", Issued: t0}
+	freeze(second)
+	freeze(Freeze{Target: "agent:z", Reason: "after the snapshot", Issued: t0})
+	var yID common.Hash
+	for _, r := range e.Freezes() {
+		if r.Target == "agent:y" {
+			yID = r.ID
+		}
+	}
+	u := Unfreeze{Target: "agent:y", Freeze: yID, Issued: t0}
+	usig, _ := SignTypedData(alice, u.TypedData(p.WalletID()))
+	if err := e.Unfreeze(u, [][]byte{usig}, t0); err != nil {
+		t.Fatal(err)
+	}
+	rsig, _ := SignTypedData(alice, Revocation{GrantID: "g1", Issued: t0}.TypedData(p.WalletID()))
+	if err := e.Revoke(Revocation{GrantID: "g1", Issued: t0}, rsig); err != nil {
+		t.Fatal(err)
+	}
+	before := e.Export()
+	if before.Seq <= old.Seq {
+		t.Fatalf("seq %d after changes, snapshot %d", before.Seq, old.Seq)
+	}
+	e.Restore(old)
+	e.Restore(old)
+	after := e.Export()
+	if after.Seq <= before.Seq {
+		t.Errorf("seq %d after restore, %d before", after.Seq, before.Seq)
+	}
+	got := map[Target]string{}
+	for _, r := range after.Freezes {
+		got[r.Target] = r.Reason
+	}
+	if len(got) != 2 || got["agent:x"] != "second" || got["agent:z"] != "after the snapshot" {
+		t.Errorf("freezes after restoring an older snapshot: %v", got)
+	}
+	if len(after.Revoked) != 1 {
+		t.Errorf("revocations: %v", after.Revoked)
+	}
+	if len(after.Breaker) != 1 || len(after.Breaker[0].NewDests) != 1 {
+		t.Errorf("breaker history: %+v", after.Breaker)
+	}
+	// The first freeze of agent:x was replaced: an unfreeze naming it
+	// lifts nothing, and it cannot be applied again.
+	id, _ := first.ID(p.WalletID())
+	u = Unfreeze{Target: "agent:x", Freeze: id, Issued: t0}
+	usig, _ = SignTypedData(alice, u.TypedData(p.WalletID()))
+	if err := e.Unfreeze(u, [][]byte{usig}, t0); err == nil {
+		t.Error("unfreeze of a replaced freeze lifted the current one")
+	}
+	sig, _ := SignTypedData(alice, first.TypedData(p.WalletID()))
+	if err := e.Freeze(first, sig, t0); err == nil {
+		t.Error("replayed freeze applied")
+	}
+	// A fresh engine restoring the newer state gets the same freezes.
+	e2 := NewEngine(p, NewMemLedger())
+	e2.Restore(after)
+	if n := len(e2.Freezes()); n != 2 {
+		t.Errorf("fresh restore: %d freezes", n)
 	}
 }

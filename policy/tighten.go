@@ -43,9 +43,17 @@ func checkTightening(old, nw *Policy) error {
 	if !sameGuardians(old, nw) {
 		return fmt.Errorf("%w: guardians or quorum changed", ErrNotTightening)
 	}
+	// Declared tokens change what rules mean in both directions: a token
+	// removed from tokens is no longer one whose undecoded calldata needs
+	// its selector named, so deleting a declaration loosens too.
 	for sym, t := range nw.doc.Tokens {
 		if o, ok := old.doc.Tokens[sym]; !ok || o != t {
 			return fmt.Errorf("%w: token %s added or changed", ErrNotTightening, sym)
+		}
+	}
+	for sym := range old.doc.Tokens {
+		if _, ok := nw.doc.Tokens[sym]; !ok {
+			return fmt.Errorf("%w: token %s removed", ErrNotTightening, sym)
 		}
 	}
 	if len(old.tiers) != len(nw.tiers) {
@@ -222,10 +230,13 @@ func lowerLimits(o, n *rule) error {
 		if i >= len(nv) {
 			break
 		}
-		if ov[i] == nil || (i == len(ov)-1 && o.budget != nil && o.budget.count == 0) {
+		// The budget count is the last slot only when the rule has a
+		// budget; there 0 means no count limit.
+		count := o.budget != nil && i == len(ov)-1
+		if ov[i] == nil || (count && o.budget.count == 0) {
 			continue
 		}
-		if nv[i] == nil || nv[i].Cmp(ov[i]) > 0 || (i == len(ov)-1 && nv[i].Sign() == 0) {
+		if nv[i] == nil || nv[i].Cmp(ov[i]) > 0 || (count && nv[i].Sign() == 0) {
 			return fmt.Errorf("%w: rule %q raises or drops a limit", ErrNotTightening, o.id)
 		}
 	}
