@@ -99,17 +99,23 @@ type Config struct {
 	// OutQueueFrames and OutQueueBytes bound the frames waiting to be
 	// written to one peer (defaults 1024 frames, 32 MiB, at least one
 	// frame). When a peer's queue is full, Send and Broadcast wait for
-	// room (or their context), while echoes to that peer are dropped and
-	// counted: stream readers never wait on the network.
+	// room, at most OutQueueWait (default 30 s) or until their context
+	// ends; then the session fails naming that peer. Echoes never wait
+	// (stream readers never wait on the network): they may go over the
+	// caps by a quarter of OutQueueFrames (at least 16); past that the echo
+	// is dropped and counted and its session fails naming the peer.
 	OutQueueFrames int
 	OutQueueBytes  int
+	OutQueueWait   time.Duration
 	// WriteTimeout bounds one frame write, or one stream open, to one
-	// peer (default 10 s).
+	// peer (default 10 s). Our frames of a session that ended here more
+	// than WriteTimeout ago are dropped from the queues unwritten.
 	WriteTimeout time.Duration
 	// RedialDelay is how long a peer whose stream could not be opened is
-	// treated as down: frames for it are dropped (and counted as unsent)
-	// until then, and the next attempt clears libp2p's dial backoff for it
-	// once (default 1 s).
+	// treated as down: the next stream open waits until then (frames of
+	// sessions that ended here meanwhile are dropped unwritten), and it
+	// clears libp2p's dial backoff for the peer once (default 1 s). A
+	// direct frame or broadcast that cannot be written fails its session.
 	RedialDelay time.Duration
 }
 
@@ -170,6 +176,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	setDefault(&c.OutQueueFrames, 1024)
 	setDefault(&c.OutQueueBytes, 32<<20)
+	if c.OutQueueWait <= 0 {
+		c.OutQueueWait = 30 * time.Second
+	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
 	}

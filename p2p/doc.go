@@ -29,8 +29,12 @@
 //     cannot give two members different payloads under different numbers.
 //   - One bounded FIFO outbound queue and writer goroutine per member, shared
 //     by engine sends and echoes. Stream readers never wait on the network:
-//     an echo to a member whose queue is full is dropped and counted, while
-//     Send and Broadcast wait for room until their context ends.
+//     an echo to a full queue goes over its cap by a small allowance, and
+//     past that is dropped and ends its session naming the member. Send and
+//     Broadcast wait for room at most Config.OutQueueWait (Broadcast only
+//     after queueing for every member with room); a wait that ends, or one
+//     of our frames the writer cannot deliver, ends the session naming the
+//     member (tss.FailTransport, Waiting).
 //   - Bounds in frames and bytes, with a share per sender, on everything a
 //     member can make another keep: frames buffered before their session
 //     opens (expiring), messages the engine has not read, sequence numbers,

@@ -77,6 +77,16 @@ func (c *cluster) ids() []tss.MemberID {
 // peers given), each with its own identity file under dir.
 func newCluster(tb testing.TB, dir string, n int, listen []string, tune func(*Config)) *cluster {
 	tb.Helper()
+	return newClusterEach(tb, dir, n, listen, func(_ int, cfg *Config) {
+		if tune != nil {
+			tune(cfg)
+		}
+	})
+}
+
+// newClusterEach is newCluster with a configuration tweak per node index.
+func newClusterEach(tb testing.TB, dir string, n int, listen []string, tune func(i int, cfg *Config)) *cluster {
+	tb.Helper()
 	c := &cluster{listen: listen}
 	for i := 0; i < n; i++ {
 		path := filepath.Join(dir, fmt.Sprintf("node%d", i), "identity.key")
@@ -89,7 +99,7 @@ func newCluster(tb testing.TB, dir string, n int, listen []string, tune func(*Co
 		c.members = append(c.members, Member{ID: id})
 	}
 	for i := range c.nodes {
-		c.start(tb, i, tune)
+		c.start(tb, i, func(cfg *Config) { tune(i, cfg) })
 	}
 	if t, ok := tb.(*testing.T); ok {
 		t.Cleanup(func() {

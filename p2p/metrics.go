@@ -29,7 +29,8 @@ const (
 	DropQueueFull     DropReason = "queue_full"      // engine not reading: the sender's share of the session queue is used up
 	DropSeqLimit      DropReason = "seq_limit"       // sequence number above Config.SessionSlots
 	DropBroadcastGap  DropReason = "broadcast_gap"   // broadcast too far ahead of the sender's next expected one
-	DropOutQueueFull  DropReason = "out_queue_full"  // an echo not forwarded: the target peer's outbound queue is full
+	DropOutQueueFull  DropReason = "out_queue_full"  // an echo not forwarded: the target peer's outbound queue is full, echo allowance included
+	DropStale         DropReason = "stale_outbound"  // one of our queued frames not written: its session ended here over Config.WriteTimeout ago
 )
 
 // Counters are a node's frame and connection counts. They are safe for
@@ -39,7 +40,7 @@ type Counters struct {
 	mu      sync.Mutex
 	dropped map[DropReason]*atomic.Uint64
 
-	Received  atomic.Uint64 // frames read and verified
+	Received  atomic.Uint64 // frames read, verified and handled
 	Sent      atomic.Uint64 // frames written
 	Refused   atomic.Uint64 // connections refused by the gater
 	Delivered atomic.Uint64 // messages handed to the engine

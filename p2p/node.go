@@ -421,7 +421,9 @@ func (n *Node) handleFrame(remote peer.ID, buf []byte) {
 		n.dropWarn(DropBadSignature, remote, "p2p: dropped frame with bad signature", "frame", f.Describe())
 		return
 	}
-	n.counters.Received.Add(1)
+	// Counted once the frame is handled (delivered, buffered or dropped),
+	// so that a reader of the counters sees the outcome with it.
+	defer n.counters.Received.Add(1)
 	if f.Kind == KindDirect && f.To != n.self {
 		n.dropWarn(DropWrongTo, remote, "p2p: dropped frame for another recipient", "frame", f.Describe())
 		return
@@ -463,14 +465,15 @@ func (n *Node) limitsLocked(p peer.ID) *peerLimits {
 	return l
 }
 
-// send queues f (signed) for peer to. With wait it waits for room in a
-// full queue; without, it drops f and counts it.
-func (n *Node) send(ctx context.Context, to peer.ID, f *Frame, wait bool) error {
+// send queues f (signed), a frame of session s, for peer to. With wait it
+// waits for room in a full queue until ctx is done or deadline passes;
+// without, it drops f and counts it.
+func (n *Node) send(ctx context.Context, s *session, to peer.ID, f *Frame, wait bool, deadline time.Time) error {
 	o := n.out[to]
 	if o == nil {
 		return fmt.Errorf("p2p: send to %s: not a configured member", to)
 	}
-	err := o.enqueue(ctx, f, wait)
+	err := o.enqueue(ctx, s, f, wait, deadline)
 	if errors.Is(err, errQueueFull) {
 		n.dropWarn(DropOutQueueFull, to, "p2p: outbound queue full, frame not forwarded", "frame", f.Describe())
 	}

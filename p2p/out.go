@@ -12,19 +12,28 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+
+	"github.com/custos-wallet/custos/tss"
 )
 
 // errQueueFull is returned by a non-waiting enqueue on a full peer queue.
 var errQueueFull = errors.New("p2p: outbound queue full")
 
-// errPeerDown is why a frame was not written to a peer whose stream could
-// not be opened a moment ago.
-var errPeerDown = errors.New("p2p: peer down, retrying later")
+// errQueueStuck is why Send or Broadcast gave up on a member whose queue
+// stayed full for Config.OutQueueWait.
+var errQueueStuck = errors.New("p2p: outbound queue stayed full")
+
+// errEchoLost refuses an engine frame of a session that lost an echo.
+var errEchoLost = errors.New("p2p: an echo of the session could not be queued")
+
+// errSessionEnded stops a wait for room when the transport ended the session.
+var errSessionEnded = errors.New("p2p: session ended by the transport")
 
 // peerOut is the outbound side of one peer: a bounded FIFO queue and the
 // one goroutine (run) that writes it on a long-lived stream. Engine sends
 // and echoes share the queue, so a peer sees our echoes of round r before
-// our round r+1, and a slow or dead peer holds up nobody but its own queue.
+// our round r+1. A slow or dead peer holds up its own queue; Send and
+// Broadcast wait for room in it at most Config.OutQueueWait.
 type peerOut struct {
 	n    *Node
 	to   peer.ID
@@ -44,29 +53,51 @@ type peerOut struct {
 type outItem struct {
 	f   *Frame
 	raw []byte
+	s   *session // the session the frame belongs to
 }
+
+// echoAllowance is how far echoes may go over Config.OutQueueFrames (and
+// past Config.OutQueueBytes: an echo is a few hundred bytes). An echo is
+// never dropped while a later engine frame of its session waits for room
+// in the same queue: it goes in over the cap, and when even the allowance
+// is used up the echo's session fails naming the peer, so that no later
+// frame of that session goes to the peer ahead of the lost echo.
+func echoAllowance(cfg Config) int { return max(cfg.OutQueueFrames/4, 16) }
 
 func newPeerOut(n *Node, to peer.ID) *peerOut {
 	return &peerOut{n: n, to: to, wake: make(chan struct{}, 1), room: make(chan struct{})}
 }
 
-// enqueue queues f for writing. With wait it blocks until there is room
-// (or ctx or the node is done); without, a full queue is errQueueFull. A
-// nil return means queued, not written: write failures are logged and
-// counted (Counters.Unsent) by the writer, and a member that never gets its
-// frames is left to the engine's idle timeout.
-func (o *peerOut) enqueue(ctx context.Context, f *Frame, wait bool) error {
+// enqueue queues f, a frame of session s, for writing. With wait it blocks
+// until there is room, ctx is done, the deadline passes (zero: none) or s
+// is ended by the transport; without, a full queue is errQueueFull. Echoes
+// (never waited for) may use echoAllowance over the caps. A nil return
+// means queued, not written: the writer fails s if it cannot write f (see
+// run).
+func (o *peerOut) enqueue(ctx context.Context, s *session, f *Frame, wait bool, deadline time.Time) error {
 	raw := f.Encode()
 	if len(raw) > o.n.cfg.MaxFrameSize {
 		return fmt.Errorf("p2p: frame of %d bytes to %s exceeds %d", len(raw), o.to, o.n.cfg.MaxFrameSize)
 	}
+	echo := f.Kind == KindEcho
+	var timer <-chan time.Time
 	for {
 		if o.n.ctx.Err() != nil {
 			return ErrClosed
 		}
 		o.mu.Lock()
-		if len(o.queue) == 0 || (len(o.queue) < o.n.cfg.OutQueueFrames && o.bytes+len(raw) <= o.n.cfg.OutQueueBytes) {
-			o.queue = append(o.queue, outItem{f: f, raw: raw})
+		if !echo && s.echoLost.Load() != nil {
+			// An echo of this session to some member was lost: nothing
+			// later of the session may overtake it (s has failed).
+			o.mu.Unlock()
+			return errEchoLost
+		}
+		fits := len(o.queue) == 0 || (len(o.queue) < o.n.cfg.OutQueueFrames && o.bytes+len(raw) <= o.n.cfg.OutQueueBytes)
+		if echo && !fits {
+			fits = len(o.queue) < o.n.cfg.OutQueueFrames+echoAllowance(o.n.cfg)
+		}
+		if fits {
+			o.queue = append(o.queue, outItem{f: f, raw: raw, s: s})
 			o.bytes += len(raw)
 			o.mu.Unlock()
 			select {
@@ -75,15 +106,29 @@ func (o *peerOut) enqueue(ctx context.Context, f *Frame, wait bool) error {
 			}
 			return nil
 		}
+		if echo {
+			// Set under o.mu: a waiting engine frame of s cannot slip into
+			// this queue before it sees the flag.
+			s.echoLost.CompareAndSwap(nil, &o.to)
+		}
 		room := o.room
 		o.mu.Unlock()
 		if !wait {
 			return errQueueFull
 		}
+		if timer == nil && !deadline.IsZero() {
+			t := time.NewTimer(time.Until(deadline))
+			defer t.Stop()
+			timer = t.C
+		}
 		select {
 		case <-room:
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-timer:
+			return errQueueStuck
+		case <-s.done:
+			return errSessionEnded
 		case <-o.n.ctx.Done():
 			return ErrClosed
 		}
@@ -114,6 +159,18 @@ func (o *peerOut) run() {
 		if o.n.ctx.Err() != nil {
 			return
 		}
+		if it.s.staleAt(time.Now()) {
+			// Its session ended here a while ago: a restarted member would
+			// only buffer it as an early frame.
+			o.n.counters.Unsent.Add(1)
+			o.n.counters.drop(DropStale)
+			continue
+		}
+		if it.s.ended() && o.isDown() {
+			// Not worth a wait for the peer to come back.
+			o.n.counters.Unsent.Add(1)
+			continue
+		}
 		var err error
 		if h := o.n.hook.Load(); h != nil {
 			err = (*h)(o.to, it.f, o.write)
@@ -125,6 +182,14 @@ func (o *peerOut) run() {
 			if o.n.ctx.Err() == nil && o.n.logs.allow(o.to, "unsent") {
 				o.n.log.Warn("p2p: could not send to member", "peer", o.to.String(), "frame", it.f.Describe(), "err", err)
 			}
+			if it.f.Kind != KindEcho && o.n.ctx.Err() == nil {
+				// The member misses one of our messages: the session
+				// cannot complete there (broadcasts are delivered in
+				// order), so end it here, naming that member, rather
+				// than let the engine's idle timeout blame a sender.
+				it.s.fail(&tss.SessionError{Session: it.s.id, Kind: tss.FailTransport, Waiting: []tss.MemberID{tss.MemberID(o.to.String())},
+					Err: fmt.Errorf("p2p: %s not written: %w", it.f.Describe(), err)})
+			}
 		}
 	}
 }
@@ -132,9 +197,9 @@ func (o *peerOut) run() {
 // write writes one encoded frame on the stream to o.to, opening it (or,
 // after a write failure, reopening it once) as needed. Each write and each
 // stream open has its own deadline, Config.WriteTimeout. A failed open marks
-// the peer down for Config.RedialDelay: frames for it fail at once until
-// then, and the next open clears the swarm's dial backoff for it, so a
-// restarted member is reached again quickly.
+// the peer down for Config.RedialDelay: the next open waits until then (run
+// drops frames of ended sessions meanwhile) and clears the swarm's dial
+// backoff for it, so a restarted member is reached again quickly.
 func (o *peerOut) write(raw []byte) error {
 	n := o.n
 	if len(raw) > n.cfg.MaxFrameSize {
@@ -152,8 +217,14 @@ func (o *peerOut) write(raw []byte) error {
 			return ErrClosed
 		}
 		if o.s == nil {
-			if time.Now().Before(o.downUntil) {
-				return errPeerDown
+			if d := time.Until(o.downUntil); d > 0 {
+				// Wait out the pause, then try: a member restarted
+				// meanwhile must not lose the frames of a new session.
+				select {
+				case <-time.After(d):
+				case <-n.ctx.Done():
+					return ErrClosed
+				}
 			}
 			// Members are configured and few: after a failure, the swarm's
 			// backoff must not keep a restarted member unreachable; the
@@ -199,6 +270,13 @@ func (o *peerOut) write(raw []byte) error {
 		o.s = nil
 	}
 	return err
+}
+
+// isDown reports whether a stream open to the peer failed a moment ago.
+func (o *peerOut) isDown() bool {
+	o.smu.Lock()
+	defer o.smu.Unlock()
+	return o.s == nil && time.Now().Before(o.downUntil)
 }
 
 // close resets the stream, if any. The writer has stopped.

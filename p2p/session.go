@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -33,9 +35,15 @@ type session struct {
 	// Handling never waits on the network, so holding it is cheap.
 	hmu sync.Mutex
 
+	// echoLost is set (under the peer queue's lock) to the member an echo
+	// of this session could not be queued for: no later engine frame of
+	// the session may then be queued, or it would overtake the lost echo.
+	echoLost atomic.Pointer[peer.ID]
+
 	mu        sync.Mutex
 	err       error                    // guarded by mu; set once, with done closed
 	shutDown  bool                     // guarded by mu
+	shutAt    time.Time                // guarded by mu; when shutDown was set
 	queue     []queued                 // guarded by mu; received, not yet read
 	qBytes    int                      // guarded by mu; bytes in queue
 	senders   map[peer.ID]*senderState // guarded by mu; one per other member
@@ -107,9 +115,10 @@ func (s *session) checkPayload(payload []byte) error {
 }
 
 // Send signs payload as a direct frame to one member and queues it for
-// writing. It waits while that member's outbound queue is full, until ctx is
-// done; nil means queued. A member that never gets it is left to the
-// engine's idle timeout, which names it.
+// writing; nil means queued. It waits while that member's outbound queue is
+// full, at most Config.OutQueueWait and until ctx is done; a wait that ends
+// so fails the session naming that member (FailTransport, Waiting), as
+// does a frame the writer cannot deliver.
 func (s *session) Send(ctx context.Context, to tss.MemberID, payload []byte) error {
 	if err := s.checkPayload(payload); err != nil {
 		return err
@@ -132,14 +141,47 @@ func (s *session) Send(ctx context.Context, to tss.MemberID, payload []byte) err
 	if err := f.Sign(s.n.key); err != nil {
 		return err
 	}
-	return s.n.send(ctx, p, f, true)
+	if err := s.n.send(ctx, s, p, f, true, time.Now().Add(s.n.cfg.OutQueueWait)); err != nil {
+		return s.sendFailed(ctx, err, p)
+	}
+	return nil
+}
+
+// sendFailed ends the session after an engine frame could not be queued
+// for p, naming p, and returns the error for Send or Broadcast. The engine
+// reads Err first when a send fails.
+func (s *session) sendFailed(ctx context.Context, err error, peers ...peer.ID) error {
+	p := peers[0]
+	switch {
+	case errors.Is(err, ErrClosed):
+		return fmt.Errorf("p2p: session %s: %w", s.id, err)
+	case errors.Is(err, errSessionEnded):
+		// The transport ended the session already; Err says why.
+		return fmt.Errorf("p2p: session %s: send to %s: %w", s.id, p, err)
+	case errors.Is(err, errEchoLost):
+		// The echo's sender fails the session too; whichever comes first.
+		s.failEchoLost()
+		return fmt.Errorf("p2p: session %s: send to %s: %w", s.id, p, err)
+	}
+	waiting := make([]tss.MemberID, len(peers))
+	for i, q := range peers {
+		waiting[i] = tss.MemberID(q.String())
+	}
+	if errors.Is(err, errQueueStuck) {
+		err = fmt.Errorf("p2p: outbound queue to %v stayed full for %v", peers, s.n.cfg.OutQueueWait)
+	} else if ctx.Err() != nil {
+		err = fmt.Errorf("p2p: gave up waiting for room in the outbound queue to %v: %w", peers, err)
+	}
+	s.fail(&tss.SessionError{Session: s.id, Kind: tss.FailTransport, Waiting: waiting, Err: err})
+	return fmt.Errorf("p2p: session %s: %w", s.id, err)
 }
 
 // Broadcast signs payload once and queues the same frame for every other
-// member, waiting while a member's outbound queue is full. Delivery is best
-// effort per member: a member that cannot be reached is logged and left to
-// the engine's idle timeout, which names it; the error is for a closed
-// session or a done context.
+// member. It first queues it, without waiting, for every member whose
+// outbound queue has room, and only then waits for the members whose queues
+// were full (at most Config.OutQueueWait, and until ctx is done), so one
+// stuck member delays nobody else's copy. A wait that ends so, or a frame
+// the writer cannot deliver, fails the session naming that member.
 func (s *session) Broadcast(ctx context.Context, payload []byte) error {
 	if err := s.checkPayload(payload); err != nil {
 		return err
@@ -158,15 +200,44 @@ func (s *session) Broadcast(ctx context.Context, payload []byte) error {
 	if err := f.Sign(s.n.key); err != nil {
 		return err
 	}
+	var full []peer.ID
 	for _, p := range s.others {
-		if err := s.n.send(ctx, p, f, true); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if errors.Is(err, ErrClosed) {
-				return fmt.Errorf("p2p: session %s: %w", s.id, err)
+		err := s.n.out[p].enqueue(ctx, s, f, false, time.Time{})
+		switch {
+		case errors.Is(err, errQueueFull):
+			full = append(full, p)
+		case err != nil:
+			return s.sendFailed(ctx, err, p)
+		}
+	}
+	if len(full) == 0 {
+		return nil
+	}
+	// Wait for the full queues side by side: a stuck member must not keep
+	// the frame from another member whose queue drains meanwhile.
+	deadline := time.Now().Add(s.n.cfg.OutQueueWait)
+	errs := make([]error, len(full))
+	var wg sync.WaitGroup
+	for i, p := range full {
+		wg.Go(func() { errs[i] = s.n.out[p].enqueue(ctx, s, f, true, deadline) })
+	}
+	wg.Wait()
+	var stuck []peer.ID
+	var first error
+	for i, err := range errs {
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrClosed), errors.Is(err, errSessionEnded), errors.Is(err, errEchoLost):
+			return s.sendFailed(ctx, err, full[i])
+		default:
+			stuck = append(stuck, full[i])
+			if first == nil {
+				first = err
 			}
 		}
+	}
+	if len(stuck) > 0 {
+		return s.sendFailed(ctx, first, stuck...)
 	}
 	return nil
 }
@@ -198,6 +269,7 @@ func (s *session) shut() {
 	defer s.mu.Unlock()
 	if !s.shutDown {
 		s.shutDown = true
+		s.shutAt = time.Now()
 		s.queue = nil
 		s.qBytes = 0
 		for _, st := range s.senders {
@@ -205,6 +277,22 @@ func (s *session) shut() {
 		}
 		close(s.shutCh)
 	}
+}
+
+// staleAt reports whether, at now, the session ended here more than
+// Config.WriteTimeout ago: its frames still queued are then dropped. Frames
+// of a session that just ended (its last round, evidence echoes) still go.
+func (s *session) staleAt(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shutDown && now.Sub(s.shutAt) > s.n.cfg.WriteTimeout
+}
+
+// ended reports whether the session ended here (closed, or failed).
+func (s *session) ended() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shutDown || s.err != nil
 }
 
 // fail ends the session on the transport's side with err.
@@ -262,6 +350,16 @@ func (s *session) roomLocked(st *senderState, size int) bool {
 		s.qBytes+size <= s.n.cfg.SessionQueueBytes
 }
 
+// nextRoomLocked reports whether the sender's next expected broadcast fits:
+// its queued messages, not counting its held broadcasts, are within its
+// share. Otherwise held broadcasts could fill the share and keep out the
+// one broadcast that releases them, stalling the sender for good. With it,
+// a sender's queued and held messages stay within its share plus
+// BroadcastWindow frames and twice its share of bytes.
+func (s *session) nextRoomLocked(st *senderState, size int) bool {
+	return st.queuedFrames < s.shareFrames && st.queuedBytes+size <= s.shareBytes
+}
+
 // enqueueLocked hands f's payload to the pump. The caller checked room.
 func (s *session) enqueueLocked(st *senderState, f *Frame, size int) {
 	m := tss.Incoming{From: tss.MemberID(f.From.String()), Broadcast: f.Kind == KindBroadcast, Payload: f.Payload}
@@ -293,7 +391,11 @@ func (s *session) handleLocked(f *Frame, size int) {
 		s.n.dropWarn(DropNotMember, f.From, "p2p: dropped frame from a non-member of the session", "frame", f.Describe())
 		return
 	}
-	if f.Seq > s.n.cfg.SessionSlots {
+	// An echo's own number is not used (handleEcho goes by the inner
+	// frame's slot, which it bounds): our echo count grows with the
+	// broadcasts received from everyone, so a cap on it would let a member
+	// push our echoes over it and hide an equivocation.
+	if f.Kind != KindEcho && f.Seq > s.n.cfg.SessionSlots {
 		s.n.dropWarn(DropSeqLimit, f.From, "p2p: dropped frame: sequence number over the session limit", "frame", f.Describe(), "limit", s.n.cfg.SessionSlots)
 		return
 	}
@@ -365,7 +467,7 @@ func (s *session) handleBroadcast(f *Frame, size int) {
 		s.n.dropWarn(DropBroadcastGap, f.From, "p2p: dropped broadcast far ahead of the sender's next", "session", s.id, "frame", f.Describe(), "next", st.next)
 		return
 	}
-	if !s.roomLocked(st, size) {
+	if !s.roomLocked(st, size) && (f.Seq != st.next || !s.nextRoomLocked(st, size)) {
 		s.queueFullLocked(f)
 		s.mu.Unlock()
 		return
@@ -455,16 +557,29 @@ func (s *session) echoLocked(inner *Frame) *Frame {
 	return echo
 }
 
-// sendEcho queues echo for the other members but skip, without waiting: to
-// a member whose outbound queue is full the echo is dropped and counted.
+// sendEcho queues echo for the other members but skip, without waiting.
+// Echoes may go over a full queue's caps by echoAllowance; past that the
+// echo is dropped and counted, and the session fails naming that member:
+// a later frame of ours must not reach it without the echo before it.
 func (s *session) sendEcho(echo *Frame, skip peer.ID) {
 	if echo == nil {
 		return
 	}
 	for _, p := range s.others {
-		if p != skip {
-			s.n.send(s.n.ctx, p, echo, false)
+		if p == skip {
+			continue
 		}
+		if err := s.n.send(s.n.ctx, s, p, echo, false, time.Time{}); errors.Is(err, errQueueFull) {
+			s.failEchoLost()
+		}
+	}
+}
+
+// failEchoLost fails the session naming the member an echo was lost for.
+func (s *session) failEchoLost() {
+	if p := s.echoLost.Load(); p != nil {
+		s.fail(&tss.SessionError{Session: s.id, Kind: tss.FailTransport, Waiting: []tss.MemberID{tss.MemberID(p.String())},
+			Err: fmt.Errorf("p2p: outbound queue to %s full, echo allowance included: an echo was not queued", *p)})
 	}
 }
 

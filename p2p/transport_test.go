@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -247,60 +248,73 @@ func TestDropQueueFullPerSender(t *testing.T) {
 	}
 }
 
-// A peer whose writes stall holds up only its own outbound queue: the
-// stall does not block reading (echoes to it are dropped), and engine sends
-// to it wait for room until their context ends.
+// A peer whose writes stall does not block reading: echoes to it go over
+// its queue's cap up to the allowance, then are dropped, which ends their
+// session naming it. Engine sends to it wait for room at most OutQueueWait,
+// then fail their session naming it. Other peers are unaffected.
 func TestSlowPeerDoesNotBlockReader(t *testing.T) {
-	c := newCluster(t, t.TempDir(), 3, tcpLoopback, func(cfg *Config) { cfg.OutQueueFrames = 1 })
+	c := newClusterEach(t, t.TempDir(), 3, tcpLoopback, func(i int, cfg *Config) {
+		if i == 1 {
+			cfg.OutQueueFrames = 1
+			cfg.OutQueueWait = 500 * time.Millisecond
+		}
+	})
 	defer c.close()
 	a, b, cc := c.nodes[0], c.nodes[1], c.nodes[2]
 	conns := openAll(t, c, tss.NewSessionID())
-	release := make(chan struct{})
-	stalled := make(chan struct{}, 1)
-	hook := sendHook(func(to peer.ID, f *Frame, write func([]byte) error) error {
-		if to == cc.ID() {
-			select {
-			case stalled <- struct{}{}:
-			default:
-			}
-			<-release
-		}
-		return write(f.Encode())
-	})
-	b.hook.Store(&hook)
-	defer b.hook.Store(nil)
-	defer close(release)
+	h := stall(t, b, cc.ID())
+	defer h.release()
 
-	const rounds = 5
+	// 1 echo in the writer, 1 + allowance queued, the last one dropped.
+	rounds := echoAllowance(b.cfg) + 3
 	for i := 0; i < rounds; i++ {
 		if err := conns[0].Broadcast(context.Background(), []byte{byte(i)}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	for i := 0; i < rounds; i++ {
-		if m := recv(t, conns[1], 10*time.Second); m.Payload[0] != byte(i) {
-			t.Fatalf("B got %v, want %d", m.Payload, i)
+		if i == 0 {
+			<-h.stalled
 		}
 	}
-	<-stalled
-	// One echo is stuck in the hook, one waits in the queue of one frame;
-	// the others were dropped, not waited for.
-	waitFor(t, 10*time.Second, "echo drops", func() bool { return b.Counters().Dropped(DropOutQueueFull) >= rounds-2 })
-	// The queue holds one frame: at most one send fits, the next waits.
-	var err error
-	for i := 0; i < 2 && err == nil; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		err = conns[1].Send(ctx, cc.Self(), []byte("waits"))
-		cancel()
+	got := 0
+	for got < rounds {
+		select {
+		case m := <-conns[1].Incoming():
+			if m.Payload[0] != byte(got) {
+				t.Fatalf("B got %v, want %d", m.Payload, got)
+			}
+			got++
+		case <-conns[1].Done():
+			// Expected once the allowance is used up; the reader went on.
+			got = rounds
+		case <-time.After(10 * time.Second):
+			t.Fatalf("B got %d of %d broadcasts", got, rounds)
+		}
 	}
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("send to a stalled peer: got %v, want a deadline error", err)
+	waitFor(t, 10*time.Second, "echo drop", func() bool { return b.Counters().Dropped(DropOutQueueFull) == 1 })
+	se, ok := tss.AsSessionError(conns[1].Err())
+	if !ok || se.Kind != tss.FailTransport || !slices.Equal(se.Waiting, []tss.MemberID{cc.Self()}) {
+		t.Fatalf("B: got %v, want a transport failure waiting for C", conns[1].Err())
+	}
+
+	// In a new session, a send to C waits OutQueueWait, then fails it.
+	conns2 := openAll(t, c, tss.NewSessionID())
+	start := time.Now()
+	if err := conns2[1].Send(context.Background(), cc.Self(), []byte("waits")); err == nil {
+		t.Fatal("send to a stalled peer succeeded")
+	}
+	if d := time.Since(start); d < 400*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("send gave up after %v, want about 500ms", d)
+	}
+	se, ok = tss.AsSessionError(conns2[1].Err())
+	if !ok || se.Kind != tss.FailTransport || !slices.Equal(se.Waiting, []tss.MemberID{cc.Self()}) {
+		t.Fatalf("B: got %v, want a transport failure waiting for C", conns2[1].Err())
 	}
 	// B still talks to A.
-	if err := conns[1].Send(context.Background(), a.Self(), []byte("to a")); err != nil {
+	conns3 := openAll(t, c, tss.NewSessionID())
+	if err := conns3[1].Send(context.Background(), a.Self(), []byte("to a")); err != nil {
 		t.Fatal(err)
 	}
-	if m := recv(t, conns[0], 10*time.Second); string(m.Payload) != "to a" {
+	if m := recv(t, conns3[0], 10*time.Second); string(m.Payload) != "to a" {
 		t.Fatalf("A got %q", m.Payload)
 	}
 }
@@ -507,5 +521,261 @@ func TestDropLogsRateLimited(t *testing.T) {
 	waitFor(t, 10*time.Second, "drops", func() bool { return a.Counters().Dropped(DropWrongTo) == n })
 	if got := strings.Count(a.logs.String(), "dropped frame for another recipient"); got < 1 || got > 5 {
 		t.Fatalf("%d log lines for %d drops", got, n)
+	}
+}
+
+// A member that pushes everyone's echo numbers past SessionSlots (by
+// re-sending one payload under many broadcast numbers, which the engine
+// drops as duplicates) must not hide an equivocation: echoes are not
+// bounded by their own number, only by the slot of the broadcast inside.
+func TestEquivocationPastEchoSlotLimit(t *testing.T) {
+	const slots = 8
+	c := newCluster(t, t.TempDir(), 3, tcpLoopback, func(cfg *Config) { cfg.SessionSlots = slots })
+	defer c.close()
+	a, b, cc := c.nodes[0], c.nodes[1], c.nodes[2]
+	sid := tss.NewSessionID()
+	conns := openAll(t, c, sid)
+	toB, toC := rawStream(t, a, b), rawStream(t, a, cc)
+	defer toB.Reset()
+	defer toC.Reset()
+	// Honest traffic first: B and C each echo one broadcast of the other.
+	for _, conn := range conns[1:] {
+		if err := conn.Broadcast(context.Background(), []byte("honest")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, conn := range conns[1:] {
+		if m := recv(t, conn, 10*time.Second); string(m.Payload) != "honest" {
+			t.Fatalf("got %q", m.Payload)
+		}
+	}
+	bc := func(seq uint64, payload string) *Frame {
+		return signed(t, a.key, &Frame{Kind: KindBroadcast, Session: sid, Seq: seq, From: a.ID(), Payload: []byte(payload)})
+	}
+	for seq := uint64(1); seq < slots; seq++ {
+		f := bc(seq, "P")
+		writeFrame(t, toB, f)
+		writeFrame(t, toC, f)
+	}
+	// B's and C's echoes of A's last broadcast now carry number slots+1.
+	writeFrame(t, toB, bc(slots, "X"))
+	writeFrame(t, toC, bc(slots, "X'"))
+	for i, conn := range conns[1:] {
+		select {
+		case <-conn.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("node %d did not detect the equivocation in slot #%d", i+1, slots)
+		}
+		if se, ok := tss.AsSessionError(conn.Err()); !ok || se.Kind != tss.FailMisbehaviour || !slices.Equal(se.Culprits, []tss.MemberID{a.Self()}) {
+			t.Fatalf("node %d: got %v, want misbehaviour by A", i+1, conn.Err())
+		}
+	}
+	if got := b.Counters().Dropped(DropSeqLimit) + cc.Counters().Dropped(DropSeqLimit); got != 0 {
+		t.Fatalf("%d frames dropped as seq_limit", got)
+	}
+}
+
+// stall makes node n's writes to peer `to` wait until the returned release
+// is called; stalled is signalled when the first write waits. It records
+// the kind of every frame handed to the writer for `to`, in order.
+type stallHook struct {
+	release func()
+	stalled chan struct{}
+	mu      sync.Mutex
+	kinds   []Kind
+}
+
+func (h *stallHook) seen() []Kind {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.kinds)
+}
+
+func stall(t *testing.T, n *testNode, to peer.ID) *stallHook {
+	t.Helper()
+	ch := make(chan struct{})
+	h := &stallHook{stalled: make(chan struct{}, 1)}
+	var once sync.Once
+	h.release = func() { once.Do(func() { close(ch) }) }
+	hook := sendHook(func(p peer.ID, f *Frame, write func([]byte) error) error {
+		if p == to {
+			h.mu.Lock()
+			h.kinds = append(h.kinds, f.Kind)
+			h.mu.Unlock()
+			select {
+			case h.stalled <- struct{}{}:
+			default:
+			}
+			<-ch
+		}
+		return write(f.Encode())
+	})
+	n.hook.Store(&hook)
+	t.Cleanup(func() { n.hook.Store(nil); h.release() })
+	// Callers also defer h.release(): a stalled writer blocks Node.Close,
+	// which tests defer, and deferred calls run before cleanups.
+	return h
+}
+
+// A member whose queue is full does not hold up a broadcast to the members
+// after it; the wait for it is bounded and names it.
+func TestBroadcastNotHeldUpByStuckMember(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 3, tcpLoopback, func(cfg *Config) {
+		cfg.OutQueueFrames = 1
+		cfg.OutQueueWait = time.Second
+	})
+	defer c.close()
+	a, b := c.nodes[0], c.nodes[1]
+	conns := openAll(t, c, tss.NewSessionID())
+	h := stall(t, a, b.ID()) // B comes before C in A's member list
+	defer h.release()
+	for i := 0; i < 2; i++ {
+		if err := conns[0].Broadcast(context.Background(), []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-h.stalled // #1 is in the writer, #2 fills B's queue
+	errc := make(chan error, 1)
+	go func() { errc <- conns[0].Broadcast(context.Background(), []byte{2}) }()
+	for i := 0; i < 3; i++ {
+		if m := recv(t, conns[2], 5*time.Second); m.Payload[0] != byte(i) {
+			t.Fatalf("C got %v, want %d", m.Payload, i)
+		}
+	}
+	var err error
+	select {
+	case err = <-errc:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Broadcast still waits for the stuck member")
+	}
+	if err == nil {
+		t.Fatal("Broadcast to a stuck member succeeded")
+	}
+	se, ok := tss.AsSessionError(conns[0].Err())
+	if !ok || se.Kind != tss.FailTransport || !slices.Equal(se.Waiting, []tss.MemberID{b.Self()}) {
+		t.Fatalf("got %v, want a transport failure waiting for B", conns[0].Err())
+	}
+}
+
+// A frame the writer cannot deliver (the member's host is gone) ends the
+// session here, naming that member rather than leaving it to an idle
+// timeout elsewhere that would name us.
+func TestUnreachableMemberFailsSession(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 3, tcpLoopback, nil)
+	defer c.close()
+	b, cc := c.nodes[1], c.nodes[2]
+	conns := openAll(t, c, tss.NewSessionID())
+	if err := cc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := conns[0].Broadcast(context.Background(), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, conns[1], 10*time.Second); string(m.Payload) != "x" {
+		t.Fatalf("B got %q", m.Payload)
+	}
+	select {
+	case <-conns[0].Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("session not ended after a frame to a closed member was lost")
+	}
+	se, ok := tss.AsSessionError(conns[0].Err())
+	if !ok || se.Kind != tss.FailTransport || !slices.Equal(se.Waiting, []tss.MemberID{cc.Self()}) {
+		t.Fatalf("got %v, want a transport failure waiting for C", conns[0].Err())
+	}
+	_ = b
+}
+
+// Frames of a session that ended here a while ago are not written: a
+// restarted member would only buffer them as early frames.
+func TestStaleFramesNotWritten(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 2, tcpLoopback, func(cfg *Config) { cfg.WriteTimeout = time.Second })
+	defer c.close()
+	a, b := c.nodes[0], c.nodes[1]
+	conn, err := a.Open(context.Background(), tss.NewSessionID(), c.ids())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := stall(t, a, b.ID())
+	defer h.release() // before c.close: a stalled writer blocks Close
+	for i := 0; i < 3; i++ {
+		if err := conn.Send(context.Background(), b.Self(), []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-h.stalled // #1 is in the writer, #2 and #3 queued
+	conn.Close(nil)
+	time.Sleep(1500 * time.Millisecond)
+	h.release()
+	waitFor(t, 10*time.Second, "stale drops", func() bool { return a.Counters().Dropped(DropStale) == 2 })
+	waitFor(t, 10*time.Second, "the frame taken before the end", func() bool { _, n, _ := b.PendingStats(); return n == 1 })
+	time.Sleep(200 * time.Millisecond)
+	if _, n, _ := b.PendingStats(); n != 1 {
+		t.Fatalf("B buffered %d frames of the ended session, want 1", n)
+	}
+}
+
+// An echo is not dropped in favour of a later engine frame on the same
+// queue: it goes over the cap, so the member sees it first.
+func TestEchoNotOvertakenOnFullQueue(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 3, tcpLoopback, func(cfg *Config) { cfg.OutQueueFrames = 2 })
+	defer c.close()
+	b, cc := c.nodes[1], c.nodes[2]
+	conns := openAll(t, c, tss.NewSessionID())
+	h := stall(t, b, cc.ID())
+	defer h.release() // before c.close: a stalled writer blocks Close
+	for i := 0; i < 3; i++ {
+		if err := conns[1].Send(context.Background(), cc.Self(), []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-h.stalled // one in the writer, two fill the queue
+	if err := conns[0].Broadcast(context.Background(), []byte("round r")); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, conns[1], 10*time.Second); string(m.Payload) != "round r" {
+		t.Fatalf("B got %q", m.Payload)
+	}
+	// B's echo is queued (or dropped) by now; its round r+1 waits for room.
+	errc := make(chan error, 1)
+	go func() { errc <- conns[1].Send(context.Background(), cc.Self(), []byte("round r+1")) }()
+	time.Sleep(100 * time.Millisecond)
+	h.release()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "frames to C", func() bool { return len(h.seen()) >= 5 })
+	if got, want := h.seen(), []Kind{KindDirect, KindDirect, KindDirect, KindEcho, KindDirect}; !slices.Equal(got, want) {
+		t.Fatalf("frames to C in order %v, want %v", got, want)
+	}
+	if got := b.Counters().Dropped(DropOutQueueFull); got != 0 {
+		t.Fatalf("%d echoes dropped", got)
+	}
+}
+
+// Held broadcasts must not keep out the next expected one, which releases
+// them, when the sender's share is no larger than the window.
+func TestNextBroadcastAdmittedWithHeldShare(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 2, tcpLoopback, func(cfg *Config) { cfg.SessionQueue = 4 })
+	defer c.close()
+	a, b := c.nodes[0], c.nodes[1]
+	sid := tss.NewSessionID()
+	conns := openAll(t, c, sid)
+	s := rawStream(t, b, a)
+	defer s.Reset()
+	bc := func(seq uint64) *Frame {
+		return signed(t, b.key, &Frame{Kind: KindBroadcast, Session: sid, Seq: seq, From: b.ID(), Payload: fmt.Appendf(nil, "#%d", seq)})
+	}
+	for seq := uint64(2); seq <= 5; seq++ {
+		writeFrame(t, s, bc(seq))
+	}
+	writeFrame(t, s, bc(1))
+	for i := 1; i <= 5; i++ {
+		if m := recv(t, conns[0], 10*time.Second); string(m.Payload) != fmt.Sprintf("#%d", i) {
+			t.Fatalf("got %q, want #%d", m.Payload, i)
+		}
+	}
+	if got := a.Counters().Dropped(DropQueueFull); got != 0 {
+		t.Fatalf("%d broadcasts dropped as queue_full", got)
 	}
 }
