@@ -130,21 +130,39 @@ func (s *session) Send(ctx context.Context, to tss.MemberID, payload []byte) err
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	if err := s.usableLocked(); err != nil || s.err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	s.seqDirect++
-	f := &Frame{Kind: KindDirect, Session: s.id, Seq: s.seqDirect, From: s.n.self, To: p, Payload: payload}
-	s.mu.Unlock()
-	if err := f.Sign(s.n.key); err != nil {
+	f, err := s.nextFrame(KindDirect, p, payload)
+	if f == nil {
 		return err
 	}
 	if err := s.n.send(ctx, s, p, f, true, time.Now().Add(s.n.cfg.OutQueueWait)); err != nil {
 		return s.sendFailed(ctx, err, p)
 	}
 	return nil
+}
+
+// nextFrame numbers and signs the session's next direct or broadcast frame.
+// It returns no frame once the session is over: an error after Close, and
+// nil after the transport ended it (sends are then dropped and Err says
+// why).
+func (s *session) nextFrame(kind Kind, to peer.ID, payload []byte) (*Frame, error) {
+	s.mu.Lock()
+	if err := s.usableLocked(); err != nil || s.err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	f := &Frame{Kind: kind, Session: s.id, From: s.n.self, To: to, Payload: payload}
+	if kind == KindDirect {
+		s.seqDirect++
+		f.Seq = s.seqDirect
+	} else {
+		s.seqBcast++
+		f.Seq = s.seqBcast
+	}
+	s.mu.Unlock()
+	if err := f.Sign(s.n.key); err != nil {
+		return nil, err
+	}
+	return f, nil
 }
 
 // sendFailed ends the session after an engine frame could not be queued
@@ -189,15 +207,8 @@ func (s *session) Broadcast(ctx context.Context, payload []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	if err := s.usableLocked(); err != nil || s.err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	s.seqBcast++
-	f := &Frame{Kind: KindBroadcast, Session: s.id, Seq: s.seqBcast, From: s.n.self, Payload: payload}
-	s.mu.Unlock()
-	if err := f.Sign(s.n.key); err != nil {
+	f, err := s.nextFrame(KindBroadcast, "", payload)
+	if f == nil {
 		return err
 	}
 	var full []peer.ID
