@@ -477,7 +477,7 @@ func (s *Store) view(ctx context.Context, fn func(txn *badger.Txn) error) error 
 // scan calls fn with every key under prefix and its opened value, in key
 // order.
 func (s *Store) scan(txn *badger.Txn, rt recordType, prefix []byte, fn func(key, plain []byte) error) error {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+	it := txn.NewIterator(badgerIteratorOptions(prefix))
 	defer it.Close()
 	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
 		key := it.Item().KeyCopy(nil)
@@ -494,6 +494,10 @@ func (s *Store) scan(txn *badger.Txn, rt recordType, prefix []byte, fn func(key,
 		}
 	}
 	return nil
+}
+
+func badgerIteratorOptions(prefix []byte) badger.IteratorOptions {
+	return badger.IteratorOptions{Prefix: prefix}
 }
 
 // Storage keys. Every record type lives under its own prefix.
