@@ -134,6 +134,9 @@ func Compile(d *Document) (*Policy, error) {
 		}
 		p.guardians[addr] = name
 	}
+	if len(d.Guardians) > MaxSignatures {
+		return nil, fmt.Errorf("policy: compile: %d guardians, at most %d", len(d.Guardians), MaxSignatures)
+	}
 	if d.Quorum < 1 || d.Quorum > len(p.guardians) {
 		return nil, fmt.Errorf("policy: compile: quorum %d of %d guardians", d.Quorum, len(p.guardians))
 	}

@@ -4,10 +4,24 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/lexer"
+	"github.com/goccy/go-yaml/token"
+)
+
+// Bounds on a policy document's source, checked before it is parsed (and
+// before any signature over it is), so that a small hostile document cannot
+// make a node allocate without limit.
+const (
+	// MaxDocumentSize is the largest document source accepted, in bytes.
+	MaxDocumentSize = 256 << 10
+	// MaxDocumentDepth bounds the nesting of mappings and sequences; a
+	// real document nests about six deep.
+	MaxDocumentDepth = 16
 )
 
 // Document is the source form of a policy, as a guardian writes and reads it.
@@ -189,8 +203,13 @@ func (l *List) UnmarshalYAML(unmarshal func(any) error) error {
 }
 
 // ParseDocument reads a policy document from YAML. Unknown fields are
-// errors, so a misspelt condition cannot silently widen a rule.
+// errors, so a misspelt condition cannot silently widen a rule. The source
+// is checked first (see checkSource): size, nesting depth, and no anchors,
+// aliases, merge keys, tags or fractional numbers.
 func ParseDocument(src []byte) (*Document, error) {
+	if err := checkSource(src); err != nil {
+		return nil, fmt.Errorf("policy: parse document: %w", err)
+	}
 	var d Document
 	if err := yaml.UnmarshalWithOptions(src, &d, yaml.DisallowUnknownField()); err != nil {
 		return nil, fmt.Errorf("policy: parse document: %w", err)
@@ -213,3 +232,98 @@ func (d *Document) Canonical() []byte {
 // Hash is the document's content hash and version identity: keccak256 of
 // its canonical encoding.
 func (d *Document) Hash() common.Hash { return crypto.Keccak256Hash(d.Canonical()) }
+
+// checkSource bounds what parsing src can cost, and refuses YAML features
+// whose meaning a guardian reading the text could miss. It tokenizes
+// (linear in the size, nothing expanded) and refuses:
+//   - a source larger than MaxDocumentSize, or not UTF-8;
+//   - anchors, aliases and merge keys: alias expansion is how a few hundred
+//     bytes become gigabytes ("billion laughs"), and a signed document
+//     gains nothing from them;
+//   - tags (!!binary, !!float...), which change what a scalar means;
+//   - directives, and document markers after content (a second document
+//     would be text the signed meaning does not contain);
+//   - numbers with a fraction or exponent, infinities and NaN: no field
+//     takes one, and an integer field would truncate 1.9 to 1;
+//   - nesting deeper than MaxDocumentDepth, counting flow brackets and
+//     block indentation levels (compact "- - -" entries included), so the
+//     recursive parser never goes deep.
+func checkSource(src []byte) error {
+	if len(src) > MaxDocumentSize {
+		return fmt.Errorf("document of %d bytes exceeds %d", len(src), MaxDocumentSize)
+	}
+	if !utf8.Valid(src) {
+		return fmt.Errorf("document is not UTF-8")
+	}
+	tokens := lexer.Tokenize(string(src))
+	var (
+		flow    int   // open flow collections
+		block   []int // columns of the open block collections
+		content bool  // a token other than a comment was seen
+	)
+	for i, tk := range tokens {
+		at := func(what string) error {
+			v := tk.Value
+			if (tk.Type == token.AnchorType || tk.Type == token.AliasType) && i+1 < len(tokens) {
+				v += tokens[i+1].Value // the name
+			}
+			return fmt.Errorf("line %d column %d: %s %q not allowed in a policy document", tk.Position.Line, tk.Position.Column, what, v)
+		}
+		switch tk.Type {
+		case token.AnchorType:
+			return at("anchor")
+		case token.AliasType:
+			return at("alias")
+		case token.MergeKeyType:
+			return at("merge key")
+		case token.TagType:
+			return at("tag")
+		case token.DirectiveType:
+			return at("directive")
+		case token.FloatType, token.InfinityType, token.NanType:
+			return fmt.Errorf("line %d column %d: number %q has a fraction (write decimals with a unit, or quote them)", tk.Position.Line, tk.Position.Column, tk.Value)
+		case token.DocumentHeaderType, token.DocumentEndType:
+			if content {
+				return at("document marker after content")
+			}
+		case token.SequenceStartType, token.MappingStartType:
+			flow++
+		case token.SequenceEndType, token.MappingEndType:
+			if flow > 0 {
+				flow--
+			}
+		}
+		if flow == 0 && (tk.Type == token.SequenceEntryType || isBlockKey(tokens, i)) {
+			// A block collection's entries share a column; a deeper one
+			// starts further right.
+			col := tk.Position.Column
+			for len(block) > 0 && block[len(block)-1] > col {
+				block = block[:len(block)-1]
+			}
+			if len(block) == 0 || block[len(block)-1] < col {
+				block = append(block, col)
+			}
+		}
+		if tk.Type != token.CommentType {
+			content = true
+		}
+		if d := len(block) + flow; d > MaxDocumentDepth {
+			return fmt.Errorf("line %d column %d: nesting deeper than %d", tk.Position.Line, tk.Position.Column, MaxDocumentDepth)
+		}
+	}
+	return nil
+}
+
+// isBlockKey reports whether tokens[i] is a mapping key: the next token
+// that is not a comment is a mapping value indicator.
+func isBlockKey(tokens token.Tokens, i int) bool {
+	if tokens[i].Type == token.MappingValueType || tokens[i].Type == token.CommentType {
+		return false
+	}
+	for _, n := range tokens[i+1:] {
+		if n.Type != token.CommentType {
+			return n.Type == token.MappingValueType
+		}
+	}
+	return false
+}

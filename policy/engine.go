@@ -628,6 +628,9 @@ func (e *Engine) Revoke(r Revocation, sig []byte) error {
 // the new document's own guardians, if it changes them) may make any
 // change; a single current guardian may only tighten (see docs/policy.md).
 func (e *Engine) ApplyDocument(sd SignedDocument) error {
+	if err := checkSignatureCount(sd.Signatures); err != nil {
+		return fmt.Errorf("policy: apply document: %w", err)
+	}
 	np, err := ParseAndCompile(sd.Source)
 	if err != nil {
 		return err

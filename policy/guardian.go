@@ -111,11 +111,34 @@ func RecoverTypedData(td apitypes.TypedData, sig []byte) (common.Address, error)
 	return crypto.PubkeyToAddress(*pub), nil
 }
 
+// MaxSignatures bounds the signatures accepted on one guardian decision
+// (and the guardians a document may declare): each costs a public-key
+// recovery, so the count is checked before any of them, and for a
+// document before it is parsed.
+const MaxSignatures = 32
+
+// checkSignatureCount is the cheap check of a signature set: its size and
+// every signature's length.
+func checkSignatureCount(sigs [][]byte) error {
+	if len(sigs) > MaxSignatures {
+		return fmt.Errorf("%w: %d signatures, at most %d", ErrBadSignature, len(sigs), MaxSignatures)
+	}
+	for i, s := range sigs {
+		if len(s) != 65 {
+			return fmt.Errorf("%w: signature %d has %d bytes", ErrBadSignature, i, len(s))
+		}
+	}
+	return nil
+}
+
 // guardianSigners recovers each signature over td and returns the distinct
 // guardians of p who signed. Any signature that does not recover to a
 // guardian makes the whole set invalid: a forged signature is an attack to
 // report, not noise to skip.
 func (p *Policy) guardianSigners(td apitypes.TypedData, sigs [][]byte) ([]common.Address, error) {
+	if err := checkSignatureCount(sigs); err != nil {
+		return nil, err
+	}
 	seen := map[common.Address]bool{}
 	var out []common.Address
 	for i, sig := range sigs {
@@ -194,6 +217,9 @@ var ErrGenesis = errors.New("policy: genesis document does not match the pinned 
 // and the current guardians; a node that restarts re-verifies its genesis
 // document and re-applies the replacements it stored, in order.
 func VerifyDocument(sd SignedDocument, g Genesis) (*Policy, error) {
+	if err := checkSignatureCount(sd.Signatures); err != nil {
+		return nil, fmt.Errorf("policy: verify document: %w", err)
+	}
 	p, err := ParseAndCompile(sd.Source)
 	if err != nil {
 		return nil, err
