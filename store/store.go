@@ -496,7 +496,14 @@ func (s *Store) scan(txn *badger.Txn, rt recordType, prefix []byte, fn func(key,
 	return nil
 }
 
+// errStop ends a scan early; it never leaves the function that scans.
+var errStop = errors.New("store: stop scan")
+
 func badgerIteratorOptions(prefix []byte) badger.IteratorOptions {
+	return badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 16}
+}
+
+func badgerKeysOnly(prefix []byte) badger.IteratorOptions {
 	return badger.IteratorOptions{Prefix: prefix}
 }
 

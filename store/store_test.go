@@ -14,7 +14,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// go-log, imported by tss-lib, starts a goroutine when it loads.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/ipfs/go-log/writer.(*MirrorWriter).logRoutine"))
 }
 
 // fastArgon2 keeps passphrase tests quick; nodes use DefaultArgon2.

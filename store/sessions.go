@@ -1,0 +1,65 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/custos-wallet/custos/tss"
+)
+
+// ErrSessionReused: a session id claimed before, by this process or an
+// earlier one.
+var ErrSessionReused = errors.New("store: session id reused")
+
+var sessionPrefix = []byte("session/")
+
+func sessionKey(id tss.SessionID) []byte {
+	return append(append([]byte(nil), sessionPrefix...), id.String()...)
+}
+
+type claimedSession struct {
+	Claimed time.Time `json:"claimed"`
+}
+
+// SessionIDs is the durable registry of the session ids this node has
+// taken part in: each id is claimed once, ever.
+type SessionIDs struct{ s *Store }
+
+// SessionIDs returns the store's session id registry.
+func (s *Store) SessionIDs() *SessionIDs { return &SessionIDs{s: s} }
+
+// Claim records id, committed and synced before it returns, and fails with
+// an error wrapping ErrSessionReused if id was claimed before.
+func (r *SessionIDs) Claim(ctx context.Context, id tss.SessionID) error {
+	if id.IsZero() {
+		return fmt.Errorf("store: claim session: the session id is zero")
+	}
+	key := sessionKey(id)
+	err := r.s.update(ctx, func(txn *badgerTxn) error {
+		used, err := exists(txn, key)
+		if err != nil {
+			return err
+		}
+		if used {
+			return ErrSessionReused
+		}
+		return r.s.putJSON(txn, recSession, key, claimedSession{Claimed: time.Now().UTC()})
+	})
+	if err != nil {
+		return fmt.Errorf("store: claim session %s: %w", id, err)
+	}
+	return nil
+}
+
+// Used reports whether id was claimed.
+func (r *SessionIDs) Used(ctx context.Context, id tss.SessionID) (bool, error) {
+	var used bool
+	err := r.s.view(ctx, func(txn *badgerTxn) error {
+		var err error
+		used, err = exists(txn, sessionKey(id))
+		return err
+	})
+	return used, err
+}

@@ -1,0 +1,157 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/custos-wallet/custos/tss"
+)
+
+// ErrExists: a record that is never overwritten is already there.
+var ErrExists = errors.New("store: record exists")
+
+var sharePrefix = []byte("share/")
+
+// shareKey is "share/<key id>/<generation, 10 digits>": a key's generations
+// sort in order under its prefix.
+func shareKey(id tss.KeyID, gen uint32) []byte {
+	return fmt.Appendf(nil, "%s%s/%010d", sharePrefix, id, gen)
+}
+
+func shareKeyPrefix(id tss.KeyID) []byte { return fmt.Appendf(nil, "%s%s/", sharePrefix, id) }
+
+// PutShare stores a share under its key id and generation. A stored share
+// is never overwritten (ErrExists): old generations stay until DeleteShare,
+// so a reshare can keep the old share until the new committee has proved
+// itself.
+func (s *Store) PutShare(ctx context.Context, sh *tss.Share) error {
+	k := sh.Key()
+	b, err := sh.MarshalSecret()
+	if err != nil {
+		return fmt.Errorf("store: encode share of %s: %w", k.ID(), err)
+	}
+	defer clear(b)
+	key := shareKey(k.ID(), k.Generation)
+	err = s.update(ctx, func(txn *badgerTxn) error {
+		ok, err := exists(txn, key)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return fmt.Errorf("%w: %q", ErrExists, key)
+		}
+		return s.set(txn, recShare, key, b)
+	})
+	if err != nil {
+		return fmt.Errorf("store: put share of %s generation %d: %w", k.ID(), k.Generation, err)
+	}
+	return nil
+}
+
+// Share returns the share of key id in generation gen.
+func (s *Store) Share(ctx context.Context, id tss.KeyID, gen uint32) (*tss.Share, error) {
+	var sh *tss.Share
+	err := s.view(ctx, func(txn *badgerTxn) error {
+		b, err := s.get(txn, recShare, shareKey(id, gen))
+		if err != nil {
+			return err
+		}
+		defer clear(b)
+		sh, err = tss.UnmarshalShare(b)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: share of %s generation %d: %w", id, gen, err)
+	}
+	return sh, nil
+}
+
+// ShareGenerations lists the generations of key id this node holds a share
+// of, oldest first.
+func (s *Store) ShareGenerations(ctx context.Context, id tss.KeyID) ([]uint32, error) {
+	prefix := shareKeyPrefix(id)
+	var gens []uint32
+	err := s.view(ctx, func(txn *badgerTxn) error {
+		it := txn.NewIterator(badgerKeysOnly(prefix))
+		defer it.Close()
+		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+			rest := string(it.Item().Key()[len(prefix):])
+			g, err := strconv.ParseUint(rest, 10, 32)
+			if err != nil || len(rest) != 10 {
+				continue // a longer key id sharing this prefix cannot occur, but skip it
+			}
+			gens = append(gens, uint32(g))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: share generations of %s: %w", id, err)
+	}
+	return gens, nil
+}
+
+// LatestShare returns the share of key id with the highest generation.
+func (s *Store) LatestShare(ctx context.Context, id tss.KeyID) (*tss.Share, error) {
+	gens, err := s.ShareGenerations(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(gens) == 0 {
+		return nil, fmt.Errorf("store: share of %s: %w", id, ErrNotFound)
+	}
+	return s.Share(ctx, id, gens[len(gens)-1])
+}
+
+// ShareKeys lists the public descriptions of the latest generation of every
+// key this node holds a share of.
+func (s *Store) ShareKeys(ctx context.Context) ([]tss.KeyInfo, error) {
+	var ids []tss.KeyID
+	err := s.view(ctx, func(txn *badgerTxn) error {
+		it := txn.NewIterator(badgerKeysOnly(sharePrefix))
+		defer it.Close()
+		for it.Seek(sharePrefix); it.ValidForPrefix(sharePrefix); it.Next() {
+			k := string(it.Item().Key()[len(sharePrefix):])
+			if len(k) < 11 {
+				continue
+			}
+			id := tss.KeyID(k[:len(k)-11])
+			if len(ids) == 0 || ids[len(ids)-1] != id {
+				ids = append(ids, id)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: list shares: %w", err)
+	}
+	out := make([]tss.KeyInfo, 0, len(ids))
+	for _, id := range ids {
+		sh, err := s.LatestShare(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sh.Key())
+	}
+	return out, nil
+}
+
+// DeleteShare removes the share of key id in generation gen, for good.
+func (s *Store) DeleteShare(ctx context.Context, id tss.KeyID, gen uint32) error {
+	key := shareKey(id, gen)
+	err := s.update(ctx, func(txn *badgerTxn) error {
+		ok, err := exists(txn, key)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: %q", ErrNotFound, key)
+		}
+		return txn.Delete(key)
+	})
+	if err != nil {
+		return fmt.Errorf("store: delete share of %s generation %d: %w", id, gen, err)
+	}
+	return nil
+}
