@@ -272,7 +272,9 @@ func TestPreParamsPoolAcrossRestart(t *testing.T) {
 	ctx := context.Background()
 	key := newKeyFile(t)
 	s := openTest(t, t.TempDir(), key)
-	noGen := func(ctx context.Context) (*tss.PreParams, error) { return nil, errors.New("no generation in this test") }
+	noGen := func(ctx context.Context) (*tss.PreParams, error) {
+		return nil, errors.New("no generation in this test")
+	}
 	if err := s.PreParams().Save(ctx, []*tss.PreParams{fixture(t, 4), fixture(t, 6)}); err != nil {
 		t.Fatal(err)
 	}
