@@ -432,8 +432,8 @@ func TestDescribe(t *testing.T) {
 		t.Fatalf("typed data: %s", d)
 	}
 	for msg, want := range map[string]string{
-		"hello":                  `personal_message on chain 1: 5 bytes "hello" digest`,
-		"\x00\x01":               `personal_message on chain 1: 2 bytes 0x0001 digest`,
+		"hello":                 `personal_message on chain 1: 5 bytes "hello" digest`,
+		"\x00\x01":              `personal_message on chain 1: 2 bytes 0x0001 digest`,
 		strings.Repeat("é", 40): `personal_message on chain 1: 80 bytes "` + strings.Repeat("é", 32) + `"... digest`,
 	} {
 		p, _ := ParsePersonalMessage(chain1, []byte(msg))
