@@ -598,6 +598,31 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 			return false, fmt.Sprintf("selector 0x%x is not %s", c.req.Tx.Call.Selector, want)
 		})
 	}
+	// Calldata is allowed only where a rule says so: a call condition
+	// names the methods, calldata: any allows whatever the other
+	// conditions allow. Grant rules defer to the grant's selectors.
+	namesCall := len(w.Call) > 0 || len(w.Selector) > 0 || len(w.Args) > 0
+	switch w.Calldata {
+	case "":
+	case "any", "none":
+		if namesCall {
+			return nil, fmt.Errorf("calldata: %s with call, selector or args (which already say what calldata may be)", w.Calldata)
+		}
+	default:
+		return nil, fmt.Errorf("calldata: %q (want any or none)", w.Calldata)
+	}
+	if w.Calldata == "none" || (w.Calldata == "" && !deny && !namesCall && !(w.Session != nil && *w.Session)) {
+		add("calldata", func(c *evalCtx) (bool, string) {
+			if c.req.Kind != KindTransaction || !hasCalldata(c.req.Tx) {
+				return true, ""
+			}
+			tx := c.req.Tx
+			if tx.To == nil {
+				return false, "contract creation carries init code and the rule allows no calldata (it needs call, selector or calldata: any)"
+			}
+			return false, fmt.Sprintf("calldata 0x%x to %s and the rule allows no calldata (it needs call, selector or calldata: any)", tx.Data[:min(4, len(tx.Data))], shortAddr(*tx.To))
+		})
+	}
 	if len(w.Args) > 0 {
 		names := make([]string, 0, len(w.Args))
 		for n := range w.Args {
@@ -1019,9 +1044,9 @@ func (p *Policy) formatSpendAmount(sp chain.Spend) string {
 var condOrders = map[string]int{
 	"kind": 0, "chain": 1, "agent": 2, "key": 3, "call": 4, "token": 6, "primary_type": 8,
 	"message_prefix": 9, "session": 10, "to": 11, "not_to": 12, "recipient": 13, "not_recipient": 14,
-	"delegate": 15, "value_max": 16, "amount_max": 17, "gas_max": 18, "fee_max": 19, "tip_max": 20,
-	"default_fee_max": 19, "default_tip_max": 20,
-	"implicit": 21, "budget": 22,
+	"delegate": 15, "calldata": 16, "value_max": 17, "amount_max": 18, "gas_max": 19, "fee_max": 20, "tip_max": 21,
+	"default_fee_max": 20, "default_tip_max": 21,
+	"implicit": 22, "budget": 23,
 }
 
 func condOrder(name string) int {
@@ -1033,6 +1058,9 @@ func condOrder(name string) int {
 	}
 	return 7 // domain.*
 }
+
+// hasCalldata reports whether tx calls code: any data, decoded or not.
+func hasCalldata(tx *chain.Tx) bool { return tx.Call != nil || len(tx.Data) > 0 }
 
 func chainSet(l List) (map[uint64]bool, error) {
 	set := map[uint64]bool{}

@@ -103,6 +103,11 @@ type When struct {
 	Call          List            `yaml:"call,omitempty" json:"call,omitempty"`
 	Selector      List            `yaml:"selector,omitempty" json:"selector,omitempty"`
 	Args          map[string]List `yaml:"args,omitempty" json:"args,omitempty"`
+	// Calldata is "any" (a transaction may carry any calldata) or "none"
+	// (only transactions without calldata). An allowing rule without call,
+	// selector, args or calldata: any matches only transactions without
+	// calldata, so a rule written for payments never allows contract calls.
+	Calldata Scalar `yaml:"calldata,omitempty" json:"calldata,omitempty"`
 	Token         List            `yaml:"token,omitempty" json:"token,omitempty"`
 	ValueMax      Scalar          `yaml:"value_max,omitempty" json:"value_max,omitempty"`
 	AmountMax     Scalar          `yaml:"amount_max,omitempty" json:"amount_max,omitempty"`

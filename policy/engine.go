@@ -275,7 +275,7 @@ func (e *Engine) evaluateLocked(p *Policy, req *Request) (d Decision, entries []
 				failed = cd.name
 				break
 			}
-			if cd.name != "kind" {
+			if cd.name != "kind" && cd.name != "calldata" {
 				n++
 			}
 		}
@@ -325,7 +325,7 @@ func (e *Engine) evaluateLocked(p *Policy, req *Request) (d Decision, entries []
 func describeMatch(r *rule) string {
 	names := make([]string, 0, len(r.conds))
 	for _, c := range r.conds {
-		if c.name != "implicit" && c.name != "kind" && !strings.HasPrefix(c.name, "default_") {
+		if c.name != "implicit" && c.name != "kind" && c.name != "calldata" && !strings.HasPrefix(c.name, "default_") {
 			names = append(names, c.name)
 		}
 	}
