@@ -92,33 +92,33 @@ type RuleDoc struct {
 // match. Lists accept a single value or a sequence; $name refers to a list
 // (or, for token, to a token symbol). docs/policy.md describes each one.
 type When struct {
-	Kind          List            `yaml:"kind,omitempty" json:"kind,omitempty"`
-	Chain         List            `yaml:"chain,omitempty" json:"chain,omitempty"`
-	Agent         List            `yaml:"agent,omitempty" json:"agent,omitempty"`
-	Key           List            `yaml:"key,omitempty" json:"key,omitempty"`
-	To            List            `yaml:"to,omitempty" json:"to,omitempty"`
-	NotTo         List            `yaml:"not_to,omitempty" json:"not_to,omitempty"`
-	Recipient     List            `yaml:"recipient,omitempty" json:"recipient,omitempty"`
-	NotRecipient  List            `yaml:"not_recipient,omitempty" json:"not_recipient,omitempty"`
-	Call          List            `yaml:"call,omitempty" json:"call,omitempty"`
-	Selector      List            `yaml:"selector,omitempty" json:"selector,omitempty"`
-	Args          map[string]List `yaml:"args,omitempty" json:"args,omitempty"`
+	Kind         List            `yaml:"kind,omitempty" json:"kind,omitempty"`
+	Chain        List            `yaml:"chain,omitempty" json:"chain,omitempty"`
+	Agent        List            `yaml:"agent,omitempty" json:"agent,omitempty"`
+	Key          List            `yaml:"key,omitempty" json:"key,omitempty"`
+	To           List            `yaml:"to,omitempty" json:"to,omitempty"`
+	NotTo        List            `yaml:"not_to,omitempty" json:"not_to,omitempty"`
+	Recipient    List            `yaml:"recipient,omitempty" json:"recipient,omitempty"`
+	NotRecipient List            `yaml:"not_recipient,omitempty" json:"not_recipient,omitempty"`
+	Call         List            `yaml:"call,omitempty" json:"call,omitempty"`
+	Selector     List            `yaml:"selector,omitempty" json:"selector,omitempty"`
+	Args         map[string]List `yaml:"args,omitempty" json:"args,omitempty"`
 	// Calldata is "any" (a transaction may carry any calldata) or "none"
 	// (only transactions without calldata). An allowing rule without call,
 	// selector, args or calldata: any matches only transactions without
 	// calldata, so a rule written for payments never allows contract calls.
-	Calldata Scalar `yaml:"calldata,omitempty" json:"calldata,omitempty"`
-	Token         List            `yaml:"token,omitempty" json:"token,omitempty"`
-	ValueMax      Scalar          `yaml:"value_max,omitempty" json:"value_max,omitempty"`
-	AmountMax     Scalar          `yaml:"amount_max,omitempty" json:"amount_max,omitempty"`
-	GasMax        Scalar          `yaml:"gas_max,omitempty" json:"gas_max,omitempty"`
-	FeeMax        Scalar          `yaml:"fee_max,omitempty" json:"fee_max,omitempty"`
-	TipMax        Scalar          `yaml:"tip_max,omitempty" json:"tip_max,omitempty"`
-	Domain        *DomainDoc      `yaml:"domain,omitempty" json:"domain,omitempty"`
-	PrimaryType   List            `yaml:"primary_type,omitempty" json:"primary_type,omitempty"`
-	Delegate      List            `yaml:"delegate,omitempty" json:"delegate,omitempty"`
-	MessagePrefix List            `yaml:"message_prefix,omitempty" json:"message_prefix,omitempty"`
-	Session       *bool           `yaml:"session,omitempty" json:"session,omitempty"`
+	Calldata      Scalar     `yaml:"calldata,omitempty" json:"calldata,omitempty"`
+	Token         List       `yaml:"token,omitempty" json:"token,omitempty"`
+	ValueMax      Scalar     `yaml:"value_max,omitempty" json:"value_max,omitempty"`
+	AmountMax     Scalar     `yaml:"amount_max,omitempty" json:"amount_max,omitempty"`
+	GasMax        Scalar     `yaml:"gas_max,omitempty" json:"gas_max,omitempty"`
+	FeeMax        Scalar     `yaml:"fee_max,omitempty" json:"fee_max,omitempty"`
+	TipMax        Scalar     `yaml:"tip_max,omitempty" json:"tip_max,omitempty"`
+	Domain        *DomainDoc `yaml:"domain,omitempty" json:"domain,omitempty"`
+	PrimaryType   List       `yaml:"primary_type,omitempty" json:"primary_type,omitempty"`
+	Delegate      List       `yaml:"delegate,omitempty" json:"delegate,omitempty"`
+	MessagePrefix List       `yaml:"message_prefix,omitempty" json:"message_prefix,omitempty"`
+	Session       *bool      `yaml:"session,omitempty" json:"session,omitempty"`
 }
 
 // DomainDoc constrains an EIP-712 domain.
