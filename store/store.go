@@ -420,6 +420,14 @@ func (s *Store) getJSON(txn *badger.Txn, rt recordType, key []byte, v any) error
 	return nil
 }
 
+// jsonUnmarshal decodes a scanned value, naming its key if it cannot.
+func jsonUnmarshal(key, plain []byte, v any) error {
+	if err := json.Unmarshal(plain, v); err != nil {
+		return fmt.Errorf("%w: %q: %v", ErrCorrupt, key, err)
+	}
+	return nil
+}
+
 func (s *Store) putJSON(txn *badger.Txn, rt recordType, key []byte, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
