@@ -236,9 +236,6 @@ func (e *Engine) evaluateLocked(p *Policy, req *Request) (d Decision, entries []
 	if r, ok := e.frozenLocked(req); ok {
 		return deny(p, RuleFreeze, p.describeFreeze(r)), nil
 	}
-	if err := req.check(); err != nil {
-		return deny(p, RuleRequest, err.Error()), nil
-	}
 	c := &evalCtx{req: req, p: p, ledger: e.ledger, spends: req.spends()}
 	c.dest, c.hasDest = req.destination()
 	if req.Grant != nil {
@@ -337,22 +334,41 @@ func describeMatch(r *rule) string {
 
 // DryRun evaluates req and returns the full decision without reserving
 // budget or feeding the circuit breaker.
-func (e *Engine) DryRun(req *Request) Decision {
+func (e *Engine) DryRun(req *Request) (d Decision) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	d, _ := e.evaluateLocked(e.policy, req)
+	p := e.policy
+	defer recoverDeny(p, &d)
+	if err := req.check(); err != nil {
+		return deny(p, RuleRequest, err.Error())
+	}
+	d, _ = e.evaluateLocked(p, req)
 	return d
+}
+
+// recoverDeny turns a panic anywhere in an evaluation into a deny: an
+// evaluation error is never an allow, and never takes the node down.
+func recoverDeny(p *Policy, d *Decision) {
+	if r := recover(); r != nil {
+		*d = deny(p, RuleError, fmt.Sprintf("evaluation failed: %v", r))
+	}
 }
 
 // Authorize evaluates req as a node about to contribute its share: it feeds
 // the circuit breaker and, when the request is allowed, reserves its budget
 // under req.ID. The caller then calls Commit when the signature is produced
 // or Release when the session fails.
-func (e *Engine) Authorize(req *Request) Decision {
+func (e *Engine) Authorize(req *Request) (d Decision) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.seq++ // the breaker's memory changes
 	p := e.policy
+	defer recoverDeny(p, &d)
+	// A request no decoder could produce is refused before it reaches the
+	// breaker or the ledger.
+	if err := req.check(); err != nil {
+		return deny(p, RuleRequest, err.Error())
+	}
+	e.seq++ // the breaker's memory changes
 	if r, ok := e.frozenLocked(req); ok {
 		return deny(p, RuleFreeze, p.describeFreeze(r))
 	}

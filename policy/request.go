@@ -7,6 +7,7 @@ import (
 
 	"github.com/custos-wallet/custos/chain"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
 )
 
 // RequestID identifies a signing request; budget reservations are keyed by it.
@@ -119,10 +120,19 @@ func (r *Request) maxFeeCost() *big.Int {
 	return new(big.Int).Mul(new(big.Int).SetUint64(r.Tx.Gas), r.Tx.GasFeeCap)
 }
 
-// check rejects requests whose parts disagree, before any rule is read.
+// check rejects requests whose parts disagree, or hold values no decoder
+// produces (negative amounts, missing fee caps, spends that the calldata
+// does not say), before anything reads them: a hand-built request must not
+// get further than a decoded one would.
 func (r *Request) check() error {
+	if r == nil {
+		return fmt.Errorf("no request")
+	}
 	if r.ChainID == nil || r.ChainID.Sign() <= 0 {
 		return fmt.Errorf("request has no chain id")
+	}
+	if r.Time.IsZero() {
+		return fmt.Errorf("request has no evaluation time")
 	}
 	switch r.Kind {
 	case KindTransaction:
@@ -134,6 +144,9 @@ func (r *Request) check() error {
 		if r.Tx.ChainID != nil && r.Tx.ChainID.Cmp(r.ChainID) != 0 {
 			return fmt.Errorf("transaction chain id %s differs from request chain id %s", r.Tx.ChainID, r.ChainID)
 		}
+		if err := checkTx(r.Tx); err != nil {
+			return err
+		}
 	case KindTypedData:
 		if r.Typed == nil {
 			return fmt.Errorf("typed-data request without decoded typed data")
@@ -141,9 +154,114 @@ func (r *Request) check() error {
 		if r.Typed.ChainID != nil && r.Typed.ChainID.Cmp(r.ChainID) != 0 {
 			return fmt.Errorf("typed data domain chain id %s differs from request chain id %s", r.Typed.ChainID, r.ChainID)
 		}
+		if err := checkSpends(r.Typed.Spends, false); err != nil {
+			return fmt.Errorf("typed data: %w", err)
+		}
 	case KindPersonalMessage, KindRawDigest:
 	default:
 		return fmt.Errorf("unknown payload kind %d", r.Kind)
 	}
+	if g := r.Grant; g != nil {
+		for _, v := range []*big.Int{g.Grant.ValuePerTx, g.Grant.ValueTotal, g.Grant.AmountPerTx, g.Grant.AmountTotal, g.Grant.ChainID} {
+			if v != nil && v.Sign() < 0 {
+				return fmt.Errorf("grant %s has a negative amount or chain id", g.Grant.ID)
+			}
+		}
+	}
 	return nil
+}
+
+func checkTx(tx *chain.Tx) error {
+	for _, f := range []struct {
+		name string
+		v    *big.Int
+		need bool
+	}{
+		{"value", tx.Value, false},
+		{"max fee per gas", tx.GasFeeCap, true},
+		{"priority fee per gas", tx.GasTipCap, tx.Type == types.DynamicFeeTxType || tx.Type == types.SetCodeTxType},
+	} {
+		if f.v == nil && f.need {
+			return fmt.Errorf("transaction without a %s", f.name)
+		}
+		if f.v != nil && f.v.Sign() < 0 {
+			return fmt.Errorf("transaction with a negative %s %s", f.name, f.v)
+		}
+	}
+	if (tx.Call != nil) != (len(tx.Data) > 0) {
+		return fmt.Errorf("transaction calldata and its decoded call disagree")
+	}
+	// The spends must be exactly what the value and the calldata say, so
+	// that no recipient or amount condition looks at an edited list.
+	var want []chain.Spend
+	if v := tx.Value; v != nil && v.Sign() > 0 {
+		s := chain.Spend{Kind: chain.SpendNative, Amount: v}
+		if tx.To != nil {
+			s.To = *tx.To
+		}
+		want = append(want, s)
+	}
+	if tx.Call != nil {
+		var sel [4]byte
+		copy(sel[:], tx.Data)
+		if tx.Call.Selector != sel {
+			return fmt.Errorf("transaction selector 0x%x is not its calldata's 0x%x", tx.Call.Selector, sel)
+		}
+		if tx.To != nil {
+			call, spends, err := chain.DecodeCalldata(*tx.To, tx.Data)
+			if err != nil {
+				return fmt.Errorf("transaction calldata: %w", err)
+			}
+			if call.Method != tx.Call.Method || len(call.Args) != len(tx.Call.Args) {
+				return fmt.Errorf("transaction's decoded call is not its calldata's")
+			}
+			for i, a := range call.Args {
+				b := tx.Call.Args[i]
+				if a.Name != b.Name || a.Addr != b.Addr || !sameInt(a.Int, b.Int) {
+					return fmt.Errorf("transaction's decoded call is not its calldata's")
+				}
+			}
+			want = append(want, spends...)
+		}
+	}
+	if err := checkSpends(tx.Spends, true); err != nil {
+		return fmt.Errorf("transaction: %w", err)
+	}
+	if len(want) != len(tx.Spends) {
+		return fmt.Errorf("transaction spends are not what its value and calldata say")
+	}
+	for i, w := range want {
+		s := tx.Spends[i]
+		if s.Kind != w.Kind || s.Token != w.Token || s.From != w.From || s.To != w.To || s.Amount.Cmp(w.Amount) != 0 || s.Unlimited != w.Unlimited {
+			return fmt.Errorf("transaction spends are not what its value and calldata say")
+		}
+	}
+	return nil
+}
+
+// checkSpends refuses spends no decoder produces: a missing or negative
+// amount, an unknown kind, a token spend without a token.
+func checkSpends(spends []chain.Spend, nativeOK bool) error {
+	for i, s := range spends {
+		switch {
+		case s.Amount == nil:
+			return fmt.Errorf("spend %d has no amount", i)
+		case s.Amount.Sign() < 0:
+			return fmt.Errorf("spend %d has a negative amount %s", i, s.Amount)
+		case s.Kind < chain.SpendNative || s.Kind > chain.SpendTransferWithAuthorization:
+			return fmt.Errorf("spend %d has unknown kind %d", i, s.Kind)
+		case s.IsNative() && (!nativeOK || s.Token != (common.Address{})):
+			return fmt.Errorf("spend %d: a native spend here", i)
+		case !s.IsNative() && s.Token == (common.Address{}):
+			return fmt.Errorf("spend %d: a %s without a token", i, s.Kind)
+		}
+	}
+	return nil
+}
+
+func sameInt(a, b *big.Int) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return a.Cmp(b) == 0
 }
