@@ -47,9 +47,20 @@ type Config struct {
 	// ListenAddrs are the multiaddrs to listen on, e.g.
 	// "/ip4/0.0.0.0/tcp/4001" and "/ip4/0.0.0.0/udp/4001/quic-v1".
 	ListenAddrs []string
-	// Members is the static member list. It may include this node. Only
-	// these peers can connect or be dialled.
+	// Members are the committee members of every key this node serves, at
+	// start (Node.SetPeers replaces them at run time). It may include this
+	// node. Only members can be members of a session.
 	Members []Member
+	// Coordinators may connect and use request protocols (RegisterHandler),
+	// but are never members of a session and cannot open session streams.
+	// A peer is a member or a coordinator, not both. Only members and
+	// coordinators can connect or be dialled.
+	Coordinators []Member
+	// Sessions remembers every session id this node has taken part in.
+	// Required: Open claims each id there, so a reused id is refused after
+	// a restart too. Production uses the node's durable store;
+	// NewMemorySessionRegistry is for tests only.
+	Sessions SessionRegistry
 	// Logger receives refusals, drops and aborts. Nil discards.
 	Logger *slog.Logger
 	// Registerer, if set, receives the node's Prometheus metrics (and
@@ -111,6 +122,16 @@ type Config struct {
 	// peer (default 10 s). Our frames of a session that ended here more
 	// than WriteTimeout ago are dropped from the queues unwritten.
 	WriteTimeout time.Duration
+	// ReadTimeout bounds the read of one frame once its length prefix has
+	// arrived (default 10 s), so a peer cannot hold a reservation by
+	// sending a frame slowly. The wait for the next length prefix on a
+	// long-lived session stream is not bounded.
+	ReadTimeout time.Duration
+	// RequestTimeout bounds one exchange of a request protocol (default
+	// 30 s): at the server, reading the request, the handler and the
+	// answer; at the client, the whole call when its context has no
+	// earlier deadline.
+	RequestTimeout time.Duration
 	// RedialDelay is how long a peer whose stream could not be opened is
 	// treated as down: the next stream open waits until then (frames of
 	// sessions that ended here meanwhile are dropped unwritten), and it
@@ -182,6 +203,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
 	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 10 * time.Second
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 30 * time.Second
+	}
 	if c.RedialDelay <= 0 {
 		c.RedialDelay = time.Second
 	}
@@ -191,10 +218,11 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxFrameSize > maxStreamMemory {
 		return c, fmt.Errorf("p2p: max frame size %d exceeds the per-stream memory limit %d", c.MaxFrameSize, maxStreamMemory)
 	}
-	for _, m := range c.Members {
-		if err := checkMemberID(m.ID); err != nil {
-			return c, err
-		}
+	if _, err := checkPeers(c.Members, c.Coordinators); err != nil {
+		return c, err
+	}
+	if c.Sessions == nil {
+		return c, errors.New("p2p: config has no session registry")
 	}
 	return c, nil
 }

@@ -53,9 +53,10 @@ func (s *syncBuffer) String() string {
 // testNode is one member host with what a test needs to restart it.
 type testNode struct {
 	*Node
-	keyPath string
-	key     crypto.PrivKey
-	logs    *syncBuffer
+	keyPath  string
+	key      crypto.PrivKey
+	logs     *syncBuffer
+	sessions SessionRegistry // kept across restarts, as a node's store is
 }
 
 // cluster is a set of member nodes on loopback that know each other.
@@ -95,7 +96,7 @@ func newClusterEach(tb testing.TB, dir string, n int, listen []string, tune func
 			tb.Fatal(err)
 		}
 		id, _ := peer.IDFromPrivateKey(key)
-		c.nodes = append(c.nodes, &testNode{keyPath: path, key: key, logs: new(syncBuffer)})
+		c.nodes = append(c.nodes, &testNode{keyPath: path, key: key, logs: new(syncBuffer), sessions: NewMemorySessionRegistry()})
 		c.members = append(c.members, Member{ID: id})
 	}
 	for i := range c.nodes {
@@ -126,6 +127,7 @@ func (c *cluster) start(tb testing.TB, i int, tune func(*Config)) {
 		Identity:    key,
 		ListenAddrs: c.listen,
 		Members:     c.members,
+		Sessions:    t.sessions,
 		Logger:      slog.New(slog.NewTextHandler(t.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if tune != nil {

@@ -105,7 +105,18 @@ var (
 // member must not be able to flood the log. Counters stay exact.
 type logLimiter struct {
 	mu sync.Mutex
-	m  map[logKey]*rate.Limiter // bounded: members times reasons
+	m  map[logKey]*rate.Limiter // bounded: peers times reasons (removed peers are forgotten)
+}
+
+// forget drops the limiters of p, a peer no longer allowed.
+func (l *logLimiter) forget(p peer.ID) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for k := range l.m {
+		if k.peer == p {
+			delete(l.m, k)
+		}
+	}
 }
 
 type logKey struct {

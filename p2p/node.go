@@ -2,7 +2,6 @@ package p2p
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -40,14 +39,17 @@ type Node struct {
 	host     host.Host
 	key      crypto.PrivKey
 	self     peer.ID
-	members  map[peer.ID]bool     // fixed at construction, this node excluded
-	out      map[peer.ID]*peerOut // one per member, fixed at construction
 	log      *slog.Logger
 	logs     logLimiter // rate limits for repetitive warnings
 	counters *Counters
 	ctx      context.Context // cancelled by Close
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // stream readers, peer writers, session pumps, janitor
+
+	// peers is the current peer set; SetPeers replaces it (under setMu,
+	// and under mu so that Open and the session scan see one set).
+	peers atomic.Pointer[peerSet]
+	setMu sync.Mutex
 
 	// hook, if set, replaces the write of each outbound frame (tests only).
 	hook atomic.Pointer[sendHook]
@@ -63,6 +65,7 @@ type Node struct {
 	ended           map[tss.SessionID]time.Time    // recently closed sessions, guarded by mu
 	limits          map[peer.ID]*peerLimits        // guarded by mu
 	inbound         map[network.Stream]bool        // guarded by mu
+	protocols       map[protocol.ID]bool           // request protocols registered, guarded by mu
 }
 
 // sendHook receives every outbound frame with the function that writes it.
@@ -84,6 +87,10 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	kinds, err := checkPeers(cfg.Members, cfg.Coordinators)
+	if err != nil {
+		return nil, err
+	}
 	self, err := peer.IDFromPrivateKey(cfg.Identity)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: peer id of identity: %w", err)
@@ -93,7 +100,6 @@ func New(cfg Config) (*Node, error) {
 		cfg:             cfg,
 		key:             cfg.Identity,
 		self:            self,
-		members:         make(map[peer.ID]bool),
 		log:             cfg.Logger.With("node", self.String()),
 		counters:        new(Counters),
 		ctx:             ctx,
@@ -102,17 +108,22 @@ func New(cfg Config) (*Node, error) {
 		pending:         make(map[tss.SessionID]*pendingSess),
 		pendingBySender: make(map[peer.ID]senderPending),
 		ended:           make(map[tss.SessionID]time.Time),
-		out:             make(map[peer.ID]*peerOut),
 		limits:          make(map[peer.ID]*peerLimits),
 		inbound:         make(map[network.Stream]bool),
+		protocols:       make(map[protocol.ID]bool),
 	}
-	for _, m := range cfg.Members {
-		if m.ID != self {
-			n.members[m.ID] = true
-			n.out[m.ID] = newPeerOut(n, m.ID)
+	initial := &peerSet{members: make(map[peer.ID]*peerOut), coordinators: make(map[peer.ID]bool)}
+	for p, k := range kinds {
+		switch {
+		case p == self:
+		case k == PeerMember:
+			initial.members[p] = newPeerOut(n, p)
+		default:
+			initial.coordinators[p] = true
 		}
 	}
-	gater := &memberGater{self: self, members: n.members, log: n.log, counters: n.counters}
+	n.peers.Store(initial)
+	gater := &peerGater{self: self, peers: &n.peers, log: n.log, counters: n.counters}
 	opts := []libp2p.Option{
 		libp2p.Identity(cfg.Identity),
 		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
@@ -142,13 +153,14 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("p2p: start host: %w", err)
 	}
 	n.host = h
-	for _, m := range cfg.Members {
+	for _, m := range append(append([]Member(nil), cfg.Members...), cfg.Coordinators...) {
 		if m.ID != self && len(m.Addrs) > 0 {
 			h.Peerstore().AddAddrs(m.ID, m.Addrs, peerstore.PermanentAddrTTL)
 		}
 	}
-	h.SetStreamHandler(ProtocolID, n.handleStream)
-	for _, o := range n.out {
+	h.Network().Notify(&network.NotifyBundle{ConnectedF: n.connected})
+	h.SetStreamHandler(ProtocolID, n.serve(ProtocolID, membersOnly, 0, n.readSession))
+	for _, o := range initial.members {
 		n.wg.Add(1)
 		go o.run()
 	}
@@ -183,12 +195,12 @@ func (n *Node) Counters() *Counters { return n.counters }
 // Host is the underlying libp2p host, for diagnostics.
 func (n *Node) Host() host.Host { return n.host }
 
-// SetAddrs replaces the known addresses of member id, as configuration
-// reloads or tests with port 0 need. It refuses non-members: addresses never
-// make a member.
+// SetAddrs replaces the known addresses of member or coordinator id, as
+// configuration reloads or tests with port 0 need. It refuses other peers:
+// addresses never make a member (SetPeers does).
 func (n *Node) SetAddrs(id peer.ID, addrs []ma.Multiaddr) error {
-	if !n.members[id] {
-		return fmt.Errorf("p2p: set addresses of %s: not a configured member", id)
+	if n.PeerKind(id) == PeerUnknown {
+		return fmt.Errorf("p2p: set addresses of %s: not a configured member or coordinator", id)
 	}
 	ps := n.host.Peerstore()
 	ps.ClearAddrs(id)
@@ -222,7 +234,7 @@ func (n *Node) Close() error {
 	}
 	n.mu.Unlock()
 	n.wg.Wait()
-	for _, o := range n.out {
+	for _, o := range n.peers.Load().members {
 		o.close()
 	}
 	if n.cfg.Registerer != nil {
@@ -241,11 +253,15 @@ func (n *Node) Close() error {
 // Session ids must never be reused: sequence numbers restart at 1 in a new
 // session, so a reused id would let peers pair our frames of two runs as
 // "equivocation" evidence against us. The engine makes random ids. Open
-// refuses an id that ended here while this node remembers it (4 ×
-// PendingTTL, not across restarts), which catches mistakes, not all reuse.
+// claims id in Config.Sessions, which refuses (ErrSessionReused) an id this
+// node took part in before, in this process or an earlier one.
 //
 // Members must be given in the canonical text form of their peer ids (as
-// peer.ID.String returns it, which is what Incoming.From carries).
+// peer.ID.String returns it, which is what Incoming.From carries), and
+// each other member must be a member of the current peer set: a
+// coordinator, or a peer SetPeers removed, is refused. The session's
+// members are its own list: a peer allowed to connect that is not among
+// them is refused as a sender in it.
 func (n *Node) Open(ctx context.Context, id tss.SessionID, members []tss.MemberID) (tss.Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("p2p: open %s: %w", id, err)
@@ -258,6 +274,7 @@ func (n *Node) Open(ctx context.Context, id tss.SessionID, members []tss.MemberI
 		done:     make(chan struct{}),
 		shutCh:   make(chan struct{}),
 		notify:   make(chan struct{}, 1),
+		out:      make(map[peer.ID]*peerOut, len(members)),
 		direct:   make(map[seqKey]*Frame),
 		bcast:    make(map[seqKey]*bcastRecord),
 		senders:  make(map[peer.ID]*senderState),
@@ -280,9 +297,6 @@ func (n *Node) Open(ctx context.Context, id tss.SessionID, members []tss.MemberI
 			hasSelf = true
 			continue
 		}
-		if !n.members[p] {
-			return nil, fmt.Errorf("p2p: open %s: %s is not a configured member", id, m)
-		}
 		s.members[p] = true
 		s.others = append(s.others, p)
 		s.senders[p] = &senderState{next: 1, held: make(map[uint64]heldFrame)}
@@ -290,9 +304,17 @@ func (n *Node) Open(ctx context.Context, id tss.SessionID, members []tss.MemberI
 	if !hasSelf {
 		return nil, fmt.Errorf("p2p: open %s: this node %s is not among the members", id, n.self)
 	}
+	// Checked again under n.mu below; here so that a plain mistake does
+	// not use up the id.
+	if err := s.attach(n.peers.Load()); err != nil {
+		return nil, fmt.Errorf("p2p: open %s: %w", id, err)
+	}
 	if k := len(s.others); k > 0 {
 		s.shareFrames = max(n.cfg.SessionQueue/k, 1)
 		s.shareBytes = max(n.cfg.SessionQueueBytes/k, n.cfg.MaxFrameSize)
+	}
+	if err := n.cfg.Sessions.Claim(ctx, id); err != nil {
+		return nil, fmt.Errorf("p2p: open %s: %w", id, err)
 	}
 	// Readers that find the session below wait on hmu until the frames
 	// buffered before Open have been handled.
@@ -309,6 +331,12 @@ func (n *Node) Open(ctx context.Context, id tss.SessionID, members []tss.MemberI
 	case !n.ended[id].IsZero():
 		n.mu.Unlock()
 		return nil, fmt.Errorf("p2p: open %s: session has already ended here; session ids must not be reused", id)
+	}
+	// SetPeers swaps the set under n.mu: the session is checked against
+	// the set it is registered under, so a later swap sees it.
+	if err := s.attach(n.peers.Load()); err != nil {
+		n.mu.Unlock()
+		return nil, fmt.Errorf("p2p: open %s: %w", id, err)
 	}
 	n.sessions[id] = s
 	early := n.pending[id]
@@ -340,67 +368,42 @@ func (n *Node) endSession(s *session) {
 	}
 }
 
-// handleStream reads frames from one inbound stream until it fails.
-func (n *Node) handleStream(s network.Stream) {
-	remote := s.Conn().RemotePeer()
+// readSession reads frames from one inbound session stream (served by the
+// shell, members only) until it ends.
+func (n *Node) readSession(ctx context.Context, s network.Stream, remote peer.ID) error {
 	n.mu.Lock()
-	if n.closed || !n.members[remote] {
-		n.mu.Unlock()
-		s.Reset()
-		return
-	}
-	n.inbound[s] = true
-	n.wg.Add(1)
 	lim := n.limitsLocked(remote)
 	n.mu.Unlock()
-	defer func() {
-		n.mu.Lock()
-		delete(n.inbound, s)
-		n.mu.Unlock()
-		n.wg.Done()
-	}()
-	if err := n.readFrames(s, remote, lim); err != nil {
-		if !errors.Is(err, io.EOF) && n.ctx.Err() == nil {
-			n.log.Debug("p2p: inbound stream ended", "peer", remote.String(), "err", err)
-		}
-		s.Reset()
-		return
-	}
-	s.Close()
-}
-
-func (n *Node) readFrames(s network.Stream, remote peer.ID, lim *peerLimits) error {
-	var hdr [4]byte
-	for {
-		if _, err := io.ReadFull(s, hdr[:]); err != nil {
-			return err
-		}
-		size := binary.BigEndian.Uint32(hdr[:])
-		if size == 0 || uint64(size) > uint64(n.cfg.MaxFrameSize) {
+	// Waits between a frame's length and its body: reading slows to the
+	// peer's rate, so flow control slows the sender.
+	before := func(size int) error {
+		if size == 0 {
 			n.counters.drop(DropOversized)
 			n.warn(remote, string(DropOversized), "p2p: frame length out of bounds, resetting stream", "length", size, "max", n.cfg.MaxFrameSize)
-			return fmt.Errorf("p2p: frame of %d bytes from %s exceeds %d", size, remote, n.cfg.MaxFrameSize)
+			return fmt.Errorf("p2p: empty frame from %s", remote)
 		}
-		if err := lim.frames.Wait(n.ctx); err != nil {
+		if err := lim.frames.Wait(ctx); err != nil {
 			return err
 		}
-		if err := lim.bytes.WaitN(n.ctx, int(size)); err != nil {
-			return err
-		}
-		if err := s.Scope().ReserveMemory(int(size), network.ReservationPriorityAlways); err != nil {
-			n.warn(remote, "no_memory", "p2p: no memory for frame, resetting stream", "length", size, "err", err)
-			return fmt.Errorf("p2p: reserve %d bytes for frame from %s: %w", size, remote, err)
-		}
-		buf := make([]byte, size)
-		s.SetReadDeadline(time.Now().Add(n.cfg.WriteTimeout))
-		_, err := io.ReadFull(s, buf)
-		s.SetReadDeadline(time.Time{})
-		if err != nil {
-			s.Scope().ReleaseMemory(int(size))
-			return fmt.Errorf("p2p: read frame from %s: %w", remote, err)
+		return lim.bytes.WaitN(ctx, size)
+	}
+	for {
+		buf, release, err := readMessage(s, n.cfg.MaxFrameSize, n.cfg.ReadTimeout, before)
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case errors.Is(err, ErrMessageTooLarge):
+			n.counters.drop(DropOversized)
+			n.warn(remote, string(DropOversized), "p2p: frame length out of bounds, resetting stream", "err", err, "max", n.cfg.MaxFrameSize)
+			return fmt.Errorf("p2p: frame from %s: %w", remote, err)
+		case errors.Is(err, errNoMemory):
+			n.warn(remote, "no_memory", "p2p: no memory for frame, resetting stream", "err", err)
+			return fmt.Errorf("p2p: frame from %s: %w", remote, err)
+		case err != nil:
+			return fmt.Errorf("p2p: frame from %s: %w", remote, err)
 		}
 		n.handleFrame(remote, buf)
-		s.Scope().ReleaseMemory(int(size))
+		release()
 	}
 }
 
@@ -469,9 +472,9 @@ func (n *Node) limitsLocked(p peer.ID) *peerLimits {
 // waits for room in a full queue until ctx is done or deadline passes;
 // without, it drops f and counts it.
 func (n *Node) send(ctx context.Context, s *session, to peer.ID, f *Frame, wait bool, deadline time.Time) error {
-	o := n.out[to]
+	o := s.out[to]
 	if o == nil {
-		return fmt.Errorf("p2p: send to %s: not a configured member", to)
+		return fmt.Errorf("p2p: send to %s: not a member of session %s", to, s.id)
 	}
 	err := o.enqueue(ctx, s, f, wait, deadline)
 	if errors.Is(err, errQueueFull) {

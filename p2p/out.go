@@ -29,15 +29,20 @@ var errEchoLost = errors.New("p2p: an echo of the session could not be queued")
 // errSessionEnded stops a wait for room when the transport ended the session.
 var errSessionEnded = errors.New("p2p: session ended by the transport")
 
+// errPeerRemoved refuses a frame for a peer that SetPeers removed.
+var errPeerRemoved = errors.New("p2p: peer removed from the members")
+
 // peerOut is the outbound side of one peer: a bounded FIFO queue and the
 // one goroutine (run) that writes it on a long-lived stream. Engine sends
 // and echoes share the queue, so a peer sees our echoes of round r before
 // our round r+1. A slow or dead peer holds up its own queue; Send and
 // Broadcast wait for room in it at most Config.OutQueueWait.
 type peerOut struct {
-	n    *Node
-	to   peer.ID
-	wake chan struct{} // capacity 1: something was queued
+	n      *Node
+	to     peer.ID
+	wake   chan struct{}   // capacity 1: something was queued
+	ctx    context.Context // ends when the node closes or the peer is removed
+	cancel context.CancelFunc
 
 	mu    sync.Mutex
 	queue []outItem     // guarded by mu
@@ -65,7 +70,21 @@ type outItem struct {
 func echoAllowance(cfg Config) int { return max(cfg.OutQueueFrames/4, 16) }
 
 func newPeerOut(n *Node, to peer.ID) *peerOut {
-	return &peerOut{n: n, to: to, wake: make(chan struct{}, 1), room: make(chan struct{})}
+	ctx, cancel := context.WithCancel(n.ctx)
+	return &peerOut{n: n, to: to, wake: make(chan struct{}, 1), room: make(chan struct{}), ctx: ctx, cancel: cancel}
+}
+
+// stop ends the writer of a peer that is no longer a member; its stream is
+// reset as the writer exits.
+func (o *peerOut) stop() { o.cancel() }
+
+// ended returns why the writer has stopped: ErrClosed once the node
+// closes, errPeerRemoved once the peer was removed.
+func (o *peerOut) ended() error {
+	if o.n.ctx.Err() != nil {
+		return ErrClosed
+	}
+	return errPeerRemoved
 }
 
 // enqueue queues f, a frame of session s, for writing. With wait it blocks
@@ -82,8 +101,8 @@ func (o *peerOut) enqueue(ctx context.Context, s *session, f *Frame, wait bool, 
 	echo := f.Kind == KindEcho
 	var timer <-chan time.Time
 	for {
-		if o.n.ctx.Err() != nil {
-			return ErrClosed
+		if o.ctx.Err() != nil {
+			return o.ended()
 		}
 		o.mu.Lock()
 		if !echo && s.echoLost.Load() != nil {
@@ -129,15 +148,17 @@ func (o *peerOut) enqueue(ctx context.Context, s *session, f *Frame, wait bool, 
 			return errQueueStuck
 		case <-s.done:
 			return errSessionEnded
-		case <-o.n.ctx.Done():
-			return ErrClosed
+		case <-o.ctx.Done():
+			return o.ended()
 		}
 	}
 }
 
-// run writes queued frames in order until the node closes.
+// run writes queued frames in order until the node closes or the peer is
+// removed.
 func (o *peerOut) run() {
 	defer o.n.wg.Done()
+	defer o.close()
 	for {
 		o.mu.Lock()
 		if len(o.queue) == 0 {
@@ -145,7 +166,7 @@ func (o *peerOut) run() {
 			select {
 			case <-o.wake:
 				continue
-			case <-o.n.ctx.Done():
+			case <-o.ctx.Done():
 				return
 			}
 		}
@@ -156,7 +177,7 @@ func (o *peerOut) run() {
 		close(o.room)
 		o.room = make(chan struct{})
 		o.mu.Unlock()
-		if o.n.ctx.Err() != nil {
+		if o.ctx.Err() != nil {
 			return
 		}
 		if it.s.staleAt(time.Now()) {
@@ -179,10 +200,10 @@ func (o *peerOut) run() {
 		}
 		if err != nil {
 			o.n.counters.Unsent.Add(1)
-			if o.n.ctx.Err() == nil && o.n.logs.allow(o.to, "unsent") {
+			if o.ctx.Err() == nil && o.n.logs.allow(o.to, "unsent") {
 				o.n.log.Warn("p2p: could not send to member", "peer", o.to.String(), "frame", it.f.Describe(), "err", err)
 			}
-			if it.f.Kind != KindEcho && o.n.ctx.Err() == nil {
+			if it.f.Kind != KindEcho && o.ctx.Err() == nil {
 				// The member misses one of our messages: the session
 				// cannot complete there (broadcasts are delivered in
 				// order), so end it here, naming that member, rather
@@ -213,8 +234,8 @@ func (o *peerOut) write(raw []byte) error {
 	defer o.smu.Unlock()
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
-		if n.ctx.Err() != nil {
-			return ErrClosed
+		if o.ctx.Err() != nil {
+			return o.ended()
 		}
 		if o.s == nil {
 			if d := time.Until(o.downUntil); d > 0 {
@@ -222,8 +243,8 @@ func (o *peerOut) write(raw []byte) error {
 				// meanwhile must not lose the frames of a new session.
 				select {
 				case <-time.After(d):
-				case <-n.ctx.Done():
-					return ErrClosed
+				case <-o.ctx.Done():
+					return o.ended()
 				}
 			}
 			// Members are configured and few: after a failure, the swarm's
@@ -235,7 +256,7 @@ func (o *peerOut) write(raw []byte) error {
 					sw.Backoff().Clear(o.to)
 				}
 			}
-			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.WriteTimeout)
+			ctx, cancel := context.WithTimeout(o.ctx, n.cfg.WriteTimeout)
 			s, oerr := n.host.NewStream(ctx, o.to, ProtocolID)
 			cancel()
 			if oerr != nil {
@@ -246,8 +267,8 @@ func (o *peerOut) write(raw []byte) error {
 					// random pause, so that the two do not collide again.
 					select {
 					case <-time.After(time.Duration(25+rand.IntN(125)) * time.Millisecond):
-					case <-n.ctx.Done():
-						return ErrClosed
+					case <-o.ctx.Done():
+						return o.ended()
 					}
 					continue
 				}

@@ -9,8 +9,9 @@ import (
 )
 
 // pendingSess holds verified frames for a session this node has not opened
-// yet. Frames are kept only from configured members (the gater sees to
-// that); session membership is checked when the session opens.
+// yet. Frames are kept only from members of the peer set (the session
+// stream handler admits no one else); session membership is checked when
+// the session opens.
 type pendingSess struct {
 	created time.Time
 	frames  []pendingFrame
@@ -32,7 +33,7 @@ type pendingShare struct {
 // number of other members, at least floor, at most the total. So one member
 // cannot use up the buffer the others' early frames need.
 func (n *Node) pendingQuota(total, floor int) int {
-	q := total / max(len(n.members), 1)
+	q := total / max(len(n.peers.Load().members), 1)
 	return min(max(q, floor), total)
 }
 

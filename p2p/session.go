@@ -20,8 +20,9 @@ const frameOverhead = 3 + 16 + 8 + 3*10 + 2*maxIDLen + maxSigLen
 type session struct {
 	n        *Node
 	id       tss.SessionID
-	members  map[peer.ID]bool // the other members
-	others   []peer.ID        // the same, in the order given to Open
+	members  map[peer.ID]bool     // the other members
+	others   []peer.ID            // the same, in the order given to Open
+	out      map[peer.ID]*peerOut // their outbound queues, from the peer set at Open
 	incoming chan tss.Incoming
 	done     chan struct{} // closed when the transport ends the session
 	shutCh   chan struct{} // closed by Close: stops the pump
@@ -87,6 +88,35 @@ type bcastRecord struct {
 }
 
 var _ tss.Conn = (*session)(nil)
+
+// attach checks that every other member is a member of ps and takes its
+// outbound queue from ps. A coordinator is never a session member.
+func (s *session) attach(ps *peerSet) error {
+	for _, p := range s.others {
+		o := ps.members[p]
+		switch {
+		case o != nil:
+			s.out[p] = o
+		case ps.coordinators[p]:
+			return fmt.Errorf("%s is a coordinator, never a session member", p)
+		default:
+			return fmt.Errorf("%s is not a configured member", p)
+		}
+	}
+	return nil
+}
+
+// removedMembers returns the other members that are not members of ps (or
+// were removed and added again: their queue is a new one).
+func (s *session) removedMembers(ps *peerSet) []tss.MemberID {
+	var ids []tss.MemberID
+	for _, p := range s.others {
+		if ps.members[p] != s.out[p] {
+			ids = append(ids, tss.MemberID(p.String()))
+		}
+	}
+	return ids
+}
 
 func (s *session) Incoming() <-chan tss.Incoming { return s.incoming }
 func (s *session) Done() <-chan struct{}         { return s.done }
@@ -213,7 +243,7 @@ func (s *session) Broadcast(ctx context.Context, payload []byte) error {
 	}
 	var full []peer.ID
 	for _, p := range s.others {
-		err := s.n.out[p].enqueue(ctx, s, f, false, time.Time{})
+		err := s.out[p].enqueue(ctx, s, f, false, time.Time{})
 		switch {
 		case errors.Is(err, errQueueFull):
 			full = append(full, p)
@@ -230,7 +260,7 @@ func (s *session) Broadcast(ctx context.Context, payload []byte) error {
 	errs := make([]error, len(full))
 	var wg sync.WaitGroup
 	for i, p := range full {
-		wg.Go(func() { errs[i] = s.n.out[p].enqueue(ctx, s, f, true, deadline) })
+		wg.Go(func() { errs[i] = s.out[p].enqueue(ctx, s, f, true, deadline) })
 	}
 	wg.Wait()
 	var stuck []peer.ID
