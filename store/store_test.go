@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -288,5 +290,61 @@ func TestValueBoundToItsKey(t *testing.T) {
 	err = s.view(ctx, func(txn *badgerTxn) error { return s.getJSON(txn, recGrant, a, &got) })
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), `"grant/a"`) {
 		t.Fatalf("altered value: %v, want %v naming grant/a", err, ErrCorrupt)
+	}
+}
+
+// lines collects log records.
+type lines struct {
+	mu   sync.Mutex
+	recs []string
+}
+
+func (l *lines) Enabled(context.Context, slog.Level) bool { return true }
+func (l *lines) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	line := r.Level.String() + " " + r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		line += " " + a.String()
+		return true
+	})
+	l.recs = append(l.recs, line)
+	return nil
+}
+func (l *lines) WithAttrs(as []slog.Attr) slog.Handler { return &withAttrs{l, as} }
+func (l *lines) WithGroup(string) slog.Handler         { return l }
+
+type withAttrs struct {
+	*lines
+	as []slog.Attr
+}
+
+func (w *withAttrs) Handle(ctx context.Context, r slog.Record) error {
+	r.AddAttrs(w.as...)
+	return w.lines.Handle(ctx, r)
+}
+
+func TestBadgerLogsThroughSlog(t *testing.T) {
+	var l lines
+	s, err := Open(t.TempDir(), newKeyFile(t), Options{Logger: slog.New(&l)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	found := false
+	for _, r := range l.recs {
+		if strings.Contains(r, "component=badger") {
+			found = true
+			if !strings.HasPrefix(r, "DEBUG ") || strings.HasSuffix(r, "\n") {
+				t.Errorf("badger line %q: want debug level, no trailing newline", r)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no badger line reached the logger: %q", l.recs)
 	}
 }
