@@ -124,13 +124,15 @@ func Compile(d *Document) (*Policy, error) {
 	if d.Replaces != "" && !isHash(d.Replaces) {
 		return nil, fmt.Errorf("policy: compile: replaces %q is not a 32-byte hex hash", d.Replaces)
 	}
-	for name, a := range d.Guardians {
-		if !common.IsHexAddress(a) {
-			return nil, fmt.Errorf("policy: compile: guardian %s: %q is not an address", name, a)
+	// Maps are read in sorted order throughout, so that every node compiles
+	// a document the same way and fails on it with the same error.
+	for _, name := range sortedKeys(d.Guardians) {
+		addr, err := parseAddress(d.Guardians[name])
+		if err != nil {
+			return nil, fmt.Errorf("policy: compile: guardian %s: %w", name, err)
 		}
-		addr := common.HexToAddress(a)
-		if _, dup := p.guardians[addr]; dup {
-			return nil, fmt.Errorf("policy: compile: guardian %s: address %s listed twice", name, addr.Hex())
+		if other, dup := p.guardians[addr]; dup {
+			return nil, fmt.Errorf("policy: compile: guardians %s and %s: address %s listed twice", other, name, addr.Hex())
 		}
 		p.guardians[addr] = name
 	}
@@ -185,15 +187,26 @@ func Compile(d *Document) (*Policy, error) {
 		p.tiers = append(p.tiers, ts)
 		p.tierByKey[t.Name] = ts
 	}
-	for sym, t := range d.Tokens {
-		if !common.IsHexAddress(t.Address) || t.Decimals < 0 || t.Decimals > 77 {
-			return nil, fmt.Errorf("policy: compile: token %s: bad address or decimals", sym)
+	for _, sym := range sortedKeys(d.Tokens) {
+		t := d.Tokens[sym]
+		a, err := parseAddress(t.Address)
+		if err != nil {
+			return nil, fmt.Errorf("policy: compile: token %s: %w", sym, err)
 		}
-		ti := &tokenInfo{symbol: sym, addr: common.HexToAddress(t.Address), decimals: t.Decimals}
+		if t.Decimals < 0 || t.Decimals > 77 {
+			return nil, fmt.Errorf("policy: compile: token %s: decimals %d", sym, t.Decimals)
+		}
+		if other, dup := p.tokenAddr[a]; dup {
+			// One contract under two symbols would make amounts and
+			// reasons depend on which symbol a node happened to read last.
+			return nil, fmt.Errorf("policy: compile: tokens %s and %s: address %s declared twice", other.symbol, sym, a.Hex())
+		}
+		ti := &tokenInfo{symbol: sym, addr: a, decimals: t.Decimals}
 		p.tokens[sym] = ti
 		p.tokenAddr[ti.addr] = ti
 	}
-	for name, entries := range d.Lists {
+	for _, name := range sortedKeys(d.Lists) {
+		entries := d.Lists[name]
 		if _, ok := d.Tokens[name]; ok {
 			// $NAME must mean one thing, or a change to the lists could
 			// silently change what a rule refers to.
@@ -319,10 +332,30 @@ func (p *Policy) addrOrToken(s string) (common.Address, error) {
 		}
 		return common.Address{}, fmt.Errorf("unknown token %s", s)
 	}
-	if !common.IsHexAddress(s) {
-		return common.Address{}, fmt.Errorf("%q is not an address", s)
+	return parseAddress(s)
+}
+
+// parseAddress reads a 0x-prefixed hex address. Mixed case is an EIP-55
+// checksum and must be right: a mistyped address must not compile into a
+// different one.
+func parseAddress(s string) (common.Address, error) {
+	if !strings.HasPrefix(s, "0x") || !common.IsHexAddress(s) {
+		return common.Address{}, fmt.Errorf("%q is not a 0x-prefixed address", s)
 	}
-	return common.HexToAddress(s), nil
+	a := common.HexToAddress(s)
+	if h := s[2:]; h != strings.ToLower(h) && h != strings.ToUpper(h) && a.Hex() != s {
+		return common.Address{}, fmt.Errorf("%q has a wrong EIP-55 checksum (%s)", s, a.Hex())
+	}
+	return a, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // addrs resolves a list of addresses, $lists and $TOKENS.

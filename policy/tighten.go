@@ -46,12 +46,12 @@ func checkTightening(old, nw *Policy) error {
 	// Declared tokens change what rules mean in both directions: a token
 	// removed from tokens is no longer one whose undecoded calldata needs
 	// its selector named, so deleting a declaration loosens too.
-	for sym, t := range nw.doc.Tokens {
-		if o, ok := old.doc.Tokens[sym]; !ok || o != t {
+	for _, sym := range sortedKeys(nw.doc.Tokens) {
+		if o, ok := old.doc.Tokens[sym]; !ok || o != nw.doc.Tokens[sym] {
 			return fmt.Errorf("%w: token %s added or changed", ErrNotTightening, sym)
 		}
 	}
-	for sym := range old.doc.Tokens {
+	for _, sym := range sortedKeys(old.doc.Tokens) {
 		if _, ok := nw.doc.Tokens[sym]; !ok {
 			return fmt.Errorf("%w: token %s removed", ErrNotTightening, sym)
 		}
