@@ -1,0 +1,147 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/big"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/custos-wallet/custos/policy"
+)
+
+var t0 = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+
+func res(id string, at time.Time, entries ...policy.Entry) policy.Reservation {
+	return policy.Reservation{ID: policy.RequestID(id), Time: at, Entries: entries}
+}
+
+func spend(bucket string, amount int64, limit int64, window time.Duration) policy.Entry {
+	return policy.Entry{Bucket: bucket, Amount: big.NewInt(amount), Count: 1, Window: window, LimitAmount: big.NewInt(limit)}
+}
+
+func usage(t *testing.T, l *Ledger, bucket string, window time.Duration, now time.Time) (int64, uint64) {
+	t.Helper()
+	u, err := l.Usage(context.Background(), bucket, window, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Amount.Int64(), u.Count
+}
+
+func TestLedgerReserveCommitRelease(t *testing.T) {
+	ctx := context.Background()
+	key := newKeyFile(t)
+	s := openTest(t, t.TempDir(), key)
+	l := s.Ledger()
+	day := 24 * time.Hour
+	if err := l.Reserve(ctx, res("r1", t0, spend("a", 60, 100, day), spend("b", 1, 10, 0))); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Reserve(ctx, res("r1", t0, spend("c", 1, 10, 0))); !errors.Is(err, policy.ErrDuplicateRequest) {
+		t.Fatalf("duplicate: %v", err)
+	}
+	// One entry over its limit: nothing of the reservation is recorded.
+	if err := l.Reserve(ctx, res("r2", t0.Add(time.Hour), spend("b", 1, 10, 0), spend("a", 41, 100, day))); !errors.Is(err, policy.ErrBudgetExceeded) {
+		t.Fatalf("over budget: %v", err)
+	}
+	if a, n := usage(t, l, "b", 0, t0); a != 1 || n != 1 {
+		t.Fatalf("a refused reservation was recorded: b used %d (%d)", a, n)
+	}
+	if err := l.Reserve(ctx, res("r2", t0.Add(time.Hour), spend("a", 40, 100, day))); err != nil {
+		t.Fatal(err)
+	}
+	// Windows: r1 falls out a day after t0, r2 an hour later; later
+	// records count too.
+	if a, _ := usage(t, l, "a", day, t0.Add(day)); a != 100 {
+		t.Fatalf("usage at t0+24h: %d", a)
+	}
+	if a, _ := usage(t, l, "a", day, t0.Add(day+time.Minute)); a != 40 {
+		t.Fatalf("usage at t0+24h1m: %d", a)
+	}
+	if a, _ := usage(t, l, "a", day, t0.Add(-time.Hour)); a != 100 {
+		t.Fatalf("usage before the records: %d", a)
+	}
+	if err := l.Commit(ctx, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(ctx, "r1"); err == nil {
+		t.Fatal("released a committed reservation")
+	}
+	if err := l.Release(ctx, "r2"); err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range []func(context.Context, policy.RequestID) error{l.Commit, l.Release} {
+		if err := op(ctx, "r2"); !errors.Is(err, policy.ErrUnknownRequest) {
+			t.Fatalf("released request: %v", err)
+		}
+	}
+	// A crash now, and a clean restart: the same records.
+	crashed := openTest(t, crashCopy(t, s), key)
+	s = reopen(t, s, key)
+	for _, st := range []*Store{s, crashed} {
+		l := st.Ledger()
+		if a, n := usage(t, l, "a", 0, t0); a != 60 || n != 1 {
+			t.Fatalf("usage after a restart: %d (%d)", a, n)
+		}
+		recs, err := l.Records(ctx)
+		if err != nil || len(recs) != 2 {
+			t.Fatalf("records: %+v %v", recs, err)
+		}
+		for _, r := range recs {
+			if r.ID != "r1" || r.State != policy.Committed || !r.Time.Equal(t0) {
+				t.Fatalf("record %+v", r)
+			}
+		}
+		// The remaining budget holds across the restart.
+		if err := l.Reserve(ctx, res("r3", t0, spend("a", 41, 100, day))); !errors.Is(err, policy.ErrBudgetExceeded) {
+			t.Fatalf("over budget after a restart: %v", err)
+		}
+	}
+}
+
+func TestLedgerOneBucketTwiceInOneReservation(t *testing.T) {
+	ctx := context.Background()
+	l := openTest(t, t.TempDir(), newKeyFile(t)).Ledger()
+	if err := l.Reserve(ctx, res("r1", t0, spend("a", 3, 100, 0), spend("a", 4, 100, 0))); err != nil {
+		t.Fatal(err)
+	}
+	if a, n := usage(t, l, "a", 0, t0); a != 7 || n != 2 {
+		t.Fatalf("usage %d (%d), want 7 (2)", a, n)
+	}
+	if err := l.Release(ctx, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	if a, n := usage(t, l, "a", 0, t0); a != 0 || n != 0 {
+		t.Fatalf("usage after release %d (%d)", a, n)
+	}
+}
+
+func TestLedgerConcurrentReservationsHoldTheLimit(t *testing.T) {
+	ctx := context.Background()
+	l := openTest(t, t.TempDir(), newKeyFile(t)).Ledger()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok := 0
+	for i := range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := l.Reserve(ctx, res(fmt.Sprint("r", i), t0, policy.Entry{Bucket: "a", Amount: big.NewInt(1), Count: 1, LimitCount: 5}))
+			if err != nil && !errors.Is(err, policy.ErrBudgetExceeded) {
+				t.Error(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				ok++
+			}
+		}()
+	}
+	wg.Wait()
+	if ok != 5 {
+		t.Fatalf("%d reservations passed a count limit of 5", ok)
+	}
+}
