@@ -305,7 +305,7 @@ func (p *Policy) Tiers() []TierSpec {
 
 func isEngineRule(id string) bool {
 	switch id {
-	case RuleFreeze, RuleRequest, RuleSession, RuleBreaker, RuleDefault, RuleBudget, RuleError:
+	case RuleFreeze, RuleRequest, RuleGrant, RuleBreaker, RuleDefault, RuleBudget, RuleError:
 		return true
 	}
 	return false
@@ -644,7 +644,7 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 	default:
 		return nil, fmt.Errorf("calldata: %q (want any or none)", w.Calldata)
 	}
-	if w.Calldata == "none" || (w.Calldata == "" && !deny && !namesCall && !(w.Session != nil && *w.Session)) {
+	if w.Calldata == "none" || (w.Calldata == "" && !deny && !namesCall && !(w.Grant != nil && *w.Grant)) {
 		add("calldata", func(c *evalCtx) (bool, string) {
 			if c.req.Kind != KindTransaction || !hasCalldata(c.req.Tx) {
 				return true, ""
@@ -921,16 +921,16 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 			return false, fmt.Sprintf("message does not start with %s", joinScalars(w.MessagePrefix))
 		})
 	}
-	if w.Session != nil {
-		want := *w.Session
-		add("session", func(c *evalCtx) (bool, string) {
+	if w.Grant != nil {
+		want := *w.Grant
+		add("grant", func(c *evalCtx) (bool, string) {
 			if (c.grant != nil) == want {
 				return true, ""
 			}
 			if want {
-				return false, "the rule needs a session grant"
+				return false, "the rule needs a grant"
 			}
-			return false, "the rule does not apply to session requests"
+			return false, "the rule does not apply to requests under a grant"
 		})
 	}
 	if !deny {
@@ -940,16 +940,16 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 		// data nobody decoded, unless the rule names its type and contract.
 		aboutAssets := hasRecipient || len(w.NotRecipient) > 0 || len(w.Token) > 0 || w.AmountMax != ""
 		namesTyped := len(w.PrimaryType) > 0 && w.Domain != nil && len(w.Domain.Contract) > 0
-		// A session rule defers scope to the grant, which the engine has
+		// A grant rule defers scope to the grant, which the engine has
 		// already checked: destinations, selectors and recipients.
-		session := w.Session != nil && *w.Session
+		underGrant := w.Grant != nil && *w.Grant
 		add("implicit", func(c *evalCtx) (bool, string) {
 			if c.req.Kind == KindTransaction {
 				tx := c.req.Tx
 				if len(tx.Authorizations) > 0 && !hasDelegate {
 					return false, fmt.Sprintf("EIP-7702 authorization delegates to %s and the rule names no delegate", shortAddr(tx.Authorizations[0].Delegate))
 				}
-				if tx.Call != nil && !tx.Call.Known() && !hasTo && !session {
+				if tx.Call != nil && !tx.Call.Known() && !hasTo && !underGrant {
 					if tx.To == nil {
 						return false, "contract creation and the rule names no destination"
 					}
@@ -959,7 +959,7 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 				// this package does not decode (transferAndCall, ERC-777
 				// send, setApprovalForAll, multicall...): naming the
 				// contract is not enough, the rule must list the selector.
-				if tx.Call != nil && !tx.Call.Known() && tx.To != nil && !session && !explicitSels[tx.Call.Selector] {
+				if tx.Call != nil && !tx.Call.Known() && tx.To != nil && !underGrant && !explicitSels[tx.Call.Selector] {
 					if t, ok := p.tokenAddr[*tx.To]; ok {
 						return false, fmt.Sprintf("calldata with undecoded selector 0x%x to token %s and the rule does not list the selector", tx.Call.Selector, t.symbol)
 					}
@@ -980,7 +980,7 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 					return false, fmt.Sprintf("typed data %s is not decoded, so its recipients and amounts are unknown; the rule would need primary_type and domain.contract", td.PrimaryType)
 				}
 			}
-			if !hasRecipient && !session {
+			if !hasRecipient && !underGrant {
 				for _, sp := range c.spends {
 					if !sp.IsNative() {
 						return false, fmt.Sprintf("%s of %s to %s and the rule names no recipient", sp.Kind, p.formatSpendAmount(sp), shortAddr(sp.To))
@@ -1076,7 +1076,7 @@ func (p *Policy) formatSpendAmount(sp chain.Spend) string {
 
 var condOrders = map[string]int{
 	"kind": 0, "chain": 1, "agent": 2, "key": 3, "call": 4, "token": 6, "primary_type": 8,
-	"message_prefix": 9, "session": 10, "to": 11, "not_to": 12, "recipient": 13, "not_recipient": 14,
+	"message_prefix": 9, "grant": 10, "to": 11, "not_to": 12, "recipient": 13, "not_recipient": 14,
 	"delegate": 15, "calldata": 16, "value_max": 17, "amount_max": 18, "gas_max": 19, "fee_max": 20, "tip_max": 21,
 	"default_fee_max": 20, "default_tip_max": 21,
 	"implicit": 22, "budget": 23,

@@ -359,7 +359,7 @@ func (e *ddEnv) run(t *testing.T, td *datadriven.TestData) (out string) {
 		u, _ := e.ledger.Usage(BudgetBucket(arg(td, "rule", ""), AgentID(arg(td, "agent", "bot")), addr(arg(td, "key", "hot")), asset), w, e.now)
 		return fmt.Sprintf("amount %s count %d\n", u.Amount, u.Count)
 	case "grant":
-		g := SessionGrant{
+		g := Grant{
 			ID: arg(td, "id", "g1"), Agent: AgentID(arg(td, "agent", "bot")), Key: addr(arg(td, "key", "hot")),
 			NotBefore: e.offset(arg(td, "nbf", "-1h")), Expiry: e.offset(arg(td, "exp", "+1h")),
 			ValuePerTx: amount(arg(td, "value-tx", "0")), ValueTotal: amount(arg(td, "value-total", "0")),

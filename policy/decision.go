@@ -58,7 +58,7 @@ type TierSpec struct {
 const (
 	RuleFreeze  = "freeze"  // the agent or key is frozen
 	RuleRequest = "request" // the request is inconsistent or malformed
-	RuleSession = "session" // the session grant refused the request
+	RuleGrant   = "grant"   // the grant refused the request
 	RuleBreaker = "breaker" // the circuit breaker tripped on this request
 	RuleDefault = "default" // no rule matched
 	RuleBudget  = "budget"  // a budget reservation failed at commit time

@@ -14,7 +14,7 @@
 // explicit deny rule wins over any other; an evaluation error is a deny.
 //
 // Engine holds the state around evaluation: the current document, freezes,
-// revoked session grants, the circuit breaker and the ledger of budget
+// revoked grants, the circuit breaker and the ledger of budget
 // reservations. It reads no clock (every call takes the time, which must be
 // the node's own) and performs no I/O; storage and networking are the
 // caller's: Engine.Export and Engine.Restore carry freezes, revocations and

@@ -118,7 +118,7 @@ type When struct {
 	PrimaryType   List       `yaml:"primary_type,omitempty" json:"primary_type,omitempty"`
 	Delegate      List       `yaml:"delegate,omitempty" json:"delegate,omitempty"`
 	MessagePrefix List       `yaml:"message_prefix,omitempty" json:"message_prefix,omitempty"`
-	Session       *bool      `yaml:"session,omitempty" json:"session,omitempty"`
+	Grant         *bool      `yaml:"grant,omitempty" json:"grant,omitempty"`
 }
 
 // DomainDoc constrains an EIP-712 domain.

@@ -119,7 +119,7 @@ type evalCtx struct {
 	dest    common.Address
 	hasDest bool
 	spends  []chain.Spend
-	grant   *SessionGrant
+	grant   *Grant
 	// err is the first ledger error; it aborts the evaluation with a deny
 	// under rule "error" (a ledger that cannot answer is not "no match").
 	err error
@@ -244,7 +244,7 @@ func (e *Engine) evaluateLocked(p *Policy, req *Request) (d Decision, entries []
 			return deny(p, RuleError, c.err.Error()), nil
 		}
 		if reason != "" {
-			return deny(p, RuleSession, reason), nil
+			return deny(p, RuleGrant, reason), nil
 		}
 		c.grant = &req.Grant.Grant
 		entries = ents
@@ -623,7 +623,7 @@ func (e *Engine) Freezes() []FreezeRecord {
 	return out
 }
 
-// Revoke adds a session grant to the revocation list; any one guardian may
+// Revoke adds a grant to the revocation list; any one guardian may
 // sign it.
 func (e *Engine) Revoke(r Revocation, sig []byte) error {
 	e.mu.Lock()

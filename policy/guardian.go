@@ -39,7 +39,7 @@ var Types = apitypes.Types{
 		{Name: "version", Type: "uint256"},
 		{Name: "replaces", Type: "bytes32"},
 	},
-	"SessionGrant": {
+	"Grant": {
 		{Name: "id", Type: "string"},
 		{Name: "agent", Type: "string"},
 		{Name: "key", Type: "address"},
@@ -296,7 +296,7 @@ func (u Unfreeze) TypedData(wallet common.Hash) apitypes.TypedData {
 	return typedData(wallet, "Unfreeze", apitypes.TypedDataMessage{"target": string(u.Target), "freeze": hexutil.Encode(u.Freeze.Bytes()), "issued": unix(u.Issued)})
 }
 
-// Revocation withdraws a session grant; any one guardian may sign it.
+// Revocation withdraws a grant; any one guardian may sign it.
 type Revocation struct {
 	GrantID string
 	Issued  time.Time

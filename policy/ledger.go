@@ -213,5 +213,5 @@ func BudgetBucket(rule string, agent AgentID, key fmt.Stringer, asset string) st
 	return "rule/" + rule + "/agent/" + string(agent) + "/key/" + key.String() + "/asset/" + asset
 }
 
-// GrantBucket names the bucket of a session grant's total caps.
+// GrantBucket names the bucket of a grant's total caps.
 func GrantBucket(grant string, asset string) string { return "grant/" + grant + "/asset/" + asset }

@@ -53,7 +53,7 @@ func parseKind(s string) (Kind, error) {
 
 // Request is what the engine evaluates: who asks, with which key, on which
 // chain, to sign what (already decoded by package chain), under which
-// session grant, and when.
+// grant, and when.
 type Request struct {
 	ID      RequestID
 	Agent   AgentID
@@ -68,7 +68,7 @@ type Request struct {
 	Message []byte
 	// Digest is set for KindRawDigest.
 	Digest common.Hash
-	// Grant is an optional session grant the agent presents.
+	// Grant is an optional grant the agent presents.
 	Grant *SignedGrant
 	// Time is the evaluation time; the engine never reads a clock. It must
 	// be the evaluating node's own clock, never a time the agent or the

@@ -56,7 +56,7 @@ func TestImpossibleRequestsRefused(t *testing.T) {
 			r.Typed = &chain.Typed{ChainID: big.NewInt(1), Spends: []chain.Spend{{Kind: chain.SpendPermit, Token: aliases["usdc"], To: vendor}}}
 		}, "no amount"},
 		"negative grant": {func(r *Request) {
-			r.Grant = &SignedGrant{Grant: SessionGrant{ID: "g", ValueTotal: big.NewInt(-1)}}
+			r.Grant = &SignedGrant{Grant: Grant{ID: "g", ValueTotal: big.NewInt(-1)}}
 		}, "negative"},
 	} {
 		t.Run(name, func(t *testing.T) {

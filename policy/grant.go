@@ -11,10 +11,10 @@ import (
 	"github.com/ethereum/go-ethereum/signer/core/apitypes"
 )
 
-// SessionGrant lets an agent act within narrow bounds for a while, signed by
+// Grant lets an agent act within narrow bounds for a while, signed by
 // one guardian. A request that presents a grant must stay inside it, and
-// the rules must still allow it (typically with a `session: true` rule).
-type SessionGrant struct {
+// the rules must still allow it (typically with a `grant: true` rule).
+type Grant struct {
 	ID        string
 	Agent     AgentID
 	Key       common.Address
@@ -37,9 +37,9 @@ type SessionGrant struct {
 	ChainID *big.Int
 }
 
-// SignedGrant is a session grant with its guardian signature.
+// SignedGrant is a grant with its guardian signature.
 type SignedGrant struct {
-	Grant     SessionGrant
+	Grant     Grant
 	Signature []byte
 }
 
@@ -52,7 +52,7 @@ func orZero(v *big.Int) *big.Int {
 
 // TypedData is what the guardian signs for the wallet wallet. A chainId
 // of 0 means every chain.
-func (g *SessionGrant) TypedData(wallet common.Hash) apitypes.TypedData {
+func (g *Grant) TypedData(wallet common.Hash) apitypes.TypedData {
 	dests := make([]any, len(g.Destinations))
 	for i, d := range g.Destinations {
 		dests[i] = d.Hex()
@@ -61,7 +61,7 @@ func (g *SessionGrant) TypedData(wallet common.Hash) apitypes.TypedData {
 	for i, s := range g.Selectors {
 		sels[i] = hexutil.Encode(s[:])
 	}
-	return typedData(wallet, "SessionGrant", apitypes.TypedDataMessage{
+	return typedData(wallet, "Grant", apitypes.TypedDataMessage{
 		"id":           g.ID,
 		"agent":        string(g.Agent),
 		"key":          g.Key.Hex(),
@@ -81,7 +81,7 @@ func (g *SessionGrant) TypedData(wallet common.Hash) apitypes.TypedData {
 
 // SignGrant signs g, a grant of the wallet wallet, with a guardian identity
 // key.
-func SignGrant(key *ecdsa.PrivateKey, wallet common.Hash, g SessionGrant) (*SignedGrant, error) {
+func SignGrant(key *ecdsa.PrivateKey, wallet common.Hash, g Grant) (*SignedGrant, error) {
 	sig, err := SignTypedData(key, g.TypedData(wallet))
 	if err != nil {
 		return nil, err
@@ -97,29 +97,29 @@ func (e *Engine) checkGrant(p *Policy, c *evalCtx) ([]Entry, string) {
 	g := &sg.Grant
 	signer, err := RecoverTypedData(g.TypedData(p.wallet), sg.Signature)
 	if err != nil {
-		return nil, fmt.Sprintf("session grant %s: %v", g.ID, err)
+		return nil, fmt.Sprintf("grant %s: %v", g.ID, err)
 	}
 	if _, ok := p.guardians[signer]; !ok {
-		return nil, fmt.Sprintf("session grant %s is signed by %s, who is not a guardian", g.ID, shortAddr(signer))
+		return nil, fmt.Sprintf("grant %s is signed by %s, who is not a guardian", g.ID, shortAddr(signer))
 	}
 	if r, ok := e.revoked[g.ID]; ok {
-		return nil, fmt.Sprintf("session grant %s was revoked at %s", g.ID, r.Issued.UTC().Format(time.RFC3339))
+		return nil, fmt.Sprintf("grant %s was revoked at %s", g.ID, r.Issued.UTC().Format(time.RFC3339))
 	}
 	now := c.req.Time
 	if now.Before(g.NotBefore) {
-		return nil, fmt.Sprintf("session grant %s is not valid before %s", g.ID, g.NotBefore.UTC().Format(time.RFC3339))
+		return nil, fmt.Sprintf("grant %s is not valid before %s", g.ID, g.NotBefore.UTC().Format(time.RFC3339))
 	}
 	if !now.Before(g.Expiry) {
-		return nil, fmt.Sprintf("session grant %s expired at %s", g.ID, g.Expiry.UTC().Format(time.RFC3339))
+		return nil, fmt.Sprintf("grant %s expired at %s", g.ID, g.Expiry.UTC().Format(time.RFC3339))
 	}
 	if g.Agent != c.req.Agent || g.Key != c.req.Key {
-		return nil, fmt.Sprintf("session grant %s is for agent %s and key %s", g.ID, g.Agent, shortAddr(g.Key))
+		return nil, fmt.Sprintf("grant %s is for agent %s and key %s", g.ID, g.Agent, shortAddr(g.Key))
 	}
 	if c.req.Kind != KindTransaction {
-		return nil, fmt.Sprintf("session grant %s covers transactions only, not %s", g.ID, c.req.Kind)
+		return nil, fmt.Sprintf("grant %s covers transactions only, not %s", g.ID, c.req.Kind)
 	}
 	if g.ChainID != nil && g.ChainID.Sign() != 0 && g.ChainID.Cmp(c.req.ChainID) != 0 {
-		return nil, fmt.Sprintf("session grant %s is for chain %s, not chain %s", g.ID, g.ChainID, c.req.ChainID)
+		return nil, fmt.Sprintf("grant %s is for chain %s, not chain %s", g.ID, g.ChainID, c.req.ChainID)
 	}
 	tx := c.req.Tx
 	inDests := func(a common.Address) bool {
@@ -131,10 +131,10 @@ func (e *Engine) checkGrant(p *Policy, c *evalCtx) ([]Entry, string) {
 		return false
 	}
 	if !c.hasDest || !inDests(c.dest) {
-		return nil, fmt.Sprintf("destination %s is outside session grant %s", shortAddr(c.dest), g.ID)
+		return nil, fmt.Sprintf("destination %s is outside grant %s", shortAddr(c.dest), g.ID)
 	}
 	if len(tx.Authorizations) > 0 {
-		return nil, fmt.Sprintf("session grant %s does not cover EIP-7702 authorizations", g.ID)
+		return nil, fmt.Sprintf("grant %s does not cover EIP-7702 authorizations", g.ID)
 	}
 	if tx.Call != nil {
 		ok := false
@@ -142,12 +142,12 @@ func (e *Engine) checkGrant(p *Policy, c *evalCtx) ([]Entry, string) {
 			ok = ok || s == tx.Call.Selector
 		}
 		if !ok {
-			return nil, fmt.Sprintf("selector 0x%x is outside session grant %s", tx.Call.Selector, g.ID)
+			return nil, fmt.Sprintf("selector 0x%x is outside grant %s", tx.Call.Selector, g.ID)
 		}
 	}
 	value := c.req.nativeValue()
 	if value.Cmp(orZero(g.ValuePerTx)) > 0 {
-		return nil, fmt.Sprintf("value %s exceeds session grant %s per-transaction cap %s", formatEther(value), g.ID, formatEther(orZero(g.ValuePerTx)))
+		return nil, fmt.Sprintf("value %s exceeds grant %s per-transaction cap %s", formatEther(value), g.ID, formatEther(orZero(g.ValuePerTx)))
 	}
 	tokenAmt := new(big.Int)
 	for _, sp := range c.spends {
@@ -155,25 +155,25 @@ func (e *Engine) checkGrant(p *Policy, c *evalCtx) ([]Entry, string) {
 			continue
 		}
 		if sp.Token != g.Token || g.Token == (common.Address{}) {
-			return nil, fmt.Sprintf("token %s is outside session grant %s", shortAddr(sp.Token), g.ID)
+			return nil, fmt.Sprintf("token %s is outside grant %s", shortAddr(sp.Token), g.ID)
 		}
 		if !inDests(sp.To) {
-			return nil, fmt.Sprintf("%s recipient %s is outside session grant %s", sp.Kind, shortAddr(sp.To), g.ID)
+			return nil, fmt.Sprintf("%s recipient %s is outside grant %s", sp.Kind, shortAddr(sp.To), g.ID)
 		}
 		if sp.Unlimited {
-			return nil, fmt.Sprintf("unlimited %s exceeds session grant %s", sp.Kind, g.ID)
+			return nil, fmt.Sprintf("unlimited %s exceeds grant %s", sp.Kind, g.ID)
 		}
 		tokenAmt.Add(tokenAmt, sp.Amount)
 	}
 	if tokenAmt.Cmp(orZero(g.AmountPerTx)) > 0 {
-		return nil, fmt.Sprintf("amount %s exceeds session grant %s per-transaction cap %s", p.formatToken(tokenAmt, g.Token), g.ID, p.formatToken(orZero(g.AmountPerTx), g.Token))
+		return nil, fmt.Sprintf("amount %s exceeds grant %s per-transaction cap %s", p.formatToken(tokenAmt, g.Token), g.ID, p.formatToken(orZero(g.AmountPerTx), g.Token))
 	}
 	// The total counts the most the transaction can spend: its value and
 	// its maximum gas fee.
 	spent := new(big.Int).Add(value, c.req.maxFeeCost())
 	entries := []Entry{{Bucket: GrantBucket(g.ID, "native"), Amount: spent, Count: 1, LimitAmount: orZero(g.ValueTotal), LimitCount: g.MaxCount}}
 	if g.MaxCount == 0 {
-		return nil, fmt.Sprintf("session grant %s allows no requests", g.ID)
+		return nil, fmt.Sprintf("grant %s allows no requests", g.ID)
 	}
 	if tokenAmt.Sign() > 0 {
 		entries = append(entries, Entry{Bucket: GrantBucket(g.ID, g.Token.Hex()), Amount: tokenAmt, LimitAmount: orZero(g.AmountTotal)})
@@ -181,14 +181,14 @@ func (e *Engine) checkGrant(p *Policy, c *evalCtx) ([]Entry, string) {
 	for _, en := range entries {
 		u, err := c.usage(en.Bucket, 0)
 		if err != nil {
-			return nil, fmt.Sprintf("session grant %s: %v", g.ID, err)
+			return nil, fmt.Sprintf("grant %s: %v", g.ID, err)
 		}
 		if new(big.Int).Add(u.Amount, en.Amount).Cmp(en.LimitAmount) > 0 {
-			return nil, fmt.Sprintf("session grant %s total cap reached: %s used + %s exceeds %s", g.ID, describeUsage(p, en.Bucket, u.Amount, g.Token),
+			return nil, fmt.Sprintf("grant %s total cap reached: %s used + %s exceeds %s", g.ID, describeUsage(p, en.Bucket, u.Amount, g.Token),
 				describeUsage(p, en.Bucket, en.Amount, g.Token), describeUsage(p, en.Bucket, en.LimitAmount, g.Token))
 		}
 		if en.LimitCount > 0 && u.Count+en.Count > en.LimitCount {
-			return nil, fmt.Sprintf("session grant %s used %d of %d requests", g.ID, u.Count, en.LimitCount)
+			return nil, fmt.Sprintf("grant %s used %d of %d requests", g.ID, u.Count, en.LimitCount)
 		}
 	}
 	return entries, ""
