@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/custos-wallet/custos/internal/testfixtures"
+	"github.com/custos-wallet/custos/p2p"
 	"github.com/custos-wallet/custos/tss"
 )
 
@@ -311,14 +312,14 @@ func TestSessionIDClaimedOnce(t *testing.T) {
 	if err := s.SessionIDs().Claim(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SessionIDs().Claim(ctx, id); !errors.Is(err, ErrSessionReused) {
-		t.Fatalf("second claim: %v, want %v", err, ErrSessionReused)
+	if err := s.SessionIDs().Claim(ctx, id); !errors.Is(err, p2p.ErrSessionReused) {
+		t.Fatalf("second claim: %v, want %v", err, p2p.ErrSessionReused)
 	}
 	crashed := openTest(t, crashCopy(t, s), key)
 	s = reopen(t, s, key)
 	for _, st := range []*Store{s, crashed} {
-		if err := st.SessionIDs().Claim(ctx, id); !errors.Is(err, ErrSessionReused) {
-			t.Fatalf("claim after a restart: %v, want %v", err, ErrSessionReused)
+		if err := st.SessionIDs().Claim(ctx, id); !errors.Is(err, p2p.ErrSessionReused) {
+			t.Fatalf("claim after a restart: %v, want %v", err, p2p.ErrSessionReused)
 		}
 		if used, err := st.SessionIDs().Used(ctx, id); !used || err != nil {
 			t.Fatalf("used: %v %v", used, err)
@@ -334,7 +335,7 @@ func TestSessionIDClaimedOnce(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			err := s.SessionIDs().Claim(ctx, fresh)
-			if err != nil && !errors.Is(err, ErrSessionReused) {
+			if err != nil && !errors.Is(err, p2p.ErrSessionReused) {
 				t.Error(err)
 			}
 			mu.Lock()

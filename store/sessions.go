@@ -2,16 +2,12 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
+	"github.com/custos-wallet/custos/p2p"
 	"github.com/custos-wallet/custos/tss"
 )
-
-// ErrSessionReused: a session id claimed before, by this process or an
-// earlier one.
-var ErrSessionReused = errors.New("store: session id reused")
 
 var sessionPrefix = []byte("session/")
 
@@ -24,14 +20,17 @@ type claimedSession struct {
 }
 
 // SessionIDs is the durable registry of the session ids this node has
-// taken part in: each id is claimed once, ever.
+// taken part in: each id is claimed once, ever. It is the p2p.Config
+// Sessions of a node.
 type SessionIDs struct{ s *Store }
+
+var _ p2p.SessionRegistry = (*SessionIDs)(nil)
 
 // SessionIDs returns the store's session id registry.
 func (s *Store) SessionIDs() *SessionIDs { return &SessionIDs{s: s} }
 
 // Claim records id, committed and synced before it returns, and fails with
-// an error wrapping ErrSessionReused if id was claimed before.
+// an error wrapping p2p.ErrSessionReused if id was claimed before.
 func (r *SessionIDs) Claim(ctx context.Context, id tss.SessionID) error {
 	if id.IsZero() {
 		return fmt.Errorf("store: claim session: the session id is zero")
@@ -43,7 +42,7 @@ func (r *SessionIDs) Claim(ctx context.Context, id tss.SessionID) error {
 			return err
 		}
 		if used {
-			return ErrSessionReused
+			return p2p.ErrSessionReused
 		}
 		return r.s.putJSON(txn, recSession, key, claimedSession{Claimed: time.Now().UTC()})
 	})
