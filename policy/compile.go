@@ -2,7 +2,6 @@ package policy
 
 import (
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"math/big"
 	"sort"
@@ -1033,7 +1032,13 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 	if shape.Budget != nil {
 		shape.Budget = &BudgetDoc{Window: rd.Budget.Window}
 	}
-	sb, _ := json.Marshal(shape)
+	// The shape is compared as text by the tightening check: a shape that
+	// cannot be encoded must fail the document, not compare equal to
+	// another that cannot.
+	sb, err := encodeJSON(shape)
+	if err != nil {
+		return nil, fmt.Errorf("encode rule shape: %w", err)
+	}
 	r.shape = string(sb)
 	return r, nil
 }

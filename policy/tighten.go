@@ -20,10 +20,23 @@ func sameGuardians(a, b *Policy) bool {
 	return true
 }
 
-func sameJSON(a, b any) bool {
-	x, _ := json.Marshal(a)
-	y, _ := json.Marshal(b)
-	return string(x) == string(y)
+// encodeJSON is the encoder behind every comparison of encoded values; a
+// test replaces it to show that an encoding error denies.
+var encodeJSON = json.Marshal
+
+// sameJSON reports whether a and b encode alike. An encoding error is an
+// error, never "equal": two values that fail to encode would otherwise
+// compare as the same empty text.
+func sameJSON(a, b any) (bool, error) {
+	x, err := encodeJSON(a)
+	if err != nil {
+		return false, fmt.Errorf("policy: encode for comparison: %w", err)
+	}
+	y, err := encodeJSON(b)
+	if err != nil {
+		return false, fmt.Errorf("policy: encode for comparison: %w", err)
+	}
+	return string(x) == string(y), nil
 }
 
 // checkTightening returns nil when every request that nw allows is allowed
@@ -127,7 +140,11 @@ func checkTightening(old, nw *Policy) error {
 			return fmt.Errorf("%w: rule %q changes conditions other than limits", ErrNotTightening, o.id)
 		}
 		if o.verdict == Deny {
-			if n.verdict != Deny || !sameLimits(o, n) {
+			same, err := sameLimits(o, n)
+			if err != nil {
+				return fmt.Errorf("%w: deny rule %q: %v", ErrNotTightening, o.id, err)
+			}
+			if n.verdict != Deny || !same {
 				return fmt.Errorf("%w: deny rule %q changed", ErrNotTightening, o.id)
 			}
 			if _, err := fewerMatches(o, n, true); err != nil {
@@ -153,7 +170,11 @@ func checkTightening(old, nw *Policy) error {
 		if err != nil {
 			return err
 		}
-		if narrowed || !sameLimits(o, n) {
+		same, err := sameLimits(o, n)
+		if err != nil {
+			return fmt.Errorf("%w: rule %q: %v", ErrNotTightening, o.id, err)
+		}
+		if narrowed || !same {
 			if err := fallthroughSafe(i); err != nil {
 				return err
 			}
@@ -207,7 +228,7 @@ func setDiff(o, n map[common.Address]struct{}) (added, removed int) {
 	return added, removed
 }
 
-func sameLimits(a, b *rule) bool {
+func sameLimits(a, b *rule) (bool, error) {
 	return sameJSON(limitsView(a), limitsView(b))
 }
 
