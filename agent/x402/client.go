@@ -187,14 +187,18 @@ func (c *Client) Do(ctx context.Context, req *http.Request) (*http.Response, *Re
 		rec.Settlement, sErr = ParseSettlementResponse(name, v[0])
 	}
 	if resp.StatusCode == http.StatusPaymentRequired {
-		drain(resp)
 		reason := "no reason given"
 		switch {
 		case rec.Settlement != nil && rec.Settlement.ErrorReason != "":
 			reason = rec.Settlement.ErrorReason
 		case sErr != nil:
 			reason = sErr.Error()
+		default:
+			if msg := o.refusal(resp); msg != "" {
+				reason = fmt.Sprintf("%q", msg)
+			}
 		}
+		drain(resp)
 		return nil, rec, fmt.Errorf("%w: %s %s paid with %s: %s", ErrPaidButRefused, retry.Method, retry.URL, r, reason)
 	}
 	rec.SettlementErr = sErr

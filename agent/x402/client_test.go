@@ -270,20 +270,31 @@ func TestValidBeforeClamped(t *testing.T) {
 
 // A server that answers 402 to the paid retry is not paid again.
 func TestSecond402IsNotPaidAgain(t *testing.T) {
-	e := setup(t, 2, Cap(limits()), offerV2("10", vendor, 60))
-	e.rs.always402 = true
-	resp, rec, err := e.get(t)
-	if !errors.Is(err, ErrPaidButRefused) || resp != nil {
-		t.Fatalf("err %v, resp %v", err, resp)
-	}
-	if !strings.Contains(err.Error(), e.rs.url()) {
-		t.Fatalf("error does not name the resource: %v", err)
-	}
-	if rec == nil || rec.Signature == nil {
-		t.Fatal("no receipt for the authorization the server holds")
-	}
-	if s, p := e.signer.calls.Load(), e.rs.payments.Load(); s != 1 || p != 1 {
-		t.Fatalf("signed %d, sent %d payments; want 1 and 1", s, p)
+	for _, tc := range []struct {
+		name    string
+		version int
+		offer   map[string]any
+	}{
+		{"v2", 2, offerV2("10", vendor, 60)},
+		{"v1", 1, offerV1("10", vendor, 60)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := setup(t, tc.version, Cap(limits()), tc.offer)
+			e.rs.always402 = true
+			resp, rec, err := e.get(t)
+			if !errors.Is(err, ErrPaidButRefused) || resp != nil {
+				t.Fatalf("err %v, resp %v", err, resp)
+			}
+			if !strings.Contains(err.Error(), e.rs.url()) || !strings.Contains(err.Error(), `"pay again"`) {
+				t.Fatalf("error does not name the resource and the server's reason: %v", err)
+			}
+			if rec == nil || rec.Signature == nil {
+				t.Fatal("no receipt for the authorization the server holds")
+			}
+			if s, p := e.signer.calls.Load(), e.rs.payments.Load(); s != 1 || p != 1 {
+				t.Fatalf("signed %d, sent %d payments; want 1 and 1", s, p)
+			}
+		})
 	}
 }
 

@@ -27,8 +27,11 @@ func readOffer(resp *http.Response) (*offer, error) {
 		if rerr != nil {
 			return nil, fmt.Errorf("read 402 body: %w", rerr)
 		}
+		if len(body) > MaxBodyBytes {
+			return nil, fmt.Errorf("%w: no %s header, and the 402 body is over %d bytes", ErrTooLarge, HeaderPaymentRequired, MaxBodyBytes)
+		}
 		if o.v1, err = ParsePaymentRequiredV1(body); err != nil {
-			return nil, fmt.Errorf("no %s header, and %w", HeaderPaymentRequired, err)
+			return nil, fmt.Errorf("no %s header, so v1: %w", HeaderPaymentRequired, err)
 		}
 		o.reqs, err = o.v1.Requirements()
 	case 1:
@@ -74,4 +77,23 @@ func (o *offer) encodePayment(r Requirement, p ExactEVMPayload) (string, error) 
 	}
 	a := o.v1.Accepts[r.Index]
 	return EncodeHeader(PaymentPayloadV1{X402Version: 1, Scheme: a.Scheme, Network: a.Network, Payload: p})
+}
+
+// refusal returns the error text of a 402 answered to a paid retry, from
+// the same version's PAYMENT-REQUIRED header or body, or "".
+func (o *offer) refusal(resp *http.Response) string {
+	if o.v2 != nil {
+		if pr, err := ParsePaymentRequired(resp.Header.Get(HeaderPaymentRequired)); err == nil {
+			return pr.Error
+		}
+		return ""
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxBodyBytes))
+	if err != nil {
+		return ""
+	}
+	if pr, err := ParsePaymentRequiredV1(body); err == nil {
+		return pr.Error
+	}
+	return ""
 }
