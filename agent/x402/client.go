@@ -228,7 +228,11 @@ func (c *Client) replayable(ctx context.Context, req *http.Request) (*http.Reque
 
 // choose runs the Chooser and insists it returned an offered requirement.
 func (c *Client) choose(o *offer) (Requirement, error) {
-	pick, err := c.cfg.Choose(append([]Requirement(nil), o.reqs...))
+	shown := make([]Requirement, len(o.reqs))
+	for i, r := range o.reqs {
+		shown[i] = r.clone()
+	}
+	pick, err := c.cfg.Choose(shown)
 	if err != nil {
 		if !errors.Is(err, ErrRefused) {
 			err = fmt.Errorf("%w: %w", ErrRefused, err)

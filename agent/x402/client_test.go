@@ -407,17 +407,30 @@ func TestRequestBodyOverLimit(t *testing.T) {
 // A chooser that returns something other than an offered requirement (a
 // lower amount, say) is refused.
 func TestChooserMustReturnOffered(t *testing.T) {
-	e := setup(t, 2, func(reqs []Requirement) (Requirement, error) {
-		r := reqs[0]
-		r.Amount = big.NewInt(1)
-		return r, nil
-	}, offerV2("10", vendor, 60))
-	_, _, err := e.get(t)
-	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "not offered") {
-		t.Fatalf("err %v", err)
-	}
-	if e.signer.calls.Load() != 0 {
-		t.Fatal("signed")
+	for name, choose := range map[string]Chooser{
+		"changed copy": func(reqs []Requirement) (Requirement, error) {
+			r := reqs[0]
+			r.Amount = big.NewInt(1)
+			return r, nil
+		},
+		"changed in place": func(reqs []Requirement) (Requirement, error) {
+			reqs[0].Amount.SetInt64(1)
+			return reqs[0], nil
+		},
+		"made up": func(reqs []Requirement) (Requirement, error) {
+			return Requirement{Index: 7, Amount: big.NewInt(1)}, nil
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := setup(t, 2, choose, offerV2("10", vendor, 60))
+			_, _, err := e.get(t)
+			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "not offered") {
+				t.Fatalf("err %v", err)
+			}
+			if e.signer.calls.Load() != 0 {
+				t.Fatal("signed")
+			}
+		})
 	}
 }
 

@@ -71,6 +71,14 @@ func (r Requirement) String() string {
 		r.Index, r.Scheme, r.Amount, r.Asset.Hex(), r.PayTo.Hex(), r.Network, r.MaxTimeout)
 }
 
+// clone returns r with its own copies of the big integers, so that a
+// Chooser cannot change the offer it was shown.
+func (r Requirement) clone() Requirement {
+	r.ChainID = new(big.Int).Set(r.ChainID)
+	r.Amount = new(big.Int).Set(r.Amount)
+	return r
+}
+
 // same reports whether r and o describe the same payment.
 func (r Requirement) same(o Requirement) bool {
 	return r.Version == o.Version && r.Index == o.Index && r.Scheme == o.Scheme && r.Network == o.Network &&
