@@ -62,7 +62,7 @@ type Config struct {
 	// MinWindow is the least time to settle a payment is worth signing for.
 	MinWindow time.Duration
 	// ValidAfterSkew is how far before now validAfter is put, for servers
-	// whose clocks are behind.
+	// whose clocks are behind; zero means DefaultValidAfterSkew.
 	ValidAfterSkew time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -163,16 +163,20 @@ func (c *Client) Do(ctx context.Context, req *http.Request) (*http.Response, *Re
 	if err != nil {
 		return nil, nil, fmt.Errorf("x402: 402 from %s: %w", asked.URL, err)
 	}
-	rec, header, err := c.pay(ctx, o, r)
-	if err != nil {
-		return nil, nil, fmt.Errorf("x402: pay %s: %w", r, err)
-	}
+	// The retry's body is ready before anything is signed.
 	retry := asked.Clone(ctx)
 	retry.Body = nil
 	if asked.GetBody != nil {
 		if retry.Body, err = asked.GetBody(); err != nil {
 			return nil, nil, fmt.Errorf("x402: replay body of %s %s: %w", req.Method, req.URL, err)
 		}
+	}
+	rec, header, err := c.pay(ctx, o, r)
+	if err != nil {
+		if retry.Body != nil {
+			retry.Body.Close()
+		}
+		return nil, nil, fmt.Errorf("x402: pay %s: %w", r, err)
 	}
 	retry.Header.Set(o.paymentHeader(), header)
 	resp, err = c.paid.Do(retry)

@@ -61,8 +61,10 @@ type Requirement struct {
 	// extra.version).
 	TokenName    string
 	TokenVersion string
-	// Resource is the URL the offer is for.
-	Resource string
+	// Resource is the URL the offer is for, Description the server's words
+	// for it (shown to whoever decides; never trusted).
+	Resource    string
+	Description string
 }
 
 // String describes r in one line, for logs and errors.
@@ -85,7 +87,8 @@ func (r Requirement) same(o Requirement) bool {
 		r.ChainID != nil && o.ChainID != nil && r.ChainID.Cmp(o.ChainID) == 0 &&
 		r.Amount != nil && o.Amount != nil && r.Amount.Cmp(o.Amount) == 0 &&
 		r.Asset == o.Asset && r.PayTo == o.PayTo && r.MaxTimeout == o.MaxTimeout &&
-		r.TokenName == o.TokenName && r.TokenVersion == o.TokenVersion && r.Resource == o.Resource
+		r.TokenName == o.TokenName && r.TokenVersion == o.TokenVersion && r.Resource == o.Resource &&
+		r.Description == o.Description
 }
 
 // Requirements returns the offered requirements this client can pay, in
@@ -99,7 +102,7 @@ func (pr *PaymentRequired) Requirements() ([]Requirement, error) {
 			why = append(why, fmt.Sprintf("accepts[%d]: %v", i, err))
 			continue
 		}
-		r.Resource = pr.Resource.URL
+		r.Resource, r.Description = pr.Resource.URL, pr.Resource.Description
 		out = append(out, r)
 	}
 	return usable(out, why)
@@ -115,7 +118,7 @@ func (pr *PaymentRequiredV1) Requirements() ([]Requirement, error) {
 			why = append(why, fmt.Sprintf("accepts[%d]: %v", i, err))
 			continue
 		}
-		r.Resource = a.Resource
+		r.Resource, r.Description = a.Resource, a.Description
 		out = append(out, r)
 	}
 	return usable(out, why)

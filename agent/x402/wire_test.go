@@ -67,7 +67,7 @@ func TestSpecVectors(t *testing.T) {
 	}
 	r := reqs[0]
 	if r.Network != baseSepolia || r.ChainID.Int64() != 84532 || r.Amount.Int64() != 10000 || r.Asset != usdc || r.PayTo != vendor ||
-		r.MaxTimeout != time.Minute || r.TokenName != "USDC" || r.TokenVersion != "2" || r.Resource != "https://api.example.com/premium-data" {
+		r.MaxTimeout != time.Minute || r.TokenName != "USDC" || r.TokenVersion != "2" || r.Resource != "https://api.example.com/premium-data" || r.Description != "Access to premium market data" {
 		t.Fatalf("requirement %+v", r)
 	}
 	p, err := ParsePaymentPayload(v["v2-payment-signature"])
