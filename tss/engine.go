@@ -286,8 +286,12 @@ func (e *Engine) signSession(req SignRequest) (*Session, func() (Signature, erro
 		}
 		data, delta, wantPub = keys[0], child.delta, child.PublicKey
 	}
-	s := newSession(e.sessionConfig(req.Session, protoSign, len(req.Signers), newHardener(key.Committee.Threshold),
-		key.Address, key.Generation, key.Committee.Canonical(), sortedIDs(req.Signers), req.Digest, req.Path))
+	hard, err := signHardener(key, data, req.Signers)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tss: sign: %w", err)
+	}
+	s := newSession(e.sessionConfig(req.Session, protoSign, len(req.Signers), hard,
+		key.canonical(), sortedIDs(req.Signers), req.Digest, req.Path))
 	ids := s.addCommittee(tagMain, req.Signers, key.Generation)
 	params := tss.NewParameters(tss.S256(), tss.NewPeerContext(ids), s.parties[partyRef{self, tagMain}], len(ids), key.Committee.Threshold)
 	end := make(chan *common.SignatureData, 1)
@@ -309,6 +313,22 @@ func (e *Engine) signSession(req SignRequest) (*Session, func() (Signature, erro
 		return sig, nil
 	}
 	return s, finish, nil
+}
+
+// signHardener gives the signing checks each signer's Paillier modulus and
+// this node's own, from the share.
+func signHardener(key KeyInfo, data keygen.LocalPartySaveData, signers []MemberID) (*hardener, error) {
+	h := newHardener(key.Committee.Threshold)
+	h.ownN, h.signers = data.PaillierSK.N, len(signers)
+	for _, id := range signers {
+		k := partyKey(id, key.Generation)
+		j := slices.IndexFunc(data.Ks, func(x *big.Int) bool { return x.Cmp(k) == 0 })
+		if j < 0 || data.PaillierPKs[j] == nil {
+			return nil, fmt.Errorf("the share has no public data for signer %s", id)
+		}
+		h.paillierN[partyRef{id, tagMain}] = data.PaillierPKs[j].N
+	}
+	return h, nil
 }
 
 // checkQuorum: ids must be distinct members of c, at least t+1 of them.
@@ -341,32 +361,46 @@ type ReshareRequest struct {
 }
 
 // ReshareResult is the outcome of a reshare at one node. The reshare is
-// final only once Proof has been checked (VerifyReshareProof): until then
-// no old share may be deleted.
+// complete only when every member of the new committee has confirmed its
+// share and the proof (Complete); until then no old share may be deleted,
+// anywhere, and Unconfirmed names the new members that did not confirm.
 type ReshareResult struct {
 	session     SessionID
 	Key         KeyInfo   // the key under its new committee; same address
 	Share       *Share    // this node's new share; nil if it is not in the new committee
-	Proof       Signature // by the whole new committee over ProofDigest; zero at old-only members
+	Proof       Signature // by the whole new committee over ProofDigest; zero if none was seen
 	ProofDigest [32]byte
+	Confirmed   []MemberID // new members that confirmed, sorted
+	Unconfirmed []MemberID // new members that did not (refused, sent nothing or sent a bad proof), sorted
 }
 
 // Session is the reshare's session id, which its proof is bound to.
 func (r *ReshareResult) Session() SessionID { return r.session }
 
+// Complete reports whether every new member confirmed: only then may old
+// shares be deleted.
+func (r *ReshareResult) Complete() bool {
+	return len(r.Unconfirmed) == 0 && len(r.Confirmed) == len(r.Key.Committee.Members) &&
+		VerifyReshareProof(r.session, r.Key, r.Proof) == nil
+}
+
 // Reshare runs a reshare, then has the whole new committee sign a proof
-// digest with the new shares under the same address. Members of the new
-// committee get their share and the proof together; old-only members get
-// the new key description and must obtain the proof from a new member
-// before they delete their old share.
+// digest with the new shares under the same address, then a confirmation
+// round in which every new member says whether it holds its share and the
+// checked proof; old-only members take the proof from a confirmation.
+//
+// When the reshare itself fails, Reshare returns only the error. When it
+// ran but not every new member confirmed, Reshare returns the result (with
+// this node's new share, if it has one, to keep until the reshare is
+// resolved) together with a *SessionError wrapping ErrReshareIncomplete.
 func (e *Engine) Reshare(ctx context.Context, req ReshareRequest) (*ReshareResult, error) {
 	self := e.tr.Self()
 	old, nc := req.Key.Committee, req.NewCommittee.Canonical()
 	if req.Session.IsZero() {
 		return nil, errors.New("tss: reshare: session id is missing")
 	}
-	if err := old.Validate(); err != nil {
-		return nil, fmt.Errorf("tss: reshare: old committee: %w", err)
+	if err := req.Key.validate(); err != nil {
+		return nil, fmt.Errorf("tss: reshare: %w", err)
 	}
 	if err := nc.Validate(); err != nil {
 		return nil, fmt.Errorf("tss: reshare: new committee: %w", err)
@@ -409,8 +443,11 @@ func (e *Engine) Reshare(ctx context.Context, req ReshareRequest) (*ReshareResul
 	if hard.wantPub, err = tsscrypto.NewECPoint(tss.S256(), wantPub.X, wantPub.Y); err != nil {
 		return nil, fmt.Errorf("tss: reshare: public key: %w", err)
 	}
+	// Everything this node was told is bound: a member told another key
+	// (a wrong public key under the right address, say) stops at the
+	// first message, before it could blame an honest dealer.
 	s := newSession(e.sessionConfig(req.Session, protoReshare, len(req.OldSigners)+len(nc.Members), hard,
-		req.Key.Address, req.Key.Generation, old.Canonical(), sortedIDs(req.OldSigners), nc))
+		req.Key.canonical(), sortedIDs(req.OldSigners), nc))
 	oldIDs := s.addCommittee(tagOld, req.OldSigners, req.Key.Generation)
 	newIDs := s.addCommittee(tagNew, nc.IDs(), gen)
 	oldCtx, newCtx := tss.NewPeerContext(oldIDs), tss.NewPeerContext(newIDs)
@@ -439,28 +476,57 @@ func (e *Engine) Reshare(ctx context.Context, req ReshareRequest) (*ReshareResul
 		return nil, err
 	}
 	res := &ReshareResult{session: req.Session, Key: newKey, ProofDigest: ReshareProofDigest(req.Session, newKey)}
-	if !inNew {
-		return res, nil
+	var mine *confirmation
+	if inNew {
+		sh, proof, err := e.proveReshare(ctx, req.Session, newKey, newSave, res.ProofDigest)
+		mine = &confirmation{Session: req.Session, Digest: res.ProofDigest}
+		if err != nil {
+			mine.Reason = err.Error()
+			e.log.Warn("reshare: no confirmed share", "session", req.Session, "err", err)
+		} else {
+			mine.OK, mine.Proof = true, proof
+		}
+		res.Share = sh // kept even unproven: deleting it could strand the key
 	}
-	got, err := newKeyInfo(nc, gen, newSave)
-	if err != nil {
-		return nil, err
+	everyone := slices.Clone(req.OldSigners)
+	for _, id := range nc.IDs() {
+		if !slices.Contains(everyone, id) {
+			everyone = append(everyone, id)
+		}
 	}
-	if got.Address != req.Key.Address {
-		return nil, fmt.Errorf("tss: reshare: new shares belong to %s, not %s", got.Address.Hex(), req.Key.Address.Hex())
+	slices.Sort(everyone)
+	cr := e.confirm(ctx, req.Session, everyone, newKey, mine)
+	if cr.proof != nil { // this node's own, or the first checked one it received
+		res.Proof = *cr.proof
 	}
-	sh := &Share{key: newKey, self: self, data: *newSave}
-	if err := sh.check(); err != nil {
-		return nil, fmt.Errorf("tss: reshare produced an inconsistent share: %w", err)
+	var cerr error
+	if res.Confirmed, res.Unconfirmed, cerr = cr.outcome(); cerr != nil {
+		return res, cerr
 	}
-	// Phase two: the new committee proves the new shares sign for the
-	// unchanged address before anyone may delete an old share.
-	proof, err := e.Sign(ctx, SignRequest{Session: req.Session.derive("reshare-proof"), Share: sh, Signers: nc.IDs(), Digest: res.ProofDigest})
-	if err != nil {
-		return nil, fmt.Errorf("tss: reshare: proof signature: %w", err)
-	}
-	res.Share, res.Proof = sh, proof
 	return res, nil
+}
+
+// proveReshare checks this node's new share and has the whole new
+// committee sign the proof digest with the new shares: phase two, which
+// shows they sign for the unchanged address. The share is returned when it
+// is consistent, even if the proof failed.
+func (e *Engine) proveReshare(ctx context.Context, session SessionID, key KeyInfo, save *keygen.LocalPartySaveData, digest [32]byte) (*Share, Signature, error) {
+	got, err := newKeyInfo(key.Committee, key.Generation, save)
+	if err != nil {
+		return nil, Signature{}, err
+	}
+	if got.Address != key.Address {
+		return nil, Signature{}, fmt.Errorf("tss: reshare: new shares belong to %s, not %s", got.Address.Hex(), key.Address.Hex())
+	}
+	sh := &Share{key: key, self: e.tr.Self(), data: *save}
+	if err := sh.check(); err != nil {
+		return nil, Signature{}, fmt.Errorf("tss: reshare produced an inconsistent share: %w", err)
+	}
+	proof, err := e.Sign(ctx, SignRequest{Session: session.derive("reshare-proof"), Share: sh, Signers: key.Committee.IDs(), Digest: digest})
+	if err != nil {
+		return sh, Signature{}, fmt.Errorf("tss: reshare: proof signature: %w", err)
+	}
+	return sh, proof, nil
 }
 
 // reshareSSID computes the SSID honest old signers send in reshare round 1,

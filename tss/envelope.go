@@ -56,8 +56,16 @@ type envelope struct {
 	From      tag
 	To        toMask
 	Broadcast bool
-	Wire      []byte
+	// Notice marks a stall notice (the members the sender waits for, see
+	// Session.Tick) in place of tss-lib wire bytes; always broadcast.
+	Notice bool
+	Wire   []byte
 }
+
+const (
+	flagBroadcast = 1 << 0
+	flagNotice    = 1 << 1
+)
 
 const (
 	envelopeMagic   = "CTS1"
@@ -74,7 +82,10 @@ func (e envelope) encode() []byte {
 	b = append(b, e.Params[:]...)
 	var flags byte
 	if e.Broadcast {
-		flags = 1
+		flags |= flagBroadcast
+	}
+	if e.Notice {
+		flags |= flagNotice
 	}
 	b = append(b, byte(e.From), byte(e.To), flags)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(e.Wire)))
@@ -97,8 +108,10 @@ func decodeEnvelope(b []byte) (envelope, error) {
 	e.From, e.To = tag(b[0]), toMask(b[1])
 	switch b[2] {
 	case 0:
-	case 1:
+	case flagBroadcast:
 		e.Broadcast = true
+	case flagBroadcast | flagNotice:
+		e.Broadcast, e.Notice = true, true
 	default:
 		return e, fmt.Errorf("%w: unknown flags %#x", errEnvelope, b[2])
 	}

@@ -17,6 +17,9 @@ const (
 	FailMisbehaviour FailureKind = "misbehaviour" // a hardening check or duplicate rule caught a member
 	FailTransport    FailureKind = "transport"    // the transport ended the session
 	FailLocal        FailureKind = "local"        // this node could not go on (bad input, internal error)
+	// FailUnconfirmed: a reshare ran, but not every new member confirmed
+	// its share and the proof; Waiting names the members not heard from.
+	FailUnconfirmed FailureKind = "unconfirmed"
 )
 
 // SessionError is how a failed session ends: what happened and who is to

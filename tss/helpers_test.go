@@ -3,6 +3,8 @@ package tss
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -110,12 +112,31 @@ var (
 func shared2of3(t testing.TB) map[MemberID]*Share {
 	t.Helper()
 	sharedOnce.Do(func() {
+		if dir := os.Getenv(sharesEnv); dir != "" { // a child process: the parent made them
+			sharedShares = loadShares(t, dir)
+			return
+		}
 		sharedShares = keygenAll(t, NewMemNetwork(), Committee{Members: []Member{agent, policy, guardian}, Threshold: 1}, 0)
 	})
 	if sharedShares == nil {
 		t.Fatal("shared keygen failed earlier")
 	}
 	return sharedShares
+}
+
+func loadShares(t testing.TB, dir string) map[MemberID]*Share {
+	t.Helper()
+	out := map[MemberID]*Share{}
+	for _, m := range []Member{agent, policy, guardian} {
+		b, err := os.ReadFile(filepath.Join(dir, string(m.ID)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out[m.ID], err = UnmarshalShare(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
 }
 
 func digestOf(s string) [32]byte {

@@ -13,9 +13,9 @@ import (
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
 )
 
-// minModulusBits is the smallest Paillier modulus or N-tilde accepted, ours
-// or a peer's.
-const minModulusBits = 2048
+// modulusBits is the size of every Paillier modulus and N-tilde accepted,
+// ours or a peer's: what tss-lib makes, and what its keygen insists on.
+const modulusBits = 2048
 
 // PreParams is one set of Paillier pre-parameters (a Paillier key and the
 // N-tilde safe-prime setup). Each set is secret and is used for exactly one
@@ -30,8 +30,8 @@ func NewPreParams(p *keygen.LocalPreParams) (*PreParams, error) {
 	if p == nil || !p.ValidateWithProof() || p.PaillierSK.LambdaN == nil || p.PaillierSK.PhiN == nil {
 		return nil, errors.New("tss: pre-parameters are incomplete")
 	}
-	if p.PaillierSK.N.BitLen() < minModulusBits || p.NTildei.BitLen() < minModulusBits {
-		return nil, fmt.Errorf("tss: pre-parameters have a modulus shorter than %d bits", minModulusBits)
+	if p.PaillierSK.N.BitLen() != modulusBits || p.NTildei.BitLen() != modulusBits {
+		return nil, fmt.Errorf("tss: pre-parameters have a modulus of other than %d bits", modulusBits)
 	}
 	return &PreParams{p: *p}, nil
 }

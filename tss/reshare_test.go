@@ -2,8 +2,18 @@ package tss
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"errors"
+	"math/big"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
+	"github.com/bnb-chain/tss-lib/v2/tss"
+	"github.com/ethereum/go-ethereum/crypto"
 )
 
 // reshareAll runs a reshare of key from oldSigners to nc; new member i uses
@@ -30,7 +40,7 @@ func reshareAll(t *testing.T, net *MemNetwork, old map[MemberID]*Share, oldSigne
 		if i := slices.Index(nc.IDs(), id); i >= 0 {
 			req.PreParams = fixture(t, first+i)
 		}
-		res, err := NewEngine(net.Endpoint(id), testConfig()).Reshare(context.Background(), req)
+		res, err := NewEngine(net.Endpoint(id), reshareConfig()).Reshare(context.Background(), req)
 		runMu.Lock()
 		results[id] = res
 		runMu.Unlock()
@@ -45,6 +55,13 @@ func reshareAll(t *testing.T, net *MemNetwork, old map[MemberID]*Share, oldSigne
 		if res.Key.Address != key.Address {
 			t.Fatalf("%s: address changed from %s to %s", id, key.Address.Hex(), res.Key.Address.Hex())
 		}
+		if !res.Complete() || len(res.Unconfirmed) != 0 || !slices.Equal(res.Confirmed, sortedIDs(nc.IDs())) {
+			t.Fatalf("%s: reshare not complete: confirmed %v, unconfirmed %v", id, res.Confirmed, res.Unconfirmed)
+		}
+		// Old-only members too get the proof, from the confirmations.
+		if err := VerifyReshareProof(sid, res.Key, res.Proof); err != nil {
+			t.Fatalf("%s: proof: %v", id, err)
+		}
 		if nc.Has(id) {
 			if res.Share == nil {
 				t.Fatalf("%s is in the new committee but got no share", id)
@@ -57,6 +74,15 @@ func reshareAll(t *testing.T, net *MemNetwork, old map[MemberID]*Share, oldSigne
 		}
 	}
 	return results
+}
+
+// reshareConfig is for reshares with no faults: an old-only member hears
+// nothing while the new committee checks each other's proofs (several
+// seconds of CPU per new member, much longer on a loaded test machine).
+func reshareConfig() Config {
+	cfg := testConfig()
+	cfg.IdleTimeout = 2 * time.Minute
+	return cfg
 }
 
 func newShares(results map[MemberID]*ReshareResult) map[MemberID]*Share {
@@ -169,4 +195,127 @@ func withThreshold(k KeyInfo, t int) KeyInfo {
 	k.Committee.Threshold = t
 	k.GuardianFloor = k.Committee.GuardianFloor()
 	return k
+}
+
+// A joiner told the right address with a wrong public key refuses before
+// it sends anything, instead of blaming the honest dealers whose round-1
+// messages carry the real key; nobody is named.
+func TestReshareJoinerGivenWrongPublicKey(t *testing.T) {
+	old := shared2of3(t)
+	key := old[policy.ID].Key()
+	wrong := key.clone()
+	g := tss.S256().Params()
+	wrong.PublicKey = crypto.FromECDSAPub(&ecdsa.PublicKey{Curve: crypto.S256(), X: g.Gx, Y: g.Gy})
+	net := NewMemNetwork()
+	var joinerSent atomic.Bool
+	net.SetFilter(func(m MemMessage) []MemMessage {
+		if m.From == agent2.ID {
+			joinerSent.Store(true)
+		}
+		return []MemMessage{m}
+	})
+	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}
+	oldSigners := []MemberID{policy.ID, guardian.ID}
+	cfg := testConfig()
+	cfg.IdleTimeout = 2 * time.Second // the others wait for the joiner in vain
+	sid := NewSessionID()
+	errs := runAll(nc.IDs(), func(i int, id MemberID) error {
+		req := ReshareRequest{Session: sid, Key: key, OldSigners: oldSigners, NewCommittee: nc, PreParams: fixture(t, 3+i)}
+		if id == agent2.ID {
+			req.Key = wrong
+		} else {
+			req.OldShare = old[id]
+		}
+		_, err := NewEngine(net.Endpoint(id), cfg).Reshare(context.Background(), req)
+		return err
+	})
+	if err := errs[agent2.ID]; err == nil || !strings.Contains(err.Error(), "public key's address") {
+		t.Fatalf("joiner: got %v, want a refusal of the inconsistent key", err)
+	}
+	if joinerSent.Load() {
+		t.Fatal("the joiner sent a message for a key it should have refused")
+	}
+	for id, err := range errs {
+		if err == nil {
+			t.Fatalf("%s: the reshare completed without the joiner", id)
+		}
+		if se, ok := AsSessionError(err); ok && len(se.Culprits) > 0 {
+			t.Fatalf("%s blamed %v: %v", id, se.Culprits, err)
+		}
+		t.Logf("%s: %v", id, err)
+	}
+}
+
+// A joining member that withholds only its last proof-phase message from
+// one other new member strands that member alone: the others finish the
+// proof. The confirmation round makes every honest node end with the
+// reshare incomplete, naming the member that did not confirm, so that no
+// old share is deleted; the stranded member keeps its new share.
+func TestReshareStrandedMemberIsNamedUnconfirmed(t *testing.T) {
+	old := shared2of3(t)
+	key := old[agent.ID].Key()
+	net := NewMemNetwork()
+	forger, victim := agent2.ID, guardian.ID
+	sid := NewSessionID()
+	proofSession := sid.derive("reshare-proof")
+	dummy := tss.NewPartyID("x", "x", big.NewInt(1))
+	dummy.Index = 0
+	var withheld atomic.Bool
+	net.SetFilter(func(m MemMessage) []MemMessage {
+		if m.Session != proofSession || m.From != forger || m.To != victim {
+			return []MemMessage{m}
+		}
+		env, err := decodeEnvelope(m.Payload)
+		if err != nil {
+			return []MemMessage{m}
+		}
+		if msg, err := tss.ParseWireMessage(env.Wire, dummy, env.Broadcast); err == nil {
+			if _, ok := msg.Content().(*signing.SignRound9Message); ok {
+				withheld.Store(true)
+				return nil
+			}
+		}
+		return []MemMessage{m}
+	})
+	oldSigners := []MemberID{policy.ID, guardian.ID}
+	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}
+	cfg := testConfig()
+	cfg.IdleTimeout = 5 * time.Second // the victim's proof signature times out
+	results := map[MemberID]*ReshareResult{}
+	errs := runWithForger(nc.IDs(), forger, func(ctx context.Context, i int, id MemberID) error {
+		req := ReshareRequest{Session: sid, Key: key, OldSigners: oldSigners, NewCommittee: nc, PreParams: fixture(t, 3+i)}
+		if id != agent2.ID {
+			req.OldShare = old[id]
+		}
+		res, err := NewEngine(net.Endpoint(id), cfg).Reshare(ctx, req)
+		runMu.Lock()
+		results[id] = res
+		runMu.Unlock()
+		return err
+	})
+	if !withheld.Load() {
+		t.Fatal("the forger's round-9 message was never withheld")
+	}
+	for id, err := range errs {
+		res := results[id]
+		t.Logf("%s: %v", id, err)
+		se, ok := AsSessionError(err)
+		if !ok || se.Kind != FailUnconfirmed || !errors.Is(err, ErrReshareIncomplete) {
+			t.Fatalf("%s: got %v, want the reshare incomplete", id, err)
+		}
+		if res == nil || res.Complete() || !slices.Equal(res.Unconfirmed, []MemberID{victim}) {
+			t.Fatalf("%s: result %+v, want %s named unconfirmed", id, res, victim)
+		}
+		if !slices.Equal(res.Confirmed, sortedIDs([]MemberID{forger, policy.ID})) {
+			t.Fatalf("%s: confirmed %v", id, res.Confirmed)
+		}
+		if res.Share == nil {
+			t.Fatalf("%s lost its new share", id)
+		}
+		// The proof exists (the others made it): the victim holds a good
+		// share, so the reshare can be resolved without a new one.
+		if err := VerifyReshareProof(sid, res.Key, res.Proof); err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+	}
 }

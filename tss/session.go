@@ -1,14 +1,19 @@
 package tss
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/resharing"
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
 	"github.com/bnb-chain/tss-lib/v2/tss"
+	"google.golang.org/protobuf/proto"
 )
 
 // Session is the pure core of one protocol run at one node, in the manner of
@@ -35,6 +40,7 @@ type Session struct {
 	hard       *hardener
 
 	seen    map[dedupKey][32]byte // payload hash of every message accepted
+	recv    map[recvKey]bool      // which types each party sent to each of our committees
 	dups    int                   // exact duplicates dropped
 	held    []heldMessage         // waiting for an earlier message of their sender
 	pre     []Incoming            // stepped before Start
@@ -43,6 +49,9 @@ type Session struct {
 	over    bool
 	idle    int
 	ready   Ready
+
+	noticed bool                // this node sent a stall notice since its last progress
+	notices map[MemberID]notice // what each member last said it waits for
 }
 
 // Ready is what a call into a Session hands back.
@@ -81,6 +90,12 @@ type dedupKey struct {
 	from partyRef
 	typ  string
 	to   toMask
+}
+
+type recvKey struct {
+	from partyRef
+	typ  string
+	to   tag
 }
 
 type heldMessage struct {
@@ -124,9 +139,11 @@ func newSession(cfg sessionConfig) *Session {
 		// that drains it: it must hold everything one call can emit, which
 		// is at most one message per party per round, over every round a
 		// call can run through (nine in signing).
-		out:  make(chan tss.Message, 10*(cfg.parties+1)),
-		hard: cfg.hard,
-		seen: map[dedupKey][32]byte{},
+		out:     make(chan tss.Message, 10*(cfg.parties+1)),
+		hard:    cfg.hard,
+		seen:    map[dedupKey][32]byte{},
+		recv:    map[recvKey]bool{},
+		notices: map[MemberID]notice{},
 	}
 }
 
@@ -161,8 +178,27 @@ func (s *Session) members() []MemberID {
 	return slices.Compact(ids)
 }
 
+// ErrPanic marks a session that ended because tss-lib (or the engine)
+// panicked on this node's goroutine: the session fails, the process lives.
+var ErrPanic = errors.New("tss: panic in the protocol")
+
+// catch turns a panic during a call into the session into its failure.
+// It does not reach the goroutines tss-lib starts itself: the hardening
+// checks keep panicking values away from those.
+func (s *Session) catch(rd *Ready) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	s.over = false // fail even if the panic came after the end was marked
+	s.ready = Ready{}
+	s.fail(&SessionError{Kind: FailLocal, Err: fmt.Errorf("%w: %v", ErrPanic, r)})
+	*rd = s.take()
+}
+
 // Start starts the local parties and replays what was stepped before.
-func (s *Session) Start() Ready {
+func (s *Session) Start() (rd Ready) {
+	defer s.catch(&rd)
 	if s.started || s.over {
 		return s.take()
 	}
@@ -187,7 +223,8 @@ func (s *Session) Start() Ready {
 }
 
 // Step takes one message from the transport.
-func (s *Session) Step(in Incoming) Ready {
+func (s *Session) Step(in Incoming) (rd Ready) {
+	defer s.catch(&rd)
 	if s.over {
 		return Ready{}
 	}
@@ -206,34 +243,249 @@ func (s *Session) Step(in Incoming) Ready {
 
 // Tick advances the session's clock; after maxIdle ticks without an
 // accepted message the session fails naming whom it was waiting for.
-func (s *Session) Tick() Ready {
+//
+// A member stalled by another (one that withheld a message from it alone)
+// sends nothing more, so the rest would name it, the victim. Halfway to
+// the timeout every stalled member therefore broadcasts a stall notice
+// naming whom it waits for, and at the timeout a member it waits for that
+// sent one is replaced by the members that one named.
+func (s *Session) Tick() (rd Ready) {
+	defer s.catch(&rd)
 	if s.over || !s.started {
 		return Ready{}
 	}
 	s.idle++
 	if s.idle >= s.maxIdle {
-		s.fail(&SessionError{Kind: FailTimeout, Waiting: s.WaitingFor(),
-			Err: fmt.Errorf("no progress in %d ticks", s.idle)})
+		waiting, missing := s.blameWaiting()
+		s.fail(&SessionError{Kind: FailTimeout, Waiting: waiting,
+			Err: fmt.Errorf("no progress in %d ticks%s", s.idle, missing)})
+		return s.take()
+	}
+	if !s.noticed && s.idle >= (s.maxIdle+1)/2 {
+		s.noticed = true
+		s.sendNotice()
 	}
 	return s.take()
 }
 
+const maxNotice = 4096
+
+// notice is what a stalled member says: the protocol step it is stuck at
+// and whom it waits for there.
+type notice struct {
+	step    int
+	waiting []MemberID
+}
+
+func (s *Session) sendNotice() {
+	if len(s.local) == 0 {
+		return
+	}
+	w := s.missing()
+	if len(w.ids) == 0 {
+		return
+	}
+	b := fmt.Appendf(nil, "%d", w.step)
+	for _, id := range w.ids {
+		b = append(b, '\n')
+		b = append(b, id...)
+	}
+	if len(b) > maxNotice {
+		return
+	}
+	payload := envelope{Session: s.id, Params: s.params, From: s.local[0].ref.Tag, Broadcast: true, Notice: true, Wire: b}.encode()
+	s.ready.Messages = append(s.ready.Messages, Outbound{Broadcast: true, Payload: payload})
+}
+
+// receiveNotice records what a member says it waits for.
+func (s *Session) receiveNotice(from MemberID, body []byte) {
+	if len(body) > maxNotice {
+		s.misbehaved(from, "stall notice of %d bytes", len(body))
+		return
+	}
+	parts := bytes.Split(body, []byte{'\n'})
+	step, err := strconv.Atoi(string(parts[0]))
+	if err != nil || step < 1 || step > maxStep {
+		s.misbehaved(from, "malformed stall notice")
+		return
+	}
+	members := s.members()
+	n := notice{step: step}
+	for _, part := range parts[1:] {
+		id := MemberID(part)
+		if !slices.Contains(members, id) {
+			s.misbehaved(from, "stall notice names %q, not a member of the session", id)
+			return
+		}
+		n.waiting = append(n.waiting, id)
+	}
+	s.notices[from] = n
+}
+
+// blameWaiting is WaitingFor with each member excused that sent a stall
+// notice showing it stuck at an earlier step than the one whose message
+// is missing: it could not have sent that message, and the members it
+// waits for (at its earlier step) are followed instead, never this node.
+// These are the members that actually failed to send, as far as this
+// node can tell. A lying member can only shift the blame onto members it
+// names at an earlier step, each of which says for itself whom it waits
+// for.
+func (s *Session) blameWaiting() ([]MemberID, string) {
+	w := s.missing()
+	var out []MemberID
+	var excused []string
+	visited := map[MemberID]bool{s.self: true}
+	var walk func(id MemberID, step int)
+	walk = func(id MemberID, step int) {
+		if visited[id] {
+			return
+		}
+		visited[id] = true
+		n, ok := s.notices[id]
+		var next []MemberID
+		if ok && n.step < step {
+			for _, x := range n.waiting {
+				if x != s.self && x != id {
+					next = append(next, x)
+				}
+			}
+		}
+		if len(next) == 0 {
+			out = append(out, id)
+			return
+		}
+		excused = append(excused, fmt.Sprintf("%s is stalled at step %d waiting for %s", id, n.step, joinIDs(n.waiting)))
+		for _, x := range next {
+			walk(x, n.step)
+		}
+	}
+	for _, id := range w.ids {
+		walk(id, w.step)
+	}
+	slices.Sort(out)
+	desc := ""
+	if len(w.what) > 0 {
+		desc = "; missing " + strings.Join(w.what, ", ")
+	}
+	if len(excused) > 0 {
+		desc += "; " + strings.Join(excused, "; ")
+	}
+	return slices.Compact(out), desc
+}
+
 // WaitingFor lists the members whose messages the unfinished local parties
-// still need.
-func (s *Session) WaitingFor() []MemberID {
-	var ids []MemberID
+// still need: for each, the senders of a message of the first round it
+// has not received in full. (tss-lib's own list is no guide: signing
+// round 1 stops at the first sender it lacks and lists every later one.)
+func (s *Session) WaitingFor() []MemberID { return s.missing().ids }
+
+type waiting struct {
+	ids  []MemberID
+	step int      // the earliest protocol step a local party is stuck at
+	what []string // the missing messages, for the error
+}
+
+func (s *Session) missing() waiting {
+	var w waiting
+	add := func(id MemberID) {
+		if id != s.self && !slices.Contains(w.ids, id) {
+			w.ids = append(w.ids, id)
+		}
+	}
 	for _, lp := range s.local {
 		if lp.done {
 			continue
 		}
-		for _, pid := range lp.party.WaitingFor() {
-			if ref, ok := s.refs[pid]; ok && ref.Member != s.self {
-				ids = append(ids, ref.Member)
+		found := false
+		for _, r := range roundsFor(s.proto, lp.ref.Tag) {
+			for _, pid := range s.committees[r.from] {
+				ref := s.refs[pid]
+				if ref == lp.ref {
+					continue
+				}
+				for _, typ := range r.types {
+					if !s.recv[recvKey{ref, typ, lp.ref.Tag}] {
+						found = true
+						add(ref.Member)
+						w.what = append(w.what, fmt.Sprintf("%s from %s", typ[strings.LastIndex(typ, ".")+1:], ref.Member))
+						break
+					}
+				}
+			}
+			if found {
+				if w.step == 0 || r.step < w.step {
+					w.step = r.step
+				}
+				break
 			}
 		}
+		if found {
+			continue
+		}
+		// Everything arrived and the party has not finished: fall back to
+		// tss-lib's own view.
+		for _, pid := range lp.party.WaitingFor() {
+			if ref, ok := s.refs[pid]; ok {
+				add(ref.Member)
+			}
+		}
+		w.step = maxStep
 	}
-	slices.Sort(ids)
-	return slices.Compact(ids)
+	slices.Sort(w.ids)
+	return w
+}
+
+// round is what a party must receive, from one committee, before tss-lib
+// moves it on; step orders the rounds of both committees of a reshare.
+type round struct {
+	step  int
+	from  tag
+	types []string
+}
+
+const maxStep = 10
+
+func typeOf(c proto.Message) string { return string(proto.MessageName(c)) }
+
+var (
+	keygenRounds = []round{
+		{1, tagMain, []string{typeOf(&keygen.KGRound1Message{})}},
+		{2, tagMain, []string{typeOf(&keygen.KGRound2Message1{}), typeOf(&keygen.KGRound2Message2{})}},
+		{3, tagMain, []string{typeOf(&keygen.KGRound3Message{})}},
+	}
+	signRounds = []round{
+		{1, tagMain, []string{typeOf(&signing.SignRound1Message1{}), typeOf(&signing.SignRound1Message2{})}},
+		{2, tagMain, []string{typeOf(&signing.SignRound2Message{})}},
+		{3, tagMain, []string{typeOf(&signing.SignRound3Message{})}},
+		{4, tagMain, []string{typeOf(&signing.SignRound4Message{})}},
+		{5, tagMain, []string{typeOf(&signing.SignRound5Message{})}},
+		{6, tagMain, []string{typeOf(&signing.SignRound6Message{})}},
+		{7, tagMain, []string{typeOf(&signing.SignRound7Message{})}},
+		{8, tagMain, []string{typeOf(&signing.SignRound8Message{})}},
+		{9, tagMain, []string{typeOf(&signing.SignRound9Message{})}},
+	}
+	reshareOldRounds = []round{
+		{2, tagNew, []string{typeOf(&resharing.DGRound2Message2{})}},
+		{4, tagNew, []string{typeOf(&resharing.DGRound4Message2{})}},
+	}
+	reshareNewRounds = []round{
+		{1, tagOld, []string{typeOf(&resharing.DGRound1Message{})}},
+		{2, tagNew, []string{typeOf(&resharing.DGRound2Message1{})}},
+		{3, tagOld, []string{typeOf(&resharing.DGRound3Message1{}), typeOf(&resharing.DGRound3Message2{})}},
+		{4, tagNew, []string{typeOf(&resharing.DGRound4Message1{}), typeOf(&resharing.DGRound4Message2{})}},
+	}
+)
+
+func roundsFor(p protocol, t tag) []round {
+	switch {
+	case p == protoKeygen:
+		return keygenRounds
+	case p == protoSign:
+		return signRounds
+	case t == tagOld:
+		return reshareOldRounds
+	}
+	return reshareNewRounds
 }
 
 func (s *Session) take() Ready {
@@ -263,10 +515,11 @@ func (s *Session) misbehaved(who MemberID, format string, args ...any) {
 func (s *Session) failProtocol(err *tss.Error) {
 	var culprits []MemberID
 	for _, pid := range err.Culprits() {
-		if ref, ok := s.refs[pid]; ok && ref.Member != s.self {
+		if ref, ok := s.refs[pid]; ok && ref.Member != s.self && !slices.Contains(culprits, ref.Member) {
 			culprits = append(culprits, ref.Member)
 		}
 	}
+	slices.Sort(culprits)
 	s.fail(&SessionError{Kind: FailProtocol, Culprits: culprits, Err: err})
 }
 
@@ -295,6 +548,10 @@ func (s *Session) receive(in Incoming) {
 	}
 	if env.Broadcast != in.Broadcast {
 		s.misbehaved(in.From, "message marked broadcast=%v was sent with broadcast=%v", env.Broadcast, in.Broadcast)
+		return
+	}
+	if env.Notice {
+		s.receiveNotice(in.From, env.Wire)
 		return
 	}
 	msg, err := tss.ParseWireMessage(env.Wire, pid, env.Broadcast)
@@ -326,6 +583,11 @@ func (s *Session) receive(in Incoming) {
 		return
 	}
 	s.seen[key] = sum
+	for _, t := range []tag{tagMain, tagOld, tagNew} {
+		if env.To.has(t) {
+			s.recv[recvKey{from, msg.Type(), t}] = true
+		}
+	}
 	if !msg.ValidateBasic() {
 		s.misbehaved(in.From, "%s message fails basic validation", msg.Type())
 		return
@@ -358,12 +620,12 @@ func (s *Session) admit(h heldMessage) {
 
 // check returns false only when h is held back or the session failed.
 func (s *Session) check(h heldMessage) bool {
-	switch err := s.hard.check(h.from, h.msg); err {
-	case nil:
-	case errNotYet:
+	switch err := s.hard.check(h.from, h.msg); {
+	case err == nil:
+	case err == errNotYet:
 		s.held = append(s.held, h)
 		return false
-	case errDisagree:
+	case errors.Is(err, errNoCulprit):
 		s.fail(&SessionError{Kind: FailProtocol, Err: err})
 		return false
 	default:
@@ -382,7 +644,7 @@ func (s *Session) deliver(h heldMessage) {
 		if !h.to.has(lp.ref.Tag) || lp.ref == h.from {
 			continue
 		}
-		s.idle = 0 // progress: a local party took a message
+		s.idle, s.noticed = 0, false // progress: a local party took a message
 		if _, err := lp.party.Update(h.msg); err != nil {
 			s.failProtocol(err)
 			return
@@ -425,6 +687,9 @@ func (s *Session) route(m tss.Message) {
 	if !ok {
 		s.fail(&SessionError{Kind: FailLocal, Err: fmt.Errorf("message from unknown local party %s", r.From)})
 		return
+	}
+	if pm, ok := m.(tss.ParsedMessage); ok {
+		s.hard.sent(pm)
 	}
 	to := s.maskOf(r)
 	recipients := r.To

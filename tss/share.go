@@ -44,6 +44,32 @@ func (k KeyInfo) Describe() string {
 	return fmt.Sprintf("%s %s generation %d", k.Address.Hex(), k.Committee.Describe(), k.Generation)
 }
 
+// validate checks that the description is self-consistent: a valid
+// committee, its guardian floor, and an address that is the public key's.
+func (k KeyInfo) validate() error {
+	if err := k.Committee.Validate(); err != nil {
+		return fmt.Errorf("key %s: %w", k.Address.Hex(), err)
+	}
+	if k.GuardianFloor != k.Committee.GuardianFloor() {
+		return fmt.Errorf("key %s: guardian floor %d does not match the committee's %d", k.Address.Hex(), k.GuardianFloor, k.Committee.GuardianFloor())
+	}
+	pub, err := k.ecdsaPublicKey()
+	if err != nil {
+		return err
+	}
+	if got := crypto.PubkeyToAddress(*pub); got != k.Address {
+		return fmt.Errorf("key %s: the public key's address is %s", k.Address.Hex(), got.Hex())
+	}
+	return nil
+}
+
+// canonical is the form bound into sessions: committee members sorted.
+func (k KeyInfo) canonical() KeyInfo {
+	k = k.clone()
+	k.Committee = k.Committee.Canonical()
+	return k
+}
+
 // ecdsaPublicKey decodes PublicKey.
 func (k KeyInfo) ecdsaPublicKey() (*ecdsa.PublicKey, error) {
 	pub, err := crypto.UnmarshalPubkey(k.PublicKey)
@@ -203,7 +229,9 @@ func UnmarshalShare(b []byte) (*Share, error) {
 
 // check verifies that the share is complete and consistent with its key:
 // its party key, its secret against its public share, every public share
-// against the key, and its own Paillier and N-tilde setup.
+// against the key, its own Paillier and N-tilde setup against its secrets,
+// and every party's setup against the rules the hardening checks apply to
+// messages (signing uses the peers' setup from here, not from a message).
 func (s *Share) check() error {
 	k := s.key
 	if err := k.Committee.Validate(); err != nil {
@@ -217,7 +245,7 @@ func (s *Share) check() error {
 	}
 	d := s.data
 	n := len(k.Committee.Members)
-	if d.Xi == nil || d.ShareID == nil || d.ECDSAPub == nil || len(d.Ks) != n || len(d.BigXj) != n ||
+	if d.Xi == nil || d.ShareID == nil || !onCurve(d.ECDSAPub) || len(d.Ks) != n || len(d.BigXj) != n ||
 		len(d.PaillierPKs) != n || len(d.NTildej) != n || len(d.H1j) != n || len(d.H2j) != n ||
 		!d.LocalPreParams.Validate() || d.PaillierSK.LambdaN == nil || d.PaillierSK.PhiN == nil {
 		return errors.New("secret data is incomplete")
@@ -234,6 +262,12 @@ func (s *Share) check() error {
 		delete(want, d.Ks[j].String())
 		if d.BigXj[j] == nil || d.PaillierPKs[j] == nil || d.PaillierPKs[j].N == nil || d.NTildej[j] == nil || d.H1j[j] == nil || d.H2j[j] == nil {
 			return fmt.Errorf("public data of party %d is incomplete", j)
+		}
+		if !onCurve(d.BigXj[j]) {
+			return fmt.Errorf("public share of party %d is not a secp256k1 point", j)
+		}
+		if err := setupProblem(d.PaillierPKs[j].N, d.NTildej[j], d.H1j[j], d.H2j[j]); err != nil {
+			return fmt.Errorf("party %d: %w", j, err)
 		}
 		if d.Ks[j].Cmp(d.ShareID) == 0 {
 			self = j
@@ -252,16 +286,21 @@ func (s *Share) check() error {
 		return errors.New("own Paillier or N-tilde setup does not match the public data")
 	}
 	// The public shares lie on one polynomial of degree t whose value at 0
-	// is the public key: the first and the last t+1 of them give the key,
-	// and t of them do not (else the threshold would be lower than claimed).
+	// is the public key: the first t+1 of them fix it and give the key,
+	// every other one is its value at that party's key (a moved point
+	// anywhere would make signing blame an honest signer), and t of them
+	// do not give the key (else the threshold would be lower than claimed).
 	t := k.Committee.Threshold
-	for _, from := range []int{0, n - t - 1} {
-		y, err := interpolate(d.Ks[from:from+t+1], d.BigXj[from:from+t+1])
-		if err != nil || !y.Equals(d.ECDSAPub) {
-			return errors.New("public shares do not add up to the public key")
+	ks, xs := d.Ks[:t+1], d.BigXj[:t+1]
+	if y, err := interpolate(ks, xs, big.NewInt(0)); err != nil || !y.Equals(d.ECDSAPub) {
+		return errors.New("public shares do not add up to the public key")
+	}
+	for j := t + 1; j < n; j++ {
+		if y, err := interpolate(ks, xs, d.Ks[j]); err != nil || !y.Equals(d.BigXj[j]) {
+			return fmt.Errorf("public share of party %d is not on the polynomial of the others", j)
 		}
 	}
-	if y, err := interpolate(d.Ks[:t], d.BigXj[:t]); err == nil && y.Equals(d.ECDSAPub) {
+	if y, err := interpolate(d.Ks[:t], d.BigXj[:t], big.NewInt(0)); err == nil && y.Equals(d.ECDSAPub) {
 		return fmt.Errorf("public shares have a threshold below %d", t)
 	}
 	pub := &ecdsa.PublicKey{Curve: crypto.S256(), X: d.ECDSAPub.X(), Y: d.ECDSAPub.Y()}
@@ -274,9 +313,13 @@ func (s *Share) check() error {
 	return nil
 }
 
-// interpolate returns the value at 0 of the degree-(len-1) polynomial
+func onCurve(p *tsscrypto.ECPoint) bool {
+	return p != nil && p.X() != nil && p.Y() != nil && tss.SameCurve(p.Curve(), tss.S256()) && p.IsOnCurve()
+}
+
+// interpolate returns the value at x of the degree-(len-1) polynomial
 // through points (ks[j], xs[j]), in the exponent.
-func interpolate(ks []*big.Int, xs []*tsscrypto.ECPoint) (*tsscrypto.ECPoint, error) {
+func interpolate(ks []*big.Int, xs []*tsscrypto.ECPoint, x *big.Int) (*tsscrypto.ECPoint, error) {
 	q := tss.S256().Params().N
 	var sum *tsscrypto.ECPoint
 	for j := range ks {
@@ -285,14 +328,18 @@ func interpolate(ks []*big.Int, xs []*tsscrypto.ECPoint) (*tsscrypto.ECPoint, er
 			if m == j {
 				continue
 			}
-			num.Mul(num, ks[m]).Mod(num, q)
+			num.Mul(num, new(big.Int).Sub(ks[m], x)).Mod(num, q)
 			den.Mul(den, new(big.Int).Sub(ks[m], ks[j])).Mod(den, q)
 		}
 		inv := new(big.Int).ModInverse(den, q)
 		if inv == nil {
 			return nil, errors.New("repeated party key")
 		}
-		term := xs[j].ScalarMult(num.Mul(num, inv).Mod(num, q))
+		c := num.Mul(num, inv).Mod(num, q)
+		if c.Sign() == 0 {
+			return nil, errors.New("x is one of the party keys")
+		}
+		term := xs[j].ScalarMult(c)
 		if sum == nil {
 			sum = term
 			continue

@@ -1,0 +1,53 @@
+package tss
+
+import (
+	"errors"
+	"slices"
+	"testing"
+)
+
+// The confirmation round's core: a bad proof, a second different
+// confirmation or a malformed one names the sender; a refusal and silence
+// leave a member unconfirmed without blame.
+func TestConfirmRoundVerdicts(t *testing.T) {
+	key := syntheticShare(t, 0).Key() // 2-of-5: agent, policy, guardian, guardian-2, guardian-3
+	sid := NewSessionID()
+	r := newConfirmRound(sid, key, agent.ID, 3)
+	digest := ReshareProofDigest(sid, key)
+	r.own(confirmation{Session: sid, Digest: digest, Reason: "proof timed out"})
+	r.step(Incoming{From: policy.ID, Payload: confirmation{Session: sid, Digest: digest, OK: true}.encode()}) // zero proof
+	refusal := confirmation{Session: sid, Digest: digest, Reason: "no"}.encode()
+	r.step(Incoming{From: guardian.ID, Payload: refusal})
+	r.step(Incoming{From: guardian.ID, Payload: refusal}) // an exact repeat is harmless
+	r.step(Incoming{From: guardian2.ID, Payload: []byte("CTR1 short")})
+	r.step(Incoming{From: "stranger", Payload: refusal})
+	if r.done() {
+		t.Fatal("done before guardian-3 was heard or the round timed out")
+	}
+	for !r.done() {
+		r.tick()
+	}
+	confirmed, unconfirmed, err := r.outcome()
+	if len(confirmed) != 0 || !slices.Equal(unconfirmed, sortedIDs(key.Committee.IDs())) {
+		t.Fatalf("confirmed %v, unconfirmed %v", confirmed, unconfirmed)
+	}
+	se, ok := AsSessionError(err)
+	if !ok || !errors.Is(err, ErrReshareIncomplete) || se.Kind != FailMisbehaviour ||
+		!slices.Equal(se.Culprits, []MemberID{guardian2.ID, policy.ID}) || !slices.Equal(se.Waiting, []MemberID{guardian3.ID}) {
+		t.Fatalf("got %v (culprits %v, waiting %v)", err, se.Culprits, se.Waiting)
+	}
+	t.Log(err)
+
+	// A different second message from the same member is misbehaviour.
+	r = newConfirmRound(sid, key, agent.ID, 3)
+	r.step(Incoming{From: guardian.ID, Payload: refusal})
+	r.step(Incoming{From: guardian.ID, Payload: confirmation{Session: sid, Digest: digest, Reason: "other"}.encode()})
+	if !slices.Equal(r.culprits, []MemberID{guardian.ID}) {
+		t.Fatalf("culprits %v, want [%s]", r.culprits, guardian.ID)
+	}
+	// A confirmation of another reshare is misbehaviour too.
+	r.step(Incoming{From: policy.ID, Payload: confirmation{Session: NewSessionID(), Digest: digest, Reason: "x"}.encode()})
+	if !slices.Contains(r.culprits, policy.ID) {
+		t.Fatal("a confirmation bound to another session was accepted")
+	}
+}

@@ -1,0 +1,5 @@
+//go:build race
+
+package tss
+
+const raceEnabled = true
