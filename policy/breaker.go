@@ -29,7 +29,7 @@ func compileRate(r *RateDoc) (*rateCfg, error) {
 		return nil, nil
 	}
 	w, err := time.ParseDuration(string(r.Window))
-	if err != nil || w <= 0 || r.Max < 1 {
+	if err != nil || w <= 0 || w > MaxWindow || r.Max < 1 {
 		return nil, fmt.Errorf("max %d window %q", r.Max, r.Window)
 	}
 	return &rateCfg{max: r.Max, window: w}, nil
@@ -59,41 +59,86 @@ func compileBreaker(b *BreakerDoc) (breakerConfig, error) {
 	return c, nil
 }
 
-// historyLen bounds the spends kept per agent and asset for the outlier
-// detector.
-const historyLen = 64
+// Bounds on the breaker's memory, so that what it remembers cannot grow
+// without limit (with an agent registry in the policy, only registered
+// agents reach the breaker at all).
+const (
+	// historyLen bounds the spends kept per agent and asset for the
+	// outlier detector.
+	historyLen = 64
+	// maxBreakerTimes bounds the instants kept per detector and agent;
+	// each list is also cut to its detector's window.
+	maxBreakerTimes = 1024
+	// maxKnownDests bounds the destinations remembered per agent; the
+	// least recently used is forgotten first (and counts as new again).
+	maxKnownDests = 1024
+	// maxBreakerAssets bounds the assets with a spend history per agent.
+	maxBreakerAssets = 64
+	// maxBreakerAgents bounds the agents remembered; the least recently
+	// active is forgotten first.
+	maxBreakerAgents = 4096
+)
 
 // breakerState is what the circuit breaker remembers about one agent.
 type breakerState struct {
 	requests []time.Time
 	denials  []time.Time
 	newDests []time.Time
-	known    map[common.Address]bool
-	values   map[string][]*big.Int
+	// known maps each destination the agent used to when it last did.
+	known  map[common.Address]time.Time
+	values map[string][]*big.Int
+	// last is the agent's latest activity.
+	last time.Time
 }
 
 type breaker struct {
 	agents map[AgentID]*breakerState
 }
 
-func (b *breaker) state(a AgentID) *breakerState {
+func (b *breaker) state(a AgentID, now time.Time) *breakerState {
 	s, ok := b.agents[a]
 	if !ok {
-		s = &breakerState{known: map[common.Address]bool{}, values: map[string][]*big.Int{}}
+		if len(b.agents) >= maxBreakerAgents {
+			var oldest AgentID
+			first := true
+			for id, st := range b.agents {
+				if first || st.last.Before(b.agents[oldest].last) || (st.last.Equal(b.agents[oldest].last) && id < oldest) {
+					oldest, first = id, false
+				}
+			}
+			delete(b.agents, oldest)
+		}
+		s = &breakerState{known: map[common.Address]time.Time{}, values: map[string][]*big.Int{}}
 		b.agents[a] = s
 	}
+	if now.After(s.last) {
+		s.last = now
+	}
 	return s
+}
+
+// within drops the instants of times before now-window (none for a zero
+// window) and keeps at most maxBreakerTimes of the latest.
+func within(times []time.Time, window time.Duration, now time.Time) []time.Time {
+	cut := 0
+	if window > 0 {
+		for cut < len(times) && times[cut].Before(now.Add(-window)) {
+			cut++
+		}
+	}
+	if len(times)-cut > maxBreakerTimes {
+		cut = len(times) - maxBreakerTimes
+	}
+	if cut == 0 {
+		return times
+	}
+	return append([]time.Time(nil), times[cut:]...)
 }
 
 // hit appends now to times, drops times outside the window, and reports
 // whether the count now exceeds the limit.
 func hit(times []time.Time, r *rateCfg, now time.Time) ([]time.Time, bool) {
-	times = append(times, now)
-	cut := 0
-	for cut < len(times) && times[cut].Before(now.Add(-r.window)) {
-		cut++
-	}
-	times = times[cut:]
+	times = within(append(times, now), r.window, now)
 	return times, len(times) > r.max
 }
 
@@ -102,7 +147,7 @@ func (b *breaker) onRequest(c breakerConfig, a AgentID, now time.Time) string {
 	if c.requests == nil {
 		return ""
 	}
-	s := b.state(a)
+	s := b.state(a, now)
 	var trip bool
 	if s.requests, trip = hit(s.requests, c.requests, now); trip {
 		return fmt.Sprintf("request rate: %d requests within %s exceeds %d", len(s.requests), c.requests.window, c.requests.max)
@@ -115,7 +160,7 @@ func (b *breaker) onDenial(c breakerConfig, a AgentID, now time.Time) string {
 	if c.denials == nil {
 		return ""
 	}
-	s := b.state(a)
+	s := b.state(a, now)
 	var trip bool
 	if s.denials, trip = hit(s.denials, c.denials, now); trip {
 		return fmt.Sprintf("repeated denials: %d denials within %s exceeds %d", len(s.denials), c.denials.window, c.denials.max)
@@ -124,13 +169,14 @@ func (b *breaker) onDenial(c breakerConfig, a AgentID, now time.Time) string {
 }
 
 // checkAllowed runs the detectors that look at an allowed request before it
-// is reserved: new destinations and value outliers. It changes nothing.
+// is recorded: new destinations and value outliers. It changes nothing but
+// the agent's last activity.
 func (b *breaker) checkAllowed(c breakerConfig, p *Policy, req *Request, dests []common.Address, assets map[string]*big.Int) string {
-	s := b.state(req.Agent)
+	s := b.state(req.Agent, req.Time)
 	if c.newDests != nil {
 		fresh := 0
 		for _, d := range dests {
-			if !s.known[d] {
+			if _, ok := s.known[d]; !ok {
 				fresh++
 			}
 		}
@@ -167,22 +213,84 @@ func (b *breaker) checkAllowed(c breakerConfig, p *Policy, req *Request, dests [
 	return ""
 }
 
-// recordAllowed remembers the destinations and amounts of a reserved request.
-func (b *breaker) recordAllowed(req *Request, dests []common.Address, assets map[string]*big.Int) {
-	s := b.state(req.Agent)
+// recordAllowed remembers the destinations and amounts of a reserved
+// request. It reports whether anything the engine exports changed.
+func (b *breaker) recordAllowed(c breakerConfig, req *Request, dests []common.Address, assets map[string]*big.Int) (changed bool) {
+	s := b.state(req.Agent, req.Time)
 	for _, d := range dests {
-		if !s.known[d] {
-			s.known[d] = true
+		if _, ok := s.known[d]; !ok {
 			s.newDests = append(s.newDests, req.Time)
+			changed = true
 		}
+		s.known[d] = req.Time
 	}
+	var window time.Duration
+	if c.newDests != nil {
+		window = c.newDests.window
+	}
+	s.newDests = within(s.newDests, window, req.Time)
 	for asset, amt := range assets {
 		h := append(s.values[asset], new(big.Int).Set(amt))
 		if len(h) > historyLen {
 			h = h[len(h)-historyLen:]
 		}
 		s.values[asset] = h
+		changed = true
 	}
+	s.capLocked()
+	return changed
+}
+
+// capLocked forgets the least recently used destinations and the shortest
+// asset histories beyond the bounds.
+func (s *breakerState) capLocked() {
+	for len(s.known) > maxKnownDests {
+		var oldest common.Address
+		first := true
+		for d, t := range s.known {
+			if first || t.Before(s.known[oldest]) || (t.Equal(s.known[oldest]) && d.Cmp(oldest) < 0) {
+				oldest, first = d, false
+			}
+		}
+		delete(s.known, oldest)
+	}
+	for len(s.values) > maxBreakerAssets {
+		var drop string
+		first := true
+		for a, h := range s.values {
+			if first || len(h) < len(s.values[drop]) || (len(h) == len(s.values[drop]) && a < drop) {
+				drop, first = a, false
+			}
+		}
+		delete(s.values, drop)
+	}
+}
+
+// prune cuts every agent's instants to its detectors' windows at now, and
+// forgets agents with no instants left and no activity within MaxWindow.
+// It reports whether anything changed.
+func (b *breaker) prune(c breakerConfig, now time.Time) (changed bool) {
+	// A detector that is off keeps its instants for MaxWindow, the
+	// longest window a later policy could turn it on with.
+	win := func(r *rateCfg) time.Duration {
+		if r == nil {
+			return MaxWindow
+		}
+		return r.window
+	}
+	for a, s := range b.agents {
+		before := len(s.requests) + len(s.denials) + len(s.newDests)
+		s.requests = within(s.requests, win(c.requests), now)
+		s.denials = within(s.denials, win(c.denials), now)
+		s.newDests = within(s.newDests, win(c.newDests), now)
+		after := len(s.requests) + len(s.denials) + len(s.newDests)
+		changed = changed || after != before
+		if after == 0 && s.last.Before(now.Add(-MaxWindow)) {
+			delete(b.agents, a)
+			changed = true
+		}
+	}
+	return changed
 }
 
 func median(v []*big.Int) *big.Int {

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"crypto/ed25519"
 	"encoding/hex"
 	"fmt"
 	"math/big"
@@ -22,6 +23,7 @@ type Policy struct {
 	guardians map[common.Address]string
 	tiers     []*TierSpec
 	tierByKey map[string]*TierSpec
+	agents    map[AgentID]ed25519.PublicKey
 	tokens    map[string]*tokenInfo
 	tokenAddr map[common.Address]*tokenInfo
 	lists     map[string]map[common.Address]struct{}
@@ -113,6 +115,7 @@ func Compile(d *Document) (*Policy, error) {
 		hash:      d.Hash(),
 		guardians: map[common.Address]string{},
 		tierByKey: map[string]*TierSpec{},
+		agents:    map[AgentID]ed25519.PublicKey{},
 		tokens:    map[string]*tokenInfo{},
 		tokenAddr: map[common.Address]*tokenInfo{},
 		lists:     map[string]map[common.Address]struct{}{},
@@ -134,6 +137,9 @@ func Compile(d *Document) (*Policy, error) {
 			return nil, fmt.Errorf("policy: compile: guardians %s and %s: address %s listed twice", other, name, addr.Hex())
 		}
 		p.guardians[addr] = name
+	}
+	if err := p.compileAgents(d); err != nil {
+		return nil, fmt.Errorf("policy: compile: %w", err)
 	}
 	if len(d.Guardians) > MaxSignatures {
 		return nil, fmt.Errorf("policy: compile: %d guardians, at most %d", len(d.Guardians), MaxSignatures)
@@ -500,6 +506,9 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 	if len(w.Agent) > 0 {
 		set := map[AgentID]bool{}
 		for _, a := range w.Agent {
+			if _, ok := p.agents[AgentID(a)]; len(p.agents) > 0 && !ok {
+				return nil, fmt.Errorf("agent: %s is not in the agent registry", a)
+			}
 			set[AgentID(a)] = true
 		}
 		add("agent", func(c *evalCtx) (bool, string) {
@@ -1045,8 +1054,8 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 
 func (p *Policy) compileBudget(bd *BudgetDoc, t *tokenInfo) (*budget, error) {
 	w, err := time.ParseDuration(string(bd.Window))
-	if err != nil || w <= 0 {
-		return nil, fmt.Errorf("window %q", bd.Window)
+	if err != nil || w <= 0 || w > MaxWindow {
+		return nil, fmt.Errorf("window %q (at most %s)", bd.Window, MaxWindow)
 	}
 	b := &budget{window: w, count: bd.Count}
 	if bd.Value != "" {

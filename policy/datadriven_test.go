@@ -2,6 +2,7 @@ package policy
 
 import (
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"fmt"
 	"math/big"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/cockroachdb/datadriven"
 	"github.com/custos-wallet/custos/chain"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/holiman/uint256"
@@ -29,6 +31,13 @@ func guardianKey(name string) *ecdsa.PrivateKey {
 }
 
 var testGuardians = []string{"alice", "bob", "carol", "mallory"} // mallory is never a guardian
+
+// Test-only agent credentials, derived from their names.
+func agentKey(name string) ed25519.PrivateKey {
+	return ed25519.NewKeyFromSeed(crypto.Keccak256([]byte("custos-test-agent/" + name)))
+}
+
+var testAgents = []string{"bot", "helper", "intruder"}
 
 // aliases name the addresses used in testdata.
 var aliases = map[string]common.Address{
@@ -79,6 +88,9 @@ func (e *ddEnv) expand(s string) string {
 	}
 	for n, a := range aliases {
 		s = strings.ReplaceAll(s, "{{"+n+"}}", a.Hex())
+	}
+	for _, n := range testAgents {
+		s = strings.ReplaceAll(s, "{{agent:"+n+"}}", hexutil.Encode(agentKey(n).Public().(ed25519.PublicKey)))
 	}
 	if e.eng != nil {
 		s = strings.ReplaceAll(s, "{{current}}", e.eng.Policy().Hash().Hex())
@@ -316,9 +328,9 @@ func (e *ddEnv) run(t *testing.T, td *datadriven.TestData) (out string) {
 		}
 		var d Decision
 		if td.Cmd == "eval" {
-			d = e.eng.Authorize(req)
+			d = e.eng.Authorize(t.Context(), req)
 		} else {
-			d = e.eng.DryRun(req)
+			d = e.eng.DryRun(t.Context(), req)
 		}
 		out = d.Describe() + "\n"
 		if td.HasArg("trace") {
@@ -330,33 +342,33 @@ func (e *ddEnv) run(t *testing.T, td *datadriven.TestData) (out string) {
 		if td.Cmd == "release" {
 			f = e.eng.Release
 		}
-		if err := f(RequestID(arg(td, "id", ""))); err != nil {
+		if err := f(t.Context(), RequestID(arg(td, "id", ""))); err != nil {
 			return err.Error() + "\n"
 		}
 		return "ok\n"
 	case "ledger":
 		e.seq++
-		asset := arg(td, "asset", "native")
-		if asset != "native" {
-			asset = addr(asset).Hex()
+		asset := AssetNative
+		if a := arg(td, "asset", "native"); a != "native" {
+			asset = TokenAsset(addr(a))
 		}
 		b := BudgetBucket(arg(td, "rule", ""), AgentID(arg(td, "agent", "bot")), addr(arg(td, "key", "hot")), asset)
 		id := RequestID(fmt.Sprintf("seed-%d", e.seq))
 		cnt, _ := strconv.ParseUint(arg(td, "count", "1"), 10, 64)
-		if err := e.ledger.Reserve(Reservation{ID: id, Time: e.offset(arg(td, "at", "")), Entries: []Entry{{Bucket: b, Amount: amount(arg(td, "amount", "0")), Count: cnt}}}); err != nil {
+		if err := e.ledger.Reserve(t.Context(), Reservation{ID: id, Time: e.offset(arg(td, "at", "")), Entries: []Entry{{Bucket: b, Amount: amount(arg(td, "amount", "0")), Count: cnt}}}); err != nil {
 			return err.Error() + "\n"
 		}
-		if err := e.ledger.Commit(id); err != nil {
+		if err := e.ledger.Commit(t.Context(), id); err != nil {
 			return err.Error() + "\n"
 		}
 		return "ok\n"
 	case "usage":
-		asset := arg(td, "asset", "native")
-		if asset != "native" {
-			asset = addr(asset).Hex()
+		asset := AssetNative
+		if a := arg(td, "asset", "native"); a != "native" {
+			asset = TokenAsset(addr(a))
 		}
 		w, _ := time.ParseDuration(arg(td, "window", "24h"))
-		u, _ := e.ledger.Usage(BudgetBucket(arg(td, "rule", ""), AgentID(arg(td, "agent", "bot")), addr(arg(td, "key", "hot")), asset), w, e.now)
+		u, _ := e.ledger.Usage(t.Context(), BudgetBucket(arg(td, "rule", ""), AgentID(arg(td, "agent", "bot")), addr(arg(td, "key", "hot")), asset), w, e.now)
 		return fmt.Sprintf("amount %s count %d\n", u.Amount, u.Count)
 	case "grant":
 		g := Grant{

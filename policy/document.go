@@ -35,6 +35,10 @@ type Document struct {
 	Replaces string `yaml:"replaces,omitempty" json:"replaces,omitempty"`
 	// Guardians maps a guardian's name to its identity account.
 	Guardians map[string]string `yaml:"guardians" json:"guardians"`
+	// Agents maps an agent id to its Ed25519 credential public key (0x
+	// hex): every node verifies an agent's request signature with it.
+	// Adding an agent (or changing its key) loosens, removing one tightens.
+	Agents map[string]string `yaml:"agents,omitempty" json:"agents,omitempty"`
 	// Quorum is how many distinct guardians must sign to loosen or unfreeze.
 	Quorum int `yaml:"quorum" json:"quorum"`
 	// Tiers, least demanding first.

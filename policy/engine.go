@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"context"
 	"fmt"
 	"math/big"
 	"sort"
@@ -113,6 +114,7 @@ func (e *Engine) Policy() *Policy {
 
 // evalCtx is one evaluation's view of a request.
 type evalCtx struct {
+	ctx     context.Context
 	req     *Request
 	p       *Policy
 	ledger  Ledger
@@ -125,34 +127,15 @@ type evalCtx struct {
 	err error
 }
 
-func (c *evalCtx) usage(bucket string, window time.Duration) (Usage, error) {
-	u, err := c.ledger.Usage(bucket, window, c.req.Time)
+func (c *evalCtx) usage(bucket Bucket, window time.Duration) (Usage, error) {
+	u, err := c.ledger.Usage(c.ctx, bucket, window, c.req.Time)
+	if err == nil && u.Amount == nil {
+		err = fmt.Errorf("usage of %s has no amount", bucket)
+	}
 	if err != nil && c.err == nil {
 		c.err = fmt.Errorf("ledger: %w", err)
 	}
 	return u, err
-}
-
-// tokenTotal sums the spends of one token.
-func (c *evalCtx) tokenTotal(token common.Address) (*big.Int, bool) {
-	sum := new(big.Int)
-	for _, sp := range c.spends {
-		if sp.IsNative() || sp.Token != token {
-			continue
-		}
-		if sp.Unlimited {
-			return nil, true
-		}
-		sum.Add(sum, sp.Amount)
-	}
-	return sum, false
-}
-
-func (c *evalCtx) typedField(f func(*chain.Typed) string) string {
-	if c.req.Kind == KindTypedData {
-		return f(c.req.Typed)
-	}
-	return ""
 }
 
 func (c *evalCtx) budgetEntries(rule string, b *budget) []Entry {
@@ -160,7 +143,7 @@ func (c *evalCtx) budgetEntries(rule string, b *budget) []Entry {
 	if b.value != nil || b.amount == nil {
 		// Native spending is the value plus the most the gas can cost.
 		out = append(out, Entry{
-			Bucket: BudgetBucket(rule, c.req.Agent, c.req.Key, "native"), Amount: new(big.Int).Add(c.req.nativeValue(), c.req.maxFeeCost()),
+			Bucket: BudgetBucket(rule, c.req.Agent, c.req.Key, AssetNative), Amount: new(big.Int).Add(c.req.nativeValue(), c.req.maxFeeCost()),
 			Count: 1, Window: b.window, LimitAmount: b.value, LimitCount: b.count,
 		})
 	}
@@ -170,7 +153,7 @@ func (c *evalCtx) budgetEntries(rule string, b *budget) []Entry {
 			amt = new(big.Int).Set(chain.MaxUint256)
 		}
 		e := Entry{
-			Bucket: BudgetBucket(rule, c.req.Agent, c.req.Key, b.token.addr.Hex()), Amount: amt,
+			Bucket: BudgetBucket(rule, c.req.Agent, c.req.Key, TokenAsset(b.token.addr)), Amount: amt,
 			Count: 1, Window: b.window, LimitAmount: b.amount,
 		}
 		if b.value == nil {
@@ -213,30 +196,20 @@ func (e *Engine) frozenLocked(req *Request) (FreezeRecord, bool) {
 	return FreezeRecord{}, false
 }
 
-func (p *Policy) describeFreeze(r FreezeRecord) string {
-	by := "the circuit breaker"
-	if r.By != (common.Address{}) {
-		by = "guardian " + p.guardians[r.By]
-		if p.guardians[r.By] == "" {
-			by = "guardian " + shortAddr(r.By)
-		}
-	}
-	return fmt.Sprintf("%s frozen by %s at %s: %s", r.Target, by, r.At.UTC().Format(time.RFC3339), r.Reason)
+// revocation looks a grant up in the revocation list.
+func (e *Engine) revocation(id string) (Revocation, bool) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	r, ok := e.revoked[id]
+	return r, ok
 }
 
-// evaluateLocked runs the rules. It returns the decision and the ledger
-// entries an allowed request would reserve. It changes nothing. An
-// evaluation that panics is a deny.
-func (e *Engine) evaluateLocked(p *Policy, req *Request) (d Decision, entries []Entry) {
-	defer func() {
-		if r := recover(); r != nil {
-			d, entries = deny(p, RuleError, fmt.Sprintf("evaluation failed: %v", r)), nil
-		}
-	}()
-	if r, ok := e.frozenLocked(req); ok {
-		return deny(p, RuleFreeze, p.describeFreeze(r)), nil
-	}
-	c := &evalCtx{req: req, p: p, ledger: e.ledger, spends: req.spends()}
+// evaluate runs the rules of p. It returns the decision and the ledger
+// entries an allowed request would reserve. It changes nothing, and holds
+// no lock of the engine while it reads the ledger. The caller has checked
+// the request and its freezes.
+func (e *Engine) evaluate(ctx context.Context, p *Policy, req *Request) (d Decision, entries []Entry) {
+	c := &evalCtx{ctx: ctx, req: req, p: p, ledger: e.ledger, spends: req.spends()}
 	c.dest, c.hasDest = req.destination()
 	if req.Grant != nil {
 		ents, reason := e.checkGrant(p, c)
@@ -319,6 +292,208 @@ func (e *Engine) evaluateLocked(p *Policy, req *Request) (d Decision, entries []
 	return d, entries
 }
 
+// recoverDeny turns a panic anywhere in an evaluation into a deny: an
+// evaluation error is never an allow, and never takes the node down.
+func recoverDeny(p *Policy, d *Decision) {
+	if r := recover(); r != nil {
+		*d = deny(p, RuleError, fmt.Sprintf("evaluation failed: %v", r))
+	}
+}
+
+// DryRun evaluates req and returns the full decision without reserving
+// budget or feeding the circuit breaker.
+func (e *Engine) DryRun(ctx context.Context, req *Request) (d Decision) {
+	p := e.Policy()
+	defer recoverDeny(p, &d)
+	if err := req.check(); err != nil {
+		return deny(p, RuleRequest, err.Error())
+	}
+	e.mu.RLock()
+	p = e.policy
+	fr, frozen := e.frozenLocked(req)
+	e.mu.RUnlock()
+	if frozen {
+		return deny(p, RuleFreeze, p.describeFreeze(fr))
+	}
+	if reason := p.checkAgent(req.Agent); reason != "" {
+		return deny(p, RuleRequest, reason)
+	}
+	d, _ = e.evaluate(ctx, p, req)
+	return d
+}
+
+// Authorize evaluates req as a node about to contribute its share: it feeds
+// the circuit breaker and, when the request is allowed, reserves its budget
+// under req.ID. The caller then calls Commit when the signature is produced
+// or Release when the session fails.
+//
+// The ledger is read and written outside the engine's lock. The ledger's
+// own Reserve is atomic, so concurrent requests cannot overspend a budget
+// between the evaluation and the reservation; and after reserving, the
+// engine checks under its lock that no freeze, revocation or new policy
+// arrived meanwhile (releasing the reservation if one did), so a freeze
+// applied before Authorize returns holds for the request.
+func (e *Engine) Authorize(ctx context.Context, req *Request) (d Decision) {
+	p := e.Policy()
+	defer recoverDeny(p, &d)
+	// A request no decoder could produce is refused before it reaches the
+	// breaker or the ledger.
+	if err := req.check(); err != nil {
+		return deny(p, RuleRequest, err.Error())
+	}
+	p, d, done := e.admit(req)
+	if done {
+		return d
+	}
+	d, entries := e.evaluate(ctx, p, req)
+	if !d.Allowed() {
+		return e.denied(p, req, d)
+	}
+	if err := e.ledger.Reserve(ctx, Reservation{ID: req.ID, Time: req.Time, Entries: entries}); err != nil {
+		out := deny(p, RuleBudget, fmt.Sprintf("reserve for rule %q: %v", d.RuleID, err))
+		out.Trace = d.Trace
+		return out
+	}
+	if out, ok := e.confirm(p, req); !ok {
+		if err := e.ledger.Release(ctx, req.ID); err != nil {
+			out.Reason += fmt.Sprintf(" (its reservation stays: release: %v)", err)
+		}
+		out.Trace = d.Trace
+		return out
+	}
+	d.Reserved = true
+	return d
+}
+
+// admit is Authorize's first step under the lock: freezes, the agent
+// registry and the breaker's request rate. done is set when that decided.
+func (e *Engine) admit(req *Request) (p *Policy, d Decision, done bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p = e.policy
+	if r, ok := e.frozenLocked(req); ok {
+		return p, deny(p, RuleFreeze, p.describeFreeze(r)), true
+	}
+	if reason := p.checkAgent(req.Agent); reason != "" {
+		return p, deny(p, RuleRequest, reason), true
+	}
+	if p.breaker.requests != nil {
+		e.seq++ // the breaker counts the request
+	}
+	if why := e.breaker.onRequest(p.breaker, req.Agent, req.Time); why != "" {
+		return p, e.tripLocked(p, req, why), true
+	}
+	return p, Decision{}, false
+}
+
+// denied feeds a denial to the breaker.
+func (e *Engine) denied(p *Policy, req *Request, d Decision) Decision {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if p.breaker.denials == nil {
+		return d
+	}
+	e.seq++
+	if why := e.breaker.onDenial(p.breaker, req.Agent, req.Time); why != "" {
+		out := e.tripLocked(p, req, why)
+		out.Reason += fmt.Sprintf(" (the request was denied by rule %q: %s)", d.RuleID, d.Reason)
+		out.Trace = d.Trace
+		return out
+	}
+	return d
+}
+
+// confirm is Authorize's last step under the lock, after the reservation:
+// the state the evaluation assumed must still hold, and the breaker's
+// detectors of allowed requests run and record atomically, so concurrent
+// requests cannot jointly pass new_destinations. ok is false with the
+// decision that refuses the request.
+func (e *Engine) confirm(p *Policy, req *Request) (Decision, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.policy != p {
+		return deny(e.policy, RuleError, fmt.Sprintf("policy replaced (version %d) during evaluation under version %d; evaluate again", e.policy.Version(), p.Version())), false
+	}
+	if r, ok := e.frozenLocked(req); ok {
+		return deny(p, RuleFreeze, p.describeFreeze(r)), false
+	}
+	if req.Grant != nil {
+		if r, ok := e.revoked[req.Grant.Grant.ID]; ok {
+			return deny(p, RuleGrant, fmt.Sprintf("grant %s was revoked at %s", r.GrantID, r.Issued.UTC().Format(time.RFC3339))), false
+		}
+	}
+	dests, assets := breakerInputs(req)
+	if why := e.breaker.checkAllowed(p.breaker, p, req, dests, assets); why != "" {
+		return e.tripLocked(p, req, why), false
+	}
+	if e.breaker.recordAllowed(p.breaker, req, dests, assets) {
+		e.seq++
+	}
+	return Decision{}, true
+}
+
+// Commit records that the signature for a reserved request was produced.
+func (e *Engine) Commit(ctx context.Context, id RequestID) error { return e.ledger.Commit(ctx, id) }
+
+// Release returns the budget of a request whose signing session failed.
+// Call it only when this node never sent its last-round share: once it has,
+// the others may complete the signature without it, and the reservation
+// must stay (and be committed).
+func (e *Engine) Release(ctx context.Context, id RequestID) error { return e.ledger.Release(ctx, id) }
+
+// Prune forgets what can no longer matter at now, the node's own clock:
+// ledger records older than MaxWindow (no budget window or grant reaches
+// that far back), the breaker's memory outside its detectors' windows, and
+// freezes and unfreezes past FreezeRetention. Call it now and then; it
+// returns how many ledger reservations it forgot.
+func (e *Engine) Prune(ctx context.Context, now time.Time) (int, error) {
+	e.mu.Lock()
+	p := e.policy
+	freezes, breaker := e.pruneLocked(now), e.breaker.prune(p.breaker, now)
+	if freezes || breaker {
+		e.seq++
+	}
+	e.mu.Unlock()
+	n, err := e.ledger.Prune(ctx, now.Add(-MaxWindow))
+	if err != nil {
+		return n, fmt.Errorf("policy: prune ledger: %w", err)
+	}
+	return n, nil
+}
+
+// tokenTotal sums the spends of one token.
+func (c *evalCtx) tokenTotal(token common.Address) (*big.Int, bool) {
+	sum := new(big.Int)
+	for _, sp := range c.spends {
+		if sp.IsNative() || sp.Token != token {
+			continue
+		}
+		if sp.Unlimited {
+			return nil, true
+		}
+		sum.Add(sum, sp.Amount)
+	}
+	return sum, false
+}
+
+func (c *evalCtx) typedField(f func(*chain.Typed) string) string {
+	if c.req.Kind == KindTypedData {
+		return f(c.req.Typed)
+	}
+	return ""
+}
+
+func (p *Policy) describeFreeze(r FreezeRecord) string {
+	by := "the circuit breaker"
+	if r.By != (common.Address{}) {
+		by = "guardian " + p.guardians[r.By]
+		if p.guardians[r.By] == "" {
+			by = "guardian " + shortAddr(r.By)
+		}
+	}
+	return fmt.Sprintf("%s frozen by %s at %s: %s", r.Target, by, r.At.UTC().Format(time.RFC3339), r.Reason)
+}
+
 func describeMatch(r *rule) string {
 	names := make([]string, 0, len(r.conds))
 	for _, c := range r.conds {
@@ -330,73 +505,6 @@ func describeMatch(r *rule) string {
 		return "rule has no conditions"
 	}
 	return "matched " + strings.Join(names, ", ")
-}
-
-// DryRun evaluates req and returns the full decision without reserving
-// budget or feeding the circuit breaker.
-func (e *Engine) DryRun(req *Request) (d Decision) {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	p := e.policy
-	defer recoverDeny(p, &d)
-	if err := req.check(); err != nil {
-		return deny(p, RuleRequest, err.Error())
-	}
-	d, _ = e.evaluateLocked(p, req)
-	return d
-}
-
-// recoverDeny turns a panic anywhere in an evaluation into a deny: an
-// evaluation error is never an allow, and never takes the node down.
-func recoverDeny(p *Policy, d *Decision) {
-	if r := recover(); r != nil {
-		*d = deny(p, RuleError, fmt.Sprintf("evaluation failed: %v", r))
-	}
-}
-
-// Authorize evaluates req as a node about to contribute its share: it feeds
-// the circuit breaker and, when the request is allowed, reserves its budget
-// under req.ID. The caller then calls Commit when the signature is produced
-// or Release when the session fails.
-func (e *Engine) Authorize(req *Request) (d Decision) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	p := e.policy
-	defer recoverDeny(p, &d)
-	// A request no decoder could produce is refused before it reaches the
-	// breaker or the ledger.
-	if err := req.check(); err != nil {
-		return deny(p, RuleRequest, err.Error())
-	}
-	e.seq++ // the breaker's memory changes
-	if r, ok := e.frozenLocked(req); ok {
-		return deny(p, RuleFreeze, p.describeFreeze(r))
-	}
-	if why := e.breaker.onRequest(p.breaker, req.Agent, req.Time); why != "" {
-		return e.tripLocked(p, req, why)
-	}
-	d, entries := e.evaluateLocked(p, req)
-	if !d.Allowed() {
-		if why := e.breaker.onDenial(p.breaker, req.Agent, req.Time); why != "" {
-			out := e.tripLocked(p, req, why)
-			out.Reason += fmt.Sprintf(" (the request was denied by rule %q: %s)", d.RuleID, d.Reason)
-			out.Trace = d.Trace
-			return out
-		}
-		return d
-	}
-	dests, assets := breakerInputs(req)
-	if why := e.breaker.checkAllowed(p.breaker, p, req, dests, assets); why != "" {
-		return e.tripLocked(p, req, why)
-	}
-	if err := e.ledger.Reserve(Reservation{ID: req.ID, Time: req.Time, Entries: entries}); err != nil {
-		out := deny(p, RuleBudget, fmt.Sprintf("reserve for rule %q: %v", d.RuleID, err))
-		out.Trace = d.Trace
-		return out
-	}
-	e.breaker.recordAllowed(req, dests, assets)
-	d.Reserved = true
-	return d
 }
 
 func breakerInputs(req *Request) ([]common.Address, map[string]*big.Int) {
@@ -463,33 +571,27 @@ func (e *Engine) closeFreezeLocked(r FreezeRecord) {
 
 // pruneLocked forgets closed freezes and used unfreezes issued more than
 // FreezeRetention before now: messages that old are refused anyway.
-func (e *Engine) pruneLocked(now time.Time) {
+func (e *Engine) pruneLocked(now time.Time) (changed bool) {
 	cut := now.Add(-FreezeRetention)
 	for id, l := range e.freezeLog {
 		if l.Closed && l.Time.Before(cut) {
 			delete(e.freezeLog, id)
+			changed = true
 		}
 	}
 	for h, t := range e.usedUnfreezes {
 		if t.Before(cut) {
 			delete(e.usedUnfreezes, h)
+			changed = true
 		}
 	}
+	return changed
 }
 
 func (e *Engine) tripLocked(p *Policy, req *Request, why string) Decision {
 	e.freezeAgentLocked(req, why)
 	return deny(p, RuleBreaker, "circuit breaker tripped: "+why+"; agent "+string(req.Agent)+" frozen")
 }
-
-// Commit records that the signature for a reserved request was produced.
-func (e *Engine) Commit(id RequestID) error { return e.ledger.Commit(id) }
-
-// Release returns the budget of a request whose signing session failed.
-// Call it only when this node never sent its last-round share: once it has,
-// the others may complete the signature without it, and the reservation
-// must stay (and be committed).
-func (e *Engine) Release(id RequestID) error { return e.ledger.Release(id) }
 
 // Freeze applies a freeze signed by any one guardian of the current
 // policy. It takes effect before the next evaluation and becomes the

@@ -102,12 +102,17 @@ func (e *Engine) checkGrant(p *Policy, c *evalCtx) ([]Entry, string) {
 	if _, ok := p.guardians[signer]; !ok {
 		return nil, fmt.Sprintf("grant %s is signed by %s, who is not a guardian", g.ID, shortAddr(signer))
 	}
-	if r, ok := e.revoked[g.ID]; ok {
+	if r, ok := e.revocation(g.ID); ok {
 		return nil, fmt.Sprintf("grant %s was revoked at %s", g.ID, r.Issued.UTC().Format(time.RFC3339))
 	}
 	now := c.req.Time
 	if now.Before(g.NotBefore) {
 		return nil, fmt.Sprintf("grant %s is not valid before %s", g.ID, g.NotBefore.UTC().Format(time.RFC3339))
+	}
+	if g.Expiry.Sub(g.NotBefore) > MaxWindow {
+		// The ledger forgets records older than MaxWindow: a grant living
+		// longer would find its totals reset.
+		return nil, fmt.Sprintf("grant %s is valid for %s, longer than %s", g.ID, g.Expiry.Sub(g.NotBefore), MaxWindow)
 	}
 	if !now.Before(g.Expiry) {
 		return nil, fmt.Sprintf("grant %s expired at %s", g.ID, g.Expiry.UTC().Format(time.RFC3339))
@@ -171,32 +176,30 @@ func (e *Engine) checkGrant(p *Policy, c *evalCtx) ([]Entry, string) {
 	// The total counts the most the transaction can spend: its value and
 	// its maximum gas fee.
 	spent := new(big.Int).Add(value, c.req.maxFeeCost())
-	entries := []Entry{{Bucket: GrantBucket(g.ID, "native"), Amount: spent, Count: 1, LimitAmount: orZero(g.ValueTotal), LimitCount: g.MaxCount}}
+	entries := []Entry{{Bucket: GrantBucket(g.ID, AssetNative), Amount: spent, Count: 1, LimitAmount: orZero(g.ValueTotal), LimitCount: g.MaxCount}}
 	if g.MaxCount == 0 {
 		return nil, fmt.Sprintf("grant %s allows no requests", g.ID)
 	}
 	if tokenAmt.Sign() > 0 {
-		entries = append(entries, Entry{Bucket: GrantBucket(g.ID, g.Token.Hex()), Amount: tokenAmt, LimitAmount: orZero(g.AmountTotal)})
+		entries = append(entries, Entry{Bucket: GrantBucket(g.ID, TokenAsset(g.Token)), Amount: tokenAmt, LimitAmount: orZero(g.AmountTotal)})
 	}
-	for _, en := range entries {
+	for i, en := range entries {
 		u, err := c.usage(en.Bucket, 0)
 		if err != nil {
 			return nil, fmt.Sprintf("grant %s: %v", g.ID, err)
 		}
+		describe := func(v *big.Int) string {
+			if i == 0 {
+				return formatEther(v)
+			}
+			return p.formatToken(v, g.Token)
+		}
 		if new(big.Int).Add(u.Amount, en.Amount).Cmp(en.LimitAmount) > 0 {
-			return nil, fmt.Sprintf("grant %s total cap reached: %s used + %s exceeds %s", g.ID, describeUsage(p, en.Bucket, u.Amount, g.Token),
-				describeUsage(p, en.Bucket, en.Amount, g.Token), describeUsage(p, en.Bucket, en.LimitAmount, g.Token))
+			return nil, fmt.Sprintf("grant %s total cap reached: %s used + %s exceeds %s", g.ID, describe(u.Amount), describe(en.Amount), describe(en.LimitAmount))
 		}
 		if en.LimitCount > 0 && u.Count+en.Count > en.LimitCount {
 			return nil, fmt.Sprintf("grant %s used %d of %d requests", g.ID, u.Count, en.LimitCount)
 		}
 	}
 	return entries, ""
-}
-
-func describeUsage(p *Policy, bucket string, amt *big.Int, token common.Address) string {
-	if bucket[len(bucket)-len("native"):] == "native" {
-		return formatEther(amt)
-	}
-	return p.formatToken(amt, token)
 }

@@ -1,11 +1,15 @@
 package policy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/big"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/ethereum/go-ethereum/common"
 )
 
 // Ledger errors.
@@ -13,13 +17,53 @@ var (
 	ErrBudgetExceeded   = errors.New("policy: budget exceeded")
 	ErrDuplicateRequest = errors.New("policy: request already reserved")
 	ErrUnknownRequest   = errors.New("policy: no reservation for request")
+	ErrBadReservation   = errors.New("policy: malformed reservation")
+	ErrCommitted        = errors.New("policy: reservation already committed")
 )
+
+// MaxWindow is the longest budget window, breaker window and grant
+// lifetime a policy may use, and so how far back the ledger must remember:
+// Engine.Prune forgets records older than this.
+const MaxWindow = 366 * 24 * time.Hour
+
+// Bucket names what a budget counts: see BudgetBucket and GrantBucket. Its
+// text form is what a persistent ledger keys records by.
+type Bucket string
+
+// String returns the bucket's text form.
+func (b Bucket) String() string { return string(b) }
+
+// Asset is what a bucket counts: AssetNative (wei) or a token (TokenAsset).
+type Asset string
+
+// AssetNative is ether.
+const AssetNative Asset = "native"
+
+// TokenAsset is the asset of the ERC-20 contract token.
+func TokenAsset(token common.Address) Asset { return Asset(token.Hex()) }
+
+// escapeKey makes a free-form id safe as one component of a bucket key, so
+// that no choice of rule, agent or grant id can name another's bucket.
+func escapeKey(s string) string {
+	return strings.NewReplacer("%", "%25", "/", "%2F").Replace(s)
+}
+
+// BudgetBucket names the bucket of a rule's budget for one agent, key and
+// asset.
+func BudgetBucket(rule string, agent AgentID, key common.Address, asset Asset) Bucket {
+	return Bucket("rule/" + escapeKey(rule) + "/agent/" + escapeKey(string(agent)) + "/key/" + key.Hex() + "/asset/" + escapeKey(string(asset)))
+}
+
+// GrantBucket names the bucket of a grant's total caps in one asset.
+func GrantBucket(grant string, asset Asset) Bucket {
+	return Bucket("grant/" + escapeKey(grant) + "/asset/" + escapeKey(string(asset)))
+}
 
 // Entry is one budget bucket that a reservation draws on, with the limits
 // to enforce atomically at reservation time.
 type Entry struct {
-	// Bucket names what is counted: see BudgetBucket and GrantBucket.
-	Bucket string
+	Bucket Bucket
+	// Amount is at least zero.
 	Amount *big.Int
 	Count  uint64
 	// Window over which usage is summed; zero means all time.
@@ -35,6 +79,23 @@ type Reservation struct {
 	ID      RequestID
 	Time    time.Time
 	Entries []Entry
+}
+
+func (r Reservation) check() error {
+	if r.ID == "" {
+		return fmt.Errorf("%w: no request id", ErrBadReservation)
+	}
+	for i, e := range r.Entries {
+		switch {
+		case e.Bucket == "":
+			return fmt.Errorf("%w: %s: entry %d has no bucket", ErrBadReservation, r.ID, i)
+		case e.Amount == nil || e.Amount.Sign() < 0:
+			return fmt.Errorf("%w: %s: entry %d has no amount or a negative one", ErrBadReservation, r.ID, i)
+		case e.Window < 0:
+			return fmt.Errorf("%w: %s: entry %d has a negative window", ErrBadReservation, r.ID, i)
+		}
+	}
+	return nil
 }
 
 // Usage is what a bucket has spent over a window, reserved and committed.
@@ -56,7 +117,7 @@ const (
 // request id and bucket, and reloads them on restart.
 type Record struct {
 	ID     RequestID
-	Bucket string
+	Bucket Bucket
 	Amount *big.Int
 	Count  uint64
 	Time   time.Time
@@ -67,20 +128,31 @@ type Record struct {
 // check of every entry's limit and the recording of all entries happen
 // together, so concurrent requests cannot jointly exceed a budget. A
 // persistent implementation must keep reservations across restarts.
+// Package policy/ledgertest is the conformance suite every implementation
+// must pass. Every method fails with the context's error, changing
+// nothing, when ctx is already done.
 type Ledger interface {
 	// Reserve checks every entry against its limit over its window (as
 	// Usage at r.Time) and records all of them, or none. It fails with
-	// ErrBudgetExceeded or ErrDuplicateRequest.
-	Reserve(r Reservation) error
-	// Commit marks a reservation as spent.
-	Commit(id RequestID) error
-	// Release drops a reservation whose signing failed.
-	Release(id RequestID) error
+	// ErrBudgetExceeded, ErrDuplicateRequest (the id holds a reservation,
+	// reserved or committed) or ErrBadReservation.
+	Reserve(ctx context.Context, r Reservation) error
+	// Commit marks a reservation as spent; committing twice is not an
+	// error. It fails with ErrUnknownRequest.
+	Commit(ctx context.Context, id RequestID) error
+	// Release drops a reservation whose signing failed; its id may be
+	// reserved again. It fails with ErrUnknownRequest, or ErrCommitted
+	// (the signature exists, so the budget stays spent).
+	Release(ctx context.Context, id RequestID) error
 	// Usage sums reserved and committed records of bucket with times at
 	// or after now-window (records dated after now count too: a
 	// reservation must not escape a window by its date); a zero window
 	// means all time.
-	Usage(bucket string, window time.Duration, now time.Time) (Usage, error)
+	Usage(ctx context.Context, bucket Bucket, window time.Duration, now time.Time) (Usage, error)
+	// Prune forgets every reservation dated before before, reserved or
+	// committed, and returns how many it forgot. Engine.Prune calls it
+	// with a cut-off no budget window or grant can reach back to.
+	Prune(ctx context.Context, before time.Time) (int, error)
 }
 
 // MemLedger is an in-memory Ledger, safe for concurrent use. Records and
@@ -88,14 +160,14 @@ type Ledger interface {
 type MemLedger struct {
 	mu sync.Mutex
 	// guarded by mu
-	buckets map[string][]*Record
+	buckets map[Bucket][]*Record
 	byID    map[RequestID][]*Record
 }
 
 // NewMemLedger returns a ledger holding records (for example, reloaded
 // after a restart).
 func NewMemLedger(records ...Record) *MemLedger {
-	l := &MemLedger{buckets: map[string][]*Record{}, byID: map[RequestID][]*Record{}}
+	l := &MemLedger{buckets: map[Bucket][]*Record{}, byID: map[RequestID][]*Record{}}
 	for i := range records {
 		r := records[i]
 		r.Amount = new(big.Int).Set(r.Amount)
@@ -106,20 +178,40 @@ func NewMemLedger(records ...Record) *MemLedger {
 }
 
 // Reserve implements Ledger.
-func (l *MemLedger) Reserve(r Reservation) error {
+func (l *MemLedger) Reserve(ctx context.Context, r Reservation) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("policy: reserve %s: %w", r.ID, err)
+	}
+	if err := r.check(); err != nil {
+		return err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, dup := l.byID[r.ID]; dup {
 		return fmt.Errorf("%w: %s", ErrDuplicateRequest, r.ID)
 	}
+	// Entries of one reservation may share a bucket: each is checked with
+	// the ones before it counted.
+	pending := map[Bucket]Usage{}
 	for _, e := range r.Entries {
 		u := l.usageLocked(e.Bucket, e.Window, r.Time)
+		if p, ok := pending[e.Bucket]; ok {
+			u.Amount.Add(u.Amount, p.Amount)
+			u.Count += p.Count
+		}
 		if e.LimitAmount != nil && new(big.Int).Add(u.Amount, e.Amount).Cmp(e.LimitAmount) > 0 {
 			return fmt.Errorf("%w: %s: %s used + %s > %s", ErrBudgetExceeded, e.Bucket, u.Amount, e.Amount, e.LimitAmount)
 		}
 		if e.LimitCount > 0 && u.Count+e.Count > e.LimitCount {
 			return fmt.Errorf("%w: %s: count %d used + %d > %d", ErrBudgetExceeded, e.Bucket, u.Count, e.Count, e.LimitCount)
 		}
+		p := pending[e.Bucket]
+		if p.Amount == nil {
+			p.Amount = new(big.Int)
+		}
+		p.Amount.Add(p.Amount, e.Amount)
+		p.Count += e.Count
+		pending[e.Bucket] = p
 	}
 	recs := make([]*Record, 0, len(r.Entries))
 	for _, e := range r.Entries {
@@ -132,7 +224,10 @@ func (l *MemLedger) Reserve(r Reservation) error {
 }
 
 // Commit implements Ledger.
-func (l *MemLedger) Commit(id RequestID) error {
+func (l *MemLedger) Commit(ctx context.Context, id RequestID) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("policy: commit %s: %w", id, err)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	recs, ok := l.byID[id]
@@ -147,7 +242,10 @@ func (l *MemLedger) Commit(id RequestID) error {
 
 // Release implements Ledger. Releasing a committed request is refused: the
 // signature exists.
-func (l *MemLedger) Release(id RequestID) error {
+func (l *MemLedger) Release(ctx context.Context, id RequestID) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("policy: release %s: %w", id, err)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	recs, ok := l.byID[id]
@@ -156,30 +254,59 @@ func (l *MemLedger) Release(id RequestID) error {
 	}
 	for _, r := range recs {
 		if r.State == Committed {
-			return fmt.Errorf("policy: release %s: already committed", id)
+			return fmt.Errorf("%w: %s", ErrCommitted, id)
 		}
 	}
+	l.dropLocked(id, recs)
+	return nil
+}
+
+func (l *MemLedger) dropLocked(id RequestID, recs []*Record) {
 	for _, r := range recs {
 		b := l.buckets[r.Bucket]
 		for i, x := range b {
 			if x == r {
-				l.buckets[r.Bucket] = append(b[:i:i], b[i+1:]...)
+				b = append(b[:i:i], b[i+1:]...)
 				break
 			}
 		}
+		if len(b) == 0 {
+			delete(l.buckets, r.Bucket)
+		} else {
+			l.buckets[r.Bucket] = b
+		}
 	}
 	delete(l.byID, id)
-	return nil
 }
 
 // Usage implements Ledger.
-func (l *MemLedger) Usage(bucket string, window time.Duration, now time.Time) (Usage, error) {
+func (l *MemLedger) Usage(ctx context.Context, bucket Bucket, window time.Duration, now time.Time) (Usage, error) {
+	if err := ctx.Err(); err != nil {
+		return Usage{}, fmt.Errorf("policy: usage %s: %w", bucket, err)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.usageLocked(bucket, window, now), nil
 }
 
-func (l *MemLedger) usageLocked(bucket string, window time.Duration, now time.Time) Usage {
+// Prune implements Ledger.
+func (l *MemLedger) Prune(ctx context.Context, before time.Time) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("policy: prune: %w", err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for id, recs := range l.byID {
+		if len(recs) > 0 && recs[0].Time.Before(before) {
+			l.dropLocked(id, recs)
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (l *MemLedger) usageLocked(bucket Bucket, window time.Duration, now time.Time) Usage {
 	u := Usage{Amount: new(big.Int)}
 	since := now.Add(-window)
 	for _, r := range l.buckets[bucket] {
@@ -206,12 +333,3 @@ func (l *MemLedger) Records() []Record {
 	}
 	return out
 }
-
-// BudgetBucket names the bucket of a rule's budget for one agent, key and
-// asset ("native" or a token address).
-func BudgetBucket(rule string, agent AgentID, key fmt.Stringer, asset string) string {
-	return "rule/" + rule + "/agent/" + string(agent) + "/key/" + key.String() + "/asset/" + asset
-}
-
-// GrantBucket names the bucket of a grant's total caps.
-func GrantBucket(grant string, asset string) string { return "grant/" + grant + "/asset/" + asset }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/big"
@@ -73,7 +74,7 @@ func TestConcurrentReservationsNeverExceedBudget(t *testing.T) {
 				defer wg.Done()
 				for i, a := range amounts[w] {
 					id := RequestID(fmt.Sprintf("s%d-w%d-%d", seed, w, i))
-					err := l.Reserve(Reservation{ID: id, Time: now, Entries: []Entry{{
+					err := l.Reserve(t.Context(), Reservation{ID: id, Time: now, Entries: []Entry{{
 						Bucket: "b", Amount: big.NewInt(a), Count: 1, Window: time.Hour, LimitAmount: capAmt, LimitCount: capCount,
 					}}})
 					if err != nil && !errors.Is(err, ErrBudgetExceeded) {
@@ -83,12 +84,12 @@ func TestConcurrentReservationsNeverExceedBudget(t *testing.T) {
 					if err == nil {
 						switch i % 3 { // commit, release, or leave reserved
 						case 0:
-							_ = l.Commit(id)
+							_ = l.Commit(t.Context(), id)
 						case 1:
-							_ = l.Release(id)
+							_ = l.Release(t.Context(), id)
 						}
 					}
-					u, _ := l.Usage("b", time.Hour, now)
+					u, _ := l.Usage(t.Context(), "b", time.Hour, now)
 					if u.Amount.Cmp(capAmt) > 0 || u.Count > capCount {
 						t.Errorf("seed %d: usage %v/%d exceeds cap %v/%d", seed, u.Amount, u.Count, capAmt, capCount)
 					}
@@ -96,7 +97,7 @@ func TestConcurrentReservationsNeverExceedBudget(t *testing.T) {
 			}(w)
 		}
 		wg.Wait()
-		u, _ := l.Usage("b", time.Hour, now)
+		u, _ := l.Usage(t.Context(), "b", time.Hour, now)
 		if u.Amount.Cmp(capAmt) > 0 || u.Count > capCount {
 			t.Fatalf("seed %d: final usage %v/%d exceeds cap %v/%d", seed, u.Amount, u.Count, capAmt, capCount)
 		}
@@ -142,7 +143,7 @@ rules:
 			for i := 0; i < 20; i++ {
 				v := new(big.Int).Mul(big.NewInt(rng.Int63n(200)+1), big.NewInt(1e15)) // up to 0.2 ether
 				tx, _ := chain.DescribeTransaction(types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(1), To: &to, Value: v, Gas: 21000, GasFeeCap: big.NewInt(1), GasTipCap: big.NewInt(1)}))
-				dec := e.Authorize(&Request{ID: RequestID(fmt.Sprintf("w%d-%d", w, i)), Agent: "bot", Key: aliases["hot"], ChainID: big.NewInt(1), Kind: KindTransaction, Tx: tx, Time: t0})
+				dec := e.Authorize(t.Context(), &Request{ID: RequestID(fmt.Sprintf("w%d-%d", w, i)), Agent: "bot", Key: aliases["hot"], ChainID: big.NewInt(1), Kind: KindTransaction, Tx: tx, Time: t0})
 				if dec.Allowed() {
 					mu.Lock()
 					granted.Add(granted, v)
@@ -166,17 +167,17 @@ rules:
 func TestLedgerSurvivesRestart(t *testing.T) {
 	l := NewMemLedger()
 	e := Entry{Bucket: "b", Amount: big.NewInt(70), Count: 1, Window: time.Hour, LimitAmount: big.NewInt(100)}
-	if err := l.Reserve(Reservation{ID: "r1", Time: t0, Entries: []Entry{e}}); err != nil {
+	if err := l.Reserve(t.Context(), Reservation{ID: "r1", Time: t0, Entries: []Entry{e}}); err != nil {
 		t.Fatal(err)
 	}
 	restarted := NewMemLedger(l.Records()...)
-	if err := restarted.Reserve(Reservation{ID: "r2", Time: t0, Entries: []Entry{e}}); !errors.Is(err, ErrBudgetExceeded) {
+	if err := restarted.Reserve(t.Context(), Reservation{ID: "r2", Time: t0, Entries: []Entry{e}}); !errors.Is(err, ErrBudgetExceeded) {
 		t.Fatalf("reservation lost across restart: %v", err)
 	}
-	if err := restarted.Commit("r1"); err != nil {
+	if err := restarted.Commit(t.Context(), "r1"); err != nil {
 		t.Fatal(err)
 	}
-	if u, _ := restarted.Usage("b", time.Hour, t0); u.Amount.Int64() != 70 || u.Count != 1 {
+	if u, _ := restarted.Usage(t.Context(), "b", time.Hour, t0); u.Amount.Int64() != 70 || u.Count != 1 {
 		t.Fatalf("usage %+v", u)
 	}
 }
@@ -237,8 +238,8 @@ rules:
 	}
 	l := NewMemLedger()
 	for i := 0; i < 20; i++ { // some history in the budget's bucket
-		_ = l.Reserve(Reservation{ID: RequestID(fmt.Sprint("h", i)), Time: t0.Add(-time.Duration(i) * time.Hour), Entries: []Entry{{
-			Bucket: BudgetBucket("small-payments", "bot", aliases["hot"], "native"), Amount: big.NewInt(1e15), Count: 1}}})
+		_ = l.Reserve(context.Background(), Reservation{ID: RequestID(fmt.Sprint("h", i)), Time: t0.Add(-time.Duration(i) * time.Hour), Entries: []Entry{{
+			Bucket: BudgetBucket("small-payments", "bot", aliases["hot"], AssetNative), Amount: big.NewInt(1e15), Count: 1}}})
 	}
 	to := aliases["vendor1"]
 	tx, err := chain.DescribeTransaction(types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(1), To: &to, Value: big.NewInt(1e16), Gas: 21000, GasFeeCap: big.NewInt(3e10), GasTipCap: big.NewInt(1e9)}))
@@ -253,20 +254,20 @@ rules:
 // rules whose last rule matches, with a budget read from the ledger.
 func BenchmarkEvaluate50Rules(b *testing.B) {
 	e, req := benchPolicy(b)
-	if d := e.DryRun(req); d.RuleID != "small-payments" {
+	if d := e.DryRun(context.Background(), req); d.RuleID != "small-payments" {
 		b.Fatalf("unexpected decision %s", d.Describe())
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		_ = e.DryRun(req)
+		_ = e.DryRun(context.Background(), req)
 	}
 }
 
 // failingLedger answers every usage query with an error.
 type failingLedger struct{ *MemLedger }
 
-func (failingLedger) Usage(string, time.Duration, time.Time) (Usage, error) {
+func (failingLedger) Usage(context.Context, Bucket, time.Duration, time.Time) (Usage, error) {
 	return Usage{}, errors.New("disk on fire")
 }
 
@@ -305,16 +306,16 @@ func TestLedgerErrorDenies(t *testing.T) {
 	for name, e := range map[string]*Engine{"dry run": NewEngine(p, failingLedger{NewMemLedger()}), "authorize": NewEngine(p, failingLedger{NewMemLedger()})} {
 		var d Decision
 		if name == "dry run" {
-			d = e.DryRun(req)
+			d = e.DryRun(t.Context(), req)
 		} else {
-			d = e.Authorize(req)
+			d = e.Authorize(t.Context(), req)
 		}
 		if d.Allowed() || d.RuleID != RuleError || !strings.Contains(d.Reason, "disk on fire") {
 			t.Errorf("%s: %s", name, d.Describe())
 		}
 	}
 	// With a working ledger the budgeted rule decides.
-	if d := NewEngine(p, NewMemLedger()).DryRun(req); d.RuleID != "budgeted" {
+	if d := NewEngine(p, NewMemLedger()).DryRun(t.Context(), req); d.RuleID != "budgeted" {
 		t.Errorf("working ledger: %s", d.Describe())
 	}
 }
@@ -336,7 +337,7 @@ func TestRestoreMerges(t *testing.T) {
 	}
 	to := aliases["vendor1"]
 	tx, _ := chain.DescribeTransaction(types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(1), To: &to, Value: big.NewInt(1), Gas: 21000, GasFeeCap: big.NewInt(1), GasTipCap: big.NewInt(1)}))
-	e.Authorize(&Request{ID: "r1", Agent: "bot", Key: aliases["hot"], ChainID: big.NewInt(1), Kind: KindTransaction, Tx: tx, Time: t0})
+	e.Authorize(t.Context(), &Request{ID: "r1", Agent: "bot", Key: aliases["hot"], ChainID: big.NewInt(1), Kind: KindTransaction, Tx: tx, Time: t0})
 	first := Freeze{Target: "agent:x", Reason: "first", Issued: t0.Add(-time.Minute)}
 	freeze(first)
 	freeze(Freeze{Target: "agent:y", Reason: "lifted later", Issued: t0})

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"context"
 	"math/big"
 	"strings"
 	"testing"
@@ -66,21 +67,21 @@ func TestImpossibleRequestsRefused(t *testing.T) {
 				c.edit(req)
 				var d Decision
 				if op == "dry run" {
-					d = e.DryRun(req)
+					d = e.DryRun(t.Context(), req)
 				} else {
-					d = e.Authorize(req)
+					d = e.Authorize(t.Context(), req)
 				}
 				if d.Allowed() || d.RuleID != RuleRequest || !strings.Contains(d.Reason, c.want) {
 					t.Errorf("%s: %s (want rule request: %s)", op, d.Describe(), c.want)
 				}
 			}
-			if u, _ := e.ledger.Usage(BudgetBucket("pay", "bot", aliases["hot"], "native"), 0, t0); u.Amount.Sign() != 0 || u.Count != 0 {
+			if u, _ := e.ledger.Usage(t.Context(), BudgetBucket("pay", "bot", aliases["hot"], AssetNative), 0, t0); u.Amount.Sign() != 0 || u.Count != 0 {
 				t.Errorf("budget used: %s, %d", u.Amount, u.Count)
 			}
 		})
 	}
 	// The unedited request is allowed: the refusals above are the edits'.
-	if d := NewEngine(p, NewMemLedger()).Authorize(good()); !d.Allowed() {
+	if d := NewEngine(p, NewMemLedger()).Authorize(t.Context(), good()); !d.Allowed() {
 		t.Fatalf("good request: %s", d.Describe())
 	}
 }
@@ -88,7 +89,7 @@ func TestImpossibleRequestsRefused(t *testing.T) {
 // panickingLedger panics where a ledger would do I/O.
 type panickingLedger struct{ *MemLedger }
 
-func (panickingLedger) Reserve(Reservation) error { panic("ledger bug") }
+func (panickingLedger) Reserve(context.Context, Reservation) error { panic("ledger bug") }
 
 // TestAuthorizeRecoversPanics checks that a panic after evaluation (here
 // in the ledger's Reserve) denies under rule "error" instead of taking the
@@ -97,7 +98,7 @@ func TestAuthorizeRecoversPanics(t *testing.T) {
 	p := testPolicy(t, "  - {id: r, when: {chain: 1, value_max: 1 ether}, budget: {window: 1h, value: 1 ether}, tier: hot}\n")
 	to := aliases["vendor1"]
 	tx, _ := chain.DescribeTransaction(types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(1), To: &to, Value: big.NewInt(1), Gas: 21000, GasFeeCap: big.NewInt(1), GasTipCap: big.NewInt(1)}))
-	d := NewEngine(p, panickingLedger{NewMemLedger()}).Authorize(&Request{ID: "r1", Agent: "bot", Key: aliases["hot"], ChainID: big.NewInt(1), Kind: KindTransaction, Tx: tx, Time: t0})
+	d := NewEngine(p, panickingLedger{NewMemLedger()}).Authorize(t.Context(), &Request{ID: "r1", Agent: "bot", Key: aliases["hot"], ChainID: big.NewInt(1), Kind: KindTransaction, Tx: tx, Time: t0})
 	if d.Allowed() || d.RuleID != RuleError || !strings.Contains(d.Reason, "ledger bug") {
 		t.Fatal(d.Describe())
 	}

@@ -155,24 +155,43 @@ func (e *Engine) Restore(s State) {
 		}
 	}
 	for _, h := range s.Breaker {
-		b := e.breaker.state(h.Agent)
+		b := e.breaker.state(h.Agent, latest(h))
 		b.requests = mergeTimes(b.requests, h.Requests)
 		b.denials = mergeTimes(b.denials, h.Denials)
 		b.newDests = mergeTimes(b.newDests, h.NewDests)
 		for _, d := range h.Known {
-			b.known[d] = true
+			if _, ok := b.known[d]; !ok {
+				b.known[d] = time.Time{} // used at some time before the snapshot
+			}
 		}
 		for asset, vs := range h.Values {
 			if len(vs) <= len(b.values[asset]) {
 				continue
 			}
 			b.values[asset] = nil
-			for _, v := range vs {
+			for _, v := range vs[max(0, len(vs)-historyLen):] {
 				b.values[asset] = append(b.values[asset], new(big.Int).Set(v))
 			}
 		}
+		b.requests = within(b.requests, 0, time.Time{})
+		b.denials = within(b.denials, 0, time.Time{})
+		b.newDests = within(b.newDests, 0, time.Time{})
+		b.capLocked()
 	}
 	e.seq = max(e.seq, s.Seq) + 1
+}
+
+// latest is the last instant a breaker history records.
+func latest(h BreakerHistory) time.Time {
+	var t time.Time
+	for _, l := range [][]time.Time{h.Requests, h.Denials, h.NewDests} {
+		for _, x := range l {
+			if x.After(t) {
+				t = x
+			}
+		}
+	}
+	return t
 }
 
 // mergeTimes merges two sorted lists of instants, keeping each instant as

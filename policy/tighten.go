@@ -56,6 +56,17 @@ func checkTightening(old, nw *Policy) error {
 	if !sameGuardians(old, nw) {
 		return fmt.Errorf("%w: guardians or quorum changed", ErrNotTightening)
 	}
+	// A new agent, or a new key for one, is someone new who can ask;
+	// removing an agent only refuses its requests.
+	if len(old.agents) > 0 && len(nw.agents) == 0 {
+		// A policy without a registry checks no agent at all.
+		return fmt.Errorf("%w: agent registry removed", ErrNotTightening)
+	}
+	for _, id := range nw.Agents() {
+		if k, ok := old.agents[id]; !ok || !k.Equal(nw.agents[id]) {
+			return fmt.Errorf("%w: agent %s added or its key changed", ErrNotTightening, id)
+		}
+	}
 	// Declared tokens change what rules mean in both directions: a token
 	// removed from tokens is no longer one whose undecoded calldata needs
 	// its selector named, so deleting a declaration loosens too.
