@@ -11,6 +11,7 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core"
+	"github.com/ethereum/go-ethereum/core/rawdb"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/eth"
 	"github.com/ethereum/go-ethereum/eth/catalyst"
@@ -21,6 +22,10 @@ import (
 	"github.com/ethereum/go-ethereum/p2p"
 	"github.com/ethereum/go-ethereum/rpc"
 )
+
+// ErrOtherChain refuses a data directory that holds a chain with another
+// genesis or chain id than the configuration asks for.
+var ErrOtherChain = errors.New("devchain: data directory holds another chain")
 
 // ErrClosed is returned by calls on a dev chain that is shutting down.
 var ErrClosed = errors.New("devchain: closed")
@@ -97,8 +102,12 @@ func Start(cfg Config) (*Chain, error) {
 // the miner and the extra RPC methods on the not yet started node, in the
 // order geth --dev uses.
 func (c *Chain) register() error {
+	genesis := c.genesis()
+	if err := c.checkStoredChain(genesis); err != nil {
+		return err
+	}
 	ethConf := ethconfig.Defaults
-	ethConf.Genesis = c.genesis()
+	ethConf.Genesis = genesis
 	ethConf.NetworkId = c.cfg.ChainID
 	ethConf.SyncMode = ethconfig.FullSync
 	ethConf.Miner.GasCeil = c.cfg.GasLimit
@@ -140,6 +149,33 @@ func (c *Chain) register() error {
 		{Namespace: "dev", Service: &devAPI{chain: c}},
 		{Namespace: "evm", Service: &evmAPI{chain: c}},
 	})
+	return nil
+}
+
+// checkStoredChain refuses a data directory made for another chain. geth
+// itself refuses only another genesis block, and would rewrite the stored
+// chain id; a dev chain whose id changed under its history is not wanted.
+func (c *Chain) checkStoredChain(genesis *core.Genesis) error {
+	if c.cfg.DataDir == "" || rawdb.PreexistingDatabase(c.stack.ResolvePath("chaindata")) == "" {
+		return nil
+	}
+	db, err := c.stack.OpenDatabaseWithOptions("chaindata", node.DatabaseOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("devchain: open chain in %s: %w", c.cfg.DataDir, err)
+	}
+	defer db.Close()
+	stored := rawdb.ReadCanonicalHash(db, 0)
+	if stored == (common.Hash{}) {
+		return nil
+	}
+	if want := genesis.ToBlock().Hash(); stored != want {
+		return fmt.Errorf("devchain: open chain in %s: genesis %s, configuration gives %s (other accounts, balance or gas limit): %w",
+			c.cfg.DataDir, stored.TerminalString(), want.TerminalString(), ErrOtherChain)
+	}
+	if cc := rawdb.ReadChainConfig(db, stored); cc != nil && cc.ChainID != nil && cc.ChainID.Cmp(genesis.Config.ChainID) != 0 {
+		return fmt.Errorf("devchain: open chain in %s: chain id %s, configuration gives %s: %w",
+			c.cfg.DataDir, cc.ChainID, genesis.Config.ChainID, ErrOtherChain)
+	}
 	return nil
 }
 
