@@ -13,10 +13,17 @@
 // and the trace of every rule considered. No rule matching means deny; an
 // explicit deny rule wins over any other; an evaluation error is a deny.
 //
+// The document also holds the agent registry: each agent's Ed25519
+// credential key (Policy.AgentKey, Policy.VerifyAgent), against which nodes
+// verify who asked.
+//
 // Engine holds the state around evaluation: the current document, freezes,
 // revoked grants, the circuit breaker and the ledger of budget
 // reservations. It reads no clock (every call takes the time, which must be
-// the node's own) and performs no I/O; storage and networking are the
-// caller's: Engine.Export and Engine.Restore carry freezes, revocations and
-// the breaker's memory across restarts, MemLedger.Records the budgets.
+// the node's own) and performs no I/O itself; storage and networking are
+// the caller's: Engine.Export and Engine.Restore carry freezes, revocations
+// and the breaker's memory across restarts, and the Ledger (an interface,
+// called outside the engine's lock, with the conformance suite
+// policy/ledgertest) holds the budgets. Engine.Prune forgets what no window
+// can reach any more.
 package policy
