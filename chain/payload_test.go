@@ -315,6 +315,8 @@ func TestVerifySignatureRefuses(t *testing.T) {
 	otherSig, _ := crypto.Sign(od[:], key)
 	zeroR := bytes.Clone(sig)
 	clear(zeroR[:32])
+	sN := bytes.Clone(sig)
+	secp256k1N.FillBytes(sN[32:64])
 	v27 := bytes.Clone(sig)
 	v27[64] += 27
 	cases := []struct {
@@ -327,6 +329,7 @@ func TestVerifySignatureRefuses(t *testing.T) {
 		{"short", sig[:64], ErrSignatureLength},
 		{"V 27", v27, ErrRecoveryID},
 		{"zero R", zeroR, ErrInvalidSignature},
+		{"S = n", sN, ErrInvalidSignature},
 	}
 	for _, c := range cases {
 		if err := p.Verify(c.sig, addr); !errors.Is(err, c.err) {
@@ -401,6 +404,8 @@ func TestPayloadJSONRoundTrip(t *testing.T) {
 		{"oversize", `{"kind":"personal_message","chain_id":"8453","data":"0x` + strings.Repeat("00", MaxPayloadJSONSize/2) + `"}`, ErrPayloadTooLarge},
 		{"oversize message", `{"kind":"personal_message","chain_id":"8453","data":"0x` + strings.Repeat("00", MaxMessageSize+1) + `"}`, ErrPayloadTooLarge},
 		{"not an object", `[]`, ErrMalformedPayload},
+		// Refused on its length, before it is decoded.
+		{"oversize padding", `{"kind":"personal_message","chain_id":"8453","data":"0x68656c6c6f"}` + strings.Repeat(" ", MaxPayloadJSONSize), ErrPayloadTooLarge},
 	}
 	for _, c := range cases {
 		_, err := ParsePayloadJSON([]byte(c.js))

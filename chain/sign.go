@@ -37,11 +37,11 @@ func VerifySignature(digest [32]byte, sig []byte, want common.Address) error {
 		return fmt.Errorf("%w: %d", ErrRecoveryID, sig[64])
 	}
 	r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:64])
-	if s.Cmp(secp256k1HalfN) > 0 && s.Cmp(secp256k1N) < 0 {
-		return ErrHighS
+	if r.Sign() == 0 || s.Sign() == 0 || r.Cmp(secp256k1N) >= 0 || s.Cmp(secp256k1N) >= 0 {
+		return fmt.Errorf("%w: R or S outside [1, n-1]", ErrInvalidSignature)
 	}
-	if !crypto.ValidateSignatureValues(sig[64], r, s, true) {
-		return ErrInvalidSignature
+	if s.Cmp(secp256k1HalfN) > 0 {
+		return ErrHighS
 	}
 	pub, err := crypto.SigToPub(digest[:], sig)
 	if err != nil {
