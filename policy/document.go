@@ -246,7 +246,7 @@ func (d *Document) Hash() common.Hash { return crypto.Keccak256Hash(d.Canonical(
 // whose meaning a guardian reading the text could miss. It tokenizes
 // (linear in the size, nothing expanded) and refuses:
 //   - a source larger than MaxDocumentSize, or not UTF-8;
-//   - anchors, aliases and merge keys: alias expansion is how a few hundred
+//   - anchors, aliases, merge keys and explicit ("? ") keys: alias expansion is how a few hundred
 //     bytes become gigabytes ("billion laughs"), and a signed document
 //     gains nothing from them;
 //   - tags (!!binary, !!float...), which change what a scalar means;
@@ -285,6 +285,8 @@ func checkSource(src []byte) error {
 			return at("alias")
 		case token.MergeKeyType:
 			return at("merge key")
+		case token.MappingKeyType:
+			return at("explicit key")
 		case token.TagType:
 			return at("tag")
 		case token.DirectiveType:

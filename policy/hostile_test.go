@@ -45,6 +45,7 @@ var hostileDocuments = map[string]string{
 	"deep-flow-open":  "version: 1\nreplaces: " + strings.Repeat("{a: ", 20000) + "\n",
 	"deep-block":      "version: 1\nrules:\n" + strings.Repeat("- ", 50000) + "x\n",
 	"oversize":        "version: 1\n" + strings.Repeat("# padding\n", 1<<20),
+	"deep-keys":       "version: 1\n" + strings.Repeat("? ", 50000) + "x\n",
 }
 
 // TestHostileDocumentsBounded parses each hostile document in a child
