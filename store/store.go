@@ -57,6 +57,9 @@ type Options struct {
 	CacheSize int64
 	// MemTableSize bounds each of badger's two memtables. Zero means 8 MiB.
 	MemTableSize int64
+	// MustExist refuses to create a store: a node started with a mistyped
+	// data directory must not come up empty.
+	MustExist bool
 }
 
 // keyRotation is how often badger makes a new data key under the master
@@ -99,12 +102,15 @@ func Open(dir string, key KeySource, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("store: create %s: %w", dir, err)
-	}
 	exists, err := hasDatabase(dir)
 	if err != nil {
 		return nil, err
+	}
+	if !exists && opts.MustExist {
+		return nil, fmt.Errorf("store: open %s: %w: no store there", dir, ErrNotFound)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("store: create %s: %w", dir, err)
 	}
 	k, err := key.dataKey(dir, !exists, opts)
 	if err != nil {

@@ -348,3 +348,26 @@ func TestBadgerLogsThroughSlog(t *testing.T) {
 		t.Fatalf("no badger line reached the logger: %q", l.recs)
 	}
 }
+
+func TestMustExist(t *testing.T) {
+	key := newKeyFile(t)
+	dir := filepath.Join(t.TempDir(), "data")
+	_, err := Open(dir, key, Options{MustExist: true})
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatalf("open of no store: %v, want %v", err, ErrNotFound)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused open created %s: %v", dir, err)
+	}
+	s := openTest(t, dir, key)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, key, Options{MustExist: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
