@@ -240,11 +240,9 @@ func (n *Node) Request(ctx context.Context, to peer.ID, proto protocol.ID, req [
 	if err != nil {
 		return nil, wrap(n.contextErr(ctx, err))
 	}
-	// An ended context must interrupt a blocked read or write.
+	// An ended context interrupts a blocked read or write. (Not a stream
+	// deadline as well: it can fire before the context reports its error.)
 	defer context.AfterFunc(ctx, func() { s.Reset() })()
-	if dl, ok := ctx.Deadline(); ok {
-		s.SetDeadline(dl)
-	}
 	resp, err := exchange(s, req, limit)
 	if err != nil {
 		s.Reset()

@@ -164,13 +164,21 @@ func TestRequestDeadlines(t *testing.T) {
 	a, b := c.nodes[0], c.nodes[1]
 	var ts toyServer
 	handlerErr := make(chan error, 1)
+	stop := make(chan struct{}) // a way out for a handler the deadline misses
+	defer close(stop)
 	ts.register(t, a, 1024, func(ctx context.Context, _ peer.ID, _ []byte) ([]byte, error) {
-		<-ctx.Done()
-		handlerErr <- ctx.Err()
+		select {
+		case <-ctx.Done():
+			handlerErr <- ctx.Err()
+		case <-stop:
+			handlerErr <- errors.New("handler context never ended")
+		}
 		return nil, ctx.Err()
 	})
-	if _, err := b.Request(context.Background(), a.ID(), toyProto, []byte("block"), 1024); err == nil {
-		t.Fatal("a handler past its deadline answered")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := b.Request(ctx, a.ID(), toyProto, []byte("block"), 1024); err == nil || ctx.Err() != nil {
+		t.Fatalf("got %v before the server's deadline, want the server to end the exchange", err)
 	}
 	if err := <-handlerErr; !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("handler context ended with %v, want its deadline", err)
@@ -201,7 +209,7 @@ func TestRequestDeadlines(t *testing.T) {
 		}
 		return []byte("late"), nil
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	ctx, cancel = context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	if _, err := a.Request(ctx, b.ID(), toyProto, []byte("wait for release"), 1024); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v, want the caller's deadline", err)
