@@ -350,3 +350,34 @@ func TestSessionIDClaimedOnce(t *testing.T) {
 		t.Fatalf("%d concurrent claims of one id succeeded", wins)
 	}
 }
+
+func TestPreParamsNotInRawFiles(t *testing.T) {
+	ctx := context.Background()
+	set := fixture(t, 3)
+	b := marshalPP(t, set)
+	var j struct {
+		PaillierSK struct{ LambdaN json.Number }
+		Alpha, P   json.Number
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&j); err != nil || len(j.PaillierSK.LambdaN) < 40 || len(j.Alpha) < 40 || len(j.P) < 40 {
+		t.Fatalf("fixture lacks its secrets: %v", err)
+	}
+	needles := map[string][]byte{
+		"LambdaN": []byte(j.PaillierSK.LambdaN)[:40],
+		"Alpha":   []byte(j.Alpha)[:40],
+		"P":       []byte(j.P)[:40],
+	}
+	key := newKeyFile(t)
+	s := openTest(t, t.TempDir(), key)
+	if err := s.PreParams().Save(ctx, []*tss.PreParams{set}); err != nil {
+		t.Fatal(err)
+	}
+	grepDir(t, s.Dir(), needles)
+	s = reopen(t, s, key)
+	grepDir(t, s.Dir(), needles)
+	if n, err := s.CountPreParams(ctx); n != 1 || err != nil {
+		t.Fatalf("%d sets, %v", n, err)
+	}
+}
