@@ -200,3 +200,35 @@ func TestPruneLedger(t *testing.T) {
 		t.Errorf("grant longer than MaxWindow: %s", d.Describe())
 	}
 }
+
+// TestPolicyReplacedDuringEvaluation replaces the document while a request
+// is being evaluated under the old one: the request is refused and its
+// reservation released, never allowed under a policy that no longer holds.
+func TestPolicyReplacedDuringEvaluation(t *testing.T) {
+	p := testPolicy(t, "  - {id: r, when: {chain: 1, value_max: 1 ether}, budget: {window: 1h, value: 1 ether}, tier: hot}\n")
+	l := &blockingLedger{MemLedger: NewMemLedger(), entered: make(chan struct{}), proceed: make(chan struct{})}
+	e := NewEngine(p, l)
+	done := make(chan Decision)
+	go func() { done <- e.Authorize(context.Background(), payment(t, "r1", "bot", aliases["vendor1"], 1)) }()
+	<-l.entered
+	src := []byte((&ddEnv{}).expand("version: 2\nreplaces: \"" + p.Hash().Hex() + "\"\nguardians: {alice: \"{{alice}}\"}\nquorum: 1\ntiers: [{name: hot, signers: [agent, policy]}, {name: vault, signers: [agent, policy, guardian], approvals: 1}]\nrules:\n  - {id: r, when: {chain: 1, value_max: 1 ether}, budget: {window: 1h, value: 1 ether}, tier: vault}\n"))
+	d, err := ParseDocument(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, _ := SignDocument(guardianKey("alice"), p.WalletID(), d)
+	if err := e.ApplyDocument(SignedDocument{Source: src, Signatures: [][]byte{sig}}); err != nil {
+		t.Fatal(err)
+	}
+	close(l.proceed)
+	if dec := <-done; dec.Allowed() || dec.RuleID != RuleError || dec.PolicyVersion != 2 {
+		t.Fatalf("request evaluated across a replacement: %s (policy v%d)", dec.Describe(), dec.PolicyVersion)
+	}
+	if u, _ := l.MemLedger.Usage(t.Context(), BudgetBucket("r", "bot", aliases["hot"], AssetNative), 0, t0); u.Count != 0 {
+		t.Fatal("reservation kept")
+	}
+	// Evaluated again, it gets the new policy's tier.
+	if dec := e.Authorize(t.Context(), payment(t, "r1", "bot", aliases["vendor1"], 1)); dec.Tier == nil || dec.Tier.Name != "vault" {
+		t.Fatalf("re-evaluation: %s", dec.Describe())
+	}
+}
