@@ -6,9 +6,20 @@
 //
 //   - A persisted Ed25519 node identity (LoadOrCreateIdentity): the peer id is
 //     the node's member id, so it must survive restarts.
-//   - A static member list from local configuration and a connection gater
-//     that admits only those peer ids. Nothing a peer sends can add a member.
-//   - One protocol, ProtocolID (/custos/tss/1.0.0), carried on one long-lived
+//   - A peer set from local configuration, replaced at run time with
+//     SetPeers (a reshare adds or removes a member without a restart):
+//     members, who may be session members, and coordinators, who may
+//     connect and use request protocols but are never session members. The
+//     connection gater admits the current set only; a removed peer's
+//     connections are closed. Nothing a peer sends can add a member. The
+//     members of one session are the list given to Open.
+//   - One protocol shell for every protocol served (admission by the current
+//     peer set, a length limit checked before allocation, a memory
+//     reservation, deadlines, reset on error), and on it request protocols
+//     (RegisterHandler, Request) beside the session protocol.
+//   - Session ids claimed in a durable SessionRegistry (Config.Sessions), so
+//     a reused id is refused after a restart too.
+//   - The session protocol, ProtocolID (/custos/tss/1.0.0), carried on one long-lived
 //     outbound stream per peer. Each message is a length-prefixed Frame whose
 //     length is checked against Config.MaxFrameSize before anything is
 //     allocated. A frame carries version, kind, session id, sequence number,

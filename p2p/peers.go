@@ -164,7 +164,6 @@ func (n *Node) SetPeers(members, coordinators []Member) error {
 	}
 	for _, o := range removed {
 		o.stop()
-		n.logs.forget(o.to)
 	}
 	for _, s := range failing {
 		ids := s.removedMembers(next)
@@ -192,6 +191,7 @@ func (n *Node) dropIfUnknown(ps *peerSet, p peer.ID) {
 	if ps.kind(p) != PeerUnknown {
 		return
 	}
+	n.logs.forget(p)
 	n.host.Peerstore().ClearAddrs(p)
 	if err := n.host.Network().ClosePeer(p); err != nil {
 		n.log.Debug("p2p: close connections of a removed peer", "peer", p.String(), "err", err)

@@ -179,6 +179,9 @@ func (n *Node) RegisterHandler(proto protocol.ID, limit int, h Handler) error {
 	if err := checkLimit(limit); err != nil {
 		return fmt.Errorf("p2p: register %s: %w", proto, err)
 	}
+	if h == nil {
+		return fmt.Errorf("p2p: register %s: no handler", proto)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	switch {

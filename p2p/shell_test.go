@@ -338,6 +338,19 @@ func TestShellRefusesPeerNotAllowed(t *testing.T) {
 		t.Fatal("the shell admitted a peer not in the set")
 	default:
 	}
+	// A connection that comes up just after its peer's removal is closed
+	// as libp2p reports it.
+	conns := a.Host().Network().ConnsToPeer(b.ID())
+	if len(conns) == 0 {
+		t.Fatal("no connection to B")
+	}
+	refused := a.Counters().Refused.Load()
+	for _, conn := range conns {
+		a.connected(a.Host().Network(), conn)
+	}
+	if len(a.Host().Network().ConnsToPeer(b.ID())) != 0 || a.Counters().Refused.Load() != refused+uint64(len(conns)) {
+		t.Fatal("connection of a peer not in the set left open")
+	}
 }
 
 // The body of a frame must arrive within ReadTimeout, a setting of its own:
