@@ -29,8 +29,8 @@ func preParamsID(b []byte) string {
 }
 
 type storedPreParams struct {
-	Added time.Time `json:"added"`
-	Set   []byte    `json:"set"`
+	Added time.Time       `json:"added"`
+	Set   json.RawMessage `json:"set"`
 }
 
 type takenPreParams struct {
