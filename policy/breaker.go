@@ -29,8 +29,8 @@ func compileRate(r *RateDoc) (*rateCfg, error) {
 		return nil, nil
 	}
 	w, err := time.ParseDuration(string(r.Window))
-	if err != nil || w <= 0 || w > MaxWindow || r.Max < 1 {
-		return nil, fmt.Errorf("max %d window %q", r.Max, r.Window)
+	if err != nil || w <= 0 || w > MaxWindow || r.Max < 1 || r.Max > maxBreakerRate {
+		return nil, fmt.Errorf("max %d window %q (max 1 to %d, window up to %s)", r.Max, r.Window, maxBreakerRate, MaxWindow)
 	}
 	return &rateCfg{max: r.Max, window: w}, nil
 }
@@ -66,9 +66,13 @@ const (
 	// historyLen bounds the spends kept per agent and asset for the
 	// outlier detector.
 	historyLen = 64
-	// maxBreakerTimes bounds the instants kept per detector and agent;
-	// each list is also cut to its detector's window.
+	// maxBreakerTimes bounds the instants kept per detector and agent for
+	// a detector that is off; one that is on keeps max+1 (max is at most
+	// maxBreakerRate), all it needs to trip. Each list is also cut to its
+	// detector's window.
 	maxBreakerTimes = 1024
+	// maxBreakerRate bounds a rate detector's max.
+	maxBreakerRate = 10000
 	// maxKnownDests bounds the destinations remembered per agent; the
 	// least recently used is forgotten first (and counts as new again).
 	maxKnownDests = 1024
@@ -117,17 +121,26 @@ func (b *breaker) state(a AgentID, now time.Time) *breakerState {
 	return s
 }
 
+// keep is how many instants a detector needs: max+1 to trip, or
+// maxBreakerTimes while it is off.
+func keep(r *rateCfg) int {
+	if r == nil {
+		return maxBreakerTimes
+	}
+	return r.max + 1
+}
+
 // within drops the instants of times before now-window (none for a zero
-// window) and keeps at most maxBreakerTimes of the latest.
-func within(times []time.Time, window time.Duration, now time.Time) []time.Time {
+// window) and keeps at most n of the latest.
+func within(times []time.Time, window time.Duration, now time.Time, n int) []time.Time {
 	cut := 0
 	if window > 0 {
 		for cut < len(times) && times[cut].Before(now.Add(-window)) {
 			cut++
 		}
 	}
-	if len(times)-cut > maxBreakerTimes {
-		cut = len(times) - maxBreakerTimes
+	if len(times)-cut > n {
+		cut = len(times) - n
 	}
 	if cut == 0 {
 		return times
@@ -138,7 +151,7 @@ func within(times []time.Time, window time.Duration, now time.Time) []time.Time 
 // hit appends now to times, drops times outside the window, and reports
 // whether the count now exceeds the limit.
 func hit(times []time.Time, r *rateCfg, now time.Time) ([]time.Time, bool) {
-	times = within(append(times, now), r.window, now)
+	times = within(append(times, now), r.window, now, keep(r))
 	return times, len(times) > r.max
 }
 
@@ -228,7 +241,7 @@ func (b *breaker) recordAllowed(c breakerConfig, req *Request, dests []common.Ad
 	if c.newDests != nil {
 		window = c.newDests.window
 	}
-	s.newDests = within(s.newDests, window, req.Time)
+	s.newDests = within(s.newDests, window, req.Time, keep(c.newDests))
 	for asset, amt := range assets {
 		h := append(s.values[asset], new(big.Int).Set(amt))
 		if len(h) > historyLen {
@@ -280,9 +293,9 @@ func (b *breaker) prune(c breakerConfig, now time.Time) (changed bool) {
 	}
 	for a, s := range b.agents {
 		before := len(s.requests) + len(s.denials) + len(s.newDests)
-		s.requests = within(s.requests, win(c.requests), now)
-		s.denials = within(s.denials, win(c.denials), now)
-		s.newDests = within(s.newDests, win(c.newDests), now)
+		s.requests = within(s.requests, win(c.requests), now, keep(c.requests))
+		s.denials = within(s.denials, win(c.denials), now, keep(c.denials))
+		s.newDests = within(s.newDests, win(c.newDests), now, keep(c.newDests))
 		after := len(s.requests) + len(s.denials) + len(s.newDests)
 		changed = changed || after != before
 		if after == 0 && s.last.Before(now.Add(-MaxWindow)) {

@@ -131,7 +131,7 @@ func TestConcurrentNewDestinations(t *testing.T) {
 // TestBreakerMemoryBounded sends requests from many agents to many
 // destinations: what the breaker remembers stays within its bounds.
 func TestBreakerMemoryBounded(t *testing.T) {
-	p := testPolicy(t, "  - {id: r, when: {chain: 1, value_max: 1 ether}, tier: hot}\nbreaker:\n  requests: {max: 100000, window: 1h}\n")
+	p := testPolicy(t, "  - {id: r, when: {chain: 1, value_max: 1 ether}, tier: hot}\n")
 	e := NewEngine(p, NewMemLedger())
 	for i := 0; i < maxKnownDests+100; i++ {
 		to := common.BigToAddress(big.NewInt(int64(0x10000 + i)))
@@ -230,5 +230,24 @@ func TestPolicyReplacedDuringEvaluation(t *testing.T) {
 	// Evaluated again, it gets the new policy's tier.
 	if dec := e.Authorize(t.Context(), payment(t, "r1", "bot", aliases["vendor1"], 1)); dec.Tier == nil || dec.Tier.Name != "vault" {
 		t.Fatalf("re-evaluation: %s", dec.Describe())
+	}
+}
+
+// TestBreakerTripsAboveItsMemoryBound checks that bounding the breaker's
+// memory does not blind a detector whose max is above the default bound.
+func TestBreakerTripsAboveItsMemoryBound(t *testing.T) {
+	const limit = maxBreakerTimes + 500
+	p := testPolicy(t, fmt.Sprintf("  - {id: r, when: {chain: 1, value_max: 1 ether}, tier: hot}\nbreaker:\n  requests: {max: %d, window: 1h}\n", limit))
+	e := NewEngine(p, NewMemLedger())
+	for i := 0; i <= limit; i++ {
+		req := payment(t, fmt.Sprint("r", i), "bot", aliases["vendor1"], 1)
+		req.Time = t0.Add(time.Duration(i) * time.Millisecond)
+		d := e.Authorize(t.Context(), req)
+		if tripped := d.RuleID == RuleBreaker; tripped != (i == limit) {
+			t.Fatalf("request %d: %s", i+1, d.Describe())
+		}
+	}
+	if _, err := ParseAndCompile([]byte((&ddEnv{}).expand(fmt.Sprintf("version: 1\nguardians: {alice: \"{{alice}}\"}\nquorum: 1\ntiers: [{name: hot, signers: [agent, policy]}]\nrules: []\nbreaker:\n  requests: {max: %d, window: 1h}\n", maxBreakerRate+1)))); err == nil {
+		t.Error("a rate above maxBreakerRate compiled")
 	}
 }

@@ -173,9 +173,10 @@ func (e *Engine) Restore(s State) {
 				b.values[asset] = append(b.values[asset], new(big.Int).Set(v))
 			}
 		}
-		b.requests = within(b.requests, 0, time.Time{})
-		b.denials = within(b.denials, 0, time.Time{})
-		b.newDests = within(b.newDests, 0, time.Time{})
+		c := e.policy.breaker
+		b.requests = within(b.requests, 0, time.Time{}, max(keep(c.requests), maxBreakerTimes))
+		b.denials = within(b.denials, 0, time.Time{}, max(keep(c.denials), maxBreakerTimes))
+		b.newDests = within(b.newDests, 0, time.Time{}, max(keep(c.newDests), maxBreakerTimes))
 		b.capLocked()
 	}
 	e.seq = max(e.seq, s.Seq) + 1
