@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/custos-wallet/custos/policy"
@@ -14,21 +13,17 @@ import (
 
 // Ledger is the policy budget ledger kept in the store: reservations and
 // their records survive restarts, and each call is one synced transaction.
-type Ledger struct {
-	s *Store
-	// mu makes Reserve's check of every limit and its writes one step:
-	// badger's conflict detection does not see a concurrent insert into a
-	// range another transaction scanned.
-	mu sync.Mutex
-}
+type Ledger struct{ s *Store }
 
-// Ledger returns the store's budget ledger. Use one per store.
+var _ policy.Ledger = (*Ledger)(nil)
+
+// Ledger returns the store's budget ledger.
 func (s *Store) Ledger() *Ledger { return &Ledger{s: s} }
 
 type ledgerEntry struct {
-	Bucket string   `json:"bucket"`
-	Amount *big.Int `json:"amount"`
-	Count  uint64   `json:"count"`
+	Bucket policy.Bucket `json:"bucket"`
+	Amount *big.Int      `json:"amount"`
+	Count  uint64        `json:"count"`
 }
 
 // ledgerRequest is a reservation as stored under its request id.
@@ -54,7 +49,7 @@ func ledgerReqKey(id policy.RequestID) []byte {
 
 // ledgerBucketKeyPrefix is "ledger/b/<bucket>\x00": a bucket's records, by
 // time, lie under it.
-func ledgerBucketKeyPrefix(bucket string) []byte {
+func ledgerBucketKeyPrefix(bucket policy.Bucket) []byte {
 	return append(append(append([]byte(nil), ledgerBucketPrefix...), bucket...), 0)
 }
 
@@ -65,36 +60,35 @@ func ledgerTime(t time.Time) []byte {
 
 // ledgerBucketKey is where entry i of request id lies in its bucket: the
 // index keeps two entries of one request in one bucket apart.
-func ledgerBucketKey(bucket string, t time.Time, id policy.RequestID, i int) []byte {
+func ledgerBucketKey(bucket policy.Bucket, t time.Time, id policy.RequestID, i int) []byte {
 	k := append(ledgerBucketKeyPrefix(bucket), ledgerTime(t)...)
 	return fmt.Appendf(k, "/%s/%d", id, i)
 }
 
 // Reserve checks every entry against its limit over its window (as Usage at
-// r.Time) and records all of them, or none; the records are on disk when it
-// returns. It fails with policy.ErrBudgetExceeded or
-// policy.ErrDuplicateRequest.
+// r.Time), entries of one bucket together, and records all of them, or
+// none; the records are on disk when it returns. It fails with
+// policy.ErrBudgetExceeded, policy.ErrDuplicateRequest or
+// policy.ErrBadReservation.
 func (l *Ledger) Reserve(ctx context.Context, r policy.Reservation) error {
-	if r.ID == "" {
-		return errors.New("store: reserve: the request id is empty")
-	}
 	entries := make([]ledgerEntry, 0, len(r.Entries))
-	for _, e := range r.Entries {
-		amount := new(big.Int)
-		if e.Amount != nil {
-			amount.Set(e.Amount)
+	for i, e := range r.Entries {
+		switch {
+		case e.Bucket == "" || strings.IndexByte(string(e.Bucket), 0) >= 0:
+			return fmt.Errorf("store: reserve %s: %w: entry %d has no bucket or a NUL in it", r.ID, policy.ErrBadReservation, i)
+		case e.Amount == nil || e.Amount.Sign() < 0:
+			return fmt.Errorf("store: reserve %s: %w: entry %d has no amount or a negative one", r.ID, policy.ErrBadReservation, i)
+		case e.Window < 0:
+			return fmt.Errorf("store: reserve %s: %w: entry %d has a negative window", r.ID, policy.ErrBadReservation, i)
 		}
-		if amount.Sign() < 0 {
-			return fmt.Errorf("store: reserve %s: negative amount in bucket %s", r.ID, e.Bucket)
-		}
-		if strings.IndexByte(e.Bucket, 0) >= 0 {
-			return fmt.Errorf("store: reserve %s: bucket name holds a NUL byte", r.ID)
-		}
-		entries = append(entries, ledgerEntry{Bucket: e.Bucket, Amount: amount, Count: e.Count})
+		entries = append(entries, ledgerEntry{Bucket: e.Bucket, Amount: new(big.Int).Set(e.Amount), Count: e.Count})
+	}
+	if r.ID == "" {
+		return fmt.Errorf("store: reserve: %w: no request id", policy.ErrBadReservation)
 	}
 	at := r.Time.UTC().Round(0)
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.s.ledgerMu.Lock()
+	defer l.s.ledgerMu.Unlock()
 	err := l.s.update(ctx, func(txn *badgerTxn) error {
 		dup, err := exists(txn, ledgerReqKey(r.ID))
 		if err != nil {
@@ -103,10 +97,17 @@ func (l *Ledger) Reserve(ctx context.Context, r policy.Reservation) error {
 		if dup {
 			return fmt.Errorf("%w: %s", policy.ErrDuplicateRequest, r.ID)
 		}
+		// Entries of one reservation may share a bucket: each is checked
+		// with the ones before it counted.
+		pending := map[policy.Bucket]policy.Usage{}
 		for i, e := range r.Entries {
 			u, err := l.usage(txn, e.Bucket, e.Window, at)
 			if err != nil {
 				return err
+			}
+			if p, ok := pending[e.Bucket]; ok {
+				u.Amount.Add(u.Amount, p.Amount)
+				u.Count += p.Count
 			}
 			amount := entries[i].Amount
 			if e.LimitAmount != nil && new(big.Int).Add(u.Amount, amount).Cmp(e.LimitAmount) > 0 {
@@ -115,6 +116,13 @@ func (l *Ledger) Reserve(ctx context.Context, r policy.Reservation) error {
 			if e.LimitCount > 0 && u.Count+e.Count > e.LimitCount {
 				return fmt.Errorf("%w: %s: count %d used + %d > %d", policy.ErrBudgetExceeded, e.Bucket, u.Count, e.Count, e.LimitCount)
 			}
+			p := pending[e.Bucket]
+			if p.Amount == nil {
+				p.Amount = new(big.Int)
+			}
+			p.Amount.Add(p.Amount, amount)
+			p.Count += e.Count
+			pending[e.Bucket] = p
 		}
 		for i, e := range entries {
 			if err := l.s.putJSON(txn, recLedger, ledgerBucketKey(e.Bucket, at, r.ID, i), ledgerUse{Amount: e.Amount, Count: e.Count}); err != nil {
@@ -131,8 +139,8 @@ func (l *Ledger) Reserve(ctx context.Context, r policy.Reservation) error {
 
 // Commit marks a reservation as spent.
 func (l *Ledger) Commit(ctx context.Context, id policy.RequestID) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.s.ledgerMu.Lock()
+	defer l.s.ledgerMu.Unlock()
 	err := l.s.update(ctx, func(txn *badgerTxn) error {
 		req, err := l.request(txn, id)
 		if err != nil {
@@ -150,27 +158,87 @@ func (l *Ledger) Commit(ctx context.Context, id policy.RequestID) error {
 // Release drops a reservation whose signing failed; releasing a committed
 // one is refused, since its signature exists.
 func (l *Ledger) Release(ctx context.Context, id policy.RequestID) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.s.ledgerMu.Lock()
+	defer l.s.ledgerMu.Unlock()
 	err := l.s.update(ctx, func(txn *badgerTxn) error {
 		req, err := l.request(txn, id)
 		if err != nil {
 			return err
 		}
 		if req.State == policy.Committed {
-			return errors.New("already committed")
+			return fmt.Errorf("%w: %s", policy.ErrCommitted, id)
 		}
-		for i, e := range req.Entries {
-			if err := txn.Delete(ledgerBucketKey(e.Bucket, req.Time, id, i)); err != nil {
-				return err
-			}
-		}
-		return txn.Delete(ledgerReqKey(id))
+		return l.drop(txn, id, req)
 	})
 	if err != nil {
 		return fmt.Errorf("store: release %s: %w", id, err)
 	}
 	return nil
+}
+
+// drop deletes a reservation and its bucket records.
+func (l *Ledger) drop(txn *badgerTxn, id policy.RequestID, req ledgerRequest) error {
+	for i, e := range req.Entries {
+		if err := txn.Delete(ledgerBucketKey(e.Bucket, req.Time, id, i)); err != nil {
+			return fmt.Errorf("store: delete ledger record: %w", err)
+		}
+	}
+	if err := txn.Delete(ledgerReqKey(id)); err != nil {
+		return fmt.Errorf("store: delete ledger record: %w", err)
+	}
+	return nil
+}
+
+// pruneBatch bounds the reservations deleted in one transaction, below
+// badger's transaction size limit.
+const pruneBatch = 256
+
+// Prune forgets every reservation dated before before, reserved or
+// committed, and returns how many it forgot. Each batch of reservations is
+// one transaction, so a crash between batches leaves whole reservations.
+func (l *Ledger) Prune(ctx context.Context, before time.Time) (int, error) {
+	l.s.ledgerMu.Lock()
+	defer l.s.ledgerMu.Unlock()
+	n := 0
+	for {
+		done := 0
+		err := l.s.update(ctx, func(txn *badgerTxn) error {
+			done = 0
+			var old []policy.RequestID
+			var reqs []ledgerRequest
+			err := l.s.scan(txn, recLedger, ledgerReqPrefix, func(key, plain []byte) error {
+				var req ledgerRequest
+				if err := jsonUnmarshal(key, plain, &req); err != nil {
+					return err
+				}
+				if req.Time.Before(before) {
+					old = append(old, policy.RequestID(key[len(ledgerReqPrefix):]))
+					reqs = append(reqs, req)
+					if len(old) == pruneBatch {
+						return errStop
+					}
+				}
+				return nil
+			})
+			if err != nil && !errors.Is(err, errStop) {
+				return err
+			}
+			for i, id := range old {
+				if err := l.drop(txn, id, reqs[i]); err != nil {
+					return err
+				}
+			}
+			done = len(old)
+			return nil
+		})
+		if err != nil {
+			return n, fmt.Errorf("store: prune ledger: %w", err)
+		}
+		n += done
+		if done < pruneBatch {
+			return n, nil
+		}
+	}
 }
 
 func (l *Ledger) request(txn *badgerTxn, id policy.RequestID) (ledgerRequest, error) {
@@ -185,7 +253,7 @@ func (l *Ledger) request(txn *badgerTxn, id policy.RequestID) (ledgerRequest, er
 // Usage sums the reserved and committed records of bucket dated at or after
 // now-window (records dated after now count too); a zero window means all
 // time.
-func (l *Ledger) Usage(ctx context.Context, bucket string, window time.Duration, now time.Time) (policy.Usage, error) {
+func (l *Ledger) Usage(ctx context.Context, bucket policy.Bucket, window time.Duration, now time.Time) (policy.Usage, error) {
 	var u policy.Usage
 	err := l.s.view(ctx, func(txn *badgerTxn) error {
 		var err error
@@ -198,7 +266,7 @@ func (l *Ledger) Usage(ctx context.Context, bucket string, window time.Duration,
 	return u, nil
 }
 
-func (l *Ledger) usage(txn *badgerTxn, bucket string, window time.Duration, now time.Time) (policy.Usage, error) {
+func (l *Ledger) usage(txn *badgerTxn, bucket policy.Bucket, window time.Duration, now time.Time) (policy.Usage, error) {
 	u := policy.Usage{Amount: new(big.Int)}
 	prefix := ledgerBucketKeyPrefix(bucket)
 	start := prefix

@@ -90,6 +90,10 @@ type Store struct {
 
 	auditMu sync.Mutex // serialises audit appends
 	prepMu  sync.Mutex // serialises changes to the pre-parameter pool
+	// ledgerMu makes a ledger reservation's check of every limit and its
+	// writes one step: badger's conflict detection does not see a
+	// concurrent insert into a range another transaction scanned.
+	ledgerMu sync.Mutex
 }
 
 // Open opens the store in dir, creating it (and the directory, mode 0700)
