@@ -590,6 +590,7 @@ func (e *Engine) pruneLocked(now time.Time) (changed bool) {
 
 func (e *Engine) tripLocked(p *Policy, req *Request, why string) Decision {
 	e.freezeAgentLocked(req, why)
+	e.seq++
 	return deny(p, RuleBreaker, "circuit breaker tripped: "+why+"; agent "+string(req.Agent)+" frozen")
 }
 

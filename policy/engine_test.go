@@ -45,7 +45,24 @@ func TestSeqCountsOnlySnapshotChanges(t *testing.T) {
 		{"prune", func() { _, _ = e.Prune(t.Context(), t0) }},
 	}
 	strip := func(s State) State { s.Seq = 0; return s }
-	for _, st := range steps {
+	// A breaker trip after the reservation (here: a second new
+	// destination) freezes the agent, which the snapshot holds.
+	nd := testPolicy(t, "  - {id: r, when: {chain: 1, value_max: 1 ether}, tier: hot}\nbreaker:\n  new_destinations: {max: 1, window: 1h}\n")
+	e2 := NewEngine(nd, NewMemLedger())
+	steps = append(steps,
+		struct {
+			name string
+			do   func()
+		}{"first destination", func() { e2.Authorize(t.Context(), payment(t, "n1", "bot", vendor, 1)) }},
+		struct {
+			name string
+			do   func()
+		}{"trip on a new destination", func() { e2.Authorize(t.Context(), payment(t, "n2", "bot", aliases["vendor2"], 1)) }},
+	)
+	for i, st := range steps {
+		if i == 6 {
+			e = e2
+		}
 		before := e.Export()
 		st.do()
 		after := e.Export()
