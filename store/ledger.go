@@ -190,8 +190,8 @@ func (l *Ledger) drop(txn *badgerTxn, id policy.RequestID, req ledgerRequest) er
 }
 
 // pruneBatch bounds the reservations deleted in one transaction, below
-// badger's transaction size limit.
-const pruneBatch = 256
+// badger's transaction size limit (a variable for tests).
+var pruneBatch = 256
 
 // Prune forgets every reservation dated before before, reserved or
 // committed, and returns how many it forgot. Each batch of reservations is

@@ -166,3 +166,22 @@ func TestLedgerConcurrentReservationsHoldTheLimit(t *testing.T) {
 		t.Fatalf("%d reservations passed a count limit of 5", ok)
 	}
 }
+
+func TestLedgerPruneInBatches(t *testing.T) {
+	ctx := context.Background()
+	defer func(n int) { pruneBatch = n }(pruneBatch)
+	pruneBatch = 3
+	l := openTest(t, t.TempDir(), newKeyFile(t)).Ledger()
+	for i := range 10 {
+		if err := l.Reserve(ctx, res(fmt.Sprint("r", i), t0.Add(time.Duration(i)*time.Minute), spend("a", 1, 100, 0))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := l.Prune(ctx, t0.Add(7*time.Minute))
+	if err != nil || n != 7 {
+		t.Fatalf("pruned %d, %v; want 7", n, err)
+	}
+	if a, c := usage(t, l, "a", 0, t0); a != 3 || c != 3 {
+		t.Fatalf("usage after prune %d (%d)", a, c)
+	}
+}
