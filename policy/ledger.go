@@ -45,8 +45,13 @@ func TokenAsset(token common.Address) Asset { return Asset(token.Hex()) }
 // escapeKey makes a free-form id safe as one component of a bucket key, so
 // that no choice of rule, agent or grant id can name another's bucket.
 func escapeKey(s string) string {
-	return strings.NewReplacer("%", "%25", "/", "%2F").Replace(s)
+	if !strings.ContainsAny(s, "%/") {
+		return s
+	}
+	return keyEscaper.Replace(s)
 }
+
+var keyEscaper = strings.NewReplacer("%", "%25", "/", "%2F")
 
 // BudgetBucket names the bucket of a rule's budget for one agent, key and
 // asset.
