@@ -1,0 +1,290 @@
+package rpc
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+
+	gethrpc "github.com/ethereum/go-ethereum/rpc"
+)
+
+// localMethods are the methods the endpoint answers itself; every other
+// method goes upstream. TestLocalMethodsServed keeps it in step with the
+// registered APIs.
+var localMethods = map[string]bool{
+	"eth_accounts":            true,
+	"eth_requestAccounts":     true,
+	"eth_chainId":             true,
+	"eth_sendTransaction":     true,
+	"eth_signTransaction":     true,
+	"eth_sign":                true,
+	"eth_signTypedData":       true,
+	"eth_signTypedData_v4":    true,
+	"personal_sign":           true,
+	"wallet_sendTransaction":  true,
+	"account_version":         true,
+	"account_list":            true,
+	"account_signTransaction": true,
+	"account_signData":        true,
+	"account_signTypedData":   true,
+	"web3_clientVersion":      true,
+	"rpc_modules":             true,
+}
+
+// call is one element of a request, as read by the dispatcher.
+type call struct {
+	Version string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Method  string          `json:"method"`
+	Params  json.RawMessage `json:"params"`
+}
+
+// answer is one element of the response.
+type answer struct {
+	Version string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Result  json.RawMessage `json:"result,omitempty"`
+	Error   *errorObject    `json:"error,omitempty"`
+}
+
+type errorObject struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+	Data    any    `json:"data,omitempty"`
+}
+
+// JSON-RPC 2.0's codes for requests the dispatcher refuses itself.
+const (
+	codeParseError     = -32700
+	codeInvalidRequest = -32600
+)
+
+var nullID = json.RawMessage("null")
+
+// ServeHTTP answers a JSON-RPC request or batch: wallet methods from the
+// local server, the others with one batch to upstream, answers in the
+// request's order with its ids.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if code, msg := s.refuse(r); code != 0 {
+		http.Error(w, msg, code)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		http.Error(w, "read request body", http.StatusBadRequest)
+		return
+	}
+	body = bytes.TrimSpace(body)
+	batch := len(body) > 0 && body[0] == '['
+	var raws []json.RawMessage
+	if batch {
+		if err := json.Unmarshal(body, &raws); err != nil {
+			s.write(w, false, []answer{errAnswer(nullID, codeParseError, "parse error: "+err.Error())})
+			return
+		}
+		if len(raws) == 0 {
+			s.write(w, false, []answer{errAnswer(nullID, codeInvalidRequest, "empty batch")})
+			return
+		}
+	} else {
+		raws = []json.RawMessage{body}
+	}
+
+	calls := make([]call, len(raws))
+	answers := make([]answer, len(raws))
+	valid := make([]bool, len(raws))
+	for i, raw := range raws {
+		if err := json.Unmarshal(raw, &calls[i]); err != nil {
+			code := codeInvalidRequest
+			if !json.Valid(raw) {
+				code = codeParseError
+			}
+			answers[i] = errAnswer(nullID, code, "invalid request: "+err.Error())
+			continue
+		}
+		c := &calls[i]
+		id := c.ID
+		if len(id) == 0 {
+			id = nullID
+		}
+		switch {
+		case c.Version != "2.0":
+			answers[i] = errAnswer(id, codeInvalidRequest, `invalid request: "jsonrpc" is not "2.0"`)
+		case c.Method == "":
+			answers[i] = errAnswer(id, codeInvalidRequest, "invalid request: no method")
+		default:
+			valid[i] = true
+		}
+	}
+	if batch && len(raws) > s.cfg.MaxBatchItems {
+		// go-ethereum's answer to an oversize batch: one error, with the
+		// id of the first call.
+		id := nullID
+		for i := range calls {
+			if valid[i] && len(calls[i].ID) > 0 {
+				id = calls[i].ID
+				break
+			}
+		}
+		s.write(w, true, []answer{errAnswer(id, codeInvalidRequest, "batch too large")})
+		return
+	}
+
+	var localIdx, upIdx []int
+	var localElems, upElems []gethrpc.BatchElem
+	for i := range calls {
+		if !valid[i] {
+			continue
+		}
+		args, err := splitParams(calls[i].Params)
+		if err != nil {
+			answers[i] = errAnswer(idOf(calls[i]), CodeInvalidParams, "invalid params: "+err.Error())
+			continue
+		}
+		e := gethrpc.BatchElem{Method: calls[i].Method, Args: args, Result: new(json.RawMessage)}
+		if localMethods[calls[i].Method] {
+			localIdx, localElems = append(localIdx, i), append(localElems, e)
+		} else {
+			upIdx, upElems = append(upIdx, i), append(upElems, e)
+		}
+	}
+	ctx := r.Context()
+	var wg sync.WaitGroup
+	var localErr, upErr error
+	if len(localElems) > 0 {
+		wg.Go(func() { localErr = s.inproc.BatchCallContext(ctx, localElems) })
+	}
+	if len(upElems) > 0 {
+		wg.Go(func() { upErr = s.upstream.BatchCallContext(ctx, upElems) })
+	}
+	wg.Wait()
+	fillAnswers(answers, calls, localIdx, localElems, localErr, "")
+	fillAnswers(answers, calls, upIdx, upElems, upErr, "upstream: ")
+
+	// Notifications (calls without an id) get no answer.
+	var out []answer
+	for i, a := range answers {
+		if valid[i] && len(calls[i].ID) == 0 {
+			continue
+		}
+		out = append(out, a)
+	}
+	if len(out) == 0 {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	s.write(w, batch, out)
+}
+
+// refuse returns an HTTP status and message for a request the endpoint
+// does not serve at all, or 0.
+func (s *Server) refuse(r *http.Request) (int, string) {
+	if r.Method != http.MethodPost {
+		return http.StatusMethodNotAllowed, "JSON-RPC takes POST"
+	}
+	// A loopback listener is reachable by a web page through DNS
+	// rebinding, which only a check of the Host header stops.
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if !isLoopbackHost(host) {
+		return http.StatusForbidden, "host not allowed"
+	}
+	if o := r.Header.Get("Origin"); o != "" && !slices.Contains(s.cfg.AllowedOrigins, o) {
+		return http.StatusForbidden, "origin not allowed"
+	}
+	// Content types a form or a no-cors fetch can send are refused, as
+	// go-ethereum refuses them.
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || (mt != "application/json" && mt != "application/json-rpc" && mt != "application/jsonrequest") {
+		return http.StatusUnsupportedMediaType, "content type must be application/json"
+	}
+	return 0, ""
+}
+
+// splitParams turns positional params into arguments that marshal back to
+// exactly what the client sent.
+func splitParams(p json.RawMessage) ([]any, error) {
+	p = bytes.TrimSpace(p)
+	if len(p) == 0 || string(p) == "null" {
+		return nil, nil
+	}
+	if p[0] != '[' {
+		return nil, errors.New("params must be an array")
+	}
+	var raws []json.RawMessage
+	if err := json.Unmarshal(p, &raws); err != nil {
+		return nil, err
+	}
+	args := make([]any, len(raws))
+	for i, r := range raws {
+		args[i] = r
+	}
+	return args, nil
+}
+
+func idOf(c call) json.RawMessage {
+	if len(c.ID) == 0 {
+		return nullID
+	}
+	return c.ID
+}
+
+func errAnswer(id json.RawMessage, code int, msg string) answer {
+	return answer{Version: "2.0", ID: id, Error: &errorObject{Code: code, Message: msg}}
+}
+
+// fillAnswers writes the outcome of one sub-batch into answers. A failure
+// of the whole batch (upstream unreachable, say) is every call's error.
+func fillAnswers(answers []answer, calls []call, idx []int, elems []gethrpc.BatchElem, batchErr error, prefix string) {
+	for j, i := range idx {
+		id := idOf(calls[i])
+		err := batchErr
+		if err == nil {
+			err = elems[j].Error
+		}
+		if err == nil {
+			answers[i] = answer{Version: "2.0", ID: id, Result: *elems[j].Result.(*json.RawMessage)}
+			if len(answers[i].Result) == 0 {
+				answers[i].Result = json.RawMessage("null")
+			}
+			continue
+		}
+		e := &errorObject{Code: -32000, Message: prefix + err.Error()}
+		var re gethrpc.Error
+		if errors.As(err, &re) {
+			e.Code, e.Message = re.ErrorCode(), err.Error()
+		}
+		var de gethrpc.DataError
+		if errors.As(err, &de) {
+			e.Data = de.ErrorData()
+		}
+		answers[i] = answer{Version: "2.0", ID: id, Error: e}
+	}
+}
+
+func (s *Server) write(w http.ResponseWriter, batch bool, out []answer) {
+	var v any = out
+	if !batch {
+		v = out[0]
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "encode response", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
+}
