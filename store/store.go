@@ -152,6 +152,7 @@ func Open(dir string, key KeySource, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	s.log.Info("store open", "dir", dir, "created", !exists, "key", key.Describe())
 	return s, nil
 }
 
