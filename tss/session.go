@@ -327,9 +327,10 @@ func (s *Session) receiveNotice(from MemberID, body []byte) {
 // is missing: it could not have sent that message, and the members it
 // waits for (at its earlier step) are followed instead, never this node.
 // These are the members that actually failed to send, as far as this
-// node can tell. A lying member can only shift the blame onto members it
-// names at an earlier step, each of which says for itself whom it waits
-// for.
+// node can tell. A member that lies in its notice can move the blame from
+// itself onto the members it names (a direct message it claims to lack
+// cannot be checked here); the error names it as excused, and only the
+// reports of every member together settle it.
 func (s *Session) blameWaiting() ([]MemberID, string) {
 	w := s.missing()
 	var out []MemberID
@@ -429,7 +430,9 @@ func (s *Session) missing() waiting {
 				add(ref.Member)
 			}
 		}
-		w.step = maxStep
+		if w.step == 0 {
+			w.step = maxStep
+		}
 	}
 	slices.Sort(w.ids)
 	return w
