@@ -305,6 +305,7 @@ func recoverDeny(p *Policy, d *Decision) {
 func (e *Engine) DryRun(ctx context.Context, req *Request) (d Decision) {
 	p := e.Policy()
 	defer recoverDeny(p, &d)
+	req = req.evaluated()
 	if err := req.check(); err != nil {
 		return deny(p, RuleRequest, err.Error())
 	}
@@ -338,6 +339,7 @@ func (e *Engine) Authorize(ctx context.Context, req *Request) (d Decision) {
 	defer recoverDeny(p, &d)
 	// A request no decoder could produce is refused before it reaches the
 	// breaker or the ledger.
+	req = req.evaluated()
 	if err := req.check(); err != nil {
 		return deny(p, RuleRequest, err.Error())
 	}

@@ -60,6 +60,14 @@ type Request struct {
 	Key     common.Address
 	ChainID *big.Int
 	Kind    Kind
+	// Payload is what the node will sign, as it decoded it: the exact
+	// bytes, their decoded form and the digest. A node always sets it
+	// (NewRequest), and then the engine evaluates the Payload's own decoded
+	// form, whatever Kind, ChainID, Tx, Typed and Message say: the policy
+	// judges the very object whose hash is signed. Without a Payload the
+	// engine evaluates those fields as given (dry runs of a described
+	// request, tests), after the same checks.
+	Payload *chain.Payload
 	// Tx is set for KindTransaction.
 	Tx *chain.Tx
 	// Typed is set for KindTypedData.
@@ -75,6 +83,42 @@ type Request struct {
 	// coordinator supplies: budgets, grants and the breaker are judged at
 	// this time.
 	Time time.Time
+}
+
+// NewRequest is the request a node evaluates for payload p, which it parsed
+// itself from the bytes the agent signed.
+func NewRequest(id RequestID, agent AgentID, key common.Address, p *chain.Payload, grant *SignedGrant, now time.Time) *Request {
+	r := &Request{ID: id, Agent: agent, Key: key, Payload: p, Grant: grant, Time: now}
+	r.fillFromPayload()
+	return r
+}
+
+// fillFromPayload sets the decoded views from the Payload.
+func (r *Request) fillFromPayload() {
+	p := r.Payload
+	r.ChainID, r.Tx, r.Typed, r.Message, r.Digest = p.ChainID(), nil, nil, nil, common.Hash{}
+	switch p.Kind() {
+	case chain.KindTransaction:
+		r.Kind, r.Tx = KindTransaction, p.Tx()
+	case chain.KindTypedData:
+		r.Kind, r.Typed = KindTypedData, p.Typed()
+	case chain.KindPersonalMessage:
+		r.Kind, r.Message = KindPersonalMessage, p.Message()
+	default:
+		r.Kind = 0 // refused by check
+	}
+}
+
+// evaluated returns the request the engine evaluates: a copy whose decoded
+// views come from its Payload, when it has one, so that no caller can
+// have one object evaluated and another signed.
+func (r *Request) evaluated() *Request {
+	if r == nil || r.Payload == nil {
+		return r
+	}
+	c := *r
+	c.fillFromPayload()
+	return &c
 }
 
 // destination is the address the request acts on: the transaction's
