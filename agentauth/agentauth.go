@@ -93,15 +93,15 @@ func (c *Credential) String() string {
 // GoString redacts the secret.
 func (c *Credential) GoString() string { return c.String() }
 
-// FormatPublicKey returns the text form of an agent public key,
-// "ed25519:" followed by 64 hex digits: the form policy documents use.
-func FormatPublicKey(k ed25519.PublicKey) string { return "ed25519:" + hex.EncodeToString(k) }
+// FormatPublicKey returns the text form of an agent public key, 0x and 64
+// hex digits: the form of the policy document's agent registry.
+func FormatPublicKey(k ed25519.PublicKey) string { return "0x" + hex.EncodeToString(k) }
 
 // ParsePublicKey parses the text form of an agent public key.
 func ParsePublicKey(s string) (ed25519.PublicKey, error) {
-	h, ok := strings.CutPrefix(s, "ed25519:")
+	h, ok := strings.CutPrefix(s, "0x")
 	if !ok {
-		return nil, fmt.Errorf("%w: public key %q lacks the ed25519: prefix", ErrMalformed, s)
+		return nil, fmt.Errorf("%w: public key %q lacks the 0x prefix", ErrMalformed, s)
 	}
 	b, err := hex.DecodeString(h)
 	if err != nil || len(b) != ed25519.PublicKeySize {
@@ -130,6 +130,12 @@ const domain = "custos-agent-request/v1"
 func message(agent ids.AgentID, method, path string, body []byte, ts int64, nonce string) []byte {
 	h := sha256.Sum256(body)
 	return fmt.Appendf(nil, "%s\n%s\n%s\n%s\n%s\n%d\n%s", domain, agent, method, path, hex.EncodeToString(h[:]), ts, nonce)
+}
+
+// Message returns the exact bytes the agent signed, for a verifier that
+// holds the key elsewhere (policy.Policy.VerifyAgent).
+func (s Signed) Message() []byte {
+	return message(s.Agent, s.Method, s.Path, s.Body, s.Timestamp, s.Nonce)
 }
 
 // Sign signs a request made now.

@@ -133,7 +133,7 @@ func TestKeysAndRedaction(t *testing.T) {
 	if err != nil || !k.Equal(bot.Public()) {
 		t.Fatalf("ParsePublicKey(%s) = %x, %v", txt, k, err)
 	}
-	for _, s := range []string{"", "ed25519:00", txt[8:], "ed25519:" + strings.Repeat("zz", 32)} {
+	for _, s := range []string{"", "0x00", txt[2:], "ed25519:" + txt[2:], "0x" + strings.Repeat("zz", 32)} {
 		if _, err := ParsePublicKey(s); !errors.Is(err, ErrMalformed) {
 			t.Errorf("ParsePublicKey(%q) = %v", s, err)
 		}
@@ -142,7 +142,7 @@ func TestKeysAndRedaction(t *testing.T) {
 	if err != nil || !again.Public().Equal(bot.Public()) {
 		t.Fatalf("CredentialFromSeed: %v", err)
 	}
-	seedHex := strings.ToLower(strings.TrimPrefix(FormatPublicKey(bot.Seed()), "ed25519:"))
+	seedHex := strings.TrimPrefix(FormatPublicKey(bot.Seed()), "0x")
 	for _, s := range []string{bot.String(), bot.GoString()} {
 		if strings.Contains(s, seedHex) || !strings.Contains(s, "redacted") {
 			t.Errorf("credential text %q leaks or does not redact", s)
@@ -150,5 +150,19 @@ func TestKeysAndRedaction(t *testing.T) {
 	}
 	if _, err := NewCredential("bad agent"); err == nil {
 		t.Error("credential for an invalid agent id")
+	}
+}
+
+// A node verifies with the key of its own guardian-signed policy: the
+// message it checks there is the one the agent signed.
+func TestVerifyAgainstPolicyRegistry(t *testing.T) {
+	bot := newCred(t, "bot")
+	s := bot.Sign("POST", "/v1/requests", []byte("{}"), time.Now())
+	if !ed25519.Verify(bot.Public(), s.Message(), s.Signature) {
+		t.Fatal("Message() is not what was signed")
+	}
+	s.Body = []byte(`{"x":1}`)
+	if ed25519.Verify(bot.Public(), s.Message(), s.Signature) {
+		t.Fatal("Message() ignores the body")
 	}
 }
