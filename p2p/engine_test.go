@@ -57,7 +57,7 @@ func sharedKey(tb testing.TB) (*cluster, map[tss.MemberID]*tss.Share) {
 		sid := tss.NewSessionID()
 		start := time.Now()
 		shares, errs := runMembers(ids[:3], func(i int, id tss.MemberID) (*tss.Share, error) {
-			return engineFor(shared.c.nodes[i].Node, 60*time.Second).Keygen(context.Background(),
+			return engineFor(shared.c.nodes[i].Node, raceSlowdown*60*time.Second).Keygen(context.Background(),
 				tss.KeygenRequest{Session: sid, Committee: committee, PreParams: fixture(tb, i)})
 		})
 		if err := firstErr(errs); err != nil {
@@ -161,7 +161,7 @@ func TestKeygenSignReshareOverLibp2p(t *testing.T) {
 	ids := c.ids()
 	for _, signers := range [][]tss.MemberID{{ids[0], ids[1]}, {ids[1], ids[2]}, {ids[0], ids[1], ids[2]}} {
 		start := time.Now()
-		if _, errs := sign(t, c.transport, shares, signers, 20*time.Second); len(errs) > 0 {
+		if _, errs := sign(t, c.transport, shares, signers, raceSlowdown*20*time.Second); len(errs) > 0 {
 			t.Fatalf("sign with %v: %v", signers, firstErr(errs))
 		}
 		t.Logf("sign with %d signers took %v", len(signers), time.Since(start))
@@ -181,7 +181,7 @@ func TestKeygenSignReshareOverLibp2p(t *testing.T) {
 		if nc.Has(id) {
 			req.PreParams = fixture(t, 3+slices.Index(nc.IDs(), id))
 		}
-		return engineFor(c.transport(id), 60*time.Second).Reshare(context.Background(), req)
+		return engineFor(c.transport(id), raceSlowdown*60*time.Second).Reshare(context.Background(), req)
 	})
 	if err := firstErr(errs); err != nil {
 		t.Fatalf("reshare: %v", err)
@@ -202,7 +202,7 @@ func TestKeygenSignReshareOverLibp2p(t *testing.T) {
 	if len(newShares) != 3 {
 		t.Fatalf("%d new shares, want 3", len(newShares))
 	}
-	if _, errs := sign(t, c.transport, newShares, []tss.MemberID{ids[3], ids[4]}, 20*time.Second); len(errs) > 0 {
+	if _, errs := sign(t, c.transport, newShares, []tss.MemberID{ids[3], ids[4]}, raceSlowdown*20*time.Second); len(errs) > 0 {
 		t.Fatalf("sign with new shares: %v", firstErr(errs))
 	}
 }
