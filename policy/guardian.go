@@ -65,6 +65,28 @@ var Types = apitypes.Types{
 		{Name: "freeze", Type: "bytes32"},
 		{Name: "issued", Type: "uint256"},
 	},
+	"Approval": {
+		{Name: "requestId", Type: "string"},
+		{Name: "digest", Type: "bytes32"},
+		{Name: "chainId", Type: "uint256"},
+		{Name: "key", Type: "address"},
+		{Name: "expiry", Type: "uint256"},
+	},
+	"Denial": {
+		{Name: "requestId", Type: "string"},
+		{Name: "digest", Type: "bytes32"},
+		{Name: "reason", Type: "string"},
+		{Name: "issued", Type: "uint256"},
+	},
+	"Reshare": {
+		{Name: "key", Type: "address"},
+		{Name: "generation", Type: "uint256"},
+		{Name: "oldMembers", Type: "string[]"},
+		{Name: "oldThreshold", Type: "uint256"},
+		{Name: "newMembers", Type: "string[]"},
+		{Name: "newThreshold", Type: "uint256"},
+		{Name: "expiry", Type: "uint256"},
+	},
 	"Revocation": {
 		{Name: "grantId", Type: "string"},
 		{Name: "issued", Type: "uint256"},
