@@ -12,7 +12,11 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/ethereum/go-ethereum/common"
 	"go.uber.org/goleak"
+
+	"github.com/custos-wallet/custos/policy"
+	"github.com/custos-wallet/custos/tss"
 )
 
 func TestMain(m *testing.M) {
@@ -235,9 +239,20 @@ func TestClosedStoreIsSealed(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("second close: %v", err)
 	}
-	err := s.view(context.Background(), func(*badgerTxn) error { return nil })
-	if !errors.Is(err, ErrSealed) {
-		t.Fatalf("call after close: %v, want %v", err, ErrSealed)
+	ctx := context.Background()
+	calls := map[string]error{
+		"view":           s.view(ctx, func(*badgerTxn) error { return nil }),
+		"claim":          s.SessionIDs().Claim(ctx, tss.NewSessionID()),
+		"reserve":        s.Ledger().Reserve(ctx, policy.Reservation{ID: "r1"}),
+		"consume":        s.ConsumeApproval(ctx, common.Hash{1}, "r1"),
+		"take preparams": func() error { _, err := s.TakePreParams(ctx); return err }(),
+		"append audit":   func() error { _, err := s.AppendAudit(ctx, Entry{Kind: AuditRequest}); return err }(),
+		"verify audit":   func() error { _, err := s.VerifyAudit(ctx); return err }(),
+	}
+	for name, err := range calls {
+		if !errors.Is(err, ErrSealed) {
+			t.Errorf("%s after close: %v, want %v", name, err, ErrSealed)
+		}
 	}
 }
 
