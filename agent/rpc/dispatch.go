@@ -2,13 +2,16 @@ package rpc
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 
 	gethrpc "github.com/ethereum/go-ethereum/rpc"
@@ -142,7 +145,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	var localIdx, upIdx []int
-	var localElems, upElems []gethrpc.BatchElem
+	var upElems []gethrpc.BatchElem
 	for i := range calls {
 		if !valid[i] {
 			continue
@@ -152,24 +155,23 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			answers[i] = errAnswer(idOf(calls[i]), CodeInvalidParams, "invalid params: "+err.Error())
 			continue
 		}
-		e := gethrpc.BatchElem{Method: calls[i].Method, Args: args, Result: new(json.RawMessage)}
 		if localMethods[calls[i].Method] {
-			localIdx, localElems = append(localIdx, i), append(localElems, e)
+			localIdx = append(localIdx, i)
 		} else {
-			upIdx, upElems = append(upIdx, i), append(upElems, e)
+			upIdx = append(upIdx, i)
+			upElems = append(upElems, gethrpc.BatchElem{Method: calls[i].Method, Args: args, Result: new(json.RawMessage)})
 		}
 	}
 	ctx := r.Context()
 	var wg sync.WaitGroup
-	var localErr, upErr error
-	if len(localElems) > 0 {
-		wg.Go(func() { localErr = s.inproc.BatchCallContext(ctx, localElems) })
+	var upErr error
+	if len(localIdx) > 0 {
+		wg.Go(func() { s.serveLocal(ctx, calls, localIdx, answers) })
 	}
 	if len(upElems) > 0 {
 		wg.Go(func() { upErr = s.upstream.BatchCallContext(ctx, upElems) })
 	}
 	wg.Wait()
-	fillAnswers(answers, calls, localIdx, localElems, localErr, "")
 	fillAnswers(answers, calls, upIdx, upElems, upErr, "upstream: ")
 
 	// Notifications (calls without an id) get no answer.
@@ -186,6 +188,91 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.write(w, batch, out)
 }
+
+// serveLocal has the local server answer the calls at idx, as one batch
+// over an in-memory HTTP exchange that carries the client's request context:
+// a client that goes away cancels a signature it was waiting for.
+func (s *Server) serveLocal(ctx context.Context, calls []call, idx []int, answers []answer) {
+	sub := make([]call, len(idx))
+	for j, i := range idx {
+		sub[j] = call{Version: "2.0", ID: json.RawMessage(strconv.Itoa(j)), Method: calls[i].Method, Params: calls[i].Params}
+	}
+	fail := func(msg string) {
+		for _, i := range idx {
+			answers[i] = errAnswer(idOf(calls[i]), -32603, msg)
+		}
+	}
+	body, err := json.Marshal(sub)
+	if err != nil {
+		fail("encode local batch: " + err.Error())
+		return
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://localhost/", bytes.NewReader(body))
+	if err != nil {
+		fail("local request: " + err.Error())
+		return
+	}
+	req.Header.Set("Content-Type", "application/json")
+	rec := &memWriter{header: make(http.Header)}
+	s.local.ServeHTTP(rec, req)
+	var got []struct {
+		ID     json.RawMessage `json:"id"`
+		Result json.RawMessage `json:"result"`
+		Error  *struct {
+			Code    int             `json:"code"`
+			Message string          `json:"message"`
+			Data    json.RawMessage `json:"data"`
+		} `json:"error"`
+	}
+	if rec.status != 0 && rec.status != http.StatusOK {
+		fail(fmt.Sprintf("local server: status %d: %s", rec.status, bytes.TrimSpace(rec.buf.Bytes())))
+		return
+	}
+	if err := json.Unmarshal(rec.buf.Bytes(), &got); err != nil {
+		fail("local server answer: " + err.Error())
+		return
+	}
+	done := make([]bool, len(idx))
+	for _, g := range got {
+		j, err := strconv.Atoi(string(g.ID))
+		if err != nil || j < 0 || j >= len(idx) || done[j] {
+			continue
+		}
+		done[j] = true
+		i := idx[j]
+		a := answer{Version: "2.0", ID: idOf(calls[i]), Result: g.Result}
+		if g.Error != nil {
+			a.Result = nil
+			a.Error = &errorObject{Code: g.Error.Code, Message: g.Error.Message}
+			if len(g.Error.Data) > 0 {
+				a.Error.Data = g.Error.Data
+			}
+		} else if len(a.Result) == 0 {
+			a.Result = json.RawMessage("null")
+		}
+		answers[i] = a
+	}
+	for j, i := range idx {
+		if !done[j] {
+			answers[i] = errAnswer(idOf(calls[i]), -32603, "local server gave no answer")
+		}
+	}
+}
+
+// memWriter is the in-memory response of serveLocal.
+type memWriter struct {
+	header http.Header
+	status int
+	buf    bytes.Buffer
+}
+
+func (m *memWriter) Header() http.Header { return m.header }
+func (m *memWriter) WriteHeader(code int) {
+	if m.status == 0 {
+		m.status = code
+	}
+}
+func (m *memWriter) Write(b []byte) (int, error) { return m.buf.Write(b) }
 
 // refuse returns an HTTP status and message for a request the endpoint
 // does not serve at all, or 0.

@@ -78,7 +78,6 @@ type Server struct {
 	eth      *ethclient.Client
 	chainID  *big.Int
 	local    *gethrpc.Server
-	inproc   *gethrpc.Client
 	nonces   *nonces
 
 	// Set by Start.
@@ -133,6 +132,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		nonces:   newNonces(),
 	}
 	s.local.SetBatchLimits(cfg.MaxBatchItems, cfg.MaxResponseBytes)
+	// The dispatcher has applied MaxBodyBytes to the client's body; the
+	// batch it passes on is that body's calls with shorter ids.
+	s.local.SetHTTPBodyLimit(int(2*cfg.MaxBodyBytes) + 1<<10)
 	for _, svc := range []struct {
 		name string
 		api  any
@@ -150,7 +152,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("rpc: register %s: %w", svc.name, err)
 		}
 	}
-	s.inproc = gethrpc.DialInProc(s.local)
 	return s, nil
 }
 
@@ -217,7 +218,6 @@ func (s *Server) Close() error {
 				s.http.Close()
 			}
 		}
-		s.inproc.Close()
 		s.local.Stop()
 		s.upstream.Close()
 	})

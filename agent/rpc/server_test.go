@@ -499,7 +499,7 @@ func TestLocalMethodsServed(t *testing.T) {
 	e := newEnv(t, nil)
 	for m := range localMethods {
 		var res json.RawMessage
-		err := e.srv.inproc.CallContext(e.ctx, &res, m)
+		err := e.rpc.CallContext(e.ctx, &res, m)
 		if err != nil {
 			if code, _ := errCodeData(t, err); code == -32601 {
 				t.Errorf("%s is listed as local but not served: %v", m, err)

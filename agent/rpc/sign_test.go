@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"encoding/json"
 	"math/big"
@@ -91,6 +92,29 @@ func TestPersonalSignAndEthSignRecover(t *testing.T) {
 	}
 	if got := recoverV27(t, accounts.TextHash(msg), sig); got != addr {
 		t.Fatalf("eth_sign recovers to %s, want %s", got, addr)
+	}
+}
+
+// TestClientGoneCancelsSigning: a client that gives up on a request (its
+// context ends, the connection closes) cancels the wallet's signing call.
+func TestClientGoneCancelsSigning(t *testing.T) {
+	e := newEnv(t, nil)
+	e.wallet.started, e.wallet.canceled = make(chan struct{}), make(chan struct{})
+	ctx, cancel := context.WithCancel(e.ctx)
+	errc := make(chan error, 1)
+	go func() {
+		var sig hexutil.Bytes
+		errc <- e.rpc.CallContext(ctx, &sig, "personal_sign", hexutil.Bytes("wait"), e.wallet.addr)
+	}()
+	<-e.wallet.started
+	cancel()
+	if err := <-errc; err == nil {
+		t.Fatal("cancelled call succeeded")
+	}
+	select {
+	case <-e.wallet.canceled:
+	case <-e.ctx.Done():
+		t.Fatal("the wallet's signing call was not cancelled")
 	}
 }
 

@@ -24,6 +24,10 @@ type testWallet struct {
 	maxValue *big.Int
 	pendTo   common.Address
 
+	// If set, signing the personal message "wait" closes started, then
+	// waits for its context to end and closes canceled.
+	started, canceled chan struct{}
+
 	mu       sync.Mutex
 	requests []ids.RequestID // guarded by mu: ids of denied or pending requests
 }
@@ -41,7 +45,7 @@ func (w *testWallet) Accounts(context.Context) ([]common.Address, error) {
 	return []common.Address{w.addr}, nil
 }
 
-func (w *testWallet) Sign(_ context.Context, from common.Address, p *chain.Payload) ([]byte, error) {
+func (w *testWallet) Sign(ctx context.Context, from common.Address, p *chain.Payload) ([]byte, error) {
 	if from != w.addr {
 		return nil, errors.New("test wallet: unknown account")
 	}
@@ -56,6 +60,12 @@ func (w *testWallet) Sign(_ context.Context, from common.Address, p *chain.Paylo
 		if to := tx.To(); to != nil && *to == w.pendTo {
 			return nil, &Pending{RequestID: w.newRequest()}
 		}
+	}
+	if p.Kind() == chain.KindPersonalMessage && string(p.Message()) == "wait" && w.started != nil {
+		close(w.started)
+		<-ctx.Done()
+		close(w.canceled)
+		return nil, ctx.Err()
 	}
 	d := p.Digest()
 	return crypto.Sign(d[:], w.key)
