@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 
 	"golang.org/x/crypto/argon2"
@@ -182,7 +183,11 @@ func (k passphrase) dataKey(dir string, create bool, opts Options) ([]byte, erro
 	if err != nil || len(salt) < 16 {
 		return nil, fmt.Errorf("store: %s: salt is not 16 or more hex bytes", path)
 	}
-	return argon2.IDKey(k.p, salt, kp.Time, kp.Memory, kp.Threads, keyLen), nil
+	key := argon2.IDKey(k.p, salt, kp.Time, kp.Memory, kp.Threads, keyLen)
+	// Argon2's 64 MiB would otherwise stay resident long after the open
+	// (measured: +65 MB RSS), against a node budget of 100 MB.
+	debug.FreeOSMemory()
+	return key, nil
 }
 
 // writeFileSync writes a new file and syncs it and its directory, so that a
