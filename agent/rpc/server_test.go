@@ -131,6 +131,18 @@ func TestSendTransactionMined(t *testing.T) {
 	if err != nil || sender != from {
 		t.Fatalf("sender %s (%v), want %s", sender, err, from)
 	}
+	// A caller's own nonce, the next one, is kept.
+	h, err = e.send(map[string]any{"from": from, "to": dest, "nonce": "0x1", "gas": "0x5208"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.mineAll([]common.Hash{h})
+	if tx, _, err = e.up.TransactionByHash(e.ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	if tx.Nonce() != 1 || tx.Gas() != 21000 {
+		t.Fatalf("second send: nonce %d gas %d; want nonce 1 gas 21000", tx.Nonce(), tx.Gas())
+	}
 }
 
 // TestWalletSendTransactionLegacyGasPrice sends through wallet_sendTransaction
@@ -325,8 +337,11 @@ func TestConcurrentSendsGapFree(t *testing.T) {
 			}
 			e.mineAll([]common.Hash{h})
 			tx, _, err := e.up.TransactionByHash(e.ctx, h)
-			if err != nil || tx.Nonce() != n {
-				t.Fatalf("next send: nonce %d (%v), want %d", tx.Nonce(), err, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tx.Nonce() != n {
+				t.Fatalf("next send: nonce %d, want %d", tx.Nonce(), n)
 			}
 		})
 	}
@@ -405,6 +420,7 @@ func TestBadInput(t *testing.T) {
 		{"typed data other chain", "eth_signTypedData_v4", []any{addr, typedDataJSON(5)}, CodeInvalidParams, "chain id mismatch"},
 		{"typed data not an object", "eth_signTypedData_v4", []any{addr, []int{1}}, CodeInvalidParams, "not a JSON object"},
 		{"unsupported content type", "account_signData", []any{"application/x-clique-header", addr, "0x01"}, CodeInvalidParams, "content type"},
+		{"nonce ahead", "eth_sendTransaction", []any{map[string]any{"from": addr, "to": dest, "nonce": "0x5"}}, CodeInvalidParams, "would leave a gap"},
 		{"unknown method", "eth_notAMethod", nil, -32601, "eth_notAMethod"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -232,6 +232,11 @@ func (s *Server) fillAndSign(ctx context.Context, a TransactionArgs, broadcast b
 	defer l.release()
 	nonce := l.nonce
 	if a.Nonce != nil {
+		// A lower nonce replaces a transaction still in the pool; a higher
+		// one would leave a gap that every later send waits behind.
+		if uint64(*a.Nonce) > l.nonce {
+			return nil, invalidf("nonce %d is ahead of %s's next nonce %d: it would leave a gap", uint64(*a.Nonce), from.Hex(), l.nonce)
+		}
 		nonce = uint64(*a.Nonce)
 	}
 	signed, err := s.signTx(ctx, from, s.unsigned(&a, nonce))
