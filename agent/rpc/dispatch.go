@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	gethrpc "github.com/ethereum/go-ethereum/rpc"
@@ -38,6 +39,20 @@ var localMethods = map[string]bool{
 	"account_signTypedData":   true,
 	"web3_clientVersion":      true,
 	"rpc_modules":             true,
+}
+
+// walletOnly reports whether m is a wallet's method that the endpoint does
+// not serve: it is refused here rather than sent to a node, which may hold
+// keys of its own (a dev chain does) and must not be asked to sign instead.
+func walletOnly(m string) bool {
+	ns, name, _ := strings.Cut(m, "_")
+	switch ns {
+	case "personal", "account", "wallet":
+		return true
+	case "eth":
+		return strings.HasPrefix(name, "sign") || name == "sendTransaction"
+	}
+	return false
 }
 
 // call is one element of a request, as read by the dispatcher.
@@ -155,9 +170,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			answers[i] = errAnswer(idOf(calls[i]), CodeInvalidParams, "invalid params: "+err.Error())
 			continue
 		}
-		if localMethods[calls[i].Method] {
+		m := calls[i].Method
+		switch {
+		case localMethods[m]:
 			localIdx = append(localIdx, i)
-		} else {
+		case walletOnly(m):
+			answers[i] = errAnswer(idOf(calls[i]), -32601, "the method "+m+" is not served by this wallet")
+		default:
 			upIdx = append(upIdx, i)
 			upElems = append(upElems, gethrpc.BatchElem{Method: calls[i].Method, Args: args, Result: new(json.RawMessage)})
 		}

@@ -422,6 +422,8 @@ func TestBadInput(t *testing.T) {
 		{"unsupported content type", "account_signData", []any{"application/x-clique-header", addr, "0x01"}, CodeInvalidParams, "content type"},
 		{"nonce ahead", "eth_sendTransaction", []any{map[string]any{"from": addr, "to": dest, "nonce": "0x5"}}, CodeInvalidParams, "would leave a gap"},
 		{"unknown method", "eth_notAMethod", nil, -32601, "eth_notAMethod"},
+		{"wallet method not served", "eth_signTypedData_v3", []any{addr, typedDataJSON(1337)}, -32601, "not served by this wallet"},
+		{"wallet namespace not served", "wallet_switchEthereumChain", []any{map[string]any{"chainId": "0x1"}}, -32601, "not served by this wallet"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var res json.RawMessage
