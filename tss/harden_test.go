@@ -71,11 +71,11 @@ func TestForgedKeygenDLNProofLayout(t *testing.T) {
 // An integer field larger than any honest one is refused before any
 // check parses it.
 func TestForgedKeygenOversizedField(t *testing.T) {
-	forgedKeygen(t, guardian.ID, "size", func(c tss.MessageContent) bool {
-		m, ok := c.(*keygen.KGRound3Message)
+	forgedKeygen(t, guardian.ID, "size: field dlnproof_2 part 5", func(c tss.MessageContent) bool {
+		m, ok := c.(*keygen.KGRound1Message)
 		if ok {
-			m.PaillierProof[0] = make([]byte, maxIntBytes+1)
-			m.PaillierProof[0][0] = 1
+			m.Dlnproof_2[5] = make([]byte, maxIntBytes+1)
+			m.Dlnproof_2[5][0] = 1
 		}
 		return ok
 	})
