@@ -78,14 +78,14 @@ type ethAPI struct{ s *Server }
 // Accounts is eth_accounts.
 func (a *ethAPI) Accounts(ctx context.Context) ([]common.Address, error) {
 	accts, err := a.s.wallet.Accounts(ctx)
-	return accts, rpcErr("eth_accounts", err)
+	return accts, a.s.done("eth_accounts", err)
 }
 
 // RequestAccounts is EIP-1102's eth_requestAccounts: the agent's accounts
 // are always available to it.
 func (a *ethAPI) RequestAccounts(ctx context.Context) ([]common.Address, error) {
 	accts, err := a.s.wallet.Accounts(ctx)
-	return accts, rpcErr("eth_requestAccounts", err)
+	return accts, a.s.done("eth_requestAccounts", err)
 }
 
 // ChainId is eth_chainId, upstream's, read once.
@@ -94,14 +94,14 @@ func (a *ethAPI) ChainId() *hexutil.Big { return (*hexutil.Big)(a.s.ChainID()) }
 // SendTransaction is eth_sendTransaction: fill, sign, broadcast.
 func (a *ethAPI) SendTransaction(ctx context.Context, args TransactionArgs) (common.Hash, error) {
 	h, err := a.s.send(ctx, args)
-	return h, rpcErr("eth_sendTransaction", err)
+	return h, a.s.done("eth_sendTransaction", err)
 }
 
 // SignTransaction is eth_signTransaction: fill and sign, not broadcast.
 func (a *ethAPI) SignTransaction(ctx context.Context, args TransactionArgs) (any, error) {
 	tx, err := a.s.fillAndSign(ctx, args, false)
 	if err != nil {
-		return nil, rpcErr("eth_signTransaction", err)
+		return nil, a.s.done("eth_signTransaction", err)
 	}
 	res, err := signResult(tx)
 	if err != nil {
@@ -117,20 +117,20 @@ func (a *ethAPI) SignTransaction(ctx context.Context, args TransactionArgs) (any
 // go-ethereum computes it (never a bare hash).
 func (a *ethAPI) Sign(ctx context.Context, addr common.Address, data hexutil.Bytes) (hexutil.Bytes, error) {
 	sig, err := a.s.signMessage(ctx, addr, chain.KindPersonalMessage, data)
-	return sig, rpcErr("eth_sign", err)
+	return sig, a.s.done("eth_sign", err)
 }
 
 // SignTypedData_v4 is eth_signTypedData_v4(address, typedData).
 func (a *ethAPI) SignTypedData_v4(ctx context.Context, addr common.Address, td json.RawMessage) (hexutil.Bytes, error) {
 	sig, err := a.s.signTypedData(ctx, addr, td)
-	return sig, rpcErr("eth_signTypedData_v4", err)
+	return sig, a.s.done("eth_signTypedData_v4", err)
 }
 
 // SignTypedData is eth_signTypedData, taken as v4 (the legacy v1 array form
 // is refused as not a JSON object).
 func (a *ethAPI) SignTypedData(ctx context.Context, addr common.Address, td json.RawMessage) (hexutil.Bytes, error) {
 	sig, err := a.s.signTypedData(ctx, addr, td)
-	return sig, rpcErr("eth_signTypedData", err)
+	return sig, a.s.done("eth_signTypedData", err)
 }
 
 // personalAPI is personal_sign.
@@ -140,7 +140,7 @@ type personalAPI struct{ s *Server }
 // reverse of eth_sign's. A password is ignored: there is none.
 func (a *personalAPI) Sign(ctx context.Context, data hexutil.Bytes, addr common.Address, _ *string) (hexutil.Bytes, error) {
 	sig, err := a.s.signMessage(ctx, addr, chain.KindPersonalMessage, data)
-	return sig, rpcErr("personal_sign", err)
+	return sig, a.s.done("personal_sign", err)
 }
 
 // walletAPI is wallet_sendTransaction, eth_sendTransaction's other name.
@@ -149,7 +149,7 @@ type walletAPI struct{ s *Server }
 // SendTransaction is wallet_sendTransaction.
 func (a *walletAPI) SendTransaction(ctx context.Context, args TransactionArgs) (common.Hash, error) {
 	h, err := a.s.send(ctx, args)
-	return h, rpcErr("wallet_sendTransaction", err)
+	return h, a.s.done("wallet_sendTransaction", err)
 }
 
 // accountAPI is go-ethereum's external-signer API (clef's account_*), as
@@ -162,7 +162,7 @@ func (a *accountAPI) Version() string { return ExternalSignerVersion }
 // List is account_list.
 func (a *accountAPI) List(ctx context.Context) ([]common.Address, error) {
 	accts, err := a.s.wallet.Accounts(ctx)
-	return accts, rpcErr("account_list", err)
+	return accts, a.s.done("account_list", err)
 }
 
 // SignTransaction is account_signTransaction. As in clef, nonce and gas are
@@ -170,7 +170,7 @@ func (a *accountAPI) List(ctx context.Context) ([]common.Address, error) {
 // selector clef took for display is accepted and ignored.
 func (a *accountAPI) SignTransaction(ctx context.Context, args apitypes.SendTxArgs, _ *string) (*SignTransactionResult, error) {
 	res, err := a.signTransaction(ctx, args)
-	return res, rpcErr("account_signTransaction", err)
+	return res, a.s.done("account_signTransaction", err)
 }
 
 func (a *accountAPI) signTransaction(ctx context.Context, args apitypes.SendTxArgs) (*SignTransactionResult, error) {
@@ -209,7 +209,7 @@ func (a *accountAPI) signTransaction(ctx context.Context, args apitypes.SendTxAr
 // as clef returns it.
 func (a *accountAPI) SignData(ctx context.Context, contentType string, addr common.MixedcaseAddress, data json.RawMessage) (hexutil.Bytes, error) {
 	sig, err := a.signData(ctx, contentType, addr.Address(), data)
-	return sig, rpcErr("account_signData", err)
+	return sig, a.s.done("account_signData", err)
 }
 
 func (a *accountAPI) signData(ctx context.Context, contentType string, from common.Address, data json.RawMessage) (hexutil.Bytes, error) {
@@ -229,7 +229,7 @@ func (a *accountAPI) signData(ctx context.Context, contentType string, from comm
 // SignTypedData is account_signTypedData(address, typedData).
 func (a *accountAPI) SignTypedData(ctx context.Context, addr common.MixedcaseAddress, td json.RawMessage) (hexutil.Bytes, error) {
 	sig, err := a.s.signTypedData(ctx, addr.Address(), td)
-	return sig, rpcErr("account_signTypedData", err)
+	return sig, a.s.done("account_signTypedData", err)
 }
 
 // web3API is web3_clientVersion; web3_sha3 goes upstream.

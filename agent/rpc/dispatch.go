@@ -155,6 +155,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				break
 			}
 		}
+		s.metrics.calls.WithLabelValues(routeRefused).Add(float64(len(raws)))
 		s.write(w, true, []answer{errAnswer(id, codeInvalidRequest, "batch too large")})
 		return
 	}
@@ -181,6 +182,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			upElems = append(upElems, gethrpc.BatchElem{Method: calls[i].Method, Args: args, Result: new(json.RawMessage)})
 		}
 	}
+	s.metrics.calls.WithLabelValues(routeLocal).Add(float64(len(localIdx)))
+	s.metrics.calls.WithLabelValues(routeUpstream).Add(float64(len(upIdx)))
+	s.metrics.calls.WithLabelValues(routeRefused).Add(float64(len(calls) - len(localIdx) - len(upIdx)))
 	ctx := r.Context()
 	var wg sync.WaitGroup
 	var upErr error

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ethereum/go-ethereum/ethclient"
 	gethrpc "github.com/ethereum/go-ethereum/rpc"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults applied by New to a zero Config field.
@@ -65,6 +66,9 @@ type Config struct {
 	// cannot use the wallet of the machine it is shown on.
 	AllowedOrigins []string
 
+	// Registerer, if set, receives the endpoint's Prometheus metrics.
+	Registerer prometheus.Registerer
+
 	Logger *slog.Logger
 }
 
@@ -79,6 +83,7 @@ type Server struct {
 	chainID  *big.Int
 	local    *gethrpc.Server
 	nonces   *nonces
+	metrics  *metrics
 
 	// Set by Start.
 	http     *http.Server
@@ -111,6 +116,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	up, err := gethrpc.DialOptions(ctx, cfg.Upstream)
 	if err != nil {
 		return nil, fmt.Errorf("rpc: dial upstream %s: %w", cfg.Upstream, err)
@@ -130,6 +139,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		chainID:  id,
 		local:    gethrpc.NewServer(),
 		nonces:   newNonces(),
+		metrics:  m,
 	}
 	s.local.SetBatchLimits(cfg.MaxBatchItems, cfg.MaxResponseBytes)
 	// The dispatcher has applied MaxBodyBytes to the client's body; the

@@ -20,6 +20,8 @@ import (
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/ethclient"
 	gethrpc "github.com/ethereum/go-ethereum/rpc"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // env is a dev chain, the endpoint in front of it with a test wallet holding
@@ -262,6 +264,10 @@ func TestBatchMixesLocalAndUpstream(t *testing.T) {
 	if got[7].Error == nil || got[7].Error.Code != CodeInvalidParams {
 		t.Errorf("personal_sign with bad hex: %s", b)
 	}
+	m := e.srv.metrics
+	if l, u := counterValue(t, m.calls.WithLabelValues(routeLocal)), counterValue(t, m.calls.WithLabelValues(routeUpstream)); l != 5 || u != 4 {
+		t.Errorf("calls counted: %v local, %v upstream; want 5, 4", l, u)
+	}
 }
 
 // TestConcurrentSendsGapFree sends 20 transactions from one address at once,
@@ -363,7 +369,8 @@ func errCodeData(t *testing.T, err error) (int, map[string]any) {
 }
 
 func TestDenialNamesRule(t *testing.T) {
-	e := newEnv(t, nil)
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, func(c *Config) { c.Registerer = reg })
 	_, err := e.send(map[string]any{"from": e.wallet.addr, "to": dest, "value": "0x1bc16d674ec80000"}) // 2 ether
 	if err == nil {
 		t.Fatal("send above the limit went through")
@@ -377,6 +384,22 @@ func TestDenialNamesRule(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), `"max-value"`) {
 		t.Fatalf("message %q does not name the rule", err)
+	}
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var series int
+	for _, f := range fams {
+		if f.GetName() == "custos_agent_rpc_wallet_results_total" {
+			series = len(f.GetMetric())
+		}
+	}
+	if series != 1 {
+		t.Fatalf("%d wallet result series registered, want 1", series)
+	}
+	if got := counterValue(t, e.srv.metrics.results.WithLabelValues("eth_sendTransaction", outcomeDenied)); got != 1 {
+		t.Fatalf("denials counted: %v, want 1", got)
 	}
 }
 
@@ -547,4 +570,13 @@ func TestClose(t *testing.T) {
 	if err == nil {
 		t.Fatal("closed endpoint still answers")
 	}
+}
+
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }
