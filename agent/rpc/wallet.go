@@ -36,7 +36,11 @@ func (e *Denied) Error() string {
 
 // Pending is the error of a request that waits for a guardian's approval
 // longer than the sidecar was configured to wait. The request stays open:
-// its id is what to poll.
+// its id is what to poll. For a transaction the endpoint gives its nonce
+// back, as for a denial, so later sends do not wait behind it: whoever
+// broadcasts the transaction once approved must expect its nonce may have
+// been used meanwhile (upstream then refuses it as too low, and nothing is
+// spent twice).
 type Pending struct {
 	RequestID ids.RequestID
 }
