@@ -580,3 +580,23 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestUpstreamDown: with the node gone, forwarded calls fail with a clear
+// error and the wallet's own answers still come back, in order.
+func TestUpstreamDown(t *testing.T) {
+	e := newEnv(t, nil)
+	if err := e.chain.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, b := postRaw(t, e.srv.URL(), `[{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber"},{"jsonrpc":"2.0","id":2,"method":"eth_chainId"}]`, nil)
+	var got []rawAnswer
+	if err := json.Unmarshal(b, &got); err != nil || len(got) != 2 {
+		t.Fatalf("answer %s (%v)", b, err)
+	}
+	if string(got[0].ID) != "1" || got[0].Error == nil || !strings.HasPrefix(got[0].Error.Message, "upstream: ") {
+		t.Errorf("forwarded call with the node down: %s", b)
+	}
+	if string(got[1].ID) != "2" || got[1].Error != nil || string(got[1].Result) != `"`+hexutil.EncodeBig(e.srv.ChainID())+`"` {
+		t.Errorf("local call with the node down: %s", b)
+	}
+}
