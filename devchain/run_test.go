@@ -94,6 +94,7 @@ func TestDataDirPersists(t *testing.T) {
 	}
 
 	c, client = startChain(t, cfg)
+	ctx = waitContext(t)
 	if got, err := client.BlockNumber(ctx); err != nil || got != head {
 		t.Fatalf("reopened at block %d, %v; closed at %d", got, err, head)
 	}
