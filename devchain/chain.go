@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -59,6 +61,9 @@ func Start(cfg Config) (*Chain, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkPortFree(host, port); err != nil {
+		return nil, err
+	}
 
 	nodeConf := node.DefaultConfig
 	nodeConf.Name = "custos-devchain"
@@ -96,6 +101,23 @@ func Start(cfg Config) (*Chain, error) {
 	c.log.Info("dev chain started", "url", c.url, "chain_id", cfg.ChainID, "accounts", len(accounts),
 		"block", c.eth.BlockChain().CurrentBlock().Number, "data_dir", cfg.DataDir, "block_period", cfg.BlockPeriod)
 	return c, nil
+}
+
+// checkPortFree fails early when the listen address is taken. The node binds
+// its HTTP server only in Start, after the Ethereum service has started
+// goroutines that only a started service can stop; checking first keeps a
+// busy port (a second dev chain on 8545) from leaving them behind. Port 0
+// cannot be taken. Another process can still take the port between this
+// check and the node's bind; Start then fails all the same.
+func checkPortFree(host string, port int) error {
+	if port == 0 {
+		return nil
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return fmt.Errorf("devchain: listen: %w", err)
+	}
+	return ln.Close()
 }
 
 // register sets up the Ethereum service, the simulated beacon that drives it,

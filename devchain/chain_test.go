@@ -477,3 +477,15 @@ func TestUnknownReceiptIsNull(t *testing.T) {
 		t.Fatalf("receipt of an unknown transaction right after Start: %v, want null", err)
 	}
 }
+
+func TestPortInUse(t *testing.T) {
+	c, _ := startChain(t, Config{})
+	second, err := Start(Config{Listen: strings.TrimPrefix(c.URL(), "http://")})
+	if err == nil {
+		second.Close()
+		t.Fatalf("a second chain started on %s", c.URL())
+	}
+	if !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("second chain on the same port: %v", err)
+	}
+}
