@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/custos-wallet/custos/agentauth"
 	"github.com/custos-wallet/custos/chain"
 	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/internal/httpapi"
@@ -33,6 +34,15 @@ const (
 	// MaxPathDepth bounds a child key's derivation path.
 	MaxPathDepth      = 8
 	maxIdempotencyKey = 128
+)
+
+// The endpoint an agent signs a signing request for. A node accepts a
+// signed request only if the agent signed it for this method and path: the
+// same body signed for any other endpoint (a dry run, say) was never a
+// request to sign.
+const (
+	SignRequestMethod = "POST"
+	SignRequestPath   = "/v1/requests"
 )
 
 // SignRequest is the body of POST /v1/requests, signed by the agent.
@@ -118,6 +128,18 @@ func ParseSignRequest(body []byte, now time.Time) (*ParsedRequest, error) {
 		return nil, fmt.Errorf("%w: payload: %v", ErrBadRequest, err)
 	}
 	return &ParsedRequest{SignRequest: r, Payload: p}, nil
+}
+
+// ParseSigned checks that s was signed for the signing endpoint
+// (SignRequestMethod and SignRequestPath, exactly) and parses its body with
+// ParseSignRequest. It does not verify the signature: the node does that
+// with the agent key of its own policy. The agent id is s.Agent, covered by
+// the signature.
+func ParseSigned(s agentauth.Signed, now time.Time) (*ParsedRequest, error) {
+	if s.Method != SignRequestMethod || s.Path != SignRequestPath {
+		return nil, fmt.Errorf("%w: agent %s signed %q %q, not %s %s", ErrBadRequest, s.Agent, s.Method, s.Path, SignRequestMethod, SignRequestPath)
+	}
+	return ParseSignRequest(s.Body, now)
 }
 
 func payloadBytes(kind string, payload json.RawMessage) ([]byte, chain.Kind, error) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos-wallet/custos/agentauth"
 	"github.com/custos-wallet/custos/chain"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
@@ -96,5 +97,36 @@ func TestParseSignRequest(t *testing.T) {
 	}
 	if _, err := ParseSignRequest(make([]byte, MaxSignRequestBody+1), now); !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), "exceeds") {
 		t.Errorf("oversize: %v", err)
+	}
+}
+
+// A lying coordinator must not turn a body the agent signed for another
+// endpoint (or method, or with a query) into a signing request.
+func TestParseSignedBindsEndpoint(t *testing.T) {
+	cred, err := agentauth.NewCredential("bot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := []byte(body(map[string]string{"payload": `"` + unsignedTx(t, 1) + `"`}))
+	ok := cred.Sign(SignRequestMethod, SignRequestPath, b, now)
+	if err := ok.Verify(cred.Public()); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := ParseSigned(ok, now); err != nil || r.ChainID != 1 {
+		t.Fatalf("signing request: %v", err)
+	}
+	for name, s := range map[string]agentauth.Signed{
+		"dry run":    cred.Sign("POST", "/v1/dryrun", b, now),
+		"method":     cred.Sign("PUT", SignRequestPath, b, now),
+		"query":      cred.Sign("POST", SignRequestPath+"?dry_run=1", b, now),
+		"subpath":    cred.Sign("POST", SignRequestPath+"/", b, now),
+		"lower case": cred.Sign("post", SignRequestPath, b, now),
+	} {
+		if err := s.Verify(cred.Public()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ParseSigned(s, now); !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), SignRequestPath) {
+			t.Errorf("%s: %v, want ErrBadRequest naming the endpoint", name, err)
+		}
 	}
 }
