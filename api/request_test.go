@@ -130,3 +130,21 @@ func TestParseSignedBindsEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// encoding/json alone would read {"chain_id":1,...,"chain_id":5} as chain
+// 5 and "Chain_ID" as chain_id; a body the agent signs must have one
+// meaning for every reader, so both are refused.
+func TestParseSignRequestOneMeaning(t *testing.T) {
+	tx := `"` + unsignedTx(t, 1) + `"`
+	for name, c := range map[string]struct{ b, mention string }{
+		"duplicate chain":    {strings.Replace(body(map[string]string{"payload": tx}), `"chain_id":1`, `"chain_id":5,"chain_id":1`, 1), `"chain_id" appears twice`},
+		"duplicate payload":  {strings.Replace(body(map[string]string{"payload": tx}), `"payload":`, `"payload":"0x00","payload":`, 1), `"payload" appears twice`},
+		"folded key":         {strings.Replace(body(map[string]string{"payload": tx}), `"chain_id"`, `"Chain_ID"`, 1), `spelled "chain_id"`},
+		"duplicate in typed": {body(map[string]string{"kind": `"typed_data"`, "payload": `{"types":{},"types":{}}`}), `"payload"."types" appears twice`},
+	} {
+		_, err := ParseSignRequest([]byte(c.b), now)
+		if !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), c.mention) {
+			t.Errorf("%s: %v, want ErrBadRequest mentioning %q", name, err, c.mention)
+		}
+	}
+}

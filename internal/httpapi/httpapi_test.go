@@ -160,3 +160,62 @@ func TestServeStopsWithContext(t *testing.T) {
 		t.Error("listener still open after shutdown")
 	}
 }
+
+type inner struct {
+	Amount string `json:"amount"`
+}
+
+type Embedded struct {
+	Note string `json:"note"`
+}
+
+type nested struct {
+	Embedded
+	To     string            `json:"to"`
+	Inner  *inner            `json:"inner"`
+	List   []inner           `json:"list"`
+	Labels map[string]string `json:"labels"`
+	Any    any               `json:"any"`
+	Raw    json.RawMessage   `json:"raw"`
+	Time   time.Time         `json:"time"`
+	Plain  string
+	Hidden string `json:"-"`
+}
+
+// encoding/json keeps the last of two equal keys and matches field names
+// regardless of case; another parser of the same bytes (a JavaScript
+// wallet, an auditor's tool) reads them otherwise. Both are refused.
+func TestDecodeRefusesDuplicateAndCaseFoldedKeys(t *testing.T) {
+	ok := []string{
+		`{"to":"a","inner":{"amount":"1"},"list":[{"amount":"2"}],"labels":{"a":"x","A":"y"},"any":{"k":1},"raw":{"k":[1,{"k":2}]},"time":"2026-12-01T00:00:00Z","note":"n","Plain":"p"}`,
+		`{"inner":null,"list":null}`,
+	}
+	for _, b := range ok {
+		var v nested
+		if err := DecodeBytes([]byte(b), &v); err != nil {
+			t.Errorf("%s: %v", b, err)
+		}
+	}
+	bad := map[string]string{
+		`{"to":"a","to":"b"}`:                                   `field "to" appears twice`,
+		`{"inner":{"amount":"1","amount":"9"}}`:                 `field "inner"."amount" appears twice`,
+		`{"list":[{"amount":"1"},{"amount":"1","amount":"2"}]}`: `"list"[1]."amount" appears twice`,
+		`{"labels":{"a":"x","a":"y"}}`:                          `"labels"."a" appears twice`,
+		`{"any":{"k":1,"k":2}}`:                                 `"any"."k" appears twice`,
+		`{"raw":{"k":[{"x":1,"x":2}]}}`:                         `"raw"."k"[0]."x" appears twice`,
+		`{"TO":"a"}`:                                            `unknown field "TO" (the field is spelled "to")`,
+		`{"inner":{"Amount":"1"}}`:                              `"inner"."Amount"`,
+		`{"plain":"p"}`:                                         `spelled "Plain"`,
+		`{"Note":"n"}`:                                          `spelled "note"`,
+		`{"to":"a","T\u004f":"b"}`:                              `"TO"`,
+		`{"to":"a","\u0074o":"b"}`:                              `field "to" appears twice`,
+	}
+	for b, mention := range bad {
+		var v nested
+		err := DecodeBytes([]byte(b), &v)
+		var ae *Error
+		if !errors.As(err, &ae) || ae.Status != http.StatusBadRequest || !strings.Contains(ae.Message, mention) {
+			t.Errorf("%s: %v, want a 400 mentioning %q", b, err, mention)
+		}
+	}
+}
