@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"reflect"
 	"strconv"
 	"strings"
 	"unicode"
@@ -218,8 +219,8 @@ func ParseTypedData(chainID *big.Int, raw []byte) (*Payload, error) {
 	}, nil
 }
 
-// decodeTypedStrict decodes typed data JSON with unknown fields and
-// trailing data refused. Numbers are read exactly and handed to the
+// decodeTypedStrict decodes typed data JSON with unknown fields, trailing
+// data, duplicate keys and case-folded field names refused. Numbers are read exactly and handed to the
 // EIP-712 encoder as integers: a plain decode would read them as float64
 // and silently round large ones.
 func decodeTypedStrict(raw []byte) (apitypes.TypedData, error) {
@@ -232,6 +233,9 @@ func decodeTypedStrict(raw []byte) (apitypes.TypedData, error) {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return td, fmt.Errorf("%w: data after the typed data", ErrMalformedPayload)
+	}
+	if err := checkJSONKeys(raw, reflect.TypeFor[apitypes.TypedData]()); err != nil {
+		return td, fmt.Errorf("%w: typed data: %v", ErrMalformedPayload, err)
 	}
 	msg, err := exactNumbers(map[string]any(td.Message))
 	if err != nil {

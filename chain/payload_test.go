@@ -480,3 +480,30 @@ func TestViewsAreCopies(t *testing.T) {
 		t.Fatal("a change to the typed data reached the payload")
 	}
 }
+
+// Typed data is also read by wallets and dapps, whose JSON parsers keep
+// the first of two equal keys or match names exactly; encoding/json keeps
+// the last and folds case. Bytes that two parsers read differently are
+// refused.
+func TestParseTypedDataOneMeaning(t *testing.T) {
+	if _, err := ParseTypedData(chain1, []byte(permitJSON)); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct{ from, to, mention string }{
+		"duplicate value":   {`"value":"1157`, `"value":"1","value":"1157`, `"message"."value" appears twice`},
+		"duplicate primary": {`"primaryType":"Permit"`, `"primaryType":"Mail","primaryType":"Permit"`, `"primaryType" appears twice`},
+		"folded primary":    {`"primaryType"`, `"PrimaryType"`, `spelled "primaryType"`},
+		"folded chain id":   {`"chainId":"1"`, `"ChainID":"1"`, `"domain"."ChainID" is spelled "chainId"`},
+		"duplicate type":    {`{"name":"owner","type":"address"}`, `{"name":"owner","type":"uint256","type":"address"}`, `"type" appears twice`},
+		"folded type entry": {`{"name":"owner","type":"address"}`, `{"Name":"owner","type":"address"}`, `spelled "name"`},
+	} {
+		raw := strings.Replace(permitJSON, c.from, c.to, 1)
+		if raw == permitJSON {
+			t.Fatalf("%s: replacement did not apply", name)
+		}
+		_, err := ParseTypedData(chain1, []byte(raw))
+		if !errors.Is(err, ErrMalformedPayload) || !strings.Contains(err.Error(), c.mention) {
+			t.Errorf("%s: %v, want ErrMalformedPayload mentioning %q", name, err, c.mention)
+		}
+	}
+}
