@@ -230,12 +230,22 @@ type Verifier struct {
 	Lookup func(ids.AgentID) ed25519.PublicKey
 	// Skew is how far a timestamp may be from now, either way.
 	Skew time.Duration
+	// PerAgent bounds the nonces remembered for one agent (zero means
+	// DefaultPerAgent), so that one agent, compromised, cannot fill the
+	// memory shared by all and lock the others out.
+	PerAgent int
 
 	mu sync.Mutex
 	// guarded by mu
-	seen  map[string]time.Time // agent and nonce -> when to forget
-	sweep time.Time
+	seen    map[string]time.Time // agent and nonce -> when to forget
+	byAgent map[ids.AgentID]int  // nonces remembered per agent
+	sweep   time.Time
 }
+
+// DefaultPerAgent is the per-agent bound when Verifier.PerAgent is zero:
+// about 68 requests a second sustained over the default window, far above
+// what any policy lets an agent sign.
+const DefaultPerAgent = 1 << 14
 
 // DefaultSkew is the timestamp window when Verifier.Skew is zero.
 const DefaultSkew = 2 * time.Minute
@@ -261,11 +271,16 @@ func (v *Verifier) Verify(s Signed, now time.Time) error {
 	defer v.mu.Unlock()
 	if v.seen == nil {
 		v.seen = make(map[string]time.Time)
+		v.byAgent = make(map[ids.AgentID]int)
 	}
 	if now.After(v.sweep) {
 		for k, until := range v.seen {
 			if now.After(until) {
 				delete(v.seen, k)
+				a, _, _ := strings.Cut(k, "/")
+				if v.byAgent[ids.AgentID(a)]--; v.byAgent[ids.AgentID(a)] <= 0 {
+					delete(v.byAgent, ids.AgentID(a))
+				}
 			}
 		}
 		v.sweep = now.Add(skew / 4)
@@ -278,9 +293,17 @@ func (v *Verifier) Verify(s Signed, now time.Time) error {
 	if _, dup := v.seen[key]; dup {
 		return fmt.Errorf("%w: agent %s nonce %s", ErrReplayed, s.Agent, s.Nonce)
 	}
+	perAgent := v.PerAgent
+	if perAgent <= 0 {
+		perAgent = DefaultPerAgent
+	}
+	if n := v.byAgent[s.Agent]; n >= perAgent {
+		return fmt.Errorf("%w: agent %s has %d nonces in the window", ErrBusy, s.Agent, n)
+	}
 	if len(v.seen) >= MaxRemembered {
 		return fmt.Errorf("%w: %d nonces remembered", ErrBusy, len(v.seen))
 	}
 	v.seen[key] = ts.Add(skew)
+	v.byAgent[s.Agent]++
 	return nil
 }

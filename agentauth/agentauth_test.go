@@ -166,3 +166,38 @@ func TestVerifyAgainstPolicyRegistry(t *testing.T) {
 		t.Fatal("Message() ignores the body")
 	}
 }
+
+// One compromised agent flooding signed requests fills its own share of
+// the replay memory, not everyone's: the others still get in, and its
+// share frees once its nonces leave the window.
+func TestVerifierBoundsEachAgent(t *testing.T) {
+	bot, other := newCred(t, "bot"), newCred(t, "other")
+	v := &Verifier{Lookup: func(a ids.AgentID) ed25519.PublicKey {
+		switch a {
+		case "bot":
+			return bot.Public()
+		case "other":
+			return other.Public()
+		}
+		return nil
+	}, Skew: time.Minute, PerAgent: 3}
+	now := time.Unix(1_800_000_000, 0)
+	for i := range 3 {
+		if err := v.Verify(bot.Sign("POST", "/v1/requests", nil, now), now); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	if err := v.Verify(bot.Sign("POST", "/v1/requests", nil, now), now); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "bot") {
+		t.Errorf("fourth request of bot: %v, want ErrBusy naming bot", err)
+	}
+	if err := v.Verify(other.Sign("POST", "/v1/requests", nil, now), now); err != nil {
+		t.Errorf("other agent locked out by bot's flood: %v", err)
+	}
+	later := now.Add(2*time.Minute + time.Second)
+	if err := v.Verify(bot.Sign("POST", "/v1/requests", nil, later), later); err != nil {
+		t.Errorf("bot after its nonces left the window: %v", err)
+	}
+	if v.byAgent["bot"] != 1 || len(v.byAgent) != 1 {
+		t.Errorf("per-agent counts %v, want only bot's fresh nonce", v.byAgent)
+	}
+}
