@@ -191,13 +191,22 @@ func (k passphrase) dataKey(dir string, create bool, opts Options) ([]byte, erro
 }
 
 // writeFileSync writes a new file and syncs it and its directory, so that a
-// file written at creation survives a crash together with the data.
+// file written at creation survives a crash together with the data. The
+// bytes go to a temporary file first and are linked into place only once
+// synced: a crash mid-write leaves no half-written file under path (a
+// truncated key check or key parameter file would keep the store from
+// opening), and an existing file is never replaced.
 func writeFileSync(path string, b []byte, perm os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	tmp := path + ".tmp"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err // left by a crash
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(b); err != nil {
+	defer os.Remove(tmp)
+	if err := writeData(f, b); err != nil {
 		f.Close()
 		return err
 	}
@@ -208,10 +217,20 @@ func writeFileSync(path string, b []byte, perm os.FileMode) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
+	if err := os.Link(tmp, path); err != nil {
+		return err
+	}
 	d, err := os.Open(filepath.Dir(path))
 	if err != nil {
 		return err
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// writeData writes b to f; tests replace it to stop a write half-way, as a
+// crash would.
+var writeData = func(f *os.File, b []byte) error {
+	_, err := f.Write(b)
+	return err
 }

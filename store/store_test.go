@@ -386,3 +386,42 @@ func TestMustExist(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A crash while the key check or the key parameters are written must not
+// leave a half-written file that keeps the store from ever opening again.
+func TestCrashWritingKeyFilesLeavesNoHalfFile(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		file string
+		key  func(t *testing.T) KeySource
+	}{
+		{"key check", keyCheckFile, newKeyFile},
+		{"key parameters", keyParamsFile, func(*testing.T) KeySource { return Passphrase([]byte("correct horse")) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "store")
+			key := c.key(t)
+			crash := errors.New("crash mid-write")
+			saved := writeData
+			writeData = func(f *os.File, b []byte) error {
+				if filepath.Base(f.Name()) != c.file+".tmp" && filepath.Base(f.Name()) != c.file {
+					return saved(f, b)
+				}
+				f.Write(b[:len(b)/2])
+				return crash
+			}
+			_, err := Open(dir, key, fastArgon2)
+			writeData = saved
+			if !errors.Is(err, crash) {
+				t.Fatalf("open with a crash writing %s: %v", c.file, err)
+			}
+			s := openTest(t, dir, key)
+			if _, _, err := s.AuditHead(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, c.file+".tmp")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("temporary file left: %v", err)
+			}
+		})
+	}
+}
