@@ -49,7 +49,9 @@ func keygenAll(t testing.TB, net *MemNetwork, c Committee, first int) map[Member
 		sh, err := NewEngine(net.Endpoint(id), testConfig()).Keygen(context.Background(),
 			KeygenRequest{Session: sid, Committee: c, PreParams: fixture(t, first+i)})
 		if err == nil {
+			runMu.Lock()
 			shares[id] = sh
+			runMu.Unlock()
 		}
 		return err
 	})
