@@ -84,8 +84,9 @@ type ParsedRequest struct {
 // ParseSignRequest decodes body strictly (unknown fields, trailing data,
 // bad hex all refused) and checks it: a known kind, a positive chain id,
 // a payload that decodes for that chain, an idempotency key, an expiry in
-// the future and no more than MaxExpiry ahead of now, and a path of at most
-// MaxPathDepth non-hardened indices.
+// the future and no more than MaxExpiry ahead of now, a path of at most
+// MaxPathDepth non-hardened indices, and a grant, if any, that is a JSON
+// object (the node checks the grant itself against its policy).
 func ParseSignRequest(body []byte, now time.Time) (*ParsedRequest, error) {
 	if len(body) > MaxSignRequestBody {
 		return nil, fmt.Errorf("%w: body of %d bytes exceeds %d", ErrBadRequest, len(body), MaxSignRequestBody)
@@ -118,6 +119,11 @@ func ParseSignRequest(body []byte, now time.Time) (*ParsedRequest, error) {
 		return nil, fmt.Errorf("%w: expiry %s has passed", ErrBadRequest, r.Expiry.UTC().Format(time.RFC3339))
 	case r.Expiry.Sub(now) > MaxExpiry:
 		return nil, fmt.Errorf("%w: expiry %s is more than %s ahead", ErrBadRequest, r.Expiry.UTC().Format(time.RFC3339), MaxExpiry)
+	}
+	if len(r.Grant) > 0 && r.Grant[0] != '{' {
+		// null included: a grant is either absent or an object, so a node
+		// never mistakes "grant":null for a grant to check.
+		return nil, fmt.Errorf("%w: grant must be a JSON object (a guardian-signed session grant) or absent", ErrBadRequest)
 	}
 	raw, kind, err := payloadBytes(r.Kind, r.Payload)
 	if err != nil {

@@ -40,7 +40,7 @@ func body(fields map[string]string) string {
 		base[k] = v
 	}
 	var parts []string
-	for _, k := range []string{"key", "path", "from", "chain_id", "kind", "payload", "idempotency_key", "expiry", "extra"} {
+	for _, k := range []string{"key", "path", "from", "chain_id", "kind", "payload", "idempotency_key", "expiry", "grant", "extra"} {
 		if v, ok := base[k]; ok && v != "" {
 			parts = append(parts, fmt.Sprintf("%q:%s", k, v))
 		}
@@ -60,6 +60,9 @@ func TestParseSignRequest(t *testing.T) {
 	want := types.LatestSignerForChainID(big.NewInt(1)).Hash(r.Payload.Transaction())
 	if r.Payload.Digest() != want {
 		t.Errorf("digest %x, want go-ethereum's %x", r.Payload.Digest(), want)
+	}
+	if r, err := ParseSignRequest([]byte(body(map[string]string{"payload": `"` + tx + `"`, "grant": `{"grant":{}}`})), now); err != nil || string(r.Grant) != `{"grant":{}}` {
+		t.Fatalf("request with a grant: %v", err)
 	}
 	msg, err := ParseSignRequest([]byte(body(map[string]string{"kind": `"personal_message"`, "payload": `"0x68656c6c6f"`})), now)
 	if err != nil || string(msg.Payload.Message()) != "hello" {
@@ -85,6 +88,8 @@ func TestParseSignRequest(t *testing.T) {
 		"typed not object":  {map[string]string{"kind": `"typed_data"`, "payload": `"0x00"`}, "JSON object"},
 		"garbage tx":        {map[string]string{"payload": `"0x02c0ff"`}, "payload"},
 		"signed-tx trailer": {map[string]string{"payload": `"` + tx + `00"`}, "payload"},
+		"null grant":        {map[string]string{"payload": `"` + tx + `"`, "grant": `null`}, "grant must be a JSON object"},
+		"string grant":      {map[string]string{"payload": `"` + tx + `"`, "grant": `"g-1"`}, "grant must be a JSON object"},
 	}
 	for name, c := range bad {
 		_, err := ParseSignRequest([]byte(body(c.fields)), now)
