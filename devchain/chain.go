@@ -90,7 +90,8 @@ func Start(cfg Config) (*Chain, error) {
 		return nil, err
 	}
 	if err := stack.Start(); err != nil {
-		// A failed Start has closed the node already.
+		// A failed Start has closed the node already; what eth.New started
+		// keeps running, as the service was never started (see checkPortFree).
 		return nil, fmt.Errorf("devchain: start node: %w", err)
 	}
 	if err := c.waitIndexed(); err != nil {
