@@ -58,13 +58,16 @@ type MemberID string
 // AgentID names an agent in the policy's agent registry.
 type AgentID string
 
-// maxName bounds the names of agents and requests.
-const maxName = 128
+// Bounds on the names of agents and requests.
+const (
+	maxAgent   = 64
+	maxRequest = 128
+)
 
-// ParseAgentID checks an agent name: 1 to 128 characters of letters,
+// ParseAgentID checks an agent name: 1 to 64 characters of letters,
 // digits, '.', '_' and '-', starting with a letter or digit.
 func ParseAgentID(s string) (AgentID, error) {
-	if err := checkName(s); err != nil {
+	if err := checkName(s, maxAgent); err != nil {
 		return "", fmt.Errorf("%w: agent id %q: %v", ErrInvalid, s, err)
 	}
 	return AgentID(s), nil
@@ -87,18 +90,18 @@ func NewRequestID() RequestID {
 // ParseRequestID checks a request id: 1 to 128 characters of letters,
 // digits, ':', '.', '_' and '-'.
 func ParseRequestID(s string) (RequestID, error) {
-	if err := checkName(strings.ReplaceAll(s, ":", "-")); err != nil {
+	if err := checkName(strings.ReplaceAll(s, ":", "-"), maxRequest); err != nil {
 		return "", fmt.Errorf("%w: request id %q: %v", ErrInvalid, s, err)
 	}
 	return RequestID(s), nil
 }
 
-func checkName(s string) error {
+func checkName(s string, maxLen int) error {
 	if s == "" {
 		return errors.New("empty")
 	}
-	if len(s) > maxName {
-		return fmt.Errorf("longer than %d characters", maxName)
+	if len(s) > maxLen {
+		return fmt.Errorf("longer than %d characters", maxLen)
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]

@@ -97,7 +97,7 @@ func TestNames(t *testing.T) {
 			t.Errorf("ParseAgentID(%q): %v", s, err)
 		}
 	}
-	for _, s := range []string{"", "-bot", "bot 1", "bot\n", "bot/..", strings.Repeat("a", 129), "agent:bot"} {
+	for _, s := range []string{"", "-bot", "bot 1", "bot\n", "bot/..", strings.Repeat("a", 65), "agent:bot"} {
 		if _, err := ParseAgentID(s); !errors.Is(err, ErrInvalid) {
 			t.Errorf("ParseAgentID(%q) = %v, want ErrInvalid", s, err)
 		}

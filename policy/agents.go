@@ -5,9 +5,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/custos-wallet/custos/ids"
 )
 
 // Errors about agent credentials.
@@ -16,18 +17,16 @@ var (
 	ErrAgentSignature = errors.New("policy: agent signature does not verify")
 )
 
-// agentIDPattern is what an agent id in the registry may look like: it is
-// part of freeze targets (agent:<id>) and ledger keys, and is read by people.
-var agentIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-
 // compileAgents reads the agent registry: agent id to Ed25519 credential
 // public key, as 0x-prefixed hex.
 func (p *Policy) compileAgents(d *Document) error {
-	byKey := map[string]AgentID{}
+	byKey := map[string]ids.AgentID{}
 	for _, name := range sortedKeys(d.Agents) {
-		id := AgentID(name)
-		if !agentIDPattern.MatchString(name) {
-			return fmt.Errorf("agent %q: ids are 1 to 64 letters, digits, '.', '_' or '-'", name)
+		// An agent id is part of freeze targets (agent:<id>) and ledger
+		// keys, and is read by people: ids.ParseAgentID bounds it.
+		id, err := ids.ParseAgentID(name)
+		if err != nil {
+			return fmt.Errorf("agent %q: ids are 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
 		}
 		s := d.Agents[name]
 		b, err := hex.DecodeString(strings.TrimPrefix(s, "0x"))
@@ -45,8 +44,8 @@ func (p *Policy) compileAgents(d *Document) error {
 }
 
 // Agents returns the ids in the agent registry, sorted.
-func (p *Policy) Agents() []AgentID {
-	out := make([]AgentID, 0, len(p.agents))
+func (p *Policy) Agents() []ids.AgentID {
+	out := make([]ids.AgentID, 0, len(p.agents))
 	for id := range p.agents {
 		out = append(out, id)
 	}
@@ -56,7 +55,7 @@ func (p *Policy) Agents() []AgentID {
 
 // AgentKey returns the Ed25519 credential public key the registry holds for
 // id: the key a node verifies the agent's request signature with.
-func (p *Policy) AgentKey(id AgentID) (ed25519.PublicKey, bool) {
+func (p *Policy) AgentKey(id ids.AgentID) (ed25519.PublicKey, bool) {
 	k, ok := p.agents[id]
 	if !ok {
 		return nil, false
@@ -66,7 +65,7 @@ func (p *Policy) AgentKey(id AgentID) (ed25519.PublicKey, bool) {
 
 // VerifyAgent checks that sig is agent id's Ed25519 signature of msg under
 // the key the registry holds for it.
-func (p *Policy) VerifyAgent(id AgentID, msg, sig []byte) error {
+func (p *Policy) VerifyAgent(id ids.AgentID, msg, sig []byte) error {
 	k, ok := p.agents[id]
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrUnknownAgent, id)
@@ -80,7 +79,7 @@ func (p *Policy) VerifyAgent(id AgentID, msg, sig []byte) error {
 // checkAgent returns why a request by id is refused before any rule: a
 // policy with an agent registry serves only the agents it names. A policy
 // without one names no agents, and leaves identifying them to the node.
-func (p *Policy) checkAgent(id AgentID) string {
+func (p *Policy) checkAgent(id ids.AgentID) string {
 	if len(p.agents) == 0 {
 		return ""
 	}

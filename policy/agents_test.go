@@ -4,6 +4,8 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"testing"
+
+	"github.com/custos-wallet/custos/ids"
 )
 
 // TestAgentCredentials checks the registry's lookup and verification: a
@@ -38,7 +40,7 @@ rules: []
 		t.Fatal(err)
 	}
 	for name, c := range map[string]struct {
-		id  AgentID
+		id  ids.AgentID
 		sig []byte
 		err error
 	}{

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/signer/core/apitypes"
 )
@@ -23,7 +24,7 @@ var (
 // that will be signed, the chain, the key and an expiry, so it can approve
 // nothing else. Nodes use each approval once (their stores remember it).
 type Approval struct {
-	RequestID RequestID
+	RequestID ids.RequestID
 	Digest    common.Hash
 	ChainID   *big.Int
 	Key       common.Address
@@ -43,7 +44,7 @@ func (a Approval) TypedData(wallet common.Hash) apitypes.TypedData {
 
 // Denial is a guardian's refusal of a signing request, which ends it.
 type Denial struct {
-	RequestID RequestID
+	RequestID ids.RequestID
 	Digest    common.Hash
 	Reason    string
 	Issued    time.Time
@@ -81,7 +82,7 @@ func bigOrZero(b *big.Int) *big.Int {
 // ApprovalTarget is what a set of approvals must approve: the request as
 // the verifying node itself computed it.
 type ApprovalTarget struct {
-	RequestID RequestID
+	RequestID ids.RequestID
 	Digest    common.Hash
 	ChainID   *big.Int
 	Key       common.Address
@@ -155,7 +156,7 @@ type ReshareAuthorization struct {
 }
 
 // CommitteeEntry is the form of one committee member in an authorisation.
-func CommitteeEntry(member string, role Role) string { return member + ":" + string(role) }
+func CommitteeEntry(member string, role ids.Role) string { return member + ":" + string(role) }
 
 // TypedData is what each guardian signs for the wallet wallet.
 func (r ReshareAuthorization) TypedData(wallet common.Hash) apitypes.TypedData {

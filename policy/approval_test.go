@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 )
@@ -109,8 +110,8 @@ func TestVerifyReshare(t *testing.T) {
 	want := ReshareAuthorization{
 		Key:        common.HexToAddress("0xabc"),
 		Generation: 0,
-		OldMembers: []string{CommitteeEntry("agent-1", RoleAgent), CommitteeEntry("guardian-1", RoleGuardian), CommitteeEntry("policy-1", RolePolicy)}, OldThreshold: 1,
-		NewMembers: []string{CommitteeEntry("agent-2", RoleAgent), CommitteeEntry("guardian-1", RoleGuardian), CommitteeEntry("policy-1", RolePolicy)}, NewThreshold: 1,
+		OldMembers: []string{CommitteeEntry("agent-1", ids.RoleAgent), CommitteeEntry("guardian-1", ids.RoleGuardian), CommitteeEntry("policy-1", ids.RolePolicy)}, OldThreshold: 1,
+		NewMembers: []string{CommitteeEntry("agent-2", ids.RoleAgent), CommitteeEntry("guardian-1", ids.RoleGuardian), CommitteeEntry("policy-1", ids.RolePolicy)}, NewThreshold: 1,
 		Expiry: now.Add(time.Hour),
 	}
 	sign := func(a ReshareAuthorization, who ...string) SignedReshare {
@@ -136,7 +137,7 @@ func TestVerifyReshare(t *testing.T) {
 	// A coordinator that asks the old members to deal to a committee of its
 	// choosing, under an authorisation for another, is refused.
 	evil := want
-	evil.NewMembers = []string{CommitteeEntry("agent-evil", RoleAgent), CommitteeEntry("guardian-1", RoleGuardian), CommitteeEntry("policy-evil", RolePolicy)}
+	evil.NewMembers = []string{CommitteeEntry("agent-evil", ids.RoleAgent), CommitteeEntry("guardian-1", ids.RoleGuardian), CommitteeEntry("policy-evil", ids.RolePolicy)}
 	if err := p.VerifyReshare(evil, sign(want, "alice", "bob"), now); !errors.Is(err, ErrAuthorization) || !strings.Contains(err.Error(), "new committee") {
 		t.Errorf("other new committee: %v", err)
 	}

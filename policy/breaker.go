@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/common"
 )
 
@@ -96,14 +97,14 @@ type breakerState struct {
 }
 
 type breaker struct {
-	agents map[AgentID]*breakerState
+	agents map[ids.AgentID]*breakerState
 }
 
-func (b *breaker) state(a AgentID, now time.Time) *breakerState {
+func (b *breaker) state(a ids.AgentID, now time.Time) *breakerState {
 	s, ok := b.agents[a]
 	if !ok {
 		if len(b.agents) >= maxBreakerAgents {
-			var oldest AgentID
+			var oldest ids.AgentID
 			first := true
 			for id, st := range b.agents {
 				if first || st.last.Before(b.agents[oldest].last) || (st.last.Equal(b.agents[oldest].last) && id < oldest) {
@@ -156,7 +157,7 @@ func hit(times []time.Time, r *rateCfg, now time.Time) ([]time.Time, bool) {
 }
 
 // onRequest counts a request; it returns a reason when the rate trips.
-func (b *breaker) onRequest(c breakerConfig, a AgentID, now time.Time) string {
+func (b *breaker) onRequest(c breakerConfig, a ids.AgentID, now time.Time) string {
 	if c.requests == nil {
 		return ""
 	}
@@ -169,7 +170,7 @@ func (b *breaker) onRequest(c breakerConfig, a AgentID, now time.Time) string {
 }
 
 // onDenial counts a denial; it returns a reason when repeated denials trip.
-func (b *breaker) onDenial(c breakerConfig, a AgentID, now time.Time) string {
+func (b *breaker) onDenial(c breakerConfig, a ids.AgentID, now time.Time) string {
 	if c.denials == nil {
 		return ""
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/custos-wallet/custos/chain"
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/common"
 )
 
@@ -23,7 +24,7 @@ type Policy struct {
 	guardians map[common.Address]string
 	tiers     []*TierSpec
 	tierByKey map[string]*TierSpec
-	agents    map[AgentID]ed25519.PublicKey
+	agents    map[ids.AgentID]ed25519.PublicKey
 	tokens    map[string]*tokenInfo
 	tokenAddr map[common.Address]*tokenInfo
 	lists     map[string]map[common.Address]struct{}
@@ -115,7 +116,7 @@ func Compile(d *Document) (*Policy, error) {
 		hash:      d.Hash(),
 		guardians: map[common.Address]string{},
 		tierByKey: map[string]*TierSpec{},
-		agents:    map[AgentID]ed25519.PublicKey{},
+		agents:    map[ids.AgentID]ed25519.PublicKey{},
 		tokens:    map[string]*tokenInfo{},
 		tokenAddr: map[common.Address]*tokenInfo{},
 		lists:     map[string]map[common.Address]struct{}{},
@@ -156,8 +157,8 @@ func Compile(d *Document) (*Policy, error) {
 			return nil, fmt.Errorf("policy: compile: tier %d: missing or duplicate name %q", i, t.Name)
 		}
 		for _, s := range t.Signers {
-			switch r := Role(s); r {
-			case RoleAgent, RolePolicy, RoleGuardian:
+			switch r := ids.Role(s); r {
+			case ids.RoleAgent, ids.RolePolicy, ids.RoleGuardian:
 				ts.Roles = append(ts.Roles, r)
 			default:
 				return nil, fmt.Errorf("policy: compile: tier %s: unknown role %q", t.Name, s)
@@ -166,7 +167,7 @@ func Compile(d *Document) (*Policy, error) {
 		if t.Approvals < 0 || t.Approvals > len(p.guardians) {
 			return nil, fmt.Errorf("policy: compile: tier %s: %d approvals of %d guardians", t.Name, t.Approvals, len(p.guardians))
 		}
-		if t.Approvals > 0 && !hasRole(ts.Roles, RoleGuardian) {
+		if t.Approvals > 0 && !hasRole(ts.Roles, ids.RoleGuardian) {
 			return nil, fmt.Errorf("policy: compile: tier %s: approvals without the guardian role", t.Name)
 		}
 		if t.Delay != "" {
@@ -321,7 +322,7 @@ func isHash(s string) bool {
 	return err == nil && len(b) == 32 && strings.HasPrefix(s, "0x")
 }
 
-func hasRole(rs []Role, r Role) bool {
+func hasRole(rs []ids.Role, r ids.Role) bool {
 	for _, x := range rs {
 		if x == r {
 			return true
@@ -504,12 +505,12 @@ func (p *Policy) compileRule(rd *RuleDoc) (*rule, error) {
 		})
 	}
 	if len(w.Agent) > 0 {
-		set := map[AgentID]bool{}
+		set := map[ids.AgentID]bool{}
 		for _, a := range w.Agent {
-			if _, ok := p.agents[AgentID(a)]; len(p.agents) > 0 && !ok {
+			if _, ok := p.agents[ids.AgentID(a)]; len(p.agents) > 0 && !ok {
 				return nil, fmt.Errorf("agent: %s is not in the agent registry", a)
 			}
-			set[AgentID(a)] = true
+			set[ids.AgentID(a)] = true
 		}
 		add("agent", func(c *evalCtx) (bool, string) {
 			if set[c.req.Agent] {

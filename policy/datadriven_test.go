@@ -14,6 +14,7 @@ import (
 
 	"github.com/cockroachdb/datadriven"
 	"github.com/custos-wallet/custos/chain"
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
@@ -222,8 +223,8 @@ func (e *ddEnv) request(td *datadriven.TestData) (*Request, error) {
 	e.seq++
 	chainID, _ := new(big.Int).SetString(arg(td, "chain", "1"), 10)
 	req := &Request{
-		ID:      RequestID(arg(td, "id", fmt.Sprintf("req-%d", e.seq))),
-		Agent:   AgentID(arg(td, "agent", "bot")),
+		ID:      ids.RequestID(arg(td, "id", fmt.Sprintf("req-%d", e.seq))),
+		Agent:   ids.AgentID(arg(td, "agent", "bot")),
 		Key:     addr(arg(td, "key", "hot")),
 		ChainID: chainID,
 		Time:    e.offset(arg(td, "at", "")),
@@ -342,7 +343,7 @@ func (e *ddEnv) run(t *testing.T, td *datadriven.TestData) (out string) {
 		if td.Cmd == "release" {
 			f = e.eng.Release
 		}
-		if err := f(t.Context(), RequestID(arg(td, "id", ""))); err != nil {
+		if err := f(t.Context(), ids.RequestID(arg(td, "id", ""))); err != nil {
 			return err.Error() + "\n"
 		}
 		return "ok\n"
@@ -352,8 +353,8 @@ func (e *ddEnv) run(t *testing.T, td *datadriven.TestData) (out string) {
 		if a := arg(td, "asset", "native"); a != "native" {
 			asset = TokenAsset(addr(a))
 		}
-		b := BudgetBucket(arg(td, "rule", ""), AgentID(arg(td, "agent", "bot")), addr(arg(td, "key", "hot")), asset)
-		id := RequestID(fmt.Sprintf("seed-%d", e.seq))
+		b := BudgetBucket(arg(td, "rule", ""), ids.AgentID(arg(td, "agent", "bot")), addr(arg(td, "key", "hot")), asset)
+		id := ids.RequestID(fmt.Sprintf("seed-%d", e.seq))
 		cnt, _ := strconv.ParseUint(arg(td, "count", "1"), 10, 64)
 		if err := e.ledger.Reserve(t.Context(), Reservation{ID: id, Time: e.offset(arg(td, "at", "")), Entries: []Entry{{Bucket: b, Amount: amount(arg(td, "amount", "0")), Count: cnt}}}); err != nil {
 			return err.Error() + "\n"
@@ -368,11 +369,11 @@ func (e *ddEnv) run(t *testing.T, td *datadriven.TestData) (out string) {
 			asset = TokenAsset(addr(a))
 		}
 		w, _ := time.ParseDuration(arg(td, "window", "24h"))
-		u, _ := e.ledger.Usage(t.Context(), BudgetBucket(arg(td, "rule", ""), AgentID(arg(td, "agent", "bot")), addr(arg(td, "key", "hot")), asset), w, e.now)
+		u, _ := e.ledger.Usage(t.Context(), BudgetBucket(arg(td, "rule", ""), ids.AgentID(arg(td, "agent", "bot")), addr(arg(td, "key", "hot")), asset), w, e.now)
 		return fmt.Sprintf("amount %s count %d\n", u.Amount, u.Count)
 	case "grant":
 		g := Grant{
-			ID: arg(td, "id", "g1"), Agent: AgentID(arg(td, "agent", "bot")), Key: addr(arg(td, "key", "hot")),
+			ID: arg(td, "id", "g1"), Agent: ids.AgentID(arg(td, "agent", "bot")), Key: addr(arg(td, "key", "hot")),
 			NotBefore: e.offset(arg(td, "nbf", "-1h")), Expiry: e.offset(arg(td, "exp", "+1h")),
 			ValuePerTx: amount(arg(td, "value-tx", "0")), ValueTotal: amount(arg(td, "value-total", "0")),
 			AmountPerTx: amount(arg(td, "amount-tx", "0")), AmountTotal: amount(arg(td, "amount-total", "0")),

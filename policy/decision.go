@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/common"
 )
 
@@ -31,23 +32,13 @@ func (v Verdict) String() string {
 	return fmt.Sprintf("verdict(%d)", uint8(v))
 }
 
-// Role is a kind of committee member.
-type Role string
-
-// Roles that tiers name.
-const (
-	RoleAgent    Role = "agent"
-	RolePolicy   Role = "policy"
-	RoleGuardian Role = "guardian"
-)
-
 // TierSpec is what a quorum must satisfy to sign in a tier.
 type TierSpec struct {
 	Name string
 	// Rank orders tiers: 0 is the least demanding.
 	Rank int
 	// Roles that must each be represented in the quorum.
-	Roles []Role
+	Roles []ids.Role
 	// Approvals is the number of distinct guardian approvals needed.
 	Approvals int
 	// Delay between approval and signing.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/custos-wallet/custos/chain"
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/signer/core/apitypes"
@@ -101,7 +102,7 @@ func NewEngine(p *Policy, l Ledger) *Engine {
 		freezeLog:     map[common.Hash]FreezeLogEntry{},
 		usedUnfreezes: map[common.Hash]time.Time{},
 		revoked:       map[string]Revocation{},
-		breaker:       breaker{agents: map[AgentID]*breakerState{}},
+		breaker:       breaker{agents: map[ids.AgentID]*breakerState{}},
 	}
 }
 
@@ -435,13 +436,15 @@ func (e *Engine) confirm(p *Policy, req *Request) (Decision, bool) {
 }
 
 // Commit records that the signature for a reserved request was produced.
-func (e *Engine) Commit(ctx context.Context, id RequestID) error { return e.ledger.Commit(ctx, id) }
+func (e *Engine) Commit(ctx context.Context, id ids.RequestID) error { return e.ledger.Commit(ctx, id) }
 
 // Release returns the budget of a request whose signing session failed.
 // Call it only when this node never sent its last-round share: once it has,
 // the others may complete the signature without it, and the reservation
 // must stay (and be committed).
-func (e *Engine) Release(ctx context.Context, id RequestID) error { return e.ledger.Release(ctx, id) }
+func (e *Engine) Release(ctx context.Context, id ids.RequestID) error {
+	return e.ledger.Release(ctx, id)
+}
 
 // Prune forgets what can no longer matter at now, the node's own clock:
 // ledger records older than MaxWindow (no budget window or grant reaches

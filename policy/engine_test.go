@@ -10,17 +10,18 @@ import (
 	"time"
 
 	"github.com/custos-wallet/custos/chain"
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 )
 
-func payment(t *testing.T, id string, agent AgentID, to common.Address, value int64) *Request {
+func payment(t *testing.T, id string, agent ids.AgentID, to common.Address, value int64) *Request {
 	t.Helper()
 	tx, err := chain.DescribeTransaction(types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(1), To: &to, Value: big.NewInt(value), Gas: 21000, GasFeeCap: big.NewInt(1), GasTipCap: big.NewInt(1)}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Request{ID: RequestID(id), Agent: agent, Key: aliases["hot"], ChainID: big.NewInt(1), Kind: KindTransaction, Tx: tx, Time: t0}
+	return &Request{ID: ids.RequestID(id), Agent: agent, Key: aliases["hot"], ChainID: big.NewInt(1), Kind: KindTransaction, Tx: tx, Time: t0}
 }
 
 // TestSeqCountsOnlySnapshotChanges checks that the state sequence number
@@ -159,7 +160,7 @@ func TestBreakerMemoryBounded(t *testing.T) {
 		}
 	}
 	for i := 0; i < maxBreakerAgents+100; i++ {
-		req := payment(t, fmt.Sprint("a", i), AgentID(fmt.Sprint("agent-", i)), aliases["vendor1"], 1)
+		req := payment(t, fmt.Sprint("a", i), ids.AgentID(fmt.Sprint("agent-", i)), aliases["vendor1"], 1)
 		req.Time = t0.Add(time.Duration(i) * time.Millisecond)
 		e.Authorize(t.Context(), req)
 	}

@@ -6,6 +6,7 @@ import (
 	"math/big"
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/signer/core/apitypes"
@@ -16,7 +17,7 @@ import (
 // the rules must still allow it (typically with a `grant: true` rule).
 type Grant struct {
 	ID        string
-	Agent     AgentID
+	Agent     ids.AgentID
 	Key       common.Address
 	NotBefore time.Time
 	Expiry    time.Time

@@ -7,6 +7,7 @@ import (
 	"math/big"
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/crypto"
@@ -337,7 +338,7 @@ type Target string
 const TargetAll Target = "all"
 
 // AgentTarget is the freeze target of every key an agent uses.
-func AgentTarget(a AgentID) Target { return Target("agent:" + string(a)) }
+func AgentTarget(a ids.AgentID) Target { return Target("agent:" + string(a)) }
 
 // KeyTarget is the freeze target of one key.
 func KeyTarget(k common.Address) Target { return Target("key:" + k.Hex()) }

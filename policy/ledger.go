@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/common"
 )
 
@@ -55,7 +56,7 @@ var keyEscaper = strings.NewReplacer("%", "%25", "/", "%2F")
 
 // BudgetBucket names the bucket of a rule's budget for one agent, key and
 // asset.
-func BudgetBucket(rule string, agent AgentID, key common.Address, asset Asset) Bucket {
+func BudgetBucket(rule string, agent ids.AgentID, key common.Address, asset Asset) Bucket {
 	return Bucket("rule/" + escapeKey(rule) + "/agent/" + escapeKey(string(agent)) + "/key/" + key.Hex() + "/asset/" + escapeKey(string(asset)))
 }
 
@@ -81,7 +82,7 @@ type Entry struct {
 // Reservation is the budget a request holds from approval until its
 // signature is produced (Commit) or its session fails (Release).
 type Reservation struct {
-	ID      RequestID
+	ID      ids.RequestID
 	Time    time.Time
 	Entries []Entry
 }
@@ -121,7 +122,7 @@ const (
 // Record is one stored ledger row; a persistent ledger stores these keyed by
 // request id and bucket, and reloads them on restart.
 type Record struct {
-	ID     RequestID
+	ID     ids.RequestID
 	Bucket Bucket
 	Amount *big.Int
 	Count  uint64
@@ -144,11 +145,11 @@ type Ledger interface {
 	Reserve(ctx context.Context, r Reservation) error
 	// Commit marks a reservation as spent; committing twice is not an
 	// error. It fails with ErrUnknownRequest.
-	Commit(ctx context.Context, id RequestID) error
+	Commit(ctx context.Context, id ids.RequestID) error
 	// Release drops a reservation whose signing failed; its id may be
 	// reserved again. It fails with ErrUnknownRequest, or ErrCommitted
 	// (the signature exists, so the budget stays spent).
-	Release(ctx context.Context, id RequestID) error
+	Release(ctx context.Context, id ids.RequestID) error
 	// Usage sums reserved and committed records of bucket with times at
 	// or after now-window (records dated after now count too: a
 	// reservation must not escape a window by its date); a zero window
@@ -166,13 +167,13 @@ type MemLedger struct {
 	mu sync.Mutex
 	// guarded by mu
 	buckets map[Bucket][]*Record
-	byID    map[RequestID][]*Record
+	byID    map[ids.RequestID][]*Record
 }
 
 // NewMemLedger returns a ledger holding records (for example, reloaded
 // after a restart).
 func NewMemLedger(records ...Record) *MemLedger {
-	l := &MemLedger{buckets: map[Bucket][]*Record{}, byID: map[RequestID][]*Record{}}
+	l := &MemLedger{buckets: map[Bucket][]*Record{}, byID: map[ids.RequestID][]*Record{}}
 	for i := range records {
 		r := records[i]
 		r.Amount = new(big.Int).Set(r.Amount)
@@ -229,7 +230,7 @@ func (l *MemLedger) Reserve(ctx context.Context, r Reservation) error {
 }
 
 // Commit implements Ledger.
-func (l *MemLedger) Commit(ctx context.Context, id RequestID) error {
+func (l *MemLedger) Commit(ctx context.Context, id ids.RequestID) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("policy: commit %s: %w", id, err)
 	}
@@ -247,7 +248,7 @@ func (l *MemLedger) Commit(ctx context.Context, id RequestID) error {
 
 // Release implements Ledger. Releasing a committed request is refused: the
 // signature exists.
-func (l *MemLedger) Release(ctx context.Context, id RequestID) error {
+func (l *MemLedger) Release(ctx context.Context, id ids.RequestID) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("policy: release %s: %w", id, err)
 	}
@@ -266,7 +267,7 @@ func (l *MemLedger) Release(ctx context.Context, id RequestID) error {
 	return nil
 }
 
-func (l *MemLedger) dropLocked(id RequestID, recs []*Record) {
+func (l *MemLedger) dropLocked(id ids.RequestID, recs []*Record) {
 	for _, r := range recs {
 		b := l.buckets[r.Bucket]
 		for i, x := range b {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/custos-wallet/custos/chain"
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
@@ -104,7 +105,7 @@ func TestConcurrentReservationsNeverExceedBudget(t *testing.T) {
 			go func(w int) {
 				defer wg.Done()
 				for i, a := range amounts[w] {
-					id := RequestID(fmt.Sprintf("s%d-w%d-%d", seed, w, i))
+					id := ids.RequestID(fmt.Sprintf("s%d-w%d-%d", seed, w, i))
 					err := l.Reserve(t.Context(), Reservation{ID: id, Time: now, Entries: []Entry{{
 						Bucket: "b", Amount: big.NewInt(a), Count: 1, Window: time.Hour, LimitAmount: capAmt, LimitCount: capCount,
 					}}})
@@ -174,7 +175,7 @@ rules:
 			for i := 0; i < 20; i++ {
 				v := new(big.Int).Mul(big.NewInt(rng.Int63n(200)+1), big.NewInt(1e15)) // up to 0.2 ether
 				tx, _ := chain.DescribeTransaction(types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(1), To: &to, Value: v, Gas: 21000, GasFeeCap: big.NewInt(1), GasTipCap: big.NewInt(1)}))
-				dec := e.Authorize(t.Context(), &Request{ID: RequestID(fmt.Sprintf("w%d-%d", w, i)), Agent: "bot", Key: aliases["hot"], ChainID: big.NewInt(1), Kind: KindTransaction, Tx: tx, Time: t0})
+				dec := e.Authorize(t.Context(), &Request{ID: ids.RequestID(fmt.Sprintf("w%d-%d", w, i)), Agent: "bot", Key: aliases["hot"], ChainID: big.NewInt(1), Kind: KindTransaction, Tx: tx, Time: t0})
 				if dec.Allowed() {
 					mu.Lock()
 					granted.Add(granted, v)
@@ -269,7 +270,7 @@ rules:
 	}
 	l := NewMemLedger()
 	for i := 0; i < 20; i++ { // some history in the budget's bucket
-		_ = l.Reserve(context.Background(), Reservation{ID: RequestID(fmt.Sprint("h", i)), Time: t0.Add(-time.Duration(i) * time.Hour), Entries: []Entry{{
+		_ = l.Reserve(context.Background(), Reservation{ID: ids.RequestID(fmt.Sprint("h", i)), Time: t0.Add(-time.Duration(i) * time.Hour), Entries: []Entry{{
 			Bucket: BudgetBucket("small-payments", "bot", aliases["hot"], AssetNative), Amount: big.NewInt(1e15), Count: 1}}})
 	}
 	to := aliases["vendor1"]

@@ -6,15 +6,10 @@ import (
 	"time"
 
 	"github.com/custos-wallet/custos/chain"
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 )
-
-// RequestID identifies a signing request; budget reservations are keyed by it.
-type RequestID string
-
-// AgentID identifies an agent.
-type AgentID string
 
 // Kind is the kind of payload a request asks to sign.
 type Kind uint8
@@ -55,8 +50,8 @@ func parseKind(s string) (Kind, error) {
 // chain, to sign what (already decoded by package chain), under which
 // grant, and when.
 type Request struct {
-	ID      RequestID
-	Agent   AgentID
+	ID      ids.RequestID
+	Agent   ids.AgentID
 	Key     common.Address
 	ChainID *big.Int
 	Kind    Kind
@@ -87,7 +82,7 @@ type Request struct {
 
 // NewRequest is the request a node evaluates for payload p, which it parsed
 // itself from the bytes the agent signed.
-func NewRequest(id RequestID, agent AgentID, key common.Address, p *chain.Payload, grant *SignedGrant, now time.Time) *Request {
+func NewRequest(id ids.RequestID, agent ids.AgentID, key common.Address, p *chain.Payload, grant *SignedGrant, now time.Time) *Request {
 	r := &Request{ID: id, Agent: agent, Key: key, Payload: p, Grant: grant, Time: now}
 	r.fillFromPayload()
 	return r

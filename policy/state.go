@@ -5,6 +5,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/common"
 )
 
@@ -32,7 +33,7 @@ type State struct {
 
 // BreakerHistory is what the circuit breaker remembers about one agent.
 type BreakerHistory struct {
-	Agent    AgentID
+	Agent    ids.AgentID
 	Requests []time.Time
 	Denials  []time.Time
 	NewDests []time.Time

@@ -25,7 +25,7 @@ func committee(t int, roles ...ids.Role) tss.Committee {
 func tier(name string, roles ...ids.Role) policy.TierSpec {
 	ts := policy.TierSpec{Name: name}
 	for _, r := range roles {
-		ts.Roles = append(ts.Roles, policy.Role(r))
+		ts.Roles = append(ts.Roles, ids.Role(r))
 	}
 	return ts
 }

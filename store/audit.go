@@ -13,9 +13,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/common"
-
-	"github.com/custos-wallet/custos/policy"
 )
 
 // AuditKind says what an audit entry records.
@@ -40,7 +39,7 @@ type Entry struct {
 	Seq       uint64            `json:"seq"`
 	Time      time.Time         `json:"time"`
 	Kind      AuditKind         `json:"kind"`
-	RequestID policy.RequestID  `json:"request_id,omitempty"`
+	RequestID ids.RequestID     `json:"request_id,omitempty"`
 	Decision  string            `json:"decision,omitempty"`
 	RuleID    string            `json:"rule_id,omitempty"`
 	Fields    map[string]string `json:"fields,omitempty"`
@@ -133,7 +132,7 @@ var (
 
 func auditEntryKey(seq uint64) []byte { return fmt.Appendf(nil, "%s%020d", auditEntryPrefix, seq) }
 
-func auditReqKey(id policy.RequestID, seq uint64) []byte {
+func auditReqKey(id ids.RequestID, seq uint64) []byte {
 	return fmt.Appendf(nil, "%s%s/%020d", auditReqPrefix, id, seq)
 }
 
@@ -309,7 +308,7 @@ func (s *Store) AuditRange(ctx context.Context, from, to uint64) ([]Entry, error
 }
 
 // AuditByRequest returns the entries of one request, in order.
-func (s *Store) AuditByRequest(ctx context.Context, id policy.RequestID) ([]Entry, error) {
+func (s *Store) AuditByRequest(ctx context.Context, id ids.RequestID) ([]Entry, error) {
 	prefix := fmt.Appendf(nil, "%s%s/", auditReqPrefix, id)
 	var out []Entry
 	err := s.view(ctx, func(txn *badgerTxn) error {

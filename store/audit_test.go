@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/common"
-
-	"github.com/custos-wallet/custos/policy"
 )
 
 // appendN appends n entries, request ids req-1..req-n, and returns them.
@@ -23,7 +22,7 @@ func appendN(t *testing.T, s *Store, n int) []Entry {
 	for i := 1; i <= n; i++ {
 		e, err := s.AppendAudit(context.Background(), Entry{
 			Time: t0.Add(time.Duration(i) * time.Second), Kind: AuditDecision,
-			RequestID: policy.RequestID(fmt.Sprintf("req-%d", i)), Decision: "allow", RuleID: "small-payments",
+			RequestID: ids.RequestID(fmt.Sprintf("req-%d", i)), Decision: "allow", RuleID: "small-payments",
 			Fields: map[string]string{"digest": fmt.Sprintf("0x%064x", i), "to": "0x1111"},
 		})
 		if err != nil {
@@ -127,7 +126,7 @@ func TestAuditConcurrentAppends(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range each {
-				if _, err := s.AppendAudit(ctx, Entry{Kind: AuditRequest, RequestID: policy.RequestID(fmt.Sprintf("w%d-%d", w, i))}); err != nil {
+				if _, err := s.AppendAudit(ctx, Entry{Kind: AuditRequest, RequestID: ids.RequestID(fmt.Sprintf("w%d-%d", w, i))}); err != nil {
 					t.Error(err)
 				}
 			}

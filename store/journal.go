@@ -8,14 +8,14 @@ import (
 	"slices"
 	"time"
 
-	"github.com/custos-wallet/custos/policy"
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/tss"
 )
 
 // RequestRecord is one signing (or key) request in the journal: its state
 // and a JSON body that the coordinator or node defines.
 type RequestRecord struct {
-	ID policy.RequestID `json:"id"`
+	ID ids.RequestID `json:"id"`
 	// IdempotencyKey, if set, is unique across requests: a second create
 	// with it returns the first request. The caller scopes it (for
 	// example by agent).
@@ -33,7 +33,7 @@ var (
 	idemPrefix    = []byte("idem/")
 )
 
-func requestKey(id policy.RequestID) []byte {
+func requestKey(id ids.RequestID) []byte {
 	return append(append([]byte(nil), requestPrefix...), id...)
 }
 func idemKey(k string) []byte { return append(append([]byte(nil), idemPrefix...), k...) }
@@ -53,7 +53,7 @@ func (s *Store) CreateRequest(ctx context.Context, r RequestRecord) (rec Request
 	err = s.update(ctx, func(txn *badgerTxn) error {
 		created = false
 		if r.IdempotencyKey != "" {
-			var first policy.RequestID
+			var first ids.RequestID
 			err := s.getJSON(txn, recIdempotency, idemKey(r.IdempotencyKey), &first)
 			if err == nil {
 				return s.getJSON(txn, recRequest, requestKey(first), &rec)
@@ -82,7 +82,7 @@ func (s *Store) CreateRequest(ctx context.Context, r RequestRecord) (rec Request
 }
 
 // Request returns the request id.
-func (s *Store) Request(ctx context.Context, id policy.RequestID) (RequestRecord, error) {
+func (s *Store) Request(ctx context.Context, id ids.RequestID) (RequestRecord, error) {
 	var r RequestRecord
 	err := s.view(ctx, func(txn *badgerTxn) error { return s.getJSON(txn, recRequest, requestKey(id), &r) })
 	if err != nil {
@@ -95,7 +95,7 @@ func (s *Store) Request(ctx context.Context, id policy.RequestID) (RequestRecord
 func (s *Store) RequestByIdempotencyKey(ctx context.Context, key string) (RequestRecord, error) {
 	var r RequestRecord
 	err := s.view(ctx, func(txn *badgerTxn) error {
-		var id policy.RequestID
+		var id ids.RequestID
 		if err := s.getJSON(txn, recIdempotency, idemKey(key), &id); err != nil {
 			return err
 		}
@@ -112,7 +112,7 @@ func (s *Store) RequestByIdempotencyKey(ctx context.Context, key string) (Reques
 // once (on a conflicting concurrent update) and must not have other
 // effects; an error from it aborts the update and is returned. ID,
 // IdempotencyKey and Created cannot change.
-func (s *Store) UpdateRequest(ctx context.Context, id policy.RequestID, change func(*RequestRecord) error) (RequestRecord, error) {
+func (s *Store) UpdateRequest(ctx context.Context, id ids.RequestID, change func(*RequestRecord) error) (RequestRecord, error) {
 	var out RequestRecord
 	err := s.update(ctx, func(txn *badgerTxn) error {
 		var r RequestRecord
@@ -159,16 +159,16 @@ func (s *Store) Requests(ctx context.Context, keep func(RequestRecord) bool) ([]
 
 // SessionRecord is one protocol session in the journal.
 type SessionRecord struct {
-	ID        tss.SessionID    `json:"id"`
-	RequestID policy.RequestID `json:"request_id,omitempty"`
-	Kind      string           `json:"kind"`  // keygen, sign, reshare
-	State     string           `json:"state"` // caller-defined, e.g. proposed, running, done, failed
-	Key       tss.KeyID        `json:"key,omitempty"`
-	Members   []tss.MemberID   `json:"members,omitempty"`
-	Culprits  []tss.MemberID   `json:"culprits,omitempty"`
-	Error     string           `json:"error,omitempty"`
-	Started   time.Time        `json:"started"`
-	Updated   time.Time        `json:"updated"`
+	ID        tss.SessionID  `json:"id"`
+	RequestID ids.RequestID  `json:"request_id,omitempty"`
+	Kind      string         `json:"kind"`  // keygen, sign, reshare
+	State     string         `json:"state"` // caller-defined, e.g. proposed, running, done, failed
+	Key       tss.KeyID      `json:"key,omitempty"`
+	Members   []tss.MemberID `json:"members,omitempty"`
+	Culprits  []tss.MemberID `json:"culprits,omitempty"`
+	Error     string         `json:"error,omitempty"`
+	Started   time.Time      `json:"started"`
+	Updated   time.Time      `json:"updated"`
 }
 
 var (
@@ -180,7 +180,7 @@ func sessionLogKey(id tss.SessionID) []byte {
 	return append(append([]byte(nil), sessionLogPrefix...), id.String()...)
 }
 
-func sessionReqKey(r policy.RequestID, id tss.SessionID) []byte {
+func sessionReqKey(r ids.RequestID, id tss.SessionID) []byte {
 	return fmt.Appendf(nil, "%s%s/%s", sessionReqPrefix, r, id)
 }
 
@@ -230,7 +230,7 @@ func (s *Store) Session(ctx context.Context, id tss.SessionID) (SessionRecord, e
 }
 
 // RequestSessions returns the sessions run for request id, oldest first.
-func (s *Store) RequestSessions(ctx context.Context, id policy.RequestID) ([]SessionRecord, error) {
+func (s *Store) RequestSessions(ctx context.Context, id ids.RequestID) ([]SessionRecord, error) {
 	prefix := fmt.Appendf(nil, "%s%s/", sessionReqPrefix, id)
 	var out []SessionRecord
 	err := s.view(ctx, func(txn *badgerTxn) error {

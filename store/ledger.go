@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/policy"
 )
 
@@ -43,7 +44,7 @@ var (
 	ledgerBucketPrefix = []byte("ledger/b/")
 )
 
-func ledgerReqKey(id policy.RequestID) []byte {
+func ledgerReqKey(id ids.RequestID) []byte {
 	return append(append([]byte(nil), ledgerReqPrefix...), id...)
 }
 
@@ -60,7 +61,7 @@ func ledgerTime(t time.Time) []byte {
 
 // ledgerBucketKey is where entry i of request id lies in its bucket: the
 // index keeps two entries of one request in one bucket apart.
-func ledgerBucketKey(bucket policy.Bucket, t time.Time, id policy.RequestID, i int) []byte {
+func ledgerBucketKey(bucket policy.Bucket, t time.Time, id ids.RequestID, i int) []byte {
 	k := append(ledgerBucketKeyPrefix(bucket), ledgerTime(t)...)
 	return fmt.Appendf(k, "/%s/%d", id, i)
 }
@@ -138,7 +139,7 @@ func (l *Ledger) Reserve(ctx context.Context, r policy.Reservation) error {
 }
 
 // Commit marks a reservation as spent.
-func (l *Ledger) Commit(ctx context.Context, id policy.RequestID) error {
+func (l *Ledger) Commit(ctx context.Context, id ids.RequestID) error {
 	l.s.ledgerMu.Lock()
 	defer l.s.ledgerMu.Unlock()
 	err := l.s.update(ctx, func(txn *badgerTxn) error {
@@ -157,7 +158,7 @@ func (l *Ledger) Commit(ctx context.Context, id policy.RequestID) error {
 
 // Release drops a reservation whose signing failed; releasing a committed
 // one is refused, since its signature exists.
-func (l *Ledger) Release(ctx context.Context, id policy.RequestID) error {
+func (l *Ledger) Release(ctx context.Context, id ids.RequestID) error {
 	l.s.ledgerMu.Lock()
 	defer l.s.ledgerMu.Unlock()
 	err := l.s.update(ctx, func(txn *badgerTxn) error {
@@ -177,7 +178,7 @@ func (l *Ledger) Release(ctx context.Context, id policy.RequestID) error {
 }
 
 // drop deletes a reservation and its bucket records.
-func (l *Ledger) drop(txn *badgerTxn, id policy.RequestID, req ledgerRequest) error {
+func (l *Ledger) drop(txn *badgerTxn, id ids.RequestID, req ledgerRequest) error {
 	for i, e := range req.Entries {
 		if err := txn.Delete(ledgerBucketKey(e.Bucket, req.Time, id, i)); err != nil {
 			return fmt.Errorf("store: delete ledger record: %w", err)
@@ -204,7 +205,7 @@ func (l *Ledger) Prune(ctx context.Context, before time.Time) (int, error) {
 		done := 0
 		err := l.s.update(ctx, func(txn *badgerTxn) error {
 			done = 0
-			var old []policy.RequestID
+			var old []ids.RequestID
 			var reqs []ledgerRequest
 			err := l.s.scan(txn, recLedger, ledgerReqPrefix, func(key, plain []byte) error {
 				var req ledgerRequest
@@ -212,7 +213,7 @@ func (l *Ledger) Prune(ctx context.Context, before time.Time) (int, error) {
 					return err
 				}
 				if req.Time.Before(before) {
-					old = append(old, policy.RequestID(key[len(ledgerReqPrefix):]))
+					old = append(old, ids.RequestID(key[len(ledgerReqPrefix):]))
 					reqs = append(reqs, req)
 					if len(old) == pruneBatch {
 						return errStop
@@ -241,7 +242,7 @@ func (l *Ledger) Prune(ctx context.Context, before time.Time) (int, error) {
 	}
 }
 
-func (l *Ledger) request(txn *badgerTxn, id policy.RequestID) (ledgerRequest, error) {
+func (l *Ledger) request(txn *badgerTxn, id ids.RequestID) (ledgerRequest, error) {
 	var req ledgerRequest
 	err := l.s.getJSON(txn, recLedger, ledgerReqKey(id), &req)
 	if errors.Is(err, ErrNotFound) {
@@ -307,7 +308,7 @@ func (l *Ledger) Records(ctx context.Context) ([]policy.Record, error) {
 			if err := jsonUnmarshal(key, plain, &req); err != nil {
 				return err
 			}
-			id := policy.RequestID(key[len(ledgerReqPrefix):])
+			id := ids.RequestID(key[len(ledgerReqPrefix):])
 			for _, e := range req.Entries {
 				out = append(out, policy.Record{ID: id, Bucket: e.Bucket, Amount: e.Amount, Count: e.Count, Time: req.Time, State: req.State})
 			}

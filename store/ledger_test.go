@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/policy"
 	"github.com/custos-wallet/custos/policy/ledgertest"
 )
@@ -36,7 +37,7 @@ func TestLedgerConformance(t *testing.T) {
 }
 
 func res(id string, at time.Time, entries ...policy.Entry) policy.Reservation {
-	return policy.Reservation{ID: policy.RequestID(id), Time: at, Entries: entries}
+	return policy.Reservation{ID: ids.RequestID(id), Time: at, Entries: entries}
 }
 
 func spend(bucket policy.Bucket, amount int64, limit int64, window time.Duration) policy.Entry {
@@ -94,7 +95,7 @@ func TestLedgerReserveCommitRelease(t *testing.T) {
 	if err := l.Release(ctx, "r2"); err != nil {
 		t.Fatal(err)
 	}
-	for _, op := range []func(context.Context, policy.RequestID) error{l.Commit, l.Release} {
+	for _, op := range []func(context.Context, ids.RequestID) error{l.Commit, l.Release} {
 		if err := op(ctx, "r2"); !errors.Is(err, policy.ErrUnknownRequest) {
 			t.Fatalf("released request: %v", err)
 		}

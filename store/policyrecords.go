@@ -9,6 +9,7 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/policy"
 )
 
@@ -22,8 +23,8 @@ func approvalKey(id common.Hash) []byte {
 }
 
 type consumedApproval struct {
-	RequestID policy.RequestID `json:"request_id"`
-	Consumed  time.Time        `json:"consumed"`
+	RequestID ids.RequestID `json:"request_id"`
+	Consumed  time.Time     `json:"consumed"`
 }
 
 // ConsumeApproval marks the approval id (the EIP-712 hash of what the
@@ -31,7 +32,7 @@ type consumedApproval struct {
 // approval) as used for request, committed and synced before it returns. It
 // fails with an error wrapping ErrApprovalUsed the second time, also after
 // a restart.
-func (s *Store) ConsumeApproval(ctx context.Context, id common.Hash, request policy.RequestID) error {
+func (s *Store) ConsumeApproval(ctx context.Context, id common.Hash, request ids.RequestID) error {
 	key := approvalKey(id)
 	err := s.update(ctx, func(txn *badgerTxn) error {
 		var old consumedApproval

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/policy"
 	"github.com/ethereum/go-ethereum/common"
 )
@@ -89,7 +90,7 @@ func wantUsage(t *testing.T, l policy.Ledger, b policy.Bucket, window time.Durat
 	}
 }
 
-func reserve(t *testing.T, l policy.Ledger, id policy.RequestID, at time.Time, entries ...policy.Entry) {
+func reserve(t *testing.T, l policy.Ledger, id ids.RequestID, at time.Time, entries ...policy.Entry) {
 	t.Helper()
 	if err := l.Reserve(t.Context(), policy.Reservation{ID: id, Time: at, Entries: entries}); err != nil {
 		t.Fatalf("reserve %s: %v", id, err)
@@ -219,7 +220,7 @@ func testWindows(t *testing.T, l policy.Ledger) {
 
 func testCommitRelease(t *testing.T, l policy.Ledger) {
 	a := bucket("a")
-	for _, f := range []func(context.Context, policy.RequestID) error{l.Commit, l.Release} {
+	for _, f := range []func(context.Context, ids.RequestID) error{l.Commit, l.Release} {
 		if err := f(t.Context(), "nobody"); !errors.Is(err, policy.ErrUnknownRequest) {
 			t.Fatalf("unknown request: %v", err)
 		}
@@ -339,7 +340,7 @@ func testBucketsApart(t *testing.T, l policy.Ledger) {
 	g1 := policy.GrantBucket("g/asset/native", policy.AssetNative)
 	g2 := policy.GrantBucket("g", policy.Asset("native/asset/native"))
 	for i, b := range []policy.Bucket{b1, b2, g1, g2} {
-		reserve(t, l, policy.RequestID(fmt.Sprint("r", i)), t0, entry(b, int64(1)<<i))
+		reserve(t, l, ids.RequestID(fmt.Sprint("r", i)), t0, entry(b, int64(1)<<i))
 	}
 	for i, b := range []policy.Bucket{b1, b2, g1, g2} {
 		wantUsage(t, l, b, 0, t0, int64(1)<<i, 1)
@@ -357,7 +358,7 @@ func testConcurrency(t *testing.T, l policy.Ledger) {
 		go func(w int) {
 			defer wg.Done()
 			for i := 0; i < per; i++ {
-				id := policy.RequestID(fmt.Sprintf("w%d-%d", w, i))
+				id := ids.RequestID(fmt.Sprintf("w%d-%d", w, i))
 				e := policy.Entry{Bucket: a, Amount: big.NewInt(int64(7 + (w*per+i)%23)), Count: 1, Window: time.Hour, LimitAmount: limit, LimitCount: count}
 				err := l.Reserve(context.Background(), policy.Reservation{ID: id, Time: t0, Entries: []policy.Entry{e}})
 				if err != nil && !errors.Is(err, policy.ErrBudgetExceeded) {
@@ -420,7 +421,7 @@ func RunPersistent(t *testing.T, open func(t *testing.T, dir string) policy.Ledg
 		l = open(t, dir)
 		wantUsage(t, l, a, time.Hour, t0.Add(time.Minute), 30, 2)
 		wantUsage(t, l, b, 0, t0, 1, 1)
-		for _, id := range []policy.RequestID{"committed", "reserved"} {
+		for _, id := range []ids.RequestID{"committed", "reserved"} {
 			if err := l.Reserve(t.Context(), policy.Reservation{ID: id, Time: t0, Entries: []policy.Entry{entry(a, 1)}}); !errors.Is(err, policy.ErrDuplicateRequest) {
 				t.Errorf("%s reserved again after reopening: %v", id, err)
 			}
