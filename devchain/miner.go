@@ -18,8 +18,11 @@ import (
 var errNotSealed = errors.New("devchain: block not sealed")
 
 // miner is the one goroutine that seals blocks: on demand after transactions
-// arrive (period 0), or every period, and whenever mine is called. It is a
-// node lifecycle, so the node starts it after the chain and stops it first.
+// arrive (period 0), or every period, and whenever mine is called. It is also
+// the only caller of TxPool.Sync (sealing calls it too), which keeps a single
+// waiter: a second concurrent caller leaves the first waiting for ever
+// (go-ethereum v1.17 core/txpool). It is a node lifecycle, so the node starts
+// it after the chain and stops it first.
 type miner struct {
 	beacon *catalyst.SimulatedBeacon
 	eth    *eth.Ethereum
