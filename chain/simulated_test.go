@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/custos-wallet/custos/chain"
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/internal/testfixtures"
 	"github.com/custos-wallet/custos/tss"
 	"github.com/ethereum/go-ethereum/common"
@@ -22,17 +23,17 @@ import (
 // in-process network.
 type thresholdKey struct {
 	net    *tss.MemNetwork
-	shares map[tss.MemberID]*tss.Share
+	shares map[ids.MemberID]*tss.Share
 	addr   common.Address
 }
 
 var engineConfig = tss.Config{IdleTimeout: 30 * time.Second, TickInterval: 50 * time.Millisecond}
 
 // run calls f for every member at once and returns the first error.
-func run(ids []tss.MemberID, f func(i int, id tss.MemberID) error) error {
+func run(memberIDs []ids.MemberID, f func(i int, id ids.MemberID) error) error {
 	var wg sync.WaitGroup
-	errs := make([]error, len(ids))
-	for i, id := range ids {
+	errs := make([]error, len(memberIDs))
+	for i, id := range memberIDs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -46,12 +47,12 @@ func run(ids []tss.MemberID, f func(i int, id tss.MemberID) error) error {
 func newThresholdKey(t *testing.T) *thresholdKey {
 	t.Helper()
 	c := tss.Committee{Members: []tss.Member{
-		{ID: "agent-1", Role: tss.RoleAgent}, {ID: "policy-1", Role: tss.RolePolicy}, {ID: "guardian-1", Role: tss.RoleGuardian},
+		{ID: "agent-1", Role: ids.RoleAgent}, {ID: "policy-1", Role: ids.RolePolicy}, {ID: "guardian-1", Role: ids.RoleGuardian},
 	}, Threshold: 1}
-	k := &thresholdKey{net: tss.NewMemNetwork(), shares: map[tss.MemberID]*tss.Share{}}
-	sid := tss.NewSessionID()
+	k := &thresholdKey{net: tss.NewMemNetwork(), shares: map[ids.MemberID]*tss.Share{}}
+	sid := ids.NewSessionID()
 	var mu sync.Mutex
-	err := run(c.IDs(), func(i int, id tss.MemberID) error {
+	err := run(c.IDs(), func(i int, id ids.MemberID) error {
 		lp, err := testfixtures.PreParams(i)
 		if err != nil {
 			return err
@@ -79,10 +80,10 @@ func newThresholdKey(t *testing.T) *thresholdKey {
 // sign has the agent and policy members sign digest.
 func (k *thresholdKey) sign(t *testing.T, digest [32]byte) tss.Signature {
 	t.Helper()
-	signers := []tss.MemberID{"agent-1", "policy-1"}
-	sid := tss.NewSessionID()
+	signers := []ids.MemberID{"agent-1", "policy-1"}
+	sid := ids.NewSessionID()
 	sigs := make([]tss.Signature, len(signers))
-	err := run(signers, func(i int, id tss.MemberID) error {
+	err := run(signers, func(i int, id ids.MemberID) error {
 		var err error
 		sigs[i], err = tss.NewEngine(k.net.Endpoint(id), engineConfig).Sign(context.Background(),
 			tss.SignRequest{Session: sid, Share: k.shares[id], Signers: signers, Digest: digest})

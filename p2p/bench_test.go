@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/tss"
 )
 
@@ -19,13 +20,13 @@ import (
 
 const benchIdle = 30 * time.Second
 
-func benchSigners(b *testing.B) ([]tss.MemberID, map[tss.MemberID]*tss.Share, *cluster) {
+func benchSigners(b *testing.B) ([]ids.MemberID, map[ids.MemberID]*tss.Share, *cluster) {
 	c, shares := sharedKey(b)
-	ids := c.ids()
-	return []tss.MemberID{ids[0], ids[1]}, shares, c
+	members := c.ids()
+	return []ids.MemberID{members[0], members[1]}, shares, c
 }
 
-func benchSign(b *testing.B, trs func(tss.MemberID) tss.Transport, shares map[tss.MemberID]*tss.Share, signers []tss.MemberID) time.Duration {
+func benchSign(b *testing.B, trs func(ids.MemberID) tss.Transport, shares map[ids.MemberID]*tss.Share, signers []ids.MemberID) time.Duration {
 	start := time.Now()
 	if _, errs := sign(b, trs, shares, signers, benchIdle); len(errs) > 0 {
 		b.Fatal(firstErr(errs))
@@ -33,9 +34,9 @@ func benchSign(b *testing.B, trs func(tss.MemberID) tss.Transport, shares map[ts
 	return time.Since(start)
 }
 
-func memTransports() func(tss.MemberID) tss.Transport {
+func memTransports() func(ids.MemberID) tss.Transport {
 	net := tss.NewMemNetwork()
-	return func(id tss.MemberID) tss.Transport { return net.Endpoint(id) }
+	return func(id ids.MemberID) tss.Transport { return net.Endpoint(id) }
 }
 
 func reportMedian(b *testing.B, name string, ds []time.Duration) float64 {

@@ -15,6 +15,7 @@ import (
 	ethcrypto "github.com/ethereum/go-ethereum/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/internal/testfixtures"
 	"github.com/custos-wallet/custos/tss"
 )
@@ -27,7 +28,7 @@ var shared struct {
 	dir    string
 	c      *cluster
 	key    tss.KeyInfo
-	shares map[tss.MemberID]*tss.Share
+	shares map[ids.MemberID]*tss.Share
 	err    error
 }
 
@@ -42,7 +43,7 @@ func teardownShared() {
 
 // sharedKey returns the shared cluster and the shares of nodes 0, 1 and 2
 // (roles agent, policy, guardian; threshold 1).
-func sharedKey(tb testing.TB) (*cluster, map[tss.MemberID]*tss.Share) {
+func sharedKey(tb testing.TB) (*cluster, map[ids.MemberID]*tss.Share) {
 	tb.Helper()
 	shared.once.Do(func() {
 		shared.dir, shared.err = os.MkdirTemp("", "custos-p2p-test-")
@@ -50,13 +51,13 @@ func sharedKey(tb testing.TB) (*cluster, map[tss.MemberID]*tss.Share) {
 			return
 		}
 		shared.c = newCluster(tb, shared.dir, 5, tcpLoopback, nil)
-		ids := shared.c.ids()
+		memberIDs := shared.c.ids()
 		committee := tss.Committee{Threshold: 1, Members: []tss.Member{
-			{ID: ids[0], Role: tss.RoleAgent}, {ID: ids[1], Role: tss.RolePolicy}, {ID: ids[2], Role: tss.RoleGuardian},
+			{ID: memberIDs[0], Role: ids.RoleAgent}, {ID: memberIDs[1], Role: ids.RolePolicy}, {ID: memberIDs[2], Role: ids.RoleGuardian},
 		}}
-		sid := tss.NewSessionID()
+		sid := ids.NewSessionID()
 		start := time.Now()
-		shares, errs := runMembers(ids[:3], func(i int, id tss.MemberID) (*tss.Share, error) {
+		shares, errs := runMembers(memberIDs[:3], func(i int, id ids.MemberID) (*tss.Share, error) {
 			return engineFor(shared.c.nodes[i].Node, raceSlowdown*60*time.Second).Keygen(context.Background(),
 				tss.KeygenRequest{Session: sid, Committee: committee, PreParams: fixture(tb, i)})
 		})
@@ -65,7 +66,7 @@ func sharedKey(tb testing.TB) (*cluster, map[tss.MemberID]*tss.Share) {
 			return
 		}
 		shared.shares = shares
-		shared.key = shares[ids[0]].Key()
+		shared.key = shares[memberIDs[0]].Key()
 		for _, sh := range shares {
 			if sh.Key().Address != shared.key.Address {
 				shared.err = fmt.Errorf("keygen: members disagree on the address")
@@ -97,11 +98,11 @@ func engineFor(tr tss.Transport, idle time.Duration) *tss.Engine {
 }
 
 // runMembers runs fn for each member at once and collects the results.
-func runMembers[T any](ids []tss.MemberID, fn func(i int, id tss.MemberID) (T, error)) (map[tss.MemberID]T, map[tss.MemberID]error) {
+func runMembers[T any](memberIDs []ids.MemberID, fn func(i int, id ids.MemberID) (T, error)) (map[ids.MemberID]T, map[ids.MemberID]error) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	out, errs := map[tss.MemberID]T{}, map[tss.MemberID]error{}
-	for i, id := range ids {
+	out, errs := map[ids.MemberID]T{}, map[ids.MemberID]error{}
+	for i, id := range memberIDs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -119,7 +120,7 @@ func runMembers[T any](ids []tss.MemberID, fn func(i int, id tss.MemberID) (T, e
 	return out, errs
 }
 
-func firstErr(errs map[tss.MemberID]error) error {
+func firstErr(errs map[ids.MemberID]error) error {
 	for id, err := range errs {
 		return fmt.Errorf("at %s: %w", id, err)
 	}
@@ -127,17 +128,17 @@ func firstErr(errs map[tss.MemberID]error) error {
 }
 
 // nodeOf returns the index of member id in c.
-func nodeOf(c *cluster, id tss.MemberID) int { return slices.Index(c.ids(), id) }
+func nodeOf(c *cluster, id ids.MemberID) int { return slices.Index(c.ids(), id) }
 
 // sign runs one signing session among signers, each on its own node of c
 // (or on trs when given), and checks the signature independently.
-func sign(tb testing.TB, trs func(tss.MemberID) tss.Transport, shares map[tss.MemberID]*tss.Share, signers []tss.MemberID, idle time.Duration) (tss.Signature, map[tss.MemberID]error) {
+func sign(tb testing.TB, trs func(ids.MemberID) tss.Transport, shares map[ids.MemberID]*tss.Share, signers []ids.MemberID, idle time.Duration) (tss.Signature, map[ids.MemberID]error) {
 	tb.Helper()
-	sid := tss.NewSessionID()
+	sid := ids.NewSessionID()
 	digest := sha256.Sum256(sid[:])
 	ctx, cancel := context.WithTimeout(context.Background(), 2*idle+10*time.Second)
 	defer cancel()
-	sigs, errs := runMembers(signers, func(_ int, id tss.MemberID) (tss.Signature, error) {
+	sigs, errs := runMembers(signers, func(_ int, id ids.MemberID) (tss.Signature, error) {
 		return engineFor(trs(id), idle).Sign(ctx, tss.SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digest})
 	})
 	var sig tss.Signature
@@ -154,12 +155,12 @@ func sign(tb testing.TB, trs func(tss.MemberID) tss.Transport, shares map[tss.Me
 	return sig, errs
 }
 
-func (c *cluster) transport(id tss.MemberID) tss.Transport { return c.nodes[nodeOf(c, id)].Node }
+func (c *cluster) transport(id ids.MemberID) tss.Transport { return c.nodes[nodeOf(c, id)].Node }
 
 func TestKeygenSignReshareOverLibp2p(t *testing.T) {
 	c, shares := sharedKey(t)
-	ids := c.ids()
-	for _, signers := range [][]tss.MemberID{{ids[0], ids[1]}, {ids[1], ids[2]}, {ids[0], ids[1], ids[2]}} {
+	memberIDs := c.ids()
+	for _, signers := range [][]ids.MemberID{{memberIDs[0], memberIDs[1]}, {memberIDs[1], memberIDs[2]}, {memberIDs[0], memberIDs[1], memberIDs[2]}} {
 		start := time.Now()
 		if _, errs := sign(t, c.transport, shares, signers, raceSlowdown*20*time.Second); len(errs) > 0 {
 			t.Fatalf("sign with %v: %v", signers, firstErr(errs))
@@ -169,14 +170,14 @@ func TestKeygenSignReshareOverLibp2p(t *testing.T) {
 
 	// Reshare: old signers agent and policy move the key to policy, node 3
 	// and node 4 (policy is in both committees).
-	key := shares[ids[0]].Key()
-	oldSigners := []tss.MemberID{ids[0], ids[1]}
+	key := shares[memberIDs[0]].Key()
+	oldSigners := []ids.MemberID{memberIDs[0], memberIDs[1]}
 	nc := tss.Committee{Threshold: 1, Members: []tss.Member{
-		{ID: ids[1], Role: tss.RolePolicy}, {ID: ids[3], Role: tss.RoleAgent}, {ID: ids[4], Role: tss.RoleGuardian},
+		{ID: memberIDs[1], Role: ids.RolePolicy}, {ID: memberIDs[3], Role: ids.RoleAgent}, {ID: memberIDs[4], Role: ids.RoleGuardian},
 	}}
-	sid := tss.NewSessionID()
+	sid := ids.NewSessionID()
 	start := time.Now()
-	res, errs := runMembers([]tss.MemberID{ids[0], ids[1], ids[3], ids[4]}, func(i int, id tss.MemberID) (*tss.ReshareResult, error) {
+	res, errs := runMembers([]ids.MemberID{memberIDs[0], memberIDs[1], memberIDs[3], memberIDs[4]}, func(i int, id ids.MemberID) (*tss.ReshareResult, error) {
 		req := tss.ReshareRequest{Session: sid, Key: key, OldShare: shares[id], OldSigners: oldSigners, NewCommittee: nc}
 		if nc.Has(id) {
 			req.PreParams = fixture(t, 3+slices.Index(nc.IDs(), id))
@@ -187,7 +188,7 @@ func TestKeygenSignReshareOverLibp2p(t *testing.T) {
 		t.Fatalf("reshare: %v", err)
 	}
 	t.Logf("reshare took %v", time.Since(start))
-	newShares := map[tss.MemberID]*tss.Share{}
+	newShares := map[ids.MemberID]*tss.Share{}
 	for id, r := range res {
 		if r.Key.Address != key.Address {
 			t.Fatalf("reshare at %s changed the address", id)
@@ -202,7 +203,7 @@ func TestKeygenSignReshareOverLibp2p(t *testing.T) {
 	if len(newShares) != 3 {
 		t.Fatalf("%d new shares, want 3", len(newShares))
 	}
-	if _, errs := sign(t, c.transport, newShares, []tss.MemberID{ids[3], ids[4]}, raceSlowdown*20*time.Second); len(errs) > 0 {
+	if _, errs := sign(t, c.transport, newShares, []ids.MemberID{memberIDs[3], memberIDs[4]}, raceSlowdown*20*time.Second); len(errs) > 0 {
 		t.Fatalf("sign with new shares: %v", firstErr(errs))
 	}
 }
@@ -250,7 +251,7 @@ func (fl *faultyLinks) later(d time.Duration, write func([]byte) error, raw []by
 
 func TestSignWithDuplicatedReorderedDelayedFrames(t *testing.T) {
 	c, shares := sharedKey(t)
-	ids := c.ids()
+	memberIDs := c.ids()
 	var fl faultyLinks
 	for _, i := range []int{0, 2} {
 		c.nodes[i].hook.Store(fl.hook())
@@ -262,7 +263,7 @@ func TestSignWithDuplicatedReorderedDelayedFrames(t *testing.T) {
 		fl.wg.Wait()
 	}()
 	dups := c.nodes[1].Counters().Dropped(DropDuplicate)
-	if _, errs := sign(t, c.transport, shares, ids[:3], 20*time.Second); len(errs) > 0 {
+	if _, errs := sign(t, c.transport, shares, memberIDs[:3], 20*time.Second); len(errs) > 0 {
 		t.Fatalf("sign over faulty links: %v", firstErr(errs))
 	}
 	fl.wg.Wait()
@@ -271,7 +272,7 @@ func TestSignWithDuplicatedReorderedDelayedFrames(t *testing.T) {
 
 func TestMemberStopsMidSession(t *testing.T) {
 	c, shares := sharedKey(t)
-	ids := c.ids()
+	memberIDs := c.ids()
 	victim := c.nodes[2]
 	var once sync.Once
 	var sent atomic.Int32
@@ -293,9 +294,9 @@ func TestMemberStopsMidSession(t *testing.T) {
 	// loaded machine; the bound below is loose for the same reason.
 	const idle = 5 * time.Second
 	start := time.Now()
-	_, errs := sign(t, c.transport, shares, ids[:3], idle)
+	_, errs := sign(t, c.transport, shares, memberIDs[:3], idle)
 	took := time.Since(start)
-	for _, id := range ids[:2] {
+	for _, id := range memberIDs[:2] {
 		se, ok := tss.AsSessionError(errs[id])
 		if !ok {
 			t.Fatalf("%s: got %v, want a session error", id, errs[id])
@@ -319,14 +320,14 @@ func TestMemberStopsMidSession(t *testing.T) {
 	if c.nodes[2].ID() != before {
 		t.Fatalf("restart changed the peer id")
 	}
-	if _, errs := sign(t, c.transport, shares, []tss.MemberID{ids[1], ids[2]}, 20*time.Second); len(errs) > 0 {
+	if _, errs := sign(t, c.transport, shares, []ids.MemberID{memberIDs[1], memberIDs[2]}, 20*time.Second); len(errs) > 0 {
 		t.Fatalf("sign after restart: %v", firstErr(errs))
 	}
 }
 
 func TestEquivocatingSignerNamed(t *testing.T) {
 	c, shares := sharedKey(t)
-	ids := c.ids()
+	memberIDs := c.ids()
 	liar := c.nodes[0]
 	target := c.nodes[2].ID()
 	var once sync.Once
@@ -351,9 +352,9 @@ func TestEquivocatingSignerNamed(t *testing.T) {
 	// B and C detect the equivocation at once; the idle timeout only ends
 	// the liar's own session, and is long so that a loaded machine does not
 	// make honest members time out before the detection.
-	_, errs := sign(t, c.transport, shares, ids[:3], 8*time.Second)
+	_, errs := sign(t, c.transport, shares, memberIDs[:3], 8*time.Second)
 	evidence := 0
-	for _, id := range ids[1:3] {
+	for _, id := range memberIDs[1:3] {
 		se, ok := tss.AsSessionError(errs[id])
 		if !ok || !slices.Contains(se.Culprits, liar.Self()) {
 			t.Fatalf("%s: got %v, want %s named as culprit", id, errs[id], liar.Self())

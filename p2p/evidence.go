@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/custos-wallet/custos/tss"
+	"github.com/custos-wallet/custos/ids"
 )
 
 // Evidence shows that Sender equivocated: two frames of the same kind,
@@ -14,7 +14,7 @@ import (
 // member can show another member's misbehaviour to third parties. The frames
 // are in header-only form (payload replaced by its hash), which verifies.
 type Evidence struct {
-	Sender tss.MemberID
+	Sender ids.MemberID
 	First  *Frame
 	Second *Frame
 }

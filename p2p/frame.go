@@ -8,10 +8,9 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
-
-	"github.com/custos-wallet/custos/tss"
 )
 
 // FrameVersion is the version of the frame encoding this package writes and
@@ -79,7 +78,7 @@ var (
 // 1, 2, 3... so that every member names the k-th broadcast of a sender alike.
 type Frame struct {
 	Kind        Kind
-	Session     tss.SessionID
+	Session     ids.SessionID
 	Seq         uint64
 	From        peer.ID
 	To          peer.ID // set for KindDirect only

@@ -6,10 +6,9 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
-
-	"github.com/custos-wallet/custos/tss"
 )
 
 func testKey(tb testing.TB) (crypto.PrivKey, peer.ID) {
@@ -28,7 +27,7 @@ func testKey(tb testing.TB) (crypto.PrivKey, peer.ID) {
 func sampleFrames(tb testing.TB) []*Frame {
 	ka, a := testKey(tb)
 	_, b := testKey(tb)
-	sid := tss.SessionID{1, 2, 3}
+	sid := ids.SessionID{1, 2, 3}
 	fs := []*Frame{
 		{Kind: KindDirect, Session: sid, Seq: 1, From: a, To: b, Payload: []byte("hello")},
 		{Kind: KindBroadcast, Session: sid, Seq: 7, From: a, Payload: []byte("round 1")},

@@ -16,6 +16,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"go.uber.org/goleak"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/tss"
 )
 
@@ -66,12 +67,12 @@ type cluster struct {
 	listen  []string
 }
 
-func (c *cluster) ids() []tss.MemberID {
-	ids := make([]tss.MemberID, len(c.nodes))
+func (c *cluster) ids() []ids.MemberID {
+	memberIDs := make([]ids.MemberID, len(c.nodes))
 	for i, n := range c.nodes {
-		ids[i] = n.Self()
+		memberIDs[i] = n.Self()
 	}
-	return ids
+	return memberIDs
 }
 
 // newCluster starts n member nodes (plus, in the member list, the extra
@@ -162,7 +163,7 @@ func (c *cluster) close() {
 var tcpLoopback = []string{"/ip4/127.0.0.1/tcp/0"}
 
 // openAll opens session id on every node of c with all of c as members.
-func openAll(tb testing.TB, c *cluster, id tss.SessionID) []tss.Conn {
+func openAll(tb testing.TB, c *cluster, id ids.SessionID) []tss.Conn {
 	tb.Helper()
 	conns := make([]tss.Conn, len(c.nodes))
 	for i, n := range c.nodes {

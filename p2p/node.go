@@ -23,6 +23,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"golang.org/x/time/rate"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/tss"
 )
 
@@ -58,11 +59,11 @@ type Node struct {
 
 	mu              sync.Mutex
 	closed          bool                           // guarded by mu
-	sessions        map[tss.SessionID]*session     // guarded by mu
-	pending         map[tss.SessionID]*pendingSess // guarded by mu
+	sessions        map[ids.SessionID]*session     // guarded by mu
+	pending         map[ids.SessionID]*pendingSess // guarded by mu
 	pendingN        int                            // bytes in pending, guarded by mu
 	pendingBySender map[peer.ID]senderPending      // each sender's use of pending, guarded by mu
-	ended           map[tss.SessionID]time.Time    // recently closed sessions, guarded by mu
+	ended           map[ids.SessionID]time.Time    // recently closed sessions, guarded by mu
 	limits          map[peer.ID]*peerLimits        // guarded by mu
 	inbound         map[network.Stream]bool        // guarded by mu
 	protocols       map[protocol.ID]bool           // request protocols registered, guarded by mu
@@ -104,10 +105,10 @@ func New(cfg Config) (*Node, error) {
 		counters:        new(Counters),
 		ctx:             ctx,
 		cancel:          cancel,
-		sessions:        make(map[tss.SessionID]*session),
-		pending:         make(map[tss.SessionID]*pendingSess),
+		sessions:        make(map[ids.SessionID]*session),
+		pending:         make(map[ids.SessionID]*pendingSess),
 		pendingBySender: make(map[peer.ID]senderPending),
-		ended:           make(map[tss.SessionID]time.Time),
+		ended:           make(map[ids.SessionID]time.Time),
 		limits:          make(map[peer.ID]*peerLimits),
 		inbound:         make(map[network.Stream]bool),
 		protocols:       make(map[protocol.ID]bool),
@@ -170,7 +171,7 @@ func New(cfg Config) (*Node, error) {
 }
 
 // Self is this node's member id: its peer id in text form.
-func (n *Node) Self() tss.MemberID { return tss.MemberID(n.self.String()) }
+func (n *Node) Self() ids.MemberID { return ids.MemberID(n.self.String()) }
 
 // ID is this node's peer id.
 func (n *Node) ID() peer.ID { return n.self }
@@ -262,7 +263,7 @@ func (n *Node) Close() error {
 // coordinator, or a peer SetPeers removed, is refused. The session's
 // members are its own list: a peer allowed to connect that is not among
 // them is refused as a sender in it.
-func (n *Node) Open(ctx context.Context, id tss.SessionID, members []tss.MemberID) (tss.Conn, error) {
+func (n *Node) Open(ctx context.Context, id ids.SessionID, members []ids.MemberID) (tss.Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("p2p: open %s: %w", id, err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/tss"
 )
 
@@ -69,7 +70,7 @@ func TestIdentityCorruptedIsAnError(t *testing.T) {
 func TestDirectAndBroadcast(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 3, tcpLoopback, nil)
 	defer c.close()
-	conns := openAll(t, c, tss.NewSessionID())
+	conns := openAll(t, c, ids.NewSessionID())
 	if err := conns[0].Send(context.Background(), c.nodes[1].Self(), []byte("to one")); err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,7 @@ func TestQUIC(t *testing.T) {
 	if len(c.nodes[0].ListenAddrs()) == 0 {
 		t.Skip("QUIC does not listen here")
 	}
-	conns := openAll(t, c, tss.NewSessionID())
+	conns := openAll(t, c, ids.NewSessionID())
 	if err := conns[0].Send(context.Background(), c.nodes[1].Self(), []byte("over quic")); err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +177,7 @@ func TestSpoofedSenderDropped(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 3, tcpLoopback, nil)
 	defer c.close()
 	a, b, cc := c.nodes[0], c.nodes[1], c.nodes[2]
-	sid := tss.NewSessionID()
+	sid := ids.NewSessionID()
 	conns := openAll(t, c, sid)
 	s := rawStream(t, b, a)
 	defer s.Reset()
@@ -254,7 +255,7 @@ func TestOversizedFrameRefusedBeforeAllocation(t *testing.T) {
 		t.Fatal("stream was not reset")
 	}
 	// A fresh stream still works.
-	sid := tss.NewSessionID()
+	sid := ids.NewSessionID()
 	conns := openAll(t, c, sid)
 	if err := conns[1].Send(context.Background(), a.Self(), []byte("after")); err != nil {
 		t.Fatal(err)
@@ -267,7 +268,7 @@ func TestOversizedFrameRefusedBeforeAllocation(t *testing.T) {
 func TestSendRefusesOversizedPayload(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 2, tcpLoopback, func(cfg *Config) { cfg.MaxFrameSize = 4096 })
 	defer c.close()
-	conns := openAll(t, c, tss.NewSessionID())
+	conns := openAll(t, c, ids.NewSessionID())
 	if err := conns[0].Send(context.Background(), c.nodes[1].Self(), make([]byte, 8192)); err == nil {
 		t.Fatal("oversized payload sent")
 	}
@@ -277,7 +278,7 @@ func TestEquivocationDetected(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 3, tcpLoopback, nil)
 	defer c.close()
 	a, cc := c.nodes[0], c.nodes[2]
-	conns := openAll(t, c, tss.NewSessionID())
+	conns := openAll(t, c, ids.NewSessionID())
 	// A sends one payload to B and another, validly signed, to C.
 	hook := sendHook(func(to peer.ID, f *Frame, write func([]byte) error) error {
 		if f.Kind == KindBroadcast && to == cc.ID() {
@@ -332,7 +333,7 @@ func TestEquivocationDetected(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, forge := range map[string]func(e *Evidence){
-		"sender": func(e *Evidence) { e.Sender = tss.MemberID(stranger.String()) },
+		"sender": func(e *Evidence) { e.Sender = ids.MemberID(stranger.String()) },
 		"signature": func(e *Evidence) {
 			g := *e.Second
 			g.Sig = bytes.Clone(g.Sig)
@@ -366,7 +367,7 @@ func TestFramesBeforeOpenAreBuffered(t *testing.T) {
 	})
 	defer c.close()
 	a, b := c.nodes[0], c.nodes[1]
-	sid := tss.NewSessionID()
+	sid := ids.NewSessionID()
 	connB, err := b.Open(context.Background(), sid, c.ids())
 	if err != nil {
 		t.Fatal(err)
@@ -399,7 +400,7 @@ func TestPendingFramesExpire(t *testing.T) {
 	defer c.close()
 	a, b := c.nodes[0], c.nodes[1]
 	// Frames for a session never opened expire.
-	other := tss.NewSessionID()
+	other := ids.NewSessionID()
 	connB2, err := b.Open(context.Background(), other, c.ids())
 	if err != nil {
 		t.Fatal(err)
@@ -418,7 +419,7 @@ func TestDuplicatesDropped(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 3, tcpLoopback, nil)
 	defer c.close()
 	a := c.nodes[0]
-	conns := openAll(t, c, tss.NewSessionID())
+	conns := openAll(t, c, ids.NewSessionID())
 	hook := sendHook(func(to peer.ID, f *Frame, write func([]byte) error) error {
 		raw := f.Encode()
 		if err := write(raw); err != nil {
@@ -457,7 +458,7 @@ func TestRestartKeepsPeerID(t *testing.T) {
 		t.Fatalf("peer id changed from %s to %s", before, c.nodes[0].ID())
 	}
 	// The restarted node is reachable under its old id.
-	conns := openAll(t, c, tss.NewSessionID())
+	conns := openAll(t, c, ids.NewSessionID())
 	if err := conns[1].Send(context.Background(), c.nodes[0].Self(), []byte("again")); err != nil {
 		t.Fatal(err)
 	}
@@ -470,11 +471,11 @@ func TestOpenRefusesNonMembers(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 2, tcpLoopback, nil)
 	defer c.close()
 	_, stranger := testKey(t)
-	ids := append(c.ids(), tss.MemberID(stranger.String()))
-	if _, err := c.nodes[0].Open(context.Background(), tss.NewSessionID(), ids); err == nil {
+	memberIDs := append(c.ids(), ids.MemberID(stranger.String()))
+	if _, err := c.nodes[0].Open(context.Background(), ids.NewSessionID(), memberIDs); err == nil {
 		t.Fatal("opened a session with a stranger")
 	}
-	if _, err := c.nodes[0].Open(context.Background(), tss.NewSessionID(), c.ids()[1:]); err == nil {
+	if _, err := c.nodes[0].Open(context.Background(), ids.NewSessionID(), c.ids()[1:]); err == nil {
 		t.Fatal("opened a session without self")
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/tss"
 )
 
@@ -208,7 +209,7 @@ func (o *peerOut) run() {
 				// cannot complete there (broadcasts are delivered in
 				// order), so end it here, naming that member, rather
 				// than let the engine's idle timeout blame a sender.
-				it.s.fail(&tss.SessionError{Session: it.s.id, Kind: tss.FailTransport, Waiting: []tss.MemberID{tss.MemberID(o.to.String())},
+				it.s.fail(&tss.SessionError{Session: it.s.id, Kind: tss.FailTransport, Waiting: []ids.MemberID{ids.MemberID(o.to.String())},
 					Err: fmt.Errorf("p2p: %s not written: %w", it.f.Describe(), err)})
 			}
 		}

@@ -143,7 +143,7 @@ func (n *Node) SetPeers(members, coordinators []Member) error {
 	}
 	var failing []*session
 	for _, s := range n.sessions {
-		if ids := s.removedMembers(next); len(ids) > 0 {
+		if memberIDs := s.removedMembers(next); len(memberIDs) > 0 {
 			failing = append(failing, s)
 		}
 	}
@@ -166,9 +166,9 @@ func (n *Node) SetPeers(members, coordinators []Member) error {
 		o.stop()
 	}
 	for _, s := range failing {
-		ids := s.removedMembers(next)
-		s.fail(&tss.SessionError{Session: s.id, Kind: tss.FailTransport, Waiting: ids,
-			Err: fmt.Errorf("p2p: session %s: member(s) %v removed from this node's peers", s.id, ids)})
+		memberIDs := s.removedMembers(next)
+		s.fail(&tss.SessionError{Session: s.id, Kind: tss.FailTransport, Waiting: memberIDs,
+			Err: fmt.Errorf("p2p: session %s: member(s) %v removed from this node's peers", s.id, memberIDs)})
 	}
 	for _, s := range reset {
 		s.Reset()

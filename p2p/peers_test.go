@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/tss"
 )
 
@@ -52,15 +53,15 @@ func extraNode(t *testing.T, name string, members, coordinators []Member) *testN
 // info is n as a Member with its current addresses.
 func info(n *testNode) Member { return Member{ID: n.ID(), Addrs: n.ListenAddrs()} }
 
-func memberIDs(ns ...*testNode) []tss.MemberID {
-	ids := make([]tss.MemberID, len(ns))
+func memberIDs(ns ...*testNode) []ids.MemberID {
+	memberIDs := make([]ids.MemberID, len(ns))
 	for i, n := range ns {
-		ids[i] = n.Self()
+		memberIDs[i] = n.Self()
 	}
-	return ids
+	return memberIDs
 }
 
-func openOn(t *testing.T, sid tss.SessionID, ns ...*testNode) []tss.Conn {
+func openOn(t *testing.T, sid ids.SessionID, ns ...*testNode) []tss.Conn {
 	t.Helper()
 	conns := make([]tss.Conn, len(ns))
 	for i, n := range ns {
@@ -97,7 +98,7 @@ func TestMembershipChangesAtRunTime(t *testing.T) {
 	if a.PeerKind(cc.ID()) != PeerUnknown {
 		t.Fatal("C known before it was added")
 	}
-	if _, err := a.Open(context.Background(), tss.NewSessionID(), memberIDs(a, b, cc)); err == nil {
+	if _, err := a.Open(context.Background(), ids.NewSessionID(), memberIDs(a, b, cc)); err == nil {
 		t.Fatal("opened a session with a peer not yet a member")
 	}
 
@@ -110,7 +111,7 @@ func TestMembershipChangesAtRunTime(t *testing.T) {
 	if a.PeerKind(cc.ID()) != PeerMember {
 		t.Fatalf("C is %v at A after SetPeers", a.PeerKind(cc.ID()))
 	}
-	conns := openOn(t, tss.NewSessionID(), a, b, cc)
+	conns := openOn(t, ids.NewSessionID(), a, b, cc)
 	if err := conns[2].Broadcast(context.Background(), []byte("from the new member")); err != nil {
 		t.Fatal(err)
 	}
@@ -142,10 +143,10 @@ func TestMembershipChangesAtRunTime(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("A's session with the removed member still runs")
 	}
-	if se, ok := tss.AsSessionError(conns[0].Err()); !ok || se.Kind != tss.FailTransport || !slices.Equal(se.Waiting, []tss.MemberID{cc.Self()}) {
+	if se, ok := tss.AsSessionError(conns[0].Err()); !ok || se.Kind != tss.FailTransport || !slices.Equal(se.Waiting, []ids.MemberID{cc.Self()}) {
 		t.Fatalf("A: got %v, want a transport failure naming C", conns[0].Err())
 	}
-	if _, err := a.Open(context.Background(), tss.NewSessionID(), memberIDs(a, cc)); err == nil || !strings.Contains(err.Error(), "not a configured member") {
+	if _, err := a.Open(context.Background(), ids.NewSessionID(), memberIDs(a, cc)); err == nil || !strings.Contains(err.Error(), "not a configured member") {
 		t.Fatalf("got %v, want a refusal of the removed member", err)
 	}
 	if err := a.SetAddrs(cc.ID(), cc.ListenAddrs()); err == nil {
@@ -159,7 +160,7 @@ func TestMembershipChangesAtRunTime(t *testing.T) {
 	refused = a.Counters().Refused.Load()
 	if err := cc.Host().Connect(ctx, peer.AddrInfo{ID: a.ID(), Addrs: a.ListenAddrs()}); err == nil {
 		if s, err := cc.Host().NewStream(ctx, a.ID(), ProtocolID); err == nil {
-			writeFrame(t, s, signed(t, cc.key, &Frame{Kind: KindDirect, Session: tss.NewSessionID(), Seq: 1, From: cc.ID(), To: a.ID(), Payload: []byte("after removal")}))
+			writeFrame(t, s, signed(t, cc.key, &Frame{Kind: KindDirect, Session: ids.NewSessionID(), Seq: 1, From: cc.ID(), To: a.ID(), Payload: []byte("after removal")}))
 			s.SetReadDeadline(time.Now().Add(10 * time.Second))
 			if _, err := s.Read(make([]byte, 1)); err == nil {
 				t.Fatal("session stream of a removed member stays open")
@@ -173,7 +174,7 @@ func TestMembershipChangesAtRunTime(t *testing.T) {
 		t.Fatalf("A holds %d frames of %d sessions after C's removal", n, s)
 	}
 	// A and B go on.
-	ab := openOn(t, tss.NewSessionID(), a, b)
+	ab := openOn(t, ids.NewSessionID(), a, b)
 	if err := ab[1].Send(context.Background(), a.Self(), []byte("still here")); err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +197,7 @@ func TestCoordinatorIsNotASessionMember(t *testing.T) {
 	if a.PeerKind(k.ID()) != PeerCoordinator {
 		t.Fatalf("K is %v at A", a.PeerKind(k.ID()))
 	}
-	if _, err := a.Open(context.Background(), tss.NewSessionID(), memberIDs(a, k)); err == nil || !strings.Contains(err.Error(), "coordinator") {
+	if _, err := a.Open(context.Background(), ids.NewSessionID(), memberIDs(a, k)); err == nil || !strings.Contains(err.Error(), "coordinator") {
 		t.Fatalf("got %v, want a refusal of the coordinator as a session member", err)
 	}
 	if err := a.SetPeers(c.members, []Member{{ID: b.ID()}}); err == nil {
@@ -205,7 +206,7 @@ func TestCoordinatorIsNotASessionMember(t *testing.T) {
 
 	// A session stream from K is reset unread, even for a session A
 	// has open.
-	sid := tss.NewSessionID()
+	sid := ids.NewSessionID()
 	connA, err := a.Open(context.Background(), sid, memberIDs(a, b))
 	if err != nil {
 		t.Fatal(err)

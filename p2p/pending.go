@@ -3,9 +3,8 @@ package p2p
 import (
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/libp2p/go-libp2p/core/peer"
-
-	"github.com/custos-wallet/custos/tss"
 )
 
 // pendingSess holds verified frames for a session this node has not opened
@@ -99,7 +98,7 @@ type senderPending struct {
 
 // dropPendingLocked forgets the pending session id (opened or expired).
 // n.mu is held.
-func (n *Node) dropPendingLocked(id tss.SessionID, p *pendingSess) {
+func (n *Node) dropPendingLocked(id ids.SessionID, p *pendingSess) {
 	delete(n.pending, id)
 	n.pendingN -= p.bytes
 	for from, sh := range p.senders {

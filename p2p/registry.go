@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/custos-wallet/custos/tss"
+	"github.com/custos-wallet/custos/ids"
 )
 
 // ErrSessionReused is wrapped by the error of a SessionRegistry's Claim,
@@ -17,33 +17,33 @@ var ErrSessionReused = errors.New("p2p: session id reused")
 type SessionRegistry interface {
 	// Claim records id; it fails with an error wrapping ErrSessionReused if id was
 	// claimed before, by this process or an earlier one.
-	Claim(ctx context.Context, id tss.SessionID) error
+	Claim(ctx context.Context, id ids.SessionID) error
 }
 
 // MemorySessionRegistry is a SessionRegistry in memory, for tests. It is
 // not durable: after a restart it has forgotten every id, so a node must
 // not run on it.
 type MemorySessionRegistry struct {
-	mu  sync.Mutex
-	ids map[tss.SessionID]bool // guarded by mu
+	mu   sync.Mutex
+	used map[ids.SessionID]bool // guarded by mu
 }
 
 // NewMemorySessionRegistry returns an empty in-memory registry (tests only;
 // see MemorySessionRegistry).
 func NewMemorySessionRegistry() *MemorySessionRegistry {
-	return &MemorySessionRegistry{ids: make(map[tss.SessionID]bool)}
+	return &MemorySessionRegistry{used: make(map[ids.SessionID]bool)}
 }
 
 // Claim records id, refusing one claimed before.
-func (r *MemorySessionRegistry) Claim(ctx context.Context, id tss.SessionID) error {
+func (r *MemorySessionRegistry) Claim(ctx context.Context, id ids.SessionID) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("p2p: claim session %s: %w", id, err)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.ids[id] {
+	if r.used[id] {
 		return fmt.Errorf("p2p: claim session %s: %w", id, ErrSessionReused)
 	}
-	r.ids[id] = true
+	r.used[id] = true
 	return nil
 }

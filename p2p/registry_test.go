@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/custos-wallet/custos/tss"
+	"github.com/custos-wallet/custos/ids"
 )
 
 // fileRegistry is a durable SessionRegistry for the tests: one id per line
@@ -20,12 +20,12 @@ import (
 type fileRegistry struct {
 	mu   sync.Mutex
 	path string
-	ids  map[tss.SessionID]bool
+	used map[ids.SessionID]bool
 }
 
 func openFileRegistry(t *testing.T, path string) *fileRegistry {
 	t.Helper()
-	r := &fileRegistry{path: path, ids: make(map[tss.SessionID]bool)}
+	r := &fileRegistry{path: path, used: make(map[ids.SessionID]bool)}
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return r
@@ -36,11 +36,11 @@ func openFileRegistry(t *testing.T, path string) *fileRegistry {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		id, err := tss.ParseSessionID(sc.Text())
+		id, err := ids.ParseSessionID(sc.Text())
 		if err != nil {
 			t.Fatal(err)
 		}
-		r.ids[id] = true
+		r.used[id] = true
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
@@ -48,10 +48,10 @@ func openFileRegistry(t *testing.T, path string) *fileRegistry {
 	return r
 }
 
-func (r *fileRegistry) Claim(_ context.Context, id tss.SessionID) error {
+func (r *fileRegistry) Claim(_ context.Context, id ids.SessionID) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.ids[id] {
+	if r.used[id] {
 		return fmt.Errorf("file registry: %s: %w", id, ErrSessionReused)
 	}
 	f, err := os.OpenFile(r.path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
@@ -65,20 +65,20 @@ func (r *fileRegistry) Claim(_ context.Context, id tss.SessionID) error {
 	if err := f.Sync(); err != nil {
 		return err
 	}
-	r.ids[id] = true
+	r.used[id] = true
 	return nil
 }
 
 func TestMemorySessionRegistry(t *testing.T) {
 	r := NewMemorySessionRegistry()
-	id := tss.NewSessionID()
+	id := ids.NewSessionID()
 	if err := r.Claim(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Claim(context.Background(), id); !errors.Is(err, ErrSessionReused) {
 		t.Fatalf("got %v, want ErrSessionReused", err)
 	}
-	if err := r.Claim(context.Background(), tss.NewSessionID()); err != nil {
+	if err := r.Claim(context.Background(), ids.NewSessionID()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -95,7 +95,7 @@ func TestSessionIDRefusedAfterRestart(t *testing.T) {
 	})
 	defer c.close()
 	a := c.nodes[0]
-	sid := tss.NewSessionID()
+	sid := ids.NewSessionID()
 	conns := openAll(t, c, sid)
 	if err := conns[1].Send(context.Background(), a.Self(), []byte("first run")); err != nil {
 		t.Fatal(err)
@@ -119,7 +119,7 @@ func TestSessionIDRefusedAfterRestart(t *testing.T) {
 		t.Fatalf("after restart: got %v, want ErrSessionReused", err)
 	}
 	// A fresh id still opens, and works.
-	conns = openAll(t, c, tss.NewSessionID())
+	conns = openAll(t, c, ids.NewSessionID())
 	if err := conns[1].Send(context.Background(), a.Self(), []byte("second run")); err != nil {
 		t.Fatal(err)
 	}

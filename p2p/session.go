@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/tss"
 )
 
@@ -19,7 +20,7 @@ const frameOverhead = 3 + 16 + 8 + 3*10 + 2*maxIDLen + maxSigLen
 // session is one node's end of one session. It implements tss.Conn.
 type session struct {
 	n        *Node
-	id       tss.SessionID
+	id       ids.SessionID
 	members  map[peer.ID]bool     // the other members
 	others   []peer.ID            // the same, in the order given to Open
 	out      map[peer.ID]*peerOut // their outbound queues, from the peer set at Open
@@ -108,14 +109,14 @@ func (s *session) attach(ps *peerSet) error {
 
 // removedMembers returns the other members that are not members of ps (or
 // were removed and added again: their queue is a new one).
-func (s *session) removedMembers(ps *peerSet) []tss.MemberID {
-	var ids []tss.MemberID
+func (s *session) removedMembers(ps *peerSet) []ids.MemberID {
+	var out []ids.MemberID
 	for _, p := range s.others {
 		if ps.members[p] != s.out[p] {
-			ids = append(ids, tss.MemberID(p.String()))
+			out = append(out, ids.MemberID(p.String()))
 		}
 	}
-	return ids
+	return out
 }
 
 func (s *session) Incoming() <-chan tss.Incoming { return s.incoming }
@@ -149,7 +150,7 @@ func (s *session) checkPayload(payload []byte) error {
 // full, at most Config.OutQueueWait and until ctx is done; a wait that ends
 // so fails the session naming that member (FailTransport, Waiting), as
 // does a frame the writer cannot deliver.
-func (s *session) Send(ctx context.Context, to tss.MemberID, payload []byte) error {
+func (s *session) Send(ctx context.Context, to ids.MemberID, payload []byte) error {
 	if err := s.checkPayload(payload); err != nil {
 		return err
 	}
@@ -211,9 +212,9 @@ func (s *session) sendFailed(ctx context.Context, err error, peers ...peer.ID) e
 		s.failEchoLost()
 		return fmt.Errorf("p2p: session %s: send to %s: %w", s.id, p, err)
 	}
-	waiting := make([]tss.MemberID, len(peers))
+	waiting := make([]ids.MemberID, len(peers))
 	for i, q := range peers {
-		waiting[i] = tss.MemberID(q.String())
+		waiting[i] = ids.MemberID(q.String())
 	}
 	if errors.Is(err, errQueueStuck) {
 		err = fmt.Errorf("p2p: outbound queue to %v stayed full for %v", peers, s.n.cfg.OutQueueWait)
@@ -403,7 +404,7 @@ func (s *session) nextRoomLocked(st *senderState, size int) bool {
 
 // enqueueLocked hands f's payload to the pump. The caller checked room.
 func (s *session) enqueueLocked(st *senderState, f *Frame, size int) {
-	m := tss.Incoming{From: tss.MemberID(f.From.String()), Broadcast: f.Kind == KindBroadcast, Payload: f.Payload}
+	m := tss.Incoming{From: ids.MemberID(f.From.String()), Broadcast: f.Kind == KindBroadcast, Payload: f.Payload}
 	s.queue = append(s.queue, queued{m: m, from: f.From, size: size})
 	s.qBytes += size
 	st.queuedFrames++
@@ -619,7 +620,7 @@ func (s *session) sendEcho(echo *Frame, skip peer.ID) {
 // failEchoLost fails the session naming the member an echo was lost for.
 func (s *session) failEchoLost() {
 	if p := s.echoLost.Load(); p != nil {
-		s.fail(&tss.SessionError{Session: s.id, Kind: tss.FailTransport, Waiting: []tss.MemberID{tss.MemberID(p.String())},
+		s.fail(&tss.SessionError{Session: s.id, Kind: tss.FailTransport, Waiting: []ids.MemberID{ids.MemberID(p.String())},
 			Err: fmt.Errorf("p2p: outbound queue to %s full, echo allowance included: an echo was not queued", *p)})
 	}
 }
@@ -630,8 +631,8 @@ func (s *session) failEchoLost() {
 // of the conflict before echoing what it received would otherwise leave the
 // others unaware of it.
 func (s *session) equivocation(a, b *Frame) {
-	ev := &Evidence{Sender: tss.MemberID(a.From.String()), First: a.HeaderOnly(), Second: b.HeaderOnly()}
-	s.fail(&tss.SessionError{Session: s.id, Kind: tss.FailMisbehaviour, Culprits: []tss.MemberID{ev.Sender}, Err: ev})
+	ev := &Evidence{Sender: ids.MemberID(a.From.String()), First: a.HeaderOnly(), Second: b.HeaderOnly()}
+	s.fail(&tss.SessionError{Session: s.id, Kind: tss.FailMisbehaviour, Culprits: []ids.MemberID{ev.Sender}, Err: ev})
 	if a.Kind == KindBroadcast {
 		s.mu.Lock()
 		ea, eb := s.echoLocked(a), s.echoLocked(b)

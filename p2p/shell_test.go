@@ -13,12 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-
-	"github.com/custos-wallet/custos/tss"
 )
 
 // toyProto is a request protocol of the tests, registered beside the
@@ -92,7 +91,7 @@ func TestRequestResponse(t *testing.T) {
 		t.Fatalf("handler saw the request from %v, want %s", p, b.ID())
 	}
 	// The session protocol runs beside it on the same hosts.
-	conns := openAll(t, c, tss.NewSessionID())
+	conns := openAll(t, c, ids.NewSessionID())
 	if err := conns[1].Send(context.Background(), a.Self(), []byte("frame")); err != nil {
 		t.Fatal(err)
 	}

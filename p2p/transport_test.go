@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/tss"
 )
 
@@ -39,7 +40,7 @@ func TestEquivocationBySequenceNumber(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 3, tcpLoopback, nil)
 	defer c.close()
 	a, b, cc := c.nodes[0], c.nodes[1], c.nodes[2]
-	sid := tss.NewSessionID()
+	sid := ids.NewSessionID()
 	conns := openAll(t, c, sid)
 	toB, toC := rawStream(t, a, b), rawStream(t, a, cc)
 	defer toB.Reset()
@@ -83,7 +84,7 @@ func TestEquivocationBySequenceNumber(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("B did not detect the equivocation in slot #2")
 	}
-	if se, ok := tss.AsSessionError(conns[1].Err()); !ok || !slices.Equal(se.Culprits, []tss.MemberID{a.Self()}) {
+	if se, ok := tss.AsSessionError(conns[1].Err()); !ok || !slices.Equal(se.Culprits, []ids.MemberID{a.Self()}) {
 		t.Fatalf("B: got %v, want misbehaviour by A", conns[1].Err())
 	}
 	expectNone(t, conns[1], 200*time.Millisecond)
@@ -93,7 +94,7 @@ func TestBroadcastWindow(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 2, tcpLoopback, func(cfg *Config) { cfg.BroadcastWindow = 4 })
 	defer c.close()
 	a, b := c.nodes[0], c.nodes[1]
-	sid := tss.NewSessionID()
+	sid := ids.NewSessionID()
 	conns := openAll(t, c, sid)
 	s := rawStream(t, b, a)
 	defer s.Reset()
@@ -121,7 +122,7 @@ func TestDropBadEcho(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 3, tcpLoopback, nil)
 	defer c.close()
 	a, b, cc := c.nodes[0], c.nodes[1], c.nodes[2]
-	sid, other := tss.NewSessionID(), tss.NewSessionID()
+	sid, other := ids.NewSessionID(), ids.NewSessionID()
 	conns := openAll(t, c, sid)
 	s := rawStream(t, b, a)
 	defer s.Reset()
@@ -155,9 +156,9 @@ func TestDropWrongToAndNotMember(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 3, tcpLoopback, nil)
 	defer c.close()
 	a, b, cc := c.nodes[0], c.nodes[1], c.nodes[2]
-	sid := tss.NewSessionID()
+	sid := ids.NewSessionID()
 	// A session of A and B only.
-	ab := []tss.MemberID{a.Self(), b.Self()}
+	ab := []ids.MemberID{a.Self(), b.Self()}
 	connA, err := a.Open(context.Background(), sid, ab)
 	if err != nil {
 		t.Fatal(err)
@@ -183,7 +184,7 @@ func TestFrameFromAnotherSession(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 2, tcpLoopback, nil)
 	defer c.close()
 	a, b := c.nodes[0], c.nodes[1]
-	x, y := tss.NewSessionID(), tss.NewSessionID()
+	x, y := ids.NewSessionID(), ids.NewSessionID()
 	cx, cy := openAll(t, c, x), openAll(t, c, y)
 	s := rawStream(t, b, a)
 	defer s.Reset()
@@ -209,7 +210,7 @@ func TestDropQueueFullPerSender(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 3, tcpLoopback, func(cfg *Config) { cfg.SessionQueue = 4 })
 	defer c.close()
 	a, b, cc := c.nodes[0], c.nodes[1], c.nodes[2]
-	conns := openAll(t, c, tss.NewSessionID())
+	conns := openAll(t, c, ids.NewSessionID())
 	const flood = 8
 	for i := 0; i < flood; i++ {
 		if err := conns[1].Send(context.Background(), a.Self(), []byte{byte(i)}); err != nil {
@@ -261,7 +262,7 @@ func TestSlowPeerDoesNotBlockReader(t *testing.T) {
 	})
 	defer c.close()
 	a, b, cc := c.nodes[0], c.nodes[1], c.nodes[2]
-	conns := openAll(t, c, tss.NewSessionID())
+	conns := openAll(t, c, ids.NewSessionID())
 	h := stall(t, b, cc.ID())
 	defer h.release()
 
@@ -292,12 +293,12 @@ func TestSlowPeerDoesNotBlockReader(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "echo drop", func() bool { return b.Counters().Dropped(DropOutQueueFull) == 1 })
 	se, ok := tss.AsSessionError(conns[1].Err())
-	if !ok || se.Kind != tss.FailTransport || !slices.Equal(se.Waiting, []tss.MemberID{cc.Self()}) {
+	if !ok || se.Kind != tss.FailTransport || !slices.Equal(se.Waiting, []ids.MemberID{cc.Self()}) {
 		t.Fatalf("B: got %v, want a transport failure waiting for C", conns[1].Err())
 	}
 
 	// In a new session, a send to C waits OutQueueWait, then fails it.
-	conns2 := openAll(t, c, tss.NewSessionID())
+	conns2 := openAll(t, c, ids.NewSessionID())
 	start := time.Now()
 	if err := conns2[1].Send(context.Background(), cc.Self(), []byte("waits")); err == nil {
 		t.Fatal("send to a stalled peer succeeded")
@@ -306,11 +307,11 @@ func TestSlowPeerDoesNotBlockReader(t *testing.T) {
 		t.Fatalf("send gave up after %v, want about 500ms", d)
 	}
 	se, ok = tss.AsSessionError(conns2[1].Err())
-	if !ok || se.Kind != tss.FailTransport || !slices.Equal(se.Waiting, []tss.MemberID{cc.Self()}) {
+	if !ok || se.Kind != tss.FailTransport || !slices.Equal(se.Waiting, []ids.MemberID{cc.Self()}) {
 		t.Fatalf("B: got %v, want a transport failure waiting for C", conns2[1].Err())
 	}
 	// B still talks to A.
-	conns3 := openAll(t, c, tss.NewSessionID())
+	conns3 := openAll(t, c, ids.NewSessionID())
 	if err := conns3[1].Send(context.Background(), a.Self(), []byte("to a")); err != nil {
 		t.Fatal(err)
 	}
@@ -328,14 +329,14 @@ func TestPendingPerSenderLimits(t *testing.T) {
 	})
 	defer c.close()
 	a, b, cc := c.nodes[0], c.nodes[1], c.nodes[2]
-	ids := c.ids()
-	var shared tss.SessionID
+	memberIDs := c.ids()
+	var shared ids.SessionID
 	for i := 0; i < 3; i++ {
-		sid := tss.NewSessionID()
+		sid := ids.NewSessionID()
 		if i == 0 {
 			shared = sid
 		}
-		conn, err := b.Open(context.Background(), sid, ids)
+		conn, err := b.Open(context.Background(), sid, memberIDs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -358,9 +359,9 @@ func TestPendingPerSenderLimits(t *testing.T) {
 	}
 	// C's early frames still find room, in the shared session and in a
 	// new one.
-	own := tss.NewSessionID()
-	for _, sid := range []tss.SessionID{shared, own} {
-		conn, err := cc.Open(context.Background(), sid, ids)
+	own := ids.NewSessionID()
+	for _, sid := range []ids.SessionID{shared, own} {
+		conn, err := cc.Open(context.Background(), sid, memberIDs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -376,7 +377,7 @@ func TestPendingPerSenderLimits(t *testing.T) {
 	if s, n, _ := a.PendingStats(); s != 3 || n != 35 {
 		t.Fatalf("pending: %d sessions, %d frames; want 3, 35", s, n)
 	}
-	conn, err := a.Open(context.Background(), shared, ids)
+	conn, err := a.Open(context.Background(), shared, memberIDs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +403,7 @@ func TestReplayOrderAtOpen(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 2, tcpLoopback, nil)
 	defer c.close()
 	a, b := c.nodes[0], c.nodes[1]
-	sid := tss.NewSessionID()
+	sid := ids.NewSessionID()
 	connB, err := b.Open(context.Background(), sid, c.ids())
 	if err != nil {
 		t.Fatal(err)
@@ -457,8 +458,8 @@ func TestOpenRefusesNonCanonicalMemberID(t *testing.T) {
 	if p, err := peer.Decode(cidForm); err != nil || p != other {
 		t.Fatalf("CID form does not decode to the member: %v", err)
 	}
-	ids := []tss.MemberID{c.nodes[0].Self(), tss.MemberID(cidForm)}
-	_, err := c.nodes[0].Open(context.Background(), tss.NewSessionID(), ids)
+	memberIDs := []ids.MemberID{c.nodes[0].Self(), ids.MemberID(cidForm)}
+	_, err := c.nodes[0].Open(context.Background(), ids.NewSessionID(), memberIDs)
 	if err == nil || !strings.Contains(err.Error(), "canonical") {
 		t.Fatalf("got %v, want a refusal of the non-canonical id", err)
 	}
@@ -516,7 +517,7 @@ func TestDropLogsRateLimited(t *testing.T) {
 	defer s.Reset()
 	const n = 50
 	for i := 0; i < n; i++ {
-		writeFrame(t, s, signed(t, b.key, &Frame{Kind: KindDirect, Session: tss.NewSessionID(), Seq: 1, From: b.ID(), To: b.ID(), Payload: []byte("x")}))
+		writeFrame(t, s, signed(t, b.key, &Frame{Kind: KindDirect, Session: ids.NewSessionID(), Seq: 1, From: b.ID(), To: b.ID(), Payload: []byte("x")}))
 	}
 	waitFor(t, 10*time.Second, "drops", func() bool { return a.Counters().Dropped(DropWrongTo) == n })
 	if got := strings.Count(a.logs.String(), "dropped frame for another recipient"); got < 1 || got > 5 {
@@ -533,7 +534,7 @@ func TestEquivocationPastEchoSlotLimit(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 3, tcpLoopback, func(cfg *Config) { cfg.SessionSlots = slots })
 	defer c.close()
 	a, b, cc := c.nodes[0], c.nodes[1], c.nodes[2]
-	sid := tss.NewSessionID()
+	sid := ids.NewSessionID()
 	conns := openAll(t, c, sid)
 	toB, toC := rawStream(t, a, b), rawStream(t, a, cc)
 	defer toB.Reset()
@@ -566,7 +567,7 @@ func TestEquivocationPastEchoSlotLimit(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("node %d did not detect the equivocation in slot #%d", i+1, slots)
 		}
-		if se, ok := tss.AsSessionError(conn.Err()); !ok || se.Kind != tss.FailMisbehaviour || !slices.Equal(se.Culprits, []tss.MemberID{a.Self()}) {
+		if se, ok := tss.AsSessionError(conn.Err()); !ok || se.Kind != tss.FailMisbehaviour || !slices.Equal(se.Culprits, []ids.MemberID{a.Self()}) {
 			t.Fatalf("node %d: got %v, want misbehaviour by A", i+1, conn.Err())
 		}
 	}
@@ -626,7 +627,7 @@ func TestBroadcastNotHeldUpByStuckMember(t *testing.T) {
 	})
 	defer c.close()
 	a, b := c.nodes[0], c.nodes[1]
-	conns := openAll(t, c, tss.NewSessionID())
+	conns := openAll(t, c, ids.NewSessionID())
 	h := stall(t, a, b.ID()) // B comes before C in A's member list
 	defer h.release()
 	for i := 0; i < 2; i++ {
@@ -652,7 +653,7 @@ func TestBroadcastNotHeldUpByStuckMember(t *testing.T) {
 		t.Fatal("Broadcast to a stuck member succeeded")
 	}
 	se, ok := tss.AsSessionError(conns[0].Err())
-	if !ok || se.Kind != tss.FailTransport || !slices.Equal(se.Waiting, []tss.MemberID{b.Self()}) {
+	if !ok || se.Kind != tss.FailTransport || !slices.Equal(se.Waiting, []ids.MemberID{b.Self()}) {
 		t.Fatalf("got %v, want a transport failure waiting for B", conns[0].Err())
 	}
 }
@@ -664,7 +665,7 @@ func TestUnreachableMemberFailsSession(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 3, tcpLoopback, nil)
 	defer c.close()
 	b, cc := c.nodes[1], c.nodes[2]
-	conns := openAll(t, c, tss.NewSessionID())
+	conns := openAll(t, c, ids.NewSessionID())
 	if err := cc.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -680,7 +681,7 @@ func TestUnreachableMemberFailsSession(t *testing.T) {
 		t.Fatal("session not ended after a frame to a closed member was lost")
 	}
 	se, ok := tss.AsSessionError(conns[0].Err())
-	if !ok || se.Kind != tss.FailTransport || !slices.Equal(se.Waiting, []tss.MemberID{cc.Self()}) {
+	if !ok || se.Kind != tss.FailTransport || !slices.Equal(se.Waiting, []ids.MemberID{cc.Self()}) {
 		t.Fatalf("got %v, want a transport failure waiting for C", conns[0].Err())
 	}
 	_ = b
@@ -692,7 +693,7 @@ func TestStaleFramesNotWritten(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 2, tcpLoopback, func(cfg *Config) { cfg.WriteTimeout = time.Second })
 	defer c.close()
 	a, b := c.nodes[0], c.nodes[1]
-	conn, err := a.Open(context.Background(), tss.NewSessionID(), c.ids())
+	conn, err := a.Open(context.Background(), ids.NewSessionID(), c.ids())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -721,7 +722,7 @@ func TestEchoNotOvertakenOnFullQueue(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 3, tcpLoopback, func(cfg *Config) { cfg.OutQueueFrames = 2 })
 	defer c.close()
 	b, cc := c.nodes[1], c.nodes[2]
-	conns := openAll(t, c, tss.NewSessionID())
+	conns := openAll(t, c, ids.NewSessionID())
 	h := stall(t, b, cc.ID())
 	defer h.release() // before c.close: a stalled writer blocks Close
 	for i := 0; i < 3; i++ {
@@ -759,7 +760,7 @@ func TestNextBroadcastAdmittedWithHeldShare(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 2, tcpLoopback, func(cfg *Config) { cfg.SessionQueue = 4 })
 	defer c.close()
 	a, b := c.nodes[0], c.nodes[1]
-	sid := tss.NewSessionID()
+	sid := ids.NewSessionID()
 	conns := openAll(t, c, sid)
 	s := rawStream(t, b, a)
 	defer s.Reset()

@@ -713,7 +713,7 @@ func checkTarget(t Target) error {
 	switch {
 	case t == TargetAll, strings.HasPrefix(s, "agent:") && len(s) > len("agent:"):
 		return nil
-	case strings.HasPrefix(s, "key:") && common.IsHexAddress(s[4:]) && KeyTarget(common.HexToAddress(s[4:])) == t:
+	case strings.HasPrefix(s, "key:") && validKeyTarget(t):
 		return nil
 	}
 	return fmt.Errorf("policy: bad freeze target %q (want all, agent:<id> or key:<checksummed address>)", s)
@@ -797,4 +797,10 @@ func (e *Engine) ApplyDocument(sd SignedDocument) error {
 	}
 	e.policy = np
 	return nil
+}
+
+// validKeyTarget reports whether t is a key target in its one text form.
+func validKeyTarget(t Target) bool {
+	k, err := ids.ParseKeyID(string(t))
+	return err == nil && KeyTarget(k.Address()) == t
 }

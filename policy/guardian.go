@@ -340,5 +340,6 @@ const TargetAll Target = "all"
 // AgentTarget is the freeze target of every key an agent uses.
 func AgentTarget(a ids.AgentID) Target { return Target("agent:" + string(a)) }
 
-// KeyTarget is the freeze target of one key.
-func KeyTarget(k common.Address) Target { return Target("key:" + k.Hex()) }
+// KeyTarget is the freeze target of one key: its ids.KeyID text, the form
+// shares, the API and the audit log use too.
+func KeyTarget(k common.Address) Target { return Target(ids.KeyIDOf(k).String()) }

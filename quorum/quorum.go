@@ -41,14 +41,14 @@ var ErrUngrantable = errors.New("quorum: key cannot grant the tier")
 var ErrBadQuorum = errors.New("quorum: quorum fails the tier")
 
 func roleOf(c tss.Committee, id ids.MemberID) ids.Role {
-	return ids.Role(c.Role(tss.MemberID(id)))
+	return c.Role(id)
 }
 
 func tierRoles(t policy.TierSpec) []ids.Role {
 	rs := make([]ids.Role, 0, len(t.Roles))
 	for _, r := range t.Roles {
-		if !slices.Contains(rs, ids.Role(r)) {
-			rs = append(rs, ids.Role(r))
+		if !slices.Contains(rs, r) {
+			rs = append(rs, r)
 		}
 	}
 	return rs
@@ -76,7 +76,7 @@ func Check(c tss.Committee, tier policy.TierSpec, q []ids.MemberID) error {
 		}
 	}
 	for _, m := range c.Members {
-		if ids.Role(m.Role) == ids.RolePolicy && !seen[ids.MemberID(m.ID)] {
+		if m.Role == ids.RolePolicy && !seen[m.ID] {
 			return fmt.Errorf("%w %s: policy member %s is not among the signers (every policy member of a key signs, so no budget is spent twice)", ErrBadQuorum, tier.Name, m.ID)
 		}
 	}
@@ -86,7 +86,7 @@ func Check(c tss.Committee, tier policy.TierSpec, q []ids.MemberID) error {
 // CanGrant reports whether a key with committee c can serve tier at all.
 func CanGrant(c tss.Committee, tier policy.TierSpec) error {
 	for _, r := range tierRoles(tier) {
-		if !slices.ContainsFunc(c.Members, func(m tss.Member) bool { return ids.Role(m.Role) == r }) {
+		if !slices.ContainsFunc(c.Members, func(m tss.Member) bool { return m.Role == r }) {
 			return fmt.Errorf("%w %s: the key has no %s member", ErrUngrantable, tier.Name, r)
 		}
 	}
@@ -117,8 +117,8 @@ func Select(c tss.Committee, tier policy.TierSpec, reachable func(ids.MemberID) 
 	in := func(id ids.MemberID) bool { return slices.Contains(q, id) }
 	var missing []string
 	for _, m := range members {
-		id := ids.MemberID(m.ID)
-		if ids.Role(m.Role) != ids.RolePolicy {
+		id := m.ID
+		if m.Role != ids.RolePolicy {
 			continue
 		}
 		if !usable(id) {
@@ -132,21 +132,21 @@ func Select(c tss.Committee, tier policy.TierSpec, reachable func(ids.MemberID) 
 			continue
 		}
 		i := slices.IndexFunc(members, func(m tss.Member) bool {
-			return ids.Role(m.Role) == r && usable(ids.MemberID(m.ID))
+			return m.Role == r && usable(m.ID)
 		})
 		if i < 0 {
 			missing = append(missing, fmt.Sprintf("no %s member can be used", r))
 			continue
 		}
-		q = append(q, ids.MemberID(members[i].ID))
+		q = append(q, members[i].ID)
 	}
 	for _, guardians := range []bool{false, true} {
 		for _, m := range members {
-			id := ids.MemberID(m.ID)
+			id := m.ID
 			if len(q) >= c.Threshold+1 {
 				break
 			}
-			if (ids.Role(m.Role) == ids.RoleGuardian) == guardians && usable(id) && !in(id) {
+			if (m.Role == ids.RoleGuardian) == guardians && usable(id) && !in(id) {
 				q = append(q, id)
 			}
 		}
@@ -189,7 +189,7 @@ func All(c tss.Committee, tier policy.TierSpec) iter.Seq[[]ids.MemberID] {
 			for {
 				q := make([]ids.MemberID, size)
 				for i, j := range idx {
-					q[i] = ids.MemberID(members[j].ID)
+					q[i] = members[j].ID
 				}
 				if Check(c, tier, q) == nil {
 					found = true

@@ -17,7 +17,7 @@ import (
 func committee(t int, roles ...ids.Role) tss.Committee {
 	c := tss.Committee{Threshold: t}
 	for i, r := range roles {
-		c.Members = append(c.Members, tss.Member{ID: tss.MemberID(fmt.Sprintf("%s-%d", r, i)), Role: tss.Role(r)})
+		c.Members = append(c.Members, tss.Member{ID: ids.MemberID(fmt.Sprintf("%s-%d", r, i)), Role: r})
 	}
 	return c
 }
@@ -25,7 +25,7 @@ func committee(t int, roles ...ids.Role) tss.Committee {
 func tier(name string, roles ...ids.Role) policy.TierSpec {
 	ts := policy.TierSpec{Name: name}
 	for _, r := range roles {
-		ts.Roles = append(ts.Roles, ids.Role(r))
+		ts.Roles = append(ts.Roles, r)
 	}
 	return ts
 }
@@ -100,14 +100,14 @@ func naive(c tss.Committee, ts policy.TierSpec, mask uint) bool {
 	for i, m := range ms {
 		in := mask&(1<<i) != 0
 		if in {
-			have[ids.Role(m.Role)] = true
+			have[m.Role] = true
 		}
-		if ids.Role(m.Role) == ids.RolePolicy && !in {
+		if m.Role == ids.RolePolicy && !in {
 			return false
 		}
 	}
 	for _, r := range ts.Roles {
-		if !have[ids.Role(r)] {
+		if !have[r] {
 			return false
 		}
 	}
@@ -118,7 +118,7 @@ func members(c tss.Committee, mask uint) []ids.MemberID {
 	var q []ids.MemberID
 	for i, m := range c.Canonical().Members {
 		if mask&(1<<i) != 0 {
-			q = append(q, ids.MemberID(m.ID))
+			q = append(q, m.ID)
 		}
 	}
 	return q
@@ -147,14 +147,14 @@ func TestProperties(t *testing.T) {
 		for i, m := range canon {
 			switch rng.IntN(5) {
 			case 0:
-				excluded = append(excluded, ids.MemberID(m.ID))
+				excluded = append(excluded, m.ID)
 			case 1: // unreachable
 			default:
 				usableMask |= 1 << i
 			}
 		}
 		reachable := func(id ids.MemberID) bool {
-			i := slices.IndexFunc(canon, func(m tss.Member) bool { return ids.MemberID(m.ID) == id })
+			i := slices.IndexFunc(canon, func(m tss.Member) bool { return m.ID == id })
 			return usableMask&(1<<i) != 0 || slices.Contains(excluded, id)
 		}
 		ctx := fmt.Sprintf("case %d: %s tier %v usable %b", iter, c.Describe(), tr, usableMask)

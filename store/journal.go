@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/custos-wallet/custos/ids"
-	"github.com/custos-wallet/custos/tss"
 )
 
 // RequestRecord is one signing (or key) request in the journal: its state
@@ -159,13 +158,13 @@ func (s *Store) Requests(ctx context.Context, keep func(RequestRecord) bool) ([]
 
 // SessionRecord is one protocol session in the journal.
 type SessionRecord struct {
-	ID        tss.SessionID  `json:"id"`
+	ID        ids.SessionID  `json:"id"`
 	RequestID ids.RequestID  `json:"request_id,omitempty"`
 	Kind      string         `json:"kind"`  // keygen, sign, reshare
 	State     string         `json:"state"` // caller-defined, e.g. proposed, running, done, failed
-	Key       tss.KeyID      `json:"key,omitempty"`
-	Members   []tss.MemberID `json:"members,omitempty"`
-	Culprits  []tss.MemberID `json:"culprits,omitempty"`
+	Key       ids.KeyID      `json:"key,omitempty"`
+	Members   []ids.MemberID `json:"members,omitempty"`
+	Culprits  []ids.MemberID `json:"culprits,omitempty"`
 	Error     string         `json:"error,omitempty"`
 	Started   time.Time      `json:"started"`
 	Updated   time.Time      `json:"updated"`
@@ -176,11 +175,11 @@ var (
 	sessionReqPrefix = []byte("sessionreq/")
 )
 
-func sessionLogKey(id tss.SessionID) []byte {
+func sessionLogKey(id ids.SessionID) []byte {
 	return append(append([]byte(nil), sessionLogPrefix...), id.String()...)
 }
 
-func sessionReqKey(r ids.RequestID, id tss.SessionID) []byte {
+func sessionReqKey(r ids.RequestID, id ids.SessionID) []byte {
 	return fmt.Appendf(nil, "%s%s/%s", sessionReqPrefix, r, id)
 }
 
@@ -220,7 +219,7 @@ func (s *Store) PutSession(ctx context.Context, r SessionRecord) error {
 }
 
 // Session returns the journal record of session id.
-func (s *Store) Session(ctx context.Context, id tss.SessionID) (SessionRecord, error) {
+func (s *Store) Session(ctx context.Context, id ids.SessionID) (SessionRecord, error) {
 	var r SessionRecord
 	err := s.view(ctx, func(txn *badgerTxn) error { return s.getJSON(txn, recSession, sessionLogKey(id), &r) })
 	if err != nil {
@@ -235,7 +234,7 @@ func (s *Store) RequestSessions(ctx context.Context, id ids.RequestID) ([]Sessio
 	var out []SessionRecord
 	err := s.view(ctx, func(txn *badgerTxn) error {
 		return s.scan(txn, recSession, prefix, func(key, _ []byte) error {
-			sid, err := tss.ParseSessionID(string(key[len(prefix):]))
+			sid, err := ids.ParseSessionID(string(key[len(prefix):]))
 			if err != nil {
 				return nil // a longer request id that shares this prefix
 			}

@@ -10,8 +10,8 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/policy"
-	"github.com/custos-wallet/custos/tss"
 )
 
 func TestApprovalConsumedOnceAcrossRestarts(t *testing.T) {
@@ -191,8 +191,8 @@ func TestRequestJournal(t *testing.T) {
 		t.Fatalf("unfinished requests: %+v %v", open, err)
 	}
 
-	sid1, sid2 := tss.NewSessionID(), tss.NewSessionID()
-	if err := s.PutSession(ctx, SessionRecord{ID: sid1, RequestID: "req-1", Kind: "sign", State: "failed", Culprits: []tss.MemberID{"policy-1"}}); err != nil {
+	sid1, sid2 := ids.NewSessionID(), ids.NewSessionID()
+	if err := s.PutSession(ctx, SessionRecord{ID: sid1, RequestID: "req-1", Kind: "sign", State: "failed", Culprits: []ids.MemberID{"policy-1"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.PutSession(ctx, SessionRecord{ID: sid2, RequestID: "req-1", Kind: "sign", State: "running"}); err != nil {

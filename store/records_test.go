@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/internal/testfixtures"
 	"github.com/custos-wallet/custos/p2p"
 	"github.com/custos-wallet/custos/tss"
@@ -43,10 +44,10 @@ func testShares(t *testing.T) []*tss.Share {
 	t.Helper()
 	sharesOnce.Do(func() {
 		c := tss.Committee{Threshold: 1, Members: []tss.Member{
-			{ID: "agent-1", Role: tss.RoleAgent}, {ID: "policy-1", Role: tss.RolePolicy}, {ID: "guardian-1", Role: tss.RoleGuardian},
+			{ID: "agent-1", Role: ids.RoleAgent}, {ID: "policy-1", Role: ids.RolePolicy}, {ID: "guardian-1", Role: ids.RoleGuardian},
 		}}
 		net := tss.NewMemNetwork()
-		sid := tss.NewSessionID()
+		sid := ids.NewSessionID()
 		out := make([]*tss.Share, 3)
 		errs := make([]error, 3)
 		var wg sync.WaitGroup
@@ -308,7 +309,7 @@ func TestSessionIDClaimedOnce(t *testing.T) {
 	ctx := context.Background()
 	key := newKeyFile(t)
 	s := openTest(t, t.TempDir(), key)
-	id := tss.NewSessionID()
+	id := ids.NewSessionID()
 	if err := s.SessionIDs().Claim(ctx, id); err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +327,7 @@ func TestSessionIDClaimedOnce(t *testing.T) {
 		}
 	}
 	// Concurrent claims of one new id: exactly one wins.
-	fresh := tss.NewSessionID()
+	fresh := ids.NewSessionID()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	wins := 0

@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/p2p"
-	"github.com/custos-wallet/custos/tss"
 )
 
 var sessionPrefix = []byte("session/")
 
-func sessionKey(id tss.SessionID) []byte {
+func sessionKey(id ids.SessionID) []byte {
 	return append(append([]byte(nil), sessionPrefix...), id.String()...)
 }
 
@@ -31,7 +31,7 @@ func (s *Store) SessionIDs() *SessionIDs { return &SessionIDs{s: s} }
 
 // Claim records id, committed and synced before it returns, and fails with
 // an error wrapping p2p.ErrSessionReused if id was claimed before.
-func (r *SessionIDs) Claim(ctx context.Context, id tss.SessionID) error {
+func (r *SessionIDs) Claim(ctx context.Context, id ids.SessionID) error {
 	if id.IsZero() {
 		return fmt.Errorf("store: claim session: the session id is zero")
 	}
@@ -53,7 +53,7 @@ func (r *SessionIDs) Claim(ctx context.Context, id tss.SessionID) error {
 }
 
 // Used reports whether id was claimed.
-func (r *SessionIDs) Used(ctx context.Context, id tss.SessionID) (bool, error) {
+func (r *SessionIDs) Used(ctx context.Context, id ids.SessionID) (bool, error) {
 	var used bool
 	err := r.s.view(ctx, func(txn *badgerTxn) error {
 		var err error

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/tss"
 )
 
@@ -16,11 +17,11 @@ var sharePrefix = []byte("share/")
 
 // shareKey is "share/<key id>/<generation, 10 digits>": a key's generations
 // sort in order under its prefix.
-func shareKey(id tss.KeyID, gen uint32) []byte {
+func shareKey(id ids.KeyID, gen uint32) []byte {
 	return fmt.Appendf(nil, "%s%s/%010d", sharePrefix, id, gen)
 }
 
-func shareKeyPrefix(id tss.KeyID) []byte { return fmt.Appendf(nil, "%s%s/", sharePrefix, id) }
+func shareKeyPrefix(id ids.KeyID) []byte { return fmt.Appendf(nil, "%s%s/", sharePrefix, id) }
 
 // PutShare stores a share under its key id and generation. A stored share
 // is never overwritten (ErrExists): old generations stay until DeleteShare,
@@ -51,7 +52,7 @@ func (s *Store) PutShare(ctx context.Context, sh *tss.Share) error {
 }
 
 // Share returns the share of key id in generation gen.
-func (s *Store) Share(ctx context.Context, id tss.KeyID, gen uint32) (*tss.Share, error) {
+func (s *Store) Share(ctx context.Context, id ids.KeyID, gen uint32) (*tss.Share, error) {
 	var sh *tss.Share
 	err := s.view(ctx, func(txn *badgerTxn) error {
 		b, err := s.get(txn, recShare, shareKey(id, gen))
@@ -70,7 +71,7 @@ func (s *Store) Share(ctx context.Context, id tss.KeyID, gen uint32) (*tss.Share
 
 // ShareGenerations lists the generations of key id this node holds a share
 // of, oldest first.
-func (s *Store) ShareGenerations(ctx context.Context, id tss.KeyID) ([]uint32, error) {
+func (s *Store) ShareGenerations(ctx context.Context, id ids.KeyID) ([]uint32, error) {
 	prefix := shareKeyPrefix(id)
 	var gens []uint32
 	err := s.view(ctx, func(txn *badgerTxn) error {
@@ -93,7 +94,7 @@ func (s *Store) ShareGenerations(ctx context.Context, id tss.KeyID) ([]uint32, e
 }
 
 // LatestShare returns the share of key id with the highest generation.
-func (s *Store) LatestShare(ctx context.Context, id tss.KeyID) (*tss.Share, error) {
+func (s *Store) LatestShare(ctx context.Context, id ids.KeyID) (*tss.Share, error) {
 	gens, err := s.ShareGenerations(ctx, id)
 	if err != nil {
 		return nil, err
@@ -107,7 +108,7 @@ func (s *Store) LatestShare(ctx context.Context, id tss.KeyID) (*tss.Share, erro
 // ShareKeys lists the public descriptions of the latest generation of every
 // key this node holds a share of.
 func (s *Store) ShareKeys(ctx context.Context) ([]tss.KeyInfo, error) {
-	var ids []tss.KeyID
+	var keys []ids.KeyID
 	err := s.view(ctx, func(txn *badgerTxn) error {
 		it := txn.NewIterator(badgerKeysOnly(sharePrefix))
 		defer it.Close()
@@ -116,9 +117,12 @@ func (s *Store) ShareKeys(ctx context.Context) ([]tss.KeyInfo, error) {
 			if len(k) < 11 {
 				continue
 			}
-			id := tss.KeyID(k[:len(k)-11])
-			if len(ids) == 0 || ids[len(ids)-1] != id {
-				ids = append(ids, id)
+			id, err := ids.ParseKeyID(k[:len(k)-11])
+			if err != nil {
+				return fmt.Errorf("%w: share record %q: %v", ErrCorrupt, k, err)
+			}
+			if len(keys) == 0 || keys[len(keys)-1] != id {
+				keys = append(keys, id)
 			}
 		}
 		return nil
@@ -126,8 +130,8 @@ func (s *Store) ShareKeys(ctx context.Context) ([]tss.KeyInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: list shares: %w", err)
 	}
-	out := make([]tss.KeyInfo, 0, len(ids))
-	for _, id := range ids {
+	out := make([]tss.KeyInfo, 0, len(keys))
+	for _, id := range keys {
 		sh, err := s.LatestShare(ctx, id)
 		if err != nil {
 			return nil, err
@@ -138,7 +142,7 @@ func (s *Store) ShareKeys(ctx context.Context) ([]tss.KeyInfo, error) {
 }
 
 // DeleteShare removes the share of key id in generation gen, for good.
-func (s *Store) DeleteShare(ctx context.Context, id tss.KeyID, gen uint32) error {
+func (s *Store) DeleteShare(ctx context.Context, id ids.KeyID, gen uint32) error {
 	key := shareKey(id, gen)
 	err := s.update(ctx, func(txn *badgerTxn) error {
 		ok, err := exists(txn, key)

@@ -15,8 +15,8 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"go.uber.org/goleak"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/policy"
-	"github.com/custos-wallet/custos/tss"
 )
 
 func TestMain(m *testing.M) {
@@ -242,7 +242,7 @@ func TestClosedStoreIsSealed(t *testing.T) {
 	ctx := context.Background()
 	calls := map[string]error{
 		"view":           s.view(ctx, func(*badgerTxn) error { return nil }),
-		"claim":          s.SessionIDs().Claim(ctx, tss.NewSessionID()),
+		"claim":          s.SessionIDs().Claim(ctx, ids.NewSessionID()),
 		"reserve":        s.Ledger().Reserve(ctx, policy.Reservation{ID: "r1"}),
 		"consume":        s.ConsumeApproval(ctx, common.Hash{1}, "r1"),
 		"take preparams": func() error { _, err := s.TakePreParams(ctx); return err }(),

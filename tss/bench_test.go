@@ -3,6 +3,8 @@ package tss
 import (
 	"context"
 	"testing"
+
+	"github.com/custos-wallet/custos/ids"
 )
 
 // BenchmarkSign2of3 measures one in-process 2-of-3 signature, both parties
@@ -10,12 +12,12 @@ import (
 func BenchmarkSign2of3(b *testing.B) {
 	shares := shared2of3(b)
 	net := NewMemNetwork()
-	signers := []MemberID{agent.ID, policy.ID}
+	signers := []ids.MemberID{agent.ID, policy.ID}
 	digest := digestOf("bench")
 	b.ResetTimer()
 	for b.Loop() {
-		sid := NewSessionID()
-		errs := runAll(signers, func(_ int, id MemberID) error {
+		sid := ids.NewSessionID()
+		errs := runAll(signers, func(_ int, id ids.MemberID) error {
 			_, err := NewEngine(net.Endpoint(id), testConfig()).Sign(context.Background(),
 				SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digest})
 			return err

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/custos-wallet/custos/ids"
 )
 
 // The confirmation round ends a reshare. tss-lib's reshare and the proof
@@ -21,13 +23,13 @@ import (
 
 const (
 	confirmMagic     = "CTR1"
-	confirmHeader    = len(confirmMagic) + len(SessionID{}) + 32 + 1
+	confirmHeader    = len(confirmMagic) + len(ids.SessionID{}) + 32 + 1
 	maxConfirmReason = 256
 )
 
 type confirmation struct {
-	Session SessionID // the reshare's
-	Digest  [32]byte  // ReshareProofDigest of the new key: what is confirmed
+	Session ids.SessionID // the reshare's
+	Digest  [32]byte      // ReshareProofDigest of the new key: what is confirmed
 	OK      bool
 	Proof   Signature // when OK: the proof, which every receiver checks
 	Reason  string    // when not OK: why, for the logs
@@ -71,23 +73,23 @@ func decodeConfirmation(b []byte) (confirmation, error) {
 // confirmRound is the pure core of the confirmation round at one node:
 // it takes the new members' confirmations and says who confirmed.
 type confirmRound struct {
-	session SessionID
+	session ids.SessionID
 	key     KeyInfo // the new key
 	digest  [32]byte
-	self    MemberID
+	self    ids.MemberID
 	maxIdle int
 
-	got      map[MemberID][]byte // payload from each new member
-	verdicts map[MemberID]error  // nil: confirmed
-	culprits []MemberID          // sent an invalid confirmation
-	proof    *Signature          // the first valid proof seen
+	got      map[ids.MemberID][]byte // payload from each new member
+	verdicts map[ids.MemberID]error  // nil: confirmed
+	culprits []ids.MemberID          // sent an invalid confirmation
+	proof    *Signature              // the first valid proof seen
 	idle     int
 	timedOut bool
 }
 
-func newConfirmRound(session SessionID, key KeyInfo, self MemberID, maxIdle int) *confirmRound {
+func newConfirmRound(session ids.SessionID, key KeyInfo, self ids.MemberID, maxIdle int) *confirmRound {
 	return &confirmRound{session: session, key: key, digest: ReshareProofDigest(session, key), self: self,
-		maxIdle: max(maxIdle, 1), got: map[MemberID][]byte{}, verdicts: map[MemberID]error{}}
+		maxIdle: max(maxIdle, 1), got: map[ids.MemberID][]byte{}, verdicts: map[ids.MemberID]error{}}
 }
 
 // own records this node's own confirmation (or refusal).
@@ -135,7 +137,7 @@ func (r *confirmRound) step(in Incoming) {
 	}
 }
 
-func (r *confirmRound) blame(who MemberID, err error) {
+func (r *confirmRound) blame(who ids.MemberID, err error) {
 	r.verdicts[who] = err
 	if !slices.Contains(r.culprits, who) {
 		r.culprits = append(r.culprits, who)
@@ -155,8 +157,8 @@ func (r *confirmRound) done() bool {
 
 // outcome lists the new members that confirmed and those that did not, and
 // the error for the result when not all did.
-func (r *confirmRound) outcome() (confirmed, unconfirmed []MemberID, err error) {
-	var silent []MemberID
+func (r *confirmRound) outcome() (confirmed, unconfirmed []ids.MemberID, err error) {
+	var silent []ids.MemberID
 	var reasons []string
 	for _, id := range r.key.Committee.IDs() {
 		v, heard := r.verdicts[id]
@@ -203,14 +205,14 @@ const (
 
 // confirm runs the confirmation round: this node broadcasts mine (when it
 // is a new member) and waits for every other new member's.
-func (e *Engine) confirm(ctx context.Context, session SessionID, members []MemberID, key KeyInfo, mine *confirmation) *confirmRound {
+func (e *Engine) confirm(ctx context.Context, session ids.SessionID, members []ids.MemberID, key KeyInfo, mine *confirmation) *confirmRound {
 	wait := confirmWaitOldOnly
 	if mine != nil {
 		wait = confirmWaitNew
 	}
 	ticks := wait * int((e.cfg.IdleTimeout+e.cfg.TickInterval-1)/e.cfg.TickInterval)
 	r := newConfirmRound(session, key, e.tr.Self(), ticks)
-	id := session.derive("reshare-confirm")
+	id := session.Derive("reshare-confirm")
 	conn, err := e.tr.Open(ctx, id, members)
 	if err != nil {
 		r.timedOut = true

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"slices"
 	"testing"
+
+	"github.com/custos-wallet/custos/ids"
 )
 
 // The confirmation round's core: a bad proof, a second different
@@ -11,7 +13,7 @@ import (
 // leave a member unconfirmed without blame.
 func TestConfirmRoundVerdicts(t *testing.T) {
 	key := syntheticShare(t, 0).Key() // 2-of-5: agent, policy, guardian, guardian-2, guardian-3
-	sid := NewSessionID()
+	sid := ids.NewSessionID()
 	r := newConfirmRound(sid, key, agent.ID, 3)
 	digest := ReshareProofDigest(sid, key)
 	r.own(confirmation{Session: sid, Digest: digest, Reason: "proof timed out"})
@@ -33,7 +35,7 @@ func TestConfirmRoundVerdicts(t *testing.T) {
 	}
 	se, ok := AsSessionError(err)
 	if !ok || !errors.Is(err, ErrReshareIncomplete) || se.Kind != FailMisbehaviour ||
-		!slices.Equal(se.Culprits, []MemberID{guardian2.ID, policy.ID}) || !slices.Equal(se.Waiting, []MemberID{guardian3.ID}) {
+		!slices.Equal(se.Culprits, []ids.MemberID{guardian2.ID, policy.ID}) || !slices.Equal(se.Waiting, []ids.MemberID{guardian3.ID}) {
 		t.Fatalf("got %v (culprits %v, waiting %v)", err, se.Culprits, se.Waiting)
 	}
 	t.Log(err)
@@ -42,11 +44,11 @@ func TestConfirmRoundVerdicts(t *testing.T) {
 	r = newConfirmRound(sid, key, agent.ID, 3)
 	r.step(Incoming{From: guardian.ID, Payload: refusal})
 	r.step(Incoming{From: guardian.ID, Payload: confirmation{Session: sid, Digest: digest, Reason: "other"}.encode()})
-	if !slices.Equal(r.culprits, []MemberID{guardian.ID}) {
+	if !slices.Equal(r.culprits, []ids.MemberID{guardian.ID}) {
 		t.Fatalf("culprits %v, want [%s]", r.culprits, guardian.ID)
 	}
 	// A confirmation of another reshare is misbehaviour too.
-	r.step(Incoming{From: policy.ID, Payload: confirmation{Session: NewSessionID(), Digest: digest, Reason: "x"}.encode()})
+	r.step(Incoming{From: policy.ID, Payload: confirmation{Session: ids.NewSessionID(), Digest: digest, Reason: "x"}.encode()})
 	if !slices.Contains(r.culprits, policy.ID) {
 		t.Fatal("a confirmation bound to another session was accepted")
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/resharing"
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
 	"github.com/bnb-chain/tss-lib/v2/tss"
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/crypto"
 )
 
@@ -56,7 +57,7 @@ func NewEngine(tr Transport, cfg Config) *Engine {
 	return &Engine{tr: tr, cfg: cfg, log: log.With("member", tr.Self())}
 }
 
-func (e *Engine) sessionConfig(id SessionID, proto protocol, parties int, hard *hardener, params ...any) sessionConfig {
+func (e *Engine) sessionConfig(id ids.SessionID, proto protocol, parties int, hard *hardener, params ...any) sessionConfig {
 	ticks := int((e.cfg.IdleTimeout + e.cfg.TickInterval - 1) / e.cfg.TickInterval)
 	return sessionConfig{id: id, params: paramsHash(append([]any{proto.String()}, params...)...), proto: proto,
 		self: e.tr.Self(), maxIdle: ticks, parties: parties, hard: hard}
@@ -72,8 +73,8 @@ func paramsHash(parts ...any) [32]byte {
 	return sha256.Sum256(b)
 }
 
-func sortedIDs(ids []MemberID) []MemberID {
-	out := slices.Clone(ids)
+func sortedIDs(memberIDs []ids.MemberID) []ids.MemberID {
+	out := slices.Clone(memberIDs)
 	slices.Sort(out)
 	return out
 }
@@ -123,7 +124,7 @@ func (e *Engine) run(ctx context.Context, s *Session) (err error) {
 				}
 				se := &SessionError{Session: s.id, Kind: FailTransport, Err: fmt.Errorf("send: %w", serr)}
 				if !m.Broadcast {
-					se.Waiting = []MemberID{m.To}
+					se.Waiting = []ids.MemberID{m.To}
 				}
 				return se
 			}
@@ -163,7 +164,7 @@ func (e *Engine) transportErr(s *Session, conn Conn) error {
 
 // KeygenRequest asks this node to take part in a key generation.
 type KeygenRequest struct {
-	Session   SessionID
+	Session   ids.SessionID
 	Committee Committee
 	PreParams *PreParams // this node's own set; used once
 }
@@ -189,8 +190,8 @@ func (e *Engine) Keygen(ctx context.Context, req KeygenRequest) (*Share, error) 
 	}
 	c := req.Committee.Canonical()
 	s := newSession(e.sessionConfig(req.Session, protoKeygen, len(c.Members), newHardener(c.Threshold), c))
-	ids := s.addCommittee(tagMain, c.IDs(), 0)
-	params := tss.NewParameters(tss.S256(), tss.NewPeerContext(ids), s.parties[partyRef{self, tagMain}], len(ids), c.Threshold)
+	pids := s.addCommittee(tagMain, c.IDs(), 0)
+	params := tss.NewParameters(tss.S256(), tss.NewPeerContext(pids), s.parties[partyRef{self, tagMain}], len(pids), c.Threshold)
 	end := make(chan *keygen.LocalPartySaveData, 1)
 	var save *keygen.LocalPartySaveData
 	party := keygen.NewLocalParty(params, s.out, end, req.PreParams.p)
@@ -223,9 +224,9 @@ func pollEnd[T any](ch <-chan *T, dst **T) func() bool {
 
 // SignRequest asks this node to take part in a signature.
 type SignRequest struct {
-	Session SessionID
+	Session ids.SessionID
 	Share   *Share
-	Signers []MemberID // t+1 or more members of the key's committee, this node included
+	Signers []ids.MemberID // t+1 or more members of the key's committee, this node included
 	Digest  [32]byte
 	Path    []uint32 // optional non-hardened child path: sign for that child key
 }
@@ -292,8 +293,8 @@ func (e *Engine) signSession(req SignRequest) (*Session, func() (Signature, erro
 	}
 	s := newSession(e.sessionConfig(req.Session, protoSign, len(req.Signers), hard,
 		key.canonical(), sortedIDs(req.Signers), req.Digest, req.Path))
-	ids := s.addCommittee(tagMain, req.Signers, key.Generation)
-	params := tss.NewParameters(tss.S256(), tss.NewPeerContext(ids), s.parties[partyRef{self, tagMain}], len(ids), key.Committee.Threshold)
+	pids := s.addCommittee(tagMain, req.Signers, key.Generation)
+	params := tss.NewParameters(tss.S256(), tss.NewPeerContext(pids), s.parties[partyRef{self, tagMain}], len(pids), key.Committee.Threshold)
 	end := make(chan *common.SignatureData, 1)
 	var out *common.SignatureData
 	msg := new(big.Int).SetBytes(req.Digest[:])
@@ -317,7 +318,7 @@ func (e *Engine) signSession(req SignRequest) (*Session, func() (Signature, erro
 
 // signHardener gives the signing checks each signer's Paillier modulus and
 // this node's own, from the share.
-func signHardener(key KeyInfo, data keygen.LocalPartySaveData, signers []MemberID) (*hardener, error) {
+func signHardener(key KeyInfo, data keygen.LocalPartySaveData, signers []ids.MemberID) (*hardener, error) {
 	h := newHardener(key.Committee.Threshold)
 	h.ownN, h.signers = data.PaillierSK.N, len(signers)
 	for _, id := range signers {
@@ -331,13 +332,13 @@ func signHardener(key KeyInfo, data keygen.LocalPartySaveData, signers []MemberI
 	return h, nil
 }
 
-// checkQuorum: ids must be distinct members of c, at least t+1 of them.
-func checkQuorum(c Committee, ids []MemberID, what string) error {
-	if len(ids) < c.Threshold+1 {
-		return fmt.Errorf("%d %s, the key needs %d", len(ids), what, c.Threshold+1)
+// checkQuorum: members must be distinct members of c, at least t+1 of them.
+func checkQuorum(c Committee, members []ids.MemberID, what string) error {
+	if len(members) < c.Threshold+1 {
+		return fmt.Errorf("%d %s, the key needs %d", len(members), what, c.Threshold+1)
 	}
-	seen := map[MemberID]bool{}
-	for _, id := range ids {
+	seen := map[ids.MemberID]bool{}
+	for _, id := range members {
 		if !c.Has(id) {
 			return fmt.Errorf("%s %s is not a member of the key's committee", what, id)
 		}
@@ -352,10 +353,10 @@ func checkQuorum(c Committee, ids []MemberID, what string) error {
 // ReshareRequest asks this node to take part in moving a key to a new
 // committee.
 type ReshareRequest struct {
-	Session      SessionID
-	Key          KeyInfo    // the key as it stands
-	OldShare     *Share     // this node's share; nil when it is only in the new committee
-	OldSigners   []MemberID // members of the old committee taking part, t+1 or more
+	Session      ids.SessionID
+	Key          KeyInfo        // the key as it stands
+	OldShare     *Share         // this node's share; nil when it is only in the new committee
+	OldSigners   []ids.MemberID // members of the old committee taking part, t+1 or more
 	NewCommittee Committee
 	PreParams    *PreParams // this node's own set, when it is in the new committee
 }
@@ -365,17 +366,17 @@ type ReshareRequest struct {
 // share and the proof (Complete); until then no old share may be deleted,
 // anywhere, and Unconfirmed names the new members that did not confirm.
 type ReshareResult struct {
-	session     SessionID
+	session     ids.SessionID
 	Key         KeyInfo   // the key under its new committee; same address
 	Share       *Share    // this node's new share; nil if it is not in the new committee
 	Proof       Signature // by the whole new committee over ProofDigest; zero if none was seen
 	ProofDigest [32]byte
-	Confirmed   []MemberID // new members that confirmed, sorted
-	Unconfirmed []MemberID // new members that did not (refused, sent nothing or sent a bad proof), sorted
+	Confirmed   []ids.MemberID // new members that confirmed, sorted
+	Unconfirmed []ids.MemberID // new members that did not (refused, sent nothing or sent a bad proof), sorted
 }
 
 // Session is the reshare's session id, which its proof is bound to.
-func (r *ReshareResult) Session() SessionID { return r.session }
+func (r *ReshareResult) Session() ids.SessionID { return r.session }
 
 // Complete reports whether every new member confirmed: only then may old
 // shares be deleted.
@@ -510,7 +511,7 @@ func (e *Engine) Reshare(ctx context.Context, req ReshareRequest) (*ReshareResul
 // committee sign the proof digest with the new shares: phase two, which
 // shows they sign for the unchanged address. The share is returned when it
 // is consistent, even if the proof failed.
-func (e *Engine) proveReshare(ctx context.Context, session SessionID, key KeyInfo, save *keygen.LocalPartySaveData, digest [32]byte) (*Share, Signature, error) {
+func (e *Engine) proveReshare(ctx context.Context, session ids.SessionID, key KeyInfo, save *keygen.LocalPartySaveData, digest [32]byte) (*Share, Signature, error) {
 	got, err := newKeyInfo(key.Committee, key.Generation, save)
 	if err != nil {
 		return nil, Signature{}, err
@@ -522,7 +523,7 @@ func (e *Engine) proveReshare(ctx context.Context, session SessionID, key KeyInf
 	if err := sh.check(); err != nil {
 		return nil, Signature{}, fmt.Errorf("tss: reshare produced an inconsistent share: %w", err)
 	}
-	proof, err := e.Sign(ctx, SignRequest{Session: session.derive("reshare-proof"), Share: sh, Signers: key.Committee.IDs(), Digest: digest})
+	proof, err := e.Sign(ctx, SignRequest{Session: session.Derive("reshare-proof"), Share: sh, Signers: key.Committee.IDs(), Digest: digest})
 	if err != nil {
 		return sh, Signature{}, fmt.Errorf("tss: reshare: proof signature: %w", err)
 	}
@@ -551,7 +552,7 @@ func reshareSSID(data keygen.LocalPartySaveData, oldIDs tss.SortedPartyIDs) ([]b
 
 // ReshareProofDigest is what the new committee signs to prove a reshare:
 // bound to the session and to the new key description.
-func ReshareProofDigest(session SessionID, key KeyInfo) [32]byte {
+func ReshareProofDigest(session ids.SessionID, key KeyInfo) [32]byte {
 	var g [4]byte
 	g[0], g[1], g[2], g[3] = byte(key.Generation>>24), byte(key.Generation>>16), byte(key.Generation>>8), byte(key.Generation)
 	parts := [][]byte{[]byte("custos/reshare-proof/v1"), session[:], key.Address[:], g[:], []byte(key.Committee.Canonical().Describe())}
@@ -559,6 +560,6 @@ func ReshareProofDigest(session SessionID, key KeyInfo) [32]byte {
 }
 
 // VerifyReshareProof checks a reshare's proof signature against the key.
-func VerifyReshareProof(session SessionID, key KeyInfo, proof Signature) error {
+func VerifyReshareProof(session ids.SessionID, key KeyInfo, proof Signature) error {
 	return verifySignature(ReshareProofDigest(session, key), proof, key.PublicKey)
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 )
@@ -33,7 +34,7 @@ func TestKeygenAndSign2of3EveryQuorum(t *testing.T) {
 		t.Fatalf("guardian floor %d, want 0 for {agent, policy, guardian} 2-of-3", key.GuardianFloor)
 	}
 	net := NewMemNetwork()
-	quorums := [][]MemberID{
+	quorums := [][]ids.MemberID{
 		{agent.ID, policy.ID}, {agent.ID, guardian.ID}, {policy.ID, guardian.ID},
 		{agent.ID, policy.ID, guardian.ID},
 	}
@@ -63,7 +64,7 @@ func TestKeygenAndSign3of5(t *testing.T) {
 		t.Fatalf("guardian floor %d, want 1", key.GuardianFloor)
 	}
 	digest := digestOf("3-of-5")
-	for id, sig := range signAll(t, net, shares, []MemberID{agent.ID, guardian2.ID, guardian3.ID}, digest, nil) {
+	for id, sig := range signAll(t, net, shares, []ids.MemberID{agent.ID, guardian2.ID, guardian3.ID}, digest, nil) {
 		if got := recoverAddress(t, digest, sig); got != key.Address {
 			t.Fatalf("%s: recovers to %s, want %s", id, got.Hex(), key.Address.Hex())
 		}
@@ -74,17 +75,17 @@ func TestSignRefusesBadQuorumBeforeSending(t *testing.T) {
 	shares := shared2of3(t)
 	net := NewMemNetwork()
 	eng := NewEngine(net.Endpoint(agent.ID), testConfig())
-	cases := map[string][]MemberID{
+	cases := map[string][]ids.MemberID{
 		"fewer than t+1":    {agent.ID},
 		"non-member":        {agent.ID, "stranger"},
 		"duplicate":         {agent.ID, agent.ID},
 		"self not a signer": {policy.ID, guardian.ID},
 	}
-	if _, err := eng.Sign(context.Background(), SignRequest{Session: NewSessionID(), Share: shares[policy.ID], Signers: []MemberID{agent.ID, policy.ID}}); err == nil {
+	if _, err := eng.Sign(context.Background(), SignRequest{Session: ids.NewSessionID(), Share: shares[policy.ID], Signers: []ids.MemberID{agent.ID, policy.ID}}); err == nil {
 		t.Fatal("signed with another member's share")
 	}
 	for name, signers := range cases {
-		_, err := eng.Sign(context.Background(), SignRequest{Session: NewSessionID(), Share: shares[agent.ID], Signers: signers, Digest: digestOf(name)})
+		_, err := eng.Sign(context.Background(), SignRequest{Session: ids.NewSessionID(), Share: shares[agent.ID], Signers: signers, Digest: digestOf(name)})
 		if err == nil {
 			t.Fatalf("%s: signing with %v succeeded", name, signers)
 		}
@@ -118,7 +119,7 @@ func TestChildKeySigning(t *testing.T) {
 		t.Fatal(err)
 	}
 	digest := digestOf("child payment")
-	for id, sig := range signAll(t, NewMemNetwork(), shares, []MemberID{agent.ID, policy.ID}, digest, path) {
+	for id, sig := range signAll(t, NewMemNetwork(), shares, []ids.MemberID{agent.ID, policy.ID}, digest, path) {
 		if got := recoverAddress(t, digest, sig); got != child.Address {
 			t.Fatalf("%s: child signature recovers to %s, want child %s (parent %s)", id, got.Hex(), child.Address.Hex(), key.Address.Hex())
 		}
@@ -134,7 +135,7 @@ func TestSilentMemberNamedOnTimeout(t *testing.T) {
 	cfg := testConfig()
 	cfg.IdleTimeout = 500 * cfg.TickInterval / 50 // 500ms
 	_, err := NewEngine(net.Endpoint(agent.ID), cfg).Sign(context.Background(),
-		SignRequest{Session: NewSessionID(), Share: shares[agent.ID], Signers: []MemberID{agent.ID, policy.ID}, Digest: digestOf("silent")})
+		SignRequest{Session: ids.NewSessionID(), Share: shares[agent.ID], Signers: []ids.MemberID{agent.ID, policy.ID}, Digest: digestOf("silent")})
 	se, ok := AsSessionError(err)
 	if !ok || se.Kind != FailTimeout {
 		t.Fatalf("got %v, want a timeout", err)
@@ -201,9 +202,9 @@ func TestShareRoundTripAndRedaction(t *testing.T) {
 		t.Fatal("data after the share accepted")
 	}
 	k := sh.Key()
-	k.Committee.Members[0].Role = RoleGuardian
+	k.Committee.Members[0].Role = ids.RoleGuardian
 	k.PublicKey[1] ^= 1
-	if sh.Key().Committee.Members[0].Role == RoleGuardian || sh.Key().PublicKey[1] == k.PublicKey[1] {
+	if sh.Key().Committee.Members[0].Role == ids.RoleGuardian || sh.Key().PublicKey[1] == k.PublicKey[1] {
 		t.Fatal("Key() hands out the share's own slices")
 	}
 }
@@ -224,7 +225,7 @@ type lateBlame struct {
 	blame *SessionError
 }
 
-func (t lateBlame) Open(ctx context.Context, id SessionID, members []MemberID) (Conn, error) {
+func (t lateBlame) Open(ctx context.Context, id ids.SessionID, members []ids.MemberID) (Conn, error) {
 	c, err := t.Transport.Open(ctx, id, members)
 	return lateBlameConn{Conn: c, blame: t.blame}, err
 }
@@ -245,10 +246,10 @@ func (c lateBlameConn) Close(cause error) error {
 func TestCulpritNamedAtCloseIsKept(t *testing.T) {
 	shares := shared2of3(t)
 	net := NewMemNetwork()
-	signers := []MemberID{agent.ID, policy.ID}
-	sid := NewSessionID()
-	blame := &SessionError{Session: sid, Kind: FailMisbehaviour, Culprits: []MemberID{policy.ID}, Err: errors.New("equivocated")}
-	errs := runAll(signers, func(_ int, id MemberID) error {
+	signers := []ids.MemberID{agent.ID, policy.ID}
+	sid := ids.NewSessionID()
+	blame := &SessionError{Session: sid, Kind: FailMisbehaviour, Culprits: []ids.MemberID{policy.ID}, Err: errors.New("equivocated")}
+	errs := runAll(signers, func(_ int, id ids.MemberID) error {
 		var tr Transport = net.Endpoint(id)
 		if id == agent.ID {
 			tr = lateBlame{Transport: tr, blame: blame}

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/custos-wallet/custos/ids"
 )
 
 // tag says which committee a party belongs to within a session: keygen and
@@ -47,7 +49,7 @@ func (m toMask) has(t tag) bool { return m&(1<<t) != 0 }
 // the recipients' committees. The sender's identity is not in it: the
 // transport supplies it.
 type envelope struct {
-	Session SessionID
+	Session ids.SessionID
 	// Params is the hash of the request every member was asked to run
 	// (protocol, key, committee, signers, digest...). Members given
 	// different requests by a faulty coordinator find out at the first
@@ -69,7 +71,7 @@ const (
 
 const (
 	envelopeMagic   = "CTS1"
-	envelopeHeader  = len(envelopeMagic) + len(SessionID{}) + 32 + 3 + 4
+	envelopeHeader  = len(envelopeMagic) + len(ids.SessionID{}) + 32 + 3 + 4
 	maxEnvelopeWire = 1 << 20 // the largest tss-lib message is well under this
 )
 

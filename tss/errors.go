@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/custos-wallet/custos/ids"
 )
 
 // FailureKind classifies why a session ended without a result.
@@ -25,10 +27,10 @@ const (
 // SessionError is how a failed session ends: what happened and who is to
 // blame or was missing. A failed session is final for that attempt.
 type SessionError struct {
-	Session  SessionID
+	Session  ids.SessionID
 	Kind     FailureKind
-	Culprits []MemberID // members shown to have misbehaved
-	Waiting  []MemberID // members the session was still waiting for
+	Culprits []ids.MemberID // members shown to have misbehaved
+	Waiting  []ids.MemberID // members the session was still waiting for
 	Err      error
 }
 
@@ -56,9 +58,9 @@ func AsSessionError(err error) (*SessionError, bool) {
 	return se, ok
 }
 
-func joinIDs(ids []MemberID) string {
-	s := make([]string, len(ids))
-	for i, id := range ids {
+func joinIDs(memberIDs []ids.MemberID) string {
+	s := make([]string, len(memberIDs))
+	for i, id := range memberIDs {
 		s[i] = string(id)
 	}
 	slices.Sort(s)

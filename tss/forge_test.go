@@ -15,6 +15,7 @@ import (
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/resharing"
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
 	"github.com/bnb-chain/tss-lib/v2/tss"
+	"github.com/custos-wallet/custos/ids"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -22,7 +23,7 @@ import (
 // forge rewrites, in flight, every message from forger whose content
 // mutate changes (mutate returns true): the forged message is still sent by
 // the forger, as a real member would send it.
-func forge(t *testing.T, net *MemNetwork, forger MemberID, mutate func(tss.MessageContent) bool) {
+func forge(t *testing.T, net *MemNetwork, forger ids.MemberID, mutate func(tss.MessageContent) bool) {
 	t.Helper()
 	dummy := tss.NewPartyID("x", "x", big.NewInt(1))
 	dummy.Index = 0
@@ -60,7 +61,7 @@ func forge(t *testing.T, net *MemNetwork, forger MemberID, mutate func(tss.Messa
 
 // runWithForger runs f for every member; the forger's run is cancelled once
 // the honest members have ended. It returns the honest members' errors.
-func runWithForger(ids []MemberID, forger MemberID, f func(ctx context.Context, i int, id MemberID) error) map[MemberID]error {
+func runWithForger(members []ids.MemberID, forger ids.MemberID, f func(ctx context.Context, i int, id ids.MemberID) error) map[ids.MemberID]error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	honest := make(chan struct{})
@@ -68,8 +69,8 @@ func runWithForger(ids []MemberID, forger MemberID, f func(ctx context.Context, 
 		<-honest
 		cancel()
 	}()
-	var honestIDs []MemberID
-	for _, id := range ids {
+	var honestIDs []ids.MemberID
+	for _, id := range members {
 		if id != forger {
 			honestIDs = append(honestIDs, id)
 		}
@@ -77,16 +78,16 @@ func runWithForger(ids []MemberID, forger MemberID, f func(ctx context.Context, 
 	forgerDone := make(chan struct{})
 	go func() {
 		defer close(forgerDone)
-		f(ctx, indexOf(ids, forger), forger)
+		f(ctx, indexOf(members, forger), forger)
 	}()
-	errs := runAll(honestIDs, func(_ int, id MemberID) error { return f(context.Background(), indexOf(ids, id), id) })
+	errs := runAll(honestIDs, func(_ int, id ids.MemberID) error { return f(context.Background(), indexOf(members, id), id) })
 	close(honest)
 	<-forgerDone
 	return errs
 }
 
-func indexOf(ids []MemberID, id MemberID) int {
-	for i, x := range ids {
+func indexOf(memberIDs []ids.MemberID, id ids.MemberID) int {
+	for i, x := range memberIDs {
 		if x == id {
 			return i
 		}
@@ -96,7 +97,7 @@ func indexOf(ids []MemberID, id MemberID) int {
 
 // wantCaught checks that every honest member aborted naming the forger,
 // with the reason containing check.
-func wantCaught(t *testing.T, errs map[MemberID]error, forger MemberID, check string) {
+func wantCaught(t *testing.T, errs map[ids.MemberID]error, forger ids.MemberID, check string) {
 	t.Helper()
 	caught := 0
 	for id, err := range errs {
@@ -118,12 +119,12 @@ func wantCaught(t *testing.T, errs map[MemberID]error, forger MemberID, check st
 	}
 }
 
-func forgedKeygen(t *testing.T, forger MemberID, check string, mutate func(tss.MessageContent) bool) {
+func forgedKeygen(t *testing.T, forger ids.MemberID, check string, mutate func(tss.MessageContent) bool) {
 	c := Committee{Members: []Member{agent, policy, guardian}, Threshold: 1}
 	net := NewMemNetwork()
 	forge(t, net, forger, mutate)
-	sid := NewSessionID()
-	errs := runWithForger(c.IDs(), forger, func(ctx context.Context, i int, id MemberID) error {
+	sid := ids.NewSessionID()
+	errs := runWithForger(c.IDs(), forger, func(ctx context.Context, i int, id ids.MemberID) error {
 		_, err := NewEngine(net.Endpoint(id), testConfig()).Keygen(ctx, KeygenRequest{Session: sid, Committee: c, PreParams: fixture(t, i)})
 		return err
 	})
@@ -205,9 +206,9 @@ func forgedSign(t *testing.T, check string, mutate func(*mta.RangeProofAlice)) {
 		}
 		return ok
 	})
-	signers := []MemberID{agent.ID, policy.ID, guardian.ID}
-	sid := NewSessionID()
-	errs := runWithForger(signers, forger, func(ctx context.Context, _ int, id MemberID) error {
+	signers := []ids.MemberID{agent.ID, policy.ID, guardian.ID}
+	sid := ids.NewSessionID()
+	errs := runWithForger(signers, forger, func(ctx context.Context, _ int, id ids.MemberID) error {
 		_, err := NewEngine(net.Endpoint(id), testConfig()).Sign(ctx, SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("forged")})
 		return err
 	})
@@ -226,23 +227,23 @@ func TestForgedRangeProofS1EqualsS2(t *testing.T) {
 	forgedSign(t, "S1 = S2", func(pf *mta.RangeProofAlice) { pf.S2 = new(big.Int).Set(pf.S1) })
 }
 
-func forgedReshare(t *testing.T, forger MemberID, check string, mutate func(tss.MessageContent) bool) {
+func forgedReshare(t *testing.T, forger ids.MemberID, check string, mutate func(tss.MessageContent) bool) {
 	wantCaught(t, runForgedReshare(t, forger, mutate), forger, check)
 }
 
 // runForgedReshare moves the shared key from {policy, guardian} to
 // {agent-2, policy, guardian} while forger's messages are rewritten by
 // mutate, and returns the honest members' errors.
-func runForgedReshare(t *testing.T, forger MemberID, mutate func(tss.MessageContent) bool) map[MemberID]error {
+func runForgedReshare(t *testing.T, forger ids.MemberID, mutate func(tss.MessageContent) bool) map[ids.MemberID]error {
 	old := shared2of3(t)
 	key := old[agent.ID].Key()
 	net := NewMemNetwork()
 	forge(t, net, forger, mutate)
-	oldSigners := []MemberID{policy.ID, guardian.ID}
+	oldSigners := []ids.MemberID{policy.ID, guardian.ID}
 	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}
-	everyone := []MemberID{agent2.ID, policy.ID, guardian.ID}
-	sid := NewSessionID()
-	return runWithForger(everyone, forger, func(ctx context.Context, i int, id MemberID) error {
+	everyone := []ids.MemberID{agent2.ID, policy.ID, guardian.ID}
+	sid := ids.NewSessionID()
+	return runWithForger(everyone, forger, func(ctx context.Context, i int, id ids.MemberID) error {
 		req := ReshareRequest{Session: sid, Key: key, OldSigners: oldSigners, NewCommittee: nc, PreParams: fixture(t, 3+i)}
 		if id != agent2.ID {
 			req.OldShare = old[id]
@@ -320,9 +321,9 @@ func TestForgedReshareSSIDBlamesOnlyTheForger(t *testing.T) {
 func TestMembersGivenDifferentRequestsStopAtOnce(t *testing.T) {
 	shares := shared2of3(t)
 	net := NewMemNetwork()
-	signers := []MemberID{agent.ID, policy.ID}
-	sid := NewSessionID()
-	errs := runAll(signers, func(_ int, id MemberID) error {
+	signers := []ids.MemberID{agent.ID, policy.ID}
+	sid := ids.NewSessionID()
+	errs := runAll(signers, func(_ int, id ids.MemberID) error {
 		_, err := NewEngine(net.Endpoint(id), testConfig()).Sign(context.Background(),
 			SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("pay " + string(id))})
 		return err
@@ -359,9 +360,9 @@ func TestConflictingDuplicateIsMisbehaviour(t *testing.T) {
 		alt.Payload = env.encode()
 		return []MemMessage{m, alt}
 	})
-	signers := []MemberID{agent.ID, policy.ID, guardian.ID}
-	sid := NewSessionID()
-	errs := runWithForger(signers, forger, func(ctx context.Context, _ int, id MemberID) error {
+	signers := []ids.MemberID{agent.ID, policy.ID, guardian.ID}
+	sid := ids.NewSessionID()
+	errs := runWithForger(signers, forger, func(ctx context.Context, _ int, id ids.MemberID) error {
 		_, err := NewEngine(net.Endpoint(id), testConfig()).Sign(ctx, SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("dup")})
 		return err
 	})
@@ -372,7 +373,7 @@ func TestMessageBoundToAnotherSession(t *testing.T) {
 	shares := shared2of3(t)
 	net := NewMemNetwork()
 	forger := policy.ID
-	other := NewSessionID()
+	other := ids.NewSessionID()
 	net.SetFilter(func(m MemMessage) []MemMessage {
 		if m.From == forger {
 			env, _ := decodeEnvelope(m.Payload)
@@ -381,9 +382,9 @@ func TestMessageBoundToAnotherSession(t *testing.T) {
 		}
 		return []MemMessage{m}
 	})
-	signers := []MemberID{agent.ID, policy.ID}
-	sid := NewSessionID()
-	errs := runWithForger(signers, forger, func(ctx context.Context, _ int, id MemberID) error {
+	signers := []ids.MemberID{agent.ID, policy.ID}
+	sid := ids.NewSessionID()
+	errs := runWithForger(signers, forger, func(ctx context.Context, _ int, id ids.MemberID) error {
 		_, err := NewEngine(net.Endpoint(id), testConfig()).Sign(ctx, SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("x")})
 		return err
 	})
@@ -414,7 +415,7 @@ func TestDuplicatedReorderedDelayedMessagesStillSign(t *testing.T) {
 	})
 	digest := digestOf("chaos")
 	key := shares[agent.ID].Key()
-	for id, sig := range signAll(t, net, shares, []MemberID{agent.ID, policy.ID, guardian.ID}, digest, nil) {
+	for id, sig := range signAll(t, net, shares, []ids.MemberID{agent.ID, policy.ID, guardian.ID}, digest, nil) {
 		if got := recoverAddress(t, digest, sig); got != key.Address {
 			t.Fatalf("%s: recovers to %s", id, got.Hex())
 		}
@@ -425,10 +426,10 @@ func TestDuplicatedReorderedDelayedMessagesStillSign(t *testing.T) {
 func TestEarlyMessagesAreBuffered(t *testing.T) {
 	shares := shared2of3(t)
 	net := NewMemNetwork()
-	signers := []MemberID{agent.ID, policy.ID}
-	sid := NewSessionID()
+	signers := []ids.MemberID{agent.ID, policy.ID}
+	sid := ids.NewSessionID()
 	digest := digestOf("late joiner")
-	errs := runAll(signers, func(_ int, id MemberID) error {
+	errs := runAll(signers, func(_ int, id ids.MemberID) error {
 		if id == policy.ID {
 			time.Sleep(300 * time.Millisecond) // agent's round 1 arrives first
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/resharing"
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
 	"github.com/bnb-chain/tss-lib/v2/tss"
+	"github.com/custos-wallet/custos/ids"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -83,13 +84,13 @@ func TestForgedKeygenOversizedField(t *testing.T) {
 
 // forgedSignWith runs a 3-signer signature while policy's messages are
 // rewritten by mutate, and returns the honest members' errors.
-func forgedSignWith(t *testing.T, mutate func(tss.MessageContent) bool) map[MemberID]error {
+func forgedSignWith(t *testing.T, mutate func(tss.MessageContent) bool) map[ids.MemberID]error {
 	shares := shared2of3(t)
 	net := NewMemNetwork()
 	forge(t, net, policy.ID, mutate)
-	signers := []MemberID{agent.ID, policy.ID, guardian.ID}
-	sid := NewSessionID()
-	return runWithForger(signers, policy.ID, func(ctx context.Context, _ int, id MemberID) error {
+	signers := []ids.MemberID{agent.ID, policy.ID, guardian.ID}
+	sid := ids.NewSessionID()
+	return runWithForger(signers, policy.ID, func(ctx context.Context, _ int, id ids.MemberID) error {
 		_, err := NewEngine(net.Endpoint(id), testConfig()).Sign(ctx, SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("forged")})
 		return err
 	})
@@ -127,13 +128,13 @@ func TestForgedSignThetaSumZero(t *testing.T) {
 	shares := shared2of3(t)
 	net := NewMemNetwork()
 	forger := policy.ID
-	signers := []MemberID{agent.ID, policy.ID, guardian.ID}
+	signers := []ids.MemberID{agent.ID, policy.ID, guardian.ID}
 	dummy := tss.NewPartyID("x", "x", big.NewInt(1))
 	dummy.Index = 0
 	var (
 		mu     sync.Mutex
-		thetas = map[MemberID]*big.Int{} // honest signers' thetas
-		held   []MemMessage              // the forger's round-3 broadcast
+		thetas = map[ids.MemberID]*big.Int{} // honest signers' thetas
+		held   []MemMessage                  // the forger's round-3 broadcast
 		sent   bool
 	)
 	release := func() []MemMessage { // with mu held
@@ -187,8 +188,8 @@ func TestForgedSignThetaSumZero(t *testing.T) {
 		}
 		return []MemMessage{m}
 	})
-	sid := NewSessionID()
-	errs := runWithForger(signers, forger, func(ctx context.Context, _ int, id MemberID) error {
+	sid := ids.NewSessionID()
+	errs := runWithForger(signers, forger, func(ctx context.Context, _ int, id ids.MemberID) error {
 		_, err := NewEngine(net.Endpoint(id), testConfig()).Sign(ctx, SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("theta")})
 		return err
 	})
@@ -213,7 +214,7 @@ func (panicParty) Update(tss.ParsedMessage) (bool, *tss.Error) { panic("boom") }
 
 func TestSessionSurvivesPanic(t *testing.T) {
 	digest := digestOf("panic")
-	signers := []MemberID{agent.ID, policy.ID}
+	signers := []ids.MemberID{agent.ID, policy.ID}
 	sessions, _ := signSessions(t, signers, digest)
 	victim := sessions[policy.ID]
 	victim.local[0].party = panicParty{victim.local[0].party}
@@ -389,9 +390,9 @@ func TestWithheldRound1NamesTheWithholder(t *testing.T) {
 	})
 	cfg := testConfig()
 	cfg.IdleTimeout = 2 * time.Second
-	signers := []MemberID{agent.ID, policy.ID, guardian.ID}
-	sid := NewSessionID()
-	errs := runWithForger(signers, forger, func(ctx context.Context, _ int, id MemberID) error {
+	signers := []ids.MemberID{agent.ID, policy.ID, guardian.ID}
+	sid := ids.NewSessionID()
+	errs := runWithForger(signers, forger, func(ctx context.Context, _ int, id ids.MemberID) error {
 		_, err := NewEngine(net.Endpoint(id), cfg).Sign(ctx, SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("withheld")})
 		return err
 	})
@@ -406,13 +407,13 @@ func TestWithheldRound1NamesTheWithholder(t *testing.T) {
 
 // Culprits from tss-lib are named once each, never this node.
 func TestFailProtocolNamesEachCulpritOnce(t *testing.T) {
-	sessions, _ := signSessions(t, []MemberID{agent.ID, policy.ID, guardian.ID}, digestOf("culprits"))
+	sessions, _ := signSessions(t, []ids.MemberID{agent.ID, policy.ID, guardian.ID}, digestOf("culprits"))
 	s := sessions[agent.ID]
 	p := s.parties
 	pids := []*tss.PartyID{p[partyRef{policy.ID, tagMain}], p[partyRef{agent.ID, tagMain}], p[partyRef{policy.ID, tagMain}], p[partyRef{guardian.ID, tagMain}]}
 	s.failProtocol(tss.NewError(errors.New("bad proofs"), "signing", 2, nil, pids...))
 	got := s.take().Err
-	if got == nil || !slices.Equal(got.Culprits, []MemberID{guardian.ID, policy.ID}) {
+	if got == nil || !slices.Equal(got.Culprits, []ids.MemberID{guardian.ID, policy.ID}) {
 		t.Fatalf("got %v, want culprits [%s %s]", got, guardian.ID, policy.ID)
 	}
 }

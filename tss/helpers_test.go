@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/internal/testfixtures"
 )
 
@@ -27,12 +28,12 @@ func fixture(t testing.TB, i int) *PreParams {
 }
 
 var (
-	agent     = Member{ID: "agent-1", Role: RoleAgent}
-	policy    = Member{ID: "policy-1", Role: RolePolicy}
-	guardian  = Member{ID: "guardian-1", Role: RoleGuardian}
-	agent2    = Member{ID: "agent-2", Role: RoleAgent}
-	guardian2 = Member{ID: "guardian-2", Role: RoleGuardian}
-	guardian3 = Member{ID: "guardian-3", Role: RoleGuardian}
+	agent     = Member{ID: "agent-1", Role: ids.RoleAgent}
+	policy    = Member{ID: "policy-1", Role: ids.RolePolicy}
+	guardian  = Member{ID: "guardian-1", Role: ids.RoleGuardian}
+	agent2    = Member{ID: "agent-2", Role: ids.RoleAgent}
+	guardian2 = Member{ID: "guardian-2", Role: ids.RoleGuardian}
+	guardian3 = Member{ID: "guardian-3", Role: ids.RoleGuardian}
 )
 
 func testConfig() Config {
@@ -41,11 +42,11 @@ func testConfig() Config {
 
 // keygenAll runs a key generation with every member of c on net, member i
 // using fixture first+i, and returns the shares.
-func keygenAll(t testing.TB, net *MemNetwork, c Committee, first int) map[MemberID]*Share {
+func keygenAll(t testing.TB, net *MemNetwork, c Committee, first int) map[ids.MemberID]*Share {
 	t.Helper()
-	sid := NewSessionID()
-	shares := map[MemberID]*Share{}
-	errs := runAll(c.IDs(), func(i int, id MemberID) error {
+	sid := ids.NewSessionID()
+	shares := map[ids.MemberID]*Share{}
+	errs := runAll(c.IDs(), func(i int, id ids.MemberID) error {
 		sh, err := NewEngine(net.Endpoint(id), testConfig()).Keygen(context.Background(),
 			KeygenRequest{Session: sid, Committee: c, PreParams: fixture(t, first+i)})
 		if err == nil {
@@ -66,10 +67,10 @@ func keygenAll(t testing.TB, net *MemNetwork, c Committee, first int) map[Member
 var runMu sync.Mutex
 
 // runAll calls f for every member concurrently and returns each one's error.
-func runAll(ids []MemberID, f func(i int, id MemberID) error) map[MemberID]error {
+func runAll(members []ids.MemberID, f func(i int, id ids.MemberID) error) map[ids.MemberID]error {
 	var wg sync.WaitGroup
-	errs := map[MemberID]error{}
-	for i, id := range ids {
+	errs := map[ids.MemberID]error{}
+	for i, id := range members {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -84,11 +85,11 @@ func runAll(ids []MemberID, f func(i int, id MemberID) error) map[MemberID]error
 }
 
 // signAll signs digest with the given signers and returns each signature.
-func signAll(t testing.TB, net *MemNetwork, shares map[MemberID]*Share, signers []MemberID, digest [32]byte, path []uint32) map[MemberID]Signature {
+func signAll(t testing.TB, net *MemNetwork, shares map[ids.MemberID]*Share, signers []ids.MemberID, digest [32]byte, path []uint32) map[ids.MemberID]Signature {
 	t.Helper()
-	sid := NewSessionID()
-	sigs := map[MemberID]Signature{}
-	errs := runAll(signers, func(_ int, id MemberID) error {
+	sid := ids.NewSessionID()
+	sigs := map[ids.MemberID]Signature{}
+	errs := runAll(signers, func(_ int, id ids.MemberID) error {
 		sig, err := NewEngine(net.Endpoint(id), testConfig()).Sign(context.Background(),
 			SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digest, Path: path})
 		runMu.Lock()
@@ -106,12 +107,12 @@ func signAll(t testing.TB, net *MemNetwork, shares map[MemberID]*Share, signers 
 
 var (
 	sharedOnce   sync.Once
-	sharedShares map[MemberID]*Share
+	sharedShares map[ids.MemberID]*Share
 )
 
 // shared2of3 returns the shares of one {agent, policy, guardian} 2-of-3 key,
 // generated once per test binary.
-func shared2of3(t testing.TB) map[MemberID]*Share {
+func shared2of3(t testing.TB) map[ids.MemberID]*Share {
 	t.Helper()
 	sharedOnce.Do(func() {
 		if dir := os.Getenv(sharesEnv); dir != "" { // a child process: the parent made them
@@ -126,9 +127,9 @@ func shared2of3(t testing.TB) map[MemberID]*Share {
 	return sharedShares
 }
 
-func loadShares(t testing.TB, dir string) map[MemberID]*Share {
+func loadShares(t testing.TB, dir string) map[ids.MemberID]*Share {
 	t.Helper()
-	out := map[MemberID]*Share{}
+	out := map[ids.MemberID]*Share{}
 	for _, m := range []Member{agent, policy, guardian} {
 		b, err := os.ReadFile(filepath.Join(dir, string(m.ID)))
 		if err != nil {

@@ -1,99 +1,21 @@
 package tss
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/custos-wallet/custos/ids"
 )
 
-// MemberID names a member node of a committee. Over the network it is the
-// node's peer id; the engine treats it as an opaque, comparable name.
-type MemberID string
-
-// Role is what a member node is for.
-type Role string
-
-// The roles a committee member can have.
-const (
-	RoleAgent    Role = "agent"
-	RolePolicy   Role = "policy"
-	RoleGuardian Role = "guardian"
-)
-
-// Valid reports whether r is one of the known roles.
-func (r Role) Valid() bool {
-	switch r {
-	case RoleAgent, RolePolicy, RoleGuardian:
-		return true
-	}
-	return false
-}
-
-// SessionID identifies one run of a protocol. Every message the engine emits
-// or accepts carries it.
-type SessionID [16]byte
-
-const sessionPrefix = "sess:"
-
-// NewSessionID returns a fresh random session id.
-func NewSessionID() SessionID {
-	var id SessionID
-	if _, err := rand.Read(id[:]); err != nil {
-		panic(fmt.Sprintf("tss: read random session id: %v", err))
-	}
-	return id
-}
-
-// String returns the text form, "sess:" followed by 32 hex digits.
-func (id SessionID) String() string { return sessionPrefix + hex.EncodeToString(id[:]) }
-
-// IsZero reports whether id is unset.
-func (id SessionID) IsZero() bool { return id == SessionID{} }
-
-// ParseSessionID parses the text form of a session id.
-func ParseSessionID(s string) (SessionID, error) {
-	var id SessionID
-	h, ok := strings.CutPrefix(s, sessionPrefix)
-	if !ok {
-		return id, fmt.Errorf("tss: session id %q lacks prefix %q", s, sessionPrefix)
-	}
-	b, err := hex.DecodeString(h)
-	if err != nil || len(b) != len(id) {
-		return id, fmt.Errorf("tss: session id %q is not %d hex bytes", s, len(id))
-	}
-	copy(id[:], b)
-	return id, nil
-}
-
-// MarshalText implements encoding.TextMarshaler.
-func (id SessionID) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
-
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (id *SessionID) UnmarshalText(b []byte) error {
-	v, err := ParseSessionID(string(b))
-	if err != nil {
-		return err
-	}
-	*id = v
-	return nil
-}
-
-// derive returns a session id bound to id and a label, for the sub-sessions
-// of one protocol run (the proof signature after a reshare).
-func (id SessionID) derive(label string) SessionID {
-	h := hashParts([]byte("custos/session/v1"), id[:], []byte(label))
-	var out SessionID
-	copy(out[:], h)
-	return out
-}
+// The identifiers the engine shares with the rest of Custos (member ids,
+// roles, session ids) are package ids's.
 
 // Member is one node of a committee.
 type Member struct {
-	ID   MemberID `json:"id"`
-	Role Role     `json:"role"`
+	ID   ids.MemberID `json:"id"`
+	Role ids.Role     `json:"role"`
 }
 
 // Committee is a set of members and a threshold t: any t+1 of them sign.
@@ -123,7 +45,7 @@ func (c Committee) Validate() error {
 	if c.Threshold+1 > n {
 		return fmt.Errorf("%w: threshold %d needs %d signers but the committee has %d members", ErrBadCommittee, c.Threshold, c.Threshold+1, n)
 	}
-	seen := make(map[MemberID]bool, n)
+	seen := make(map[ids.MemberID]bool, n)
 	for _, m := range c.Members {
 		if m.ID == "" {
 			return fmt.Errorf("%w: a member has an empty id", ErrBadCommittee)
@@ -144,7 +66,7 @@ func (c Committee) Validate() error {
 func (c Committee) GuardianFloor() int {
 	nonGuardians := 0
 	for _, m := range c.Members {
-		if m.Role != RoleGuardian {
+		if m.Role != ids.RoleGuardian {
 			nonGuardians++
 		}
 	}
@@ -152,10 +74,10 @@ func (c Committee) GuardianFloor() int {
 }
 
 // Has reports whether id is a member.
-func (c Committee) Has(id MemberID) bool { return c.Role(id) != "" }
+func (c Committee) Has(id ids.MemberID) bool { return c.Role(id) != "" }
 
 // Role returns the role of member id, or "" if it is not a member.
-func (c Committee) Role(id MemberID) Role {
+func (c Committee) Role(id ids.MemberID) ids.Role {
 	for _, m := range c.Members {
 		if m.ID == id {
 			return m.Role
@@ -165,12 +87,12 @@ func (c Committee) Role(id MemberID) Role {
 }
 
 // IDs returns the member ids in committee order.
-func (c Committee) IDs() []MemberID {
-	ids := make([]MemberID, len(c.Members))
+func (c Committee) IDs() []ids.MemberID {
+	out := make([]ids.MemberID, len(c.Members))
 	for i, m := range c.Members {
-		ids[i] = m.ID
+		out[i] = m.ID
 	}
-	return ids
+	return out
 }
 
 // Describe renders the committee for logs and CLI output, e.g.

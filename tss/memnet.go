@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+
+	"github.com/custos-wallet/custos/ids"
 )
 
 // MemNetwork is an in-process Transport for tests and benchmarks: every
@@ -23,14 +25,14 @@ type MemNetwork struct {
 }
 
 type connKey struct {
-	member  MemberID
-	session SessionID
+	member  ids.MemberID
+	session ids.SessionID
 }
 
 // MemMessage is one message in flight.
 type MemMessage struct {
-	Session   SessionID
-	From, To  MemberID
+	Session   ids.SessionID
+	From, To  ids.MemberID
 	Broadcast bool
 	Payload   []byte
 }
@@ -46,7 +48,7 @@ func NewMemNetwork() *MemNetwork {
 }
 
 // Endpoint returns the transport of member id.
-func (n *MemNetwork) Endpoint(id MemberID) Transport { return memEndpoint{n: n, self: id} }
+func (n *MemNetwork) Endpoint(id ids.MemberID) Transport { return memEndpoint{n: n, self: id} }
 
 // SetFilter installs f, which sees every message and returns what to
 // deliver in its place (nil drops it). Tests use it to inject faults.
@@ -105,12 +107,12 @@ func (n *MemNetwork) push(msgs []MemMessage) error {
 
 type memEndpoint struct {
 	n    *MemNetwork
-	self MemberID
+	self ids.MemberID
 }
 
-func (e memEndpoint) Self() MemberID { return e.self }
+func (e memEndpoint) Self() ids.MemberID { return e.self }
 
-func (e memEndpoint) Open(ctx context.Context, id SessionID, members []MemberID) (Conn, error) {
+func (e memEndpoint) Open(ctx context.Context, id ids.SessionID, members []ids.MemberID) (Conn, error) {
 	if !slices.Contains(members, e.self) {
 		return nil, fmt.Errorf("tss: memnet: %s is not among the session's members", e.self)
 	}
@@ -133,7 +135,7 @@ func (e memEndpoint) Open(ctx context.Context, id SessionID, members []MemberID)
 type memConn struct {
 	n       *MemNetwork
 	key     connKey
-	members []MemberID
+	members []ids.MemberID
 	in      chan Incoming
 	done    chan struct{}
 }
@@ -147,7 +149,7 @@ func (c *memConn) push(in Incoming) bool {
 	}
 }
 
-func (c *memConn) Send(ctx context.Context, to MemberID, payload []byte) error {
+func (c *memConn) Send(ctx context.Context, to ids.MemberID, payload []byte) error {
 	if !slices.Contains(c.members, to) {
 		return fmt.Errorf("tss: memnet: %s is not a member of %s", to, c.key.session)
 	}

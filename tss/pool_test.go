@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos-wallet/custos/ids"
 	"go.uber.org/goleak"
 )
 
@@ -197,7 +198,7 @@ func TestPreParamsServeOneSessionOnly(t *testing.T) {
 	}
 	net := NewMemNetwork()
 	c := Committee{Members: []Member{agent, policy, guardian}, Threshold: 1}
-	_, err := NewEngine(net.Endpoint(agent.ID), testConfig()).Keygen(context.Background(), KeygenRequest{Session: NewSessionID(), Committee: c, PreParams: pp})
+	_, err := NewEngine(net.Endpoint(agent.ID), testConfig()).Keygen(context.Background(), KeygenRequest{Session: ids.NewSessionID(), Committee: c, PreParams: pp})
 	if err == nil || !strings.Contains(err.Error(), "already used") {
 		t.Fatalf("keygen with used pre-parameters: %v", err)
 	}

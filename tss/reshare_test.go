@@ -13,26 +13,27 @@ import (
 
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
 	"github.com/bnb-chain/tss-lib/v2/tss"
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/crypto"
 )
 
 // reshareAll runs a reshare of key from oldSigners to nc; new member i uses
 // fixture first+i. Old signers pass their share from old.
-func reshareAll(t *testing.T, net *MemNetwork, old map[MemberID]*Share, oldSigners []MemberID, nc Committee, first int) map[MemberID]*ReshareResult {
+func reshareAll(t *testing.T, net *MemNetwork, old map[ids.MemberID]*Share, oldSigners []ids.MemberID, nc Committee, first int) map[ids.MemberID]*ReshareResult {
 	t.Helper()
 	var key KeyInfo
 	for _, sh := range old {
 		key = sh.Key()
 	}
-	sid := NewSessionID()
+	sid := ids.NewSessionID()
 	everyone := slices.Clone(oldSigners)
 	for _, id := range nc.IDs() {
 		if !slices.Contains(everyone, id) {
 			everyone = append(everyone, id)
 		}
 	}
-	results := map[MemberID]*ReshareResult{}
-	errs := runAll(everyone, func(_ int, id MemberID) error {
+	results := map[ids.MemberID]*ReshareResult{}
+	errs := runAll(everyone, func(_ int, id ids.MemberID) error {
 		req := ReshareRequest{Session: sid, Key: key, OldSigners: oldSigners, NewCommittee: nc}
 		if slices.Contains(oldSigners, id) {
 			req.OldShare = old[id]
@@ -85,8 +86,8 @@ func reshareConfig() Config {
 	return cfg
 }
 
-func newShares(results map[MemberID]*ReshareResult) map[MemberID]*Share {
-	out := map[MemberID]*Share{}
+func newShares(results map[ids.MemberID]*ReshareResult) map[ids.MemberID]*Share {
+	out := map[ids.MemberID]*Share{}
 	for id, r := range results {
 		if r.Share != nil {
 			out[id] = r.Share
@@ -107,7 +108,7 @@ func TestReshareRotatesAgentNode(t *testing.T) {
 	}
 	net := NewMemNetwork()
 	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}
-	results := reshareAll(t, net, old, []MemberID{agent.ID, policy.ID}, nc, 3)
+	results := reshareAll(t, net, old, []ids.MemberID{agent.ID, policy.ID}, nc, 3)
 	shares := newShares(results)
 	if len(shares) != 3 {
 		t.Fatalf("%d new shares, want 3", len(shares))
@@ -129,7 +130,7 @@ func TestReshareRotatesAgentNode(t *testing.T) {
 		t.Fatal("reshare changed the old share in memory before the proof was checked")
 	}
 	digest := digestOf("after reshare")
-	for id, sig := range signAll(t, net, shares, []MemberID{agent2.ID, guardian.ID}, digest, nil) {
+	for id, sig := range signAll(t, net, shares, []ids.MemberID{agent2.ID, guardian.ID}, digest, nil) {
 		if got := recoverAddress(t, digest, sig); got != key.Address {
 			t.Fatalf("%s: new quorum signs for %s, want %s", id, got.Hex(), key.Address.Hex())
 		}
@@ -144,20 +145,20 @@ func TestReshareToLargerCommitteeWithHigherThreshold(t *testing.T) {
 	key := old[agent.ID].Key()
 	net := NewMemNetwork()
 	nc := Committee{Members: []Member{agent, policy, guardian, guardian2, guardian3}, Threshold: 2}
-	results := reshareAll(t, net, old, []MemberID{agent.ID, policy.ID, guardian.ID}, nc, 2)
+	results := reshareAll(t, net, old, []ids.MemberID{agent.ID, policy.ID, guardian.ID}, nc, 2)
 	shares := newShares(results)
 	if floor := shares[guardian3.ID].Key().GuardianFloor; floor != 1 {
 		t.Fatalf("guardian floor %d, want 1", floor)
 	}
 	digest := digestOf("bigger committee")
-	for id, sig := range signAll(t, net, shares, []MemberID{agent.ID, guardian2.ID, guardian3.ID}, digest, nil) {
+	for id, sig := range signAll(t, net, shares, []ids.MemberID{agent.ID, guardian2.ID, guardian3.ID}, digest, nil) {
 		if got := recoverAddress(t, digest, sig); got != key.Address {
 			t.Fatalf("%s: recovers to %s, want %s", id, got.Hex(), key.Address.Hex())
 		}
 	}
 	// Two new shares are no longer enough.
 	_, err := NewEngine(net.Endpoint(agent.ID), testConfig()).Sign(context.Background(),
-		SignRequest{Session: NewSessionID(), Share: shares[agent.ID], Signers: []MemberID{agent.ID, policy.ID}, Digest: digest})
+		SignRequest{Session: ids.NewSessionID(), Share: shares[agent.ID], Signers: []ids.MemberID{agent.ID, policy.ID}, Digest: digest})
 	if err == nil {
 		t.Fatal("two signers accepted under threshold 2")
 	}
@@ -169,16 +170,16 @@ func TestReshareRefusesBadRequests(t *testing.T) {
 	net := NewMemNetwork()
 	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}
 	cases := map[string]ReshareRequest{
-		"too few old signers":      {Key: key, OldShare: old[policy.ID], OldSigners: []MemberID{policy.ID}, NewCommittee: nc, PreParams: fixture(t, 0)},
-		"bad new committee":        {Key: key, OldShare: old[policy.ID], OldSigners: []MemberID{policy.ID, guardian.ID}, NewCommittee: Committee{Members: nc.Members, Threshold: 3}},
-		"old signer no share":      {Key: key, OldSigners: []MemberID{policy.ID, guardian.ID}, NewCommittee: nc, PreParams: fixture(t, 0)},
-		"new member no pre-params": {Key: key, OldShare: old[policy.ID], OldSigners: []MemberID{policy.ID, guardian.ID}, NewCommittee: nc},
-		"zero pre-params":          {Key: key, OldShare: old[policy.ID], OldSigners: []MemberID{policy.ID, guardian.ID}, NewCommittee: nc, PreParams: &PreParams{}},
-		"another member's share":   {Key: key, OldShare: old[guardian.ID], OldSigners: []MemberID{policy.ID, guardian.ID}, NewCommittee: nc, PreParams: fixture(t, 0)},
-		"key differs from share":   {Key: withThreshold(key, 2), OldShare: old[policy.ID], OldSigners: []MemberID{policy.ID, guardian.ID}, NewCommittee: nc, PreParams: fixture(t, 0)},
+		"too few old signers":      {Key: key, OldShare: old[policy.ID], OldSigners: []ids.MemberID{policy.ID}, NewCommittee: nc, PreParams: fixture(t, 0)},
+		"bad new committee":        {Key: key, OldShare: old[policy.ID], OldSigners: []ids.MemberID{policy.ID, guardian.ID}, NewCommittee: Committee{Members: nc.Members, Threshold: 3}},
+		"old signer no share":      {Key: key, OldSigners: []ids.MemberID{policy.ID, guardian.ID}, NewCommittee: nc, PreParams: fixture(t, 0)},
+		"new member no pre-params": {Key: key, OldShare: old[policy.ID], OldSigners: []ids.MemberID{policy.ID, guardian.ID}, NewCommittee: nc},
+		"zero pre-params":          {Key: key, OldShare: old[policy.ID], OldSigners: []ids.MemberID{policy.ID, guardian.ID}, NewCommittee: nc, PreParams: &PreParams{}},
+		"another member's share":   {Key: key, OldShare: old[guardian.ID], OldSigners: []ids.MemberID{policy.ID, guardian.ID}, NewCommittee: nc, PreParams: fixture(t, 0)},
+		"key differs from share":   {Key: withThreshold(key, 2), OldShare: old[policy.ID], OldSigners: []ids.MemberID{policy.ID, guardian.ID}, NewCommittee: nc, PreParams: fixture(t, 0)},
 	}
 	for name, req := range cases {
-		req.Session = NewSessionID()
+		req.Session = ids.NewSessionID()
 		if _, err := NewEngine(net.Endpoint(policy.ID), testConfig()).Reshare(context.Background(), req); err == nil {
 			t.Fatalf("%s: accepted", name)
 		} else {
@@ -215,11 +216,11 @@ func TestReshareJoinerGivenWrongPublicKey(t *testing.T) {
 		return []MemMessage{m}
 	})
 	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}
-	oldSigners := []MemberID{policy.ID, guardian.ID}
+	oldSigners := []ids.MemberID{policy.ID, guardian.ID}
 	cfg := testConfig()
 	cfg.IdleTimeout = 2 * time.Second // the others wait for the joiner in vain
-	sid := NewSessionID()
-	errs := runAll(nc.IDs(), func(i int, id MemberID) error {
+	sid := ids.NewSessionID()
+	errs := runAll(nc.IDs(), func(i int, id ids.MemberID) error {
 		req := ReshareRequest{Session: sid, Key: key, OldSigners: oldSigners, NewCommittee: nc, PreParams: fixture(t, 3+i)}
 		if id == agent2.ID {
 			req.Key = wrong
@@ -256,8 +257,8 @@ func TestReshareStrandedMemberIsNamedUnconfirmed(t *testing.T) {
 	key := old[agent.ID].Key()
 	net := NewMemNetwork()
 	forger, victim := agent2.ID, guardian.ID
-	sid := NewSessionID()
-	proofSession := sid.derive("reshare-proof")
+	sid := ids.NewSessionID()
+	proofSession := sid.Derive("reshare-proof")
 	dummy := tss.NewPartyID("x", "x", big.NewInt(1))
 	dummy.Index = 0
 	var withheld atomic.Bool
@@ -277,12 +278,12 @@ func TestReshareStrandedMemberIsNamedUnconfirmed(t *testing.T) {
 		}
 		return []MemMessage{m}
 	})
-	oldSigners := []MemberID{policy.ID, guardian.ID}
+	oldSigners := []ids.MemberID{policy.ID, guardian.ID}
 	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}
 	cfg := testConfig()
 	cfg.IdleTimeout = 5 * time.Second // the victim's proof signature times out
-	results := map[MemberID]*ReshareResult{}
-	errs := runWithForger(nc.IDs(), forger, func(ctx context.Context, i int, id MemberID) error {
+	results := map[ids.MemberID]*ReshareResult{}
+	errs := runWithForger(nc.IDs(), forger, func(ctx context.Context, i int, id ids.MemberID) error {
 		req := ReshareRequest{Session: sid, Key: key, OldSigners: oldSigners, NewCommittee: nc, PreParams: fixture(t, 3+i)}
 		if id != agent2.ID {
 			req.OldShare = old[id]
@@ -303,10 +304,10 @@ func TestReshareStrandedMemberIsNamedUnconfirmed(t *testing.T) {
 		if !ok || se.Kind != FailUnconfirmed || !errors.Is(err, ErrReshareIncomplete) {
 			t.Fatalf("%s: got %v, want the reshare incomplete", id, err)
 		}
-		if res == nil || res.Complete() || !slices.Equal(res.Unconfirmed, []MemberID{victim}) {
+		if res == nil || res.Complete() || !slices.Equal(res.Unconfirmed, []ids.MemberID{victim}) {
 			t.Fatalf("%s: result %+v, want %s named unconfirmed", id, res, victim)
 		}
-		if !slices.Equal(res.Confirmed, sortedIDs([]MemberID{forger, policy.ID})) {
+		if !slices.Equal(res.Confirmed, sortedIDs([]ids.MemberID{forger, policy.ID})) {
 			t.Fatalf("%s: confirmed %v", id, res.Confirmed)
 		}
 		if res.Share == nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/resharing"
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
 	"github.com/bnb-chain/tss-lib/v2/tss"
+	"github.com/custos-wallet/custos/ids"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -25,10 +26,10 @@ import (
 // each call into tss-lib returns, so tss-lib never blocks on its send path
 // and Update is never called from it.
 type Session struct {
-	id      SessionID
+	id      ids.SessionID
 	params  [32]byte // hash of the request; see envelope.Params
 	proto   protocol
-	self    MemberID
+	self    ids.MemberID
 	maxIdle int // ticks without progress before the session times out
 	maxPre  int // messages held before Start
 
@@ -50,8 +51,8 @@ type Session struct {
 	idle    int
 	ready   Ready
 
-	noticed bool                // this node sent a stall notice since its last progress
-	notices map[MemberID]notice // what each member last said it waits for
+	noticed bool                    // this node sent a stall notice since its last progress
+	notices map[ids.MemberID]notice // what each member last said it waits for
 }
 
 // Ready is what a call into a Session hands back.
@@ -63,7 +64,7 @@ type Ready struct {
 
 // Outbound is one message to send: to one member, or broadcast.
 type Outbound struct {
-	To        MemberID
+	To        ids.MemberID
 	Broadcast bool
 	Payload   []byte
 }
@@ -82,7 +83,7 @@ func (p protocol) String() string {
 
 // partyRef names a party of the session: a member in one committee.
 type partyRef struct {
-	Member MemberID
+	Member ids.MemberID
 	Tag    tag
 }
 
@@ -112,10 +113,10 @@ type localParty struct {
 }
 
 type sessionConfig struct {
-	id      SessionID
+	id      ids.SessionID
 	params  [32]byte
 	proto   protocol
-	self    MemberID
+	self    ids.MemberID
 	maxIdle int
 	parties int // in all committees of the session
 	hard    *hardener
@@ -143,20 +144,20 @@ func newSession(cfg sessionConfig) *Session {
 		hard:    cfg.hard,
 		seen:    map[dedupKey][32]byte{},
 		recv:    map[recvKey]bool{},
-		notices: map[MemberID]notice{},
+		notices: map[ids.MemberID]notice{},
 	}
 }
 
 // addCommittee registers the parties of one committee, with party keys of
 // generation gen.
-func (s *Session) addCommittee(t tag, members []MemberID, gen uint32) tss.SortedPartyIDs {
-	ids := make(tss.UnSortedPartyIDs, len(members))
+func (s *Session) addCommittee(t tag, members []ids.MemberID, gen uint32) tss.SortedPartyIDs {
+	pids := make(tss.UnSortedPartyIDs, len(members))
 	for i, m := range members {
-		ids[i] = tss.NewPartyID(fmt.Sprintf("%s/%s", m, t), string(m), partyKey(m, gen))
+		pids[i] = tss.NewPartyID(fmt.Sprintf("%s/%s", m, t), string(m), partyKey(m, gen))
 	}
-	sorted := tss.SortPartyIDs(ids)
+	sorted := tss.SortPartyIDs(pids)
 	for i, pid := range sorted {
-		ref := partyRef{Member: MemberID(pid.Moniker), Tag: t}
+		ref := partyRef{Member: ids.MemberID(pid.Moniker), Tag: t}
 		s.parties[ref] = sorted[i]
 		s.refs[sorted[i]] = ref
 	}
@@ -169,13 +170,13 @@ func (s *Session) addLocal(t tag, party tss.Party, poll func() bool) {
 }
 
 // members lists every member of the session, self included.
-func (s *Session) members() []MemberID {
-	var ids []MemberID
+func (s *Session) members() []ids.MemberID {
+	var out []ids.MemberID
 	for ref := range s.parties {
-		ids = append(ids, ref.Member)
+		out = append(out, ref.Member)
 	}
-	slices.Sort(ids)
-	return slices.Compact(ids)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // ErrPanic marks a session that ended because tss-lib (or the engine)
@@ -274,7 +275,7 @@ const maxNotice = 4096
 // and whom it waits for there.
 type notice struct {
 	step    int
-	waiting []MemberID
+	waiting []ids.MemberID
 }
 
 func (s *Session) sendNotice() {
@@ -298,7 +299,7 @@ func (s *Session) sendNotice() {
 }
 
 // receiveNotice records what a member says it waits for.
-func (s *Session) receiveNotice(from MemberID, body []byte) {
+func (s *Session) receiveNotice(from ids.MemberID, body []byte) {
 	if len(body) > maxNotice {
 		s.misbehaved(from, "stall notice of %d bytes", len(body))
 		return
@@ -312,7 +313,7 @@ func (s *Session) receiveNotice(from MemberID, body []byte) {
 	members := s.members()
 	n := notice{step: step}
 	for _, part := range parts[1:] {
-		id := MemberID(part)
+		id := ids.MemberID(part)
 		if !slices.Contains(members, id) {
 			s.misbehaved(from, "stall notice names %q, not a member of the session", id)
 			return
@@ -331,19 +332,19 @@ func (s *Session) receiveNotice(from MemberID, body []byte) {
 // itself onto the members it names (a direct message it claims to lack
 // cannot be checked here); the error names it as excused, and only the
 // reports of every member together settle it.
-func (s *Session) blameWaiting() ([]MemberID, string) {
+func (s *Session) blameWaiting() ([]ids.MemberID, string) {
 	w := s.missing()
-	var out []MemberID
+	var out []ids.MemberID
 	var excused []string
-	visited := map[MemberID]bool{s.self: true}
-	var walk func(id MemberID, step int)
-	walk = func(id MemberID, step int) {
+	visited := map[ids.MemberID]bool{s.self: true}
+	var walk func(id ids.MemberID, step int)
+	walk = func(id ids.MemberID, step int) {
 		if visited[id] {
 			return
 		}
 		visited[id] = true
 		n, ok := s.notices[id]
-		var next []MemberID
+		var next []ids.MemberID
 		if ok && n.step < step {
 			for _, x := range n.waiting {
 				if x != s.self && x != id {
@@ -378,17 +379,17 @@ func (s *Session) blameWaiting() ([]MemberID, string) {
 // still need: for each, the senders of a message of the first round it
 // has not received in full. (tss-lib's own list is no guide: signing
 // round 1 stops at the first sender it lacks and lists every later one.)
-func (s *Session) WaitingFor() []MemberID { return s.missing().ids }
+func (s *Session) WaitingFor() []ids.MemberID { return s.missing().ids }
 
 type waiting struct {
-	ids  []MemberID
+	ids  []ids.MemberID
 	step int      // the earliest protocol step a local party is stuck at
 	what []string // the missing messages, for the error
 }
 
 func (s *Session) missing() waiting {
 	var w waiting
-	add := func(id MemberID) {
+	add := func(id ids.MemberID) {
 		if id != s.self && !slices.Contains(w.ids, id) {
 			w.ids = append(w.ids, id)
 		}
@@ -507,8 +508,8 @@ func (s *Session) fail(err *SessionError) {
 	s.ready.Messages = nil
 }
 
-func (s *Session) misbehaved(who MemberID, format string, args ...any) {
-	s.fail(&SessionError{Kind: FailMisbehaviour, Culprits: []MemberID{who}, Err: fmt.Errorf(format, args...)})
+func (s *Session) misbehaved(who ids.MemberID, format string, args ...any) {
+	s.fail(&SessionError{Kind: FailMisbehaviour, Culprits: []ids.MemberID{who}, Err: fmt.Errorf(format, args...)})
 }
 
 // failProtocol ends the session on a tss-lib error, naming tss-lib's
@@ -516,7 +517,7 @@ func (s *Session) misbehaved(who MemberID, format string, args ...any) {
 // cannot attribute (reshare round 4 "V_0 != y", signing round 9), and a node
 // that blamed itself would be excluded from its own key.
 func (s *Session) failProtocol(err *tss.Error) {
-	var culprits []MemberID
+	var culprits []ids.MemberID
 	for _, pid := range err.Culprits() {
 		if ref, ok := s.refs[pid]; ok && ref.Member != s.self && !slices.Contains(culprits, ref.Member) {
 			culprits = append(culprits, ref.Member)
@@ -697,9 +698,9 @@ func (s *Session) route(m tss.Message) {
 	to := s.maskOf(r)
 	recipients := r.To
 	if recipients == nil {
-		for t, ids := range s.committees {
+		for t, members := range s.committees {
 			if to.has(t) {
-				recipients = append(recipients, ids...)
+				recipients = append(recipients, members...)
 			}
 		}
 	}

@@ -2,11 +2,13 @@ package tss
 
 import (
 	"testing"
+
+	"github.com/custos-wallet/custos/ids"
 )
 
 // fromReady is a message a session asked to send.
 type fromReady struct {
-	from MemberID
+	from ids.MemberID
 	out  Outbound
 }
 
@@ -14,12 +16,12 @@ type fromReady struct {
 // each message is delivered copies times to its recipients, in order.
 type script struct {
 	t        *testing.T
-	sessions map[MemberID]*Session
+	sessions map[ids.MemberID]*Session
 	queue    []fromReady
-	done     map[MemberID]bool
+	done     map[ids.MemberID]bool
 }
 
-func (sc *script) take(from MemberID, rd Ready) {
+func (sc *script) take(from ids.MemberID, rd Ready) {
 	sc.t.Helper()
 	if rd.Err != nil {
 		sc.t.Fatalf("%s failed: %v", from, rd.Err)
@@ -47,12 +49,12 @@ func (sc *script) stabilize(copies int) {
 	}
 }
 
-func signSessions(t *testing.T, signers []MemberID, digest [32]byte) (map[MemberID]*Session, map[MemberID]func() (Signature, error)) {
+func signSessions(t *testing.T, signers []ids.MemberID, digest [32]byte) (map[ids.MemberID]*Session, map[ids.MemberID]func() (Signature, error)) {
 	shares := shared2of3(t)
 	net := NewMemNetwork()
-	sid := NewSessionID()
-	sessions := map[MemberID]*Session{}
-	finish := map[MemberID]func() (Signature, error){}
+	sid := ids.NewSessionID()
+	sessions := map[ids.MemberID]*Session{}
+	finish := map[ids.MemberID]func() (Signature, error){}
 	for _, id := range signers {
 		s, f, err := NewEngine(net.Endpoint(id), testConfig()).signSession(SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digest})
 		if err != nil {
@@ -65,9 +67,9 @@ func signSessions(t *testing.T, signers []MemberID, digest [32]byte) (map[Member
 
 func TestSessionDropsExactDuplicates(t *testing.T) {
 	digest := digestOf("scripted duplicates")
-	signers := []MemberID{agent.ID, policy.ID, guardian.ID}
+	signers := []ids.MemberID{agent.ID, policy.ID, guardian.ID}
 	sessions, finish := signSessions(t, signers, digest)
-	sc := &script{t: t, sessions: sessions, done: map[MemberID]bool{}}
+	sc := &script{t: t, sessions: sessions, done: map[ids.MemberID]bool{}}
 	for id, s := range sessions {
 		sc.take(id, s.Start())
 	}
@@ -92,9 +94,9 @@ func TestSessionDropsExactDuplicates(t *testing.T) {
 
 func TestSessionHoldsMessagesSteppedBeforeStart(t *testing.T) {
 	digest := digestOf("scripted early")
-	signers := []MemberID{agent.ID, policy.ID}
+	signers := []ids.MemberID{agent.ID, policy.ID}
 	sessions, finish := signSessions(t, signers, digest)
-	sc := &script{t: t, sessions: sessions, done: map[MemberID]bool{}}
+	sc := &script{t: t, sessions: sessions, done: map[ids.MemberID]bool{}}
 	// The agent starts and its round-1 messages reach the policy node's
 	// session before that one starts.
 	sc.take(agent.ID, sessions[agent.ID].Start())
@@ -115,7 +117,7 @@ func TestSessionHoldsMessagesSteppedBeforeStart(t *testing.T) {
 }
 
 func TestSessionTimesOutByTicksNamingTheSilent(t *testing.T) {
-	sessions, _ := signSessions(t, []MemberID{agent.ID, policy.ID}, digestOf("ticks"))
+	sessions, _ := signSessions(t, []ids.MemberID{agent.ID, policy.ID}, digestOf("ticks"))
 	s := sessions[agent.ID]
 	s.Start()
 	var rd Ready

@@ -10,18 +10,15 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
-	"strings"
 
 	tsscrypto "github.com/bnb-chain/tss-lib/v2/crypto"
 	"github.com/bnb-chain/tss-lib/v2/crypto/ckd"
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
 	"github.com/bnb-chain/tss-lib/v2/tss"
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 )
-
-// KeyID names a key by its address: "key:0x...".
-type KeyID string
 
 // KeyInfo is the public description of a threshold key: who holds it, how
 // many sign, its public key and address. Every member holds an identical
@@ -37,7 +34,7 @@ type KeyInfo struct {
 }
 
 // ID returns the key's id.
-func (k KeyInfo) ID() KeyID { return KeyID("key:" + strings.ToLower(k.Address.Hex())) }
+func (k KeyInfo) ID() ids.KeyID { return ids.KeyIDOf(k.Address) }
 
 // Describe renders the key for logs and CLI output, guardian floor included.
 func (k KeyInfo) Describe() string {
@@ -130,7 +127,7 @@ func (k KeyInfo) Child(path []uint32) (ChildKey, error) {
 
 // partyKey is the tss-lib party key of member id in a key's generation gen:
 // the same on every node, distinct across generations.
-func partyKey(id MemberID, gen uint32) *big.Int {
+func partyKey(id ids.MemberID, gen uint32) *big.Int {
 	var g [4]byte
 	binary.BigEndian.PutUint32(g[:], gen)
 	h := hashParts([]byte("custos/party/v1"), g[:], []byte(id))
@@ -156,7 +153,7 @@ func hashParts(parts ...[]byte) []byte {
 // stored encrypted.
 type Share struct {
 	key  KeyInfo
-	self MemberID
+	self ids.MemberID
 	data keygen.LocalPartySaveData
 }
 
@@ -166,7 +163,7 @@ const ShareFormat = "custos-share/1"
 type shareJSON struct {
 	Format string                    `json:"format"`
 	Key    KeyInfo                   `json:"key"`
-	Self   MemberID                  `json:"self"`
+	Self   ids.MemberID              `json:"self"`
 	Data   keygen.LocalPartySaveData `json:"data"`
 }
 
@@ -187,7 +184,7 @@ func (k KeyInfo) Equal(o KeyInfo) bool {
 }
 
 // Self returns the member that holds this share.
-func (s *Share) Self() MemberID { return s.self }
+func (s *Share) Self() ids.MemberID { return s.self }
 
 // String redacts the secret part.
 func (s *Share) String() string {

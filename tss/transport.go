@@ -1,6 +1,10 @@
 package tss
 
-import "context"
+import (
+	"context"
+
+	"github.com/custos-wallet/custos/ids"
+)
 
 // Transport carries the engine's session traffic between member nodes. The
 // engine never learns how: package p2p implements it over libp2p, MemNetwork
@@ -14,17 +18,17 @@ import "context"
 //   - buffer, bounded, messages for a session that has not been opened yet.
 type Transport interface {
 	// Self is this node's member id.
-	Self() MemberID
+	Self() ids.MemberID
 	// Open joins session id among members (Self included) and returns its
 	// connection. Messages that arrived for the session before Open are
 	// delivered first.
-	Open(ctx context.Context, id SessionID, members []MemberID) (Conn, error)
+	Open(ctx context.Context, id ids.SessionID, members []ids.MemberID) (Conn, error)
 }
 
 // Conn is one node's end of one session.
 type Conn interface {
 	// Send delivers payload to one member of the session.
-	Send(ctx context.Context, to MemberID, payload []byte) error
+	Send(ctx context.Context, to ids.MemberID, payload []byte) error
 	// Broadcast delivers payload to every other member of the session.
 	Broadcast(ctx context.Context, payload []byte) error
 	// Incoming yields the messages addressed to this node.
@@ -42,7 +46,7 @@ type Conn interface {
 
 // Incoming is a message as the transport delivers it.
 type Incoming struct {
-	From      MemberID // the authenticated sender
-	Broadcast bool     // sent with Broadcast, so checked for equivocation
+	From      ids.MemberID // the authenticated sender
+	Broadcast bool         // sent with Broadcast, so checked for equivocation
 	Payload   []byte
 }
