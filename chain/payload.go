@@ -13,6 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/custos-wallet/custos/internal/strictjson"
 	"github.com/ethereum/go-ethereum/accounts"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
@@ -234,7 +235,7 @@ func decodeTypedStrict(raw []byte) (apitypes.TypedData, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return td, fmt.Errorf("%w: data after the typed data", ErrMalformedPayload)
 	}
-	if err := checkJSONKeys(raw, reflect.TypeFor[apitypes.TypedData]()); err != nil {
+	if err := strictjson.CheckKeys(raw, reflect.TypeFor[apitypes.TypedData]()); err != nil {
 		return td, fmt.Errorf("%w: typed data: %v", ErrMalformedPayload, err)
 	}
 	msg, err := exactNumbers(map[string]any(td.Message))

@@ -493,7 +493,7 @@ func TestParseTypedDataOneMeaning(t *testing.T) {
 		"duplicate value":   {`"value":"1157`, `"value":"1","value":"1157`, `"message"."value" appears twice`},
 		"duplicate primary": {`"primaryType":"Permit"`, `"primaryType":"Mail","primaryType":"Permit"`, `"primaryType" appears twice`},
 		"folded primary":    {`"primaryType"`, `"PrimaryType"`, `spelled "primaryType"`},
-		"folded chain id":   {`"chainId":"1"`, `"ChainID":"1"`, `"domain"."ChainID" is spelled "chainId"`},
+		"folded chain id":   {`"chainId":"1"`, `"ChainID":"1"`, `"domain"."ChainID" (the field is spelled "chainId")`},
 		"duplicate type":    {`{"name":"owner","type":"address"}`, `{"name":"owner","type":"uint256","type":"address"}`, `"type" appears twice`},
 		"folded type entry": {`{"name":"owner","type":"address"}`, `{"Name":"owner","type":"address"}`, `spelled "name"`},
 	} {

@@ -9,7 +9,6 @@ package httpapi
 import (
 	"bytes"
 	"context"
-	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,10 +20,10 @@ import (
 	"net/http"
 	"reflect"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/custos-wallet/custos/internal/strictjson"
 	"golang.org/x/time/rate"
 )
 
@@ -181,136 +180,20 @@ func DecodeBytes(body []byte, dst any) error {
 	return checkKeys(body, reflect.TypeOf(dst))
 }
 
-var (
-	jsonUnmarshalerType = reflect.TypeFor[json.Unmarshaler]()
-	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
-)
-
-// checkKeys walks body, already decoded into a value of type t, and refuses
-// duplicate keys anywhere and, in objects decoded into structs, any key
-// that is not exactly a field's JSON name (encoding/json accepted it, so it
-// matched a field only after case folding).
+// checkKeys refuses what strictjson refuses (duplicate keys, case-folded
+// field names) as API errors.
 func checkKeys(body []byte, t reflect.Type) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := walkKeys(dec, t, ""); err != nil {
-		var ae *Error
-		if errors.As(err, &ae) {
-			return ae
-		}
-		return Errorf(http.StatusBadRequest, CodeMalformed, "malformed JSON: %v", err)
-	}
-	return nil
-}
-
-// keyType is what a JSON value decoded into t is checked as: nil (only
-// duplicate keys) for an interface or a type that decodes itself.
-func keyType(t reflect.Type) reflect.Type {
-	for t != nil && t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t == nil || t.Kind() == reflect.Interface {
+	err := strictjson.CheckKeys(body, t)
+	var ke *strictjson.KeyError
+	switch {
+	case err == nil:
 		return nil
+	case errors.As(err, &ke) && ke.Problem == strictjson.Duplicate:
+		return Errorf(http.StatusBadRequest, CodeMalformed, "%v", ke)
+	case errors.As(err, &ke):
+		return Errorf(http.StatusBadRequest, CodeUnknownField, "%v", ke)
 	}
-	if p := reflect.PointerTo(t); p.Implements(jsonUnmarshalerType) || p.Implements(textUnmarshalerType) {
-		return nil
-	}
-	return t
-}
-
-// jsonFields maps the JSON names of a struct's fields, embedded ones
-// included, to their types.
-func jsonFields(t reflect.Type) map[string]reflect.Type {
-	out := map[string]reflect.Type{}
-	for _, f := range reflect.VisibleFields(t) {
-		if !f.IsExported() && !f.Anonymous {
-			continue
-		}
-		tag := f.Tag.Get("json")
-		if tag == "-" {
-			continue
-		}
-		name, _, _ := strings.Cut(tag, ",")
-		ft := f.Type
-		for ft.Kind() == reflect.Pointer {
-			ft = ft.Elem()
-		}
-		if f.Anonymous && name == "" && ft.Kind() == reflect.Struct {
-			continue // its fields are promoted, and listed on their own
-		}
-		if !f.IsExported() {
-			continue
-		}
-		if name == "" {
-			name = f.Name
-		}
-		out[name] = f.Type
-	}
-	return out
-}
-
-func walkKeys(dec *json.Decoder, t reflect.Type, path string) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	d, ok := tok.(json.Delim)
-	if !ok {
-		return nil
-	}
-	t = keyType(t)
-	switch d {
-	case '{':
-		var fields map[string]reflect.Type
-		var elem reflect.Type
-		if t != nil && t.Kind() == reflect.Struct {
-			fields = jsonFields(t)
-		} else if t != nil && t.Kind() == reflect.Map {
-			elem = t.Elem()
-		}
-		seen := map[string]bool{}
-		for dec.More() {
-			tok, err := dec.Token()
-			if err != nil {
-				return err
-			}
-			k, _ := tok.(string)
-			where := strconv.Quote(k)
-			if path != "" {
-				where = path + "." + where
-			}
-			if seen[k] {
-				return Errorf(http.StatusBadRequest, CodeMalformed, "field %s appears twice", where)
-			}
-			seen[k] = true
-			ft := elem
-			if fields != nil {
-				var ok bool
-				if ft, ok = fields[k]; !ok {
-					for name := range fields {
-						if strings.EqualFold(name, k) {
-							return Errorf(http.StatusBadRequest, CodeUnknownField, "unknown field %s (the field is spelled %q)", where, name)
-						}
-					}
-					return Errorf(http.StatusBadRequest, CodeUnknownField, "unknown field %s", where)
-				}
-			}
-			if err := walkKeys(dec, ft, where); err != nil {
-				return err
-			}
-		}
-	case '[':
-		var elem reflect.Type
-		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
-			elem = t.Elem()
-		}
-		for i := 0; dec.More(); i++ {
-			if err := walkKeys(dec, elem, fmt.Sprintf("%s[%d]", path, i)); err != nil {
-				return err
-			}
-		}
-	}
-	_, err = dec.Token() // the closing delimiter
-	return err
+	return Errorf(http.StatusBadRequest, CodeMalformed, "malformed JSON: %v", err)
 }
 
 func decodeError(body []byte, dec *json.Decoder, err error) error {
