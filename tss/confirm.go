@@ -109,13 +109,15 @@ func (r *confirmRound) step(in Incoming) {
 	if !r.key.Committee.Has(from) || from == r.self {
 		return // old-only members confirm nothing; the transport admits only members
 	}
-	r.idle = 0
 	if prev, ok := r.got[from]; ok {
 		if !bytes.Equal(prev, in.Payload) {
 			r.blame(from, errors.New("sent two different confirmations"))
 		}
 		return
 	}
+	// Only a member's first message is progress: a member repeating its
+	// own must not keep the round waiting for a silent one.
+	r.idle = 0
 	r.got[from] = bytes.Clone(in.Payload)
 	c, err := decodeConfirmation(in.Payload)
 	switch {

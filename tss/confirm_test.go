@@ -53,3 +53,20 @@ func TestConfirmRoundVerdicts(t *testing.T) {
 		t.Fatal("a confirmation bound to another session was accepted")
 	}
 }
+
+// A member that repeats its confirmation does not keep the round waiting:
+// only a member's first message is progress, so a silent member still
+// times the round out.
+func TestConfirmRoundRepeatsDoNotStall(t *testing.T) {
+	key := syntheticShare(t, 0).Key()
+	sid := ids.NewSessionID()
+	r := newConfirmRound(sid, key, agent.ID, 3)
+	refusal := confirmation{Session: sid, Digest: ReshareProofDigest(sid, key), Reason: "no"}.encode()
+	for i := 0; i < 10 && !r.done(); i++ {
+		r.step(Incoming{From: guardian.ID, Payload: refusal})
+		r.tick()
+	}
+	if !r.done() {
+		t.Fatal("repeats of one confirmation kept the round from timing out")
+	}
+}
