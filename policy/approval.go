@@ -28,7 +28,10 @@ type Approval struct {
 	Digest    common.Hash
 	ChainID   *big.Int
 	Key       common.Address
-	Expiry    time.Time
+	// Issued is when the guardian approved: a tier's delay runs from it,
+	// so it is signed (an unsigned time could be moved back by anyone).
+	Issued time.Time
+	Expiry time.Time
 }
 
 // TypedData is what the guardian signs for the wallet wallet.
@@ -38,6 +41,7 @@ func (a Approval) TypedData(wallet common.Hash) apitypes.TypedData {
 		"digest":    a.Digest.Hex(),
 		"chainId":   bigOrZero(a.ChainID),
 		"key":       a.Key.Hex(),
+		"issued":    unix(a.Issued),
 		"expiry":    unix(a.Expiry),
 	})
 }
@@ -88,17 +92,21 @@ type ApprovalTarget struct {
 	Key       common.Address
 }
 
-// VerifyApprovals checks approvals for target at now and returns the
-// distinct guardians who approved, in the order given. Each approval must
-// be signed by a guardian of p and bind target's request id, digest, chain
-// id and key, and be unexpired; any that fails refuses the whole set (a
-// forged approval is an attack to report, not noise). At least need
-// distinct guardians must approve.
-func (p *Policy) VerifyApprovals(target ApprovalTarget, approvals []SignedApproval, need int, now time.Time) ([]common.Address, error) {
+// VerifyApprovals checks approvals for target at now against tier and
+// returns the distinct guardians who approved, in the order given. Each
+// approval must be signed by a guardian of p and bind target's request id,
+// digest, chain id and key, and be unexpired; any that fails refuses the
+// whole set (a forged approval is an attack to report, not noise). At least
+// tier.Approvals distinct guardians must approve, and tier.Delay must have
+// passed since the moment that many had: the delay runs from the
+// tier.Approvals-th distinct guardian's approval, so one guardian who dates
+// its own approval back cannot shorten it for the others.
+func (p *Policy) VerifyApprovals(target ApprovalTarget, approvals []SignedApproval, tier TierSpec, now time.Time) ([]common.Address, error) {
 	if len(approvals) > MaxSignatures {
 		return nil, fmt.Errorf("%w: %d approvals, at most %d", ErrApproval, len(approvals), MaxSignatures)
 	}
 	var out []common.Address
+	issued := map[common.Address]time.Time{}
 	for i, sa := range approvals {
 		a := sa.Approval
 		switch {
@@ -117,12 +125,27 @@ func (p *Policy) VerifyApprovals(target ApprovalTarget, approvals []SignedApprov
 		if err != nil {
 			return nil, fmt.Errorf("%w: approval %d: %w", ErrApproval, i, err)
 		}
-		if !slices.Contains(out, signers[0]) {
-			out = append(out, signers[0])
+		g := signers[0]
+		if t, ok := issued[g]; !ok || a.Issued.Before(t) {
+			issued[g] = a.Issued
+		}
+		if !slices.Contains(out, g) {
+			out = append(out, g)
 		}
 	}
+	need := tier.Approvals
 	if len(out) < need {
-		return out, fmt.Errorf("%w: %d distinct guardian approvals, the tier needs %d", ErrApproval, len(out), need)
+		return out, fmt.Errorf("%w: %d distinct guardian approvals, tier %s needs %d", ErrApproval, len(out), tier.Name, need)
+	}
+	if tier.Delay > 0 && need > 0 {
+		times := make([]time.Time, 0, len(issued))
+		for _, t := range issued {
+			times = append(times, t)
+		}
+		slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+		if ready := signedTime(times[need-1]).Add(tier.Delay); now.Before(ready) {
+			return out, fmt.Errorf("%w: tier %s has a delay of %s after its %d approvals; signing may start at %s", ErrApproval, tier.Name, tier.Delay, need, fmtTime(ready))
+		}
 	}
 	return out, nil
 }

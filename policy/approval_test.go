@@ -50,15 +50,16 @@ func TestVerifyApprovals(t *testing.T) {
 	p := twoGuardianPolicy(t)
 	now := time.Unix(1_800_000_000, 0)
 	target := ApprovalTarget{RequestID: "req:1", Digest: common.HexToHash("0xd1"), ChainID: big.NewInt(1), Key: common.HexToAddress("0xabc")}
-	good := Approval{RequestID: target.RequestID, Digest: target.Digest, ChainID: target.ChainID, Key: target.Key, Expiry: now.Add(time.Hour)}
+	good := Approval{RequestID: target.RequestID, Digest: target.Digest, ChainID: target.ChainID, Key: target.Key, Issued: now.Add(-time.Minute), Expiry: now.Add(time.Hour)}
 	alice, bob := approve(t, p, "alice", good), approve(t, p, "bob", good)
+	need1, need2 := TierSpec{Name: "one", Approvals: 1}, TierSpec{Name: "two", Approvals: 2}
 
-	got, err := p.VerifyApprovals(target, []SignedApproval{alice, bob}, 2, now)
+	got, err := p.VerifyApprovals(target, []SignedApproval{alice, bob}, need2, now)
 	if err != nil || len(got) != 2 {
 		t.Fatalf("two guardians: %v, %v", got, err)
 	}
 	// The same guardian twice counts once.
-	if _, err := p.VerifyApprovals(target, []SignedApproval{alice, alice}, 2, now); !errors.Is(err, ErrApproval) || !strings.Contains(err.Error(), "1 distinct") {
+	if _, err := p.VerifyApprovals(target, []SignedApproval{alice, alice}, need2, now); !errors.Is(err, ErrApproval) || !strings.Contains(err.Error(), "1 distinct") {
 		t.Errorf("alice twice: %v", err)
 	}
 	// Each binding field: an approval for anything else is refused, even
@@ -73,23 +74,29 @@ func TestVerifyApprovals(t *testing.T) {
 	for name, f := range other {
 		a := good
 		f(&a)
-		if _, err := p.VerifyApprovals(target, []SignedApproval{approve(t, p, "alice", a), bob}, 2, now); !errors.Is(err, ErrApproval) || !strings.Contains(err.Error(), "approval 0") {
+		if _, err := p.VerifyApprovals(target, []SignedApproval{approve(t, p, "alice", a), bob}, need2, now); !errors.Is(err, ErrApproval) || !strings.Contains(err.Error(), "approval 0") {
 			t.Errorf("approval for another %s: %v", name, err)
 		}
 	}
-	// A signature over one approval does not carry over to an edited one.
+	// A signature over one approval does not carry over to an edited one,
+	// nor to the same approval dated back (the tier delay runs from it).
+	backdated := alice
+	backdated.Approval.Issued = now.Add(-48 * time.Hour)
+	if _, err := p.VerifyApprovals(target, []SignedApproval{backdated}, need1, now); !errors.Is(err, ErrNotGuardian) {
+		t.Errorf("backdated approval: %v", err)
+	}
 	edited := alice
 	edited.Approval.Digest = common.HexToHash("0xd2")
-	if _, err := p.VerifyApprovals(ApprovalTarget{RequestID: target.RequestID, Digest: edited.Approval.Digest, ChainID: target.ChainID, Key: target.Key}, []SignedApproval{edited}, 1, now); !errors.Is(err, ErrNotGuardian) {
+	if _, err := p.VerifyApprovals(ApprovalTarget{RequestID: target.RequestID, Digest: edited.Approval.Digest, ChainID: target.ChainID, Key: target.Key}, []SignedApproval{edited}, need1, now); !errors.Is(err, ErrNotGuardian) {
 		t.Errorf("edited approval: %v", err)
 	}
 	// Not a guardian.
-	if _, err := p.VerifyApprovals(target, []SignedApproval{approve(t, p, "mallory", good)}, 1, now); !errors.Is(err, ErrNotGuardian) {
+	if _, err := p.VerifyApprovals(target, []SignedApproval{approve(t, p, "mallory", good)}, need1, now); !errors.Is(err, ErrNotGuardian) {
 		t.Errorf("mallory: %v", err)
 	}
 	// An approval from another wallet's domain does not verify here.
 	sig, _ := SignTypedData(guardianKey("alice"), good.TypedData(common.HexToHash("0x77")))
-	if _, err := p.VerifyApprovals(target, []SignedApproval{{Approval: good, Signature: sig}}, 1, now); !errors.Is(err, ErrNotGuardian) {
+	if _, err := p.VerifyApprovals(target, []SignedApproval{{Approval: good, Signature: sig}}, need1, now); !errors.Is(err, ErrNotGuardian) {
 		t.Errorf("approval for another wallet: %v", err)
 	}
 	// A denial is bound the same way.
@@ -101,6 +108,40 @@ func TestVerifyApprovals(t *testing.T) {
 	d.Digest = common.HexToHash("0xd2")
 	if _, err := p.VerifyDenial(target, SignedDenial{Denial: d, Signature: dsig}); !errors.Is(err, ErrApproval) {
 		t.Errorf("denial of another digest: %v", err)
+	}
+}
+
+// TestVerifyApprovalsDelay: a tier's delay runs from the approval that
+// completes its count, as signed by the guardians; before that the
+// approvals are refused, and one guardian's backdated approval does not
+// shorten the wait.
+func TestVerifyApprovalsDelay(t *testing.T) {
+	p := twoGuardianPolicy(t)
+	now := time.Unix(1_800_000_000, 0)
+	target := ApprovalTarget{RequestID: "req:1", Digest: common.HexToHash("0xd1"), ChainID: big.NewInt(1), Key: common.HexToAddress("0xabc")}
+	at := func(issued time.Time) Approval {
+		return Approval{RequestID: target.RequestID, Digest: target.Digest, ChainID: target.ChainID, Key: target.Key, Issued: issued, Expiry: now.Add(24 * time.Hour)}
+	}
+	var vault TierSpec
+	for _, ts := range p.Tiers() {
+		if ts.Name == "vault" {
+			vault = ts
+		}
+	}
+	vault.Delay = time.Hour
+	// Alice approved long ago (or says so); Bob ten minutes ago.
+	alice := approve(t, p, "alice", at(now.Add(-48*time.Hour)))
+	bob := approve(t, p, "bob", at(now.Add(-10*time.Minute)))
+	if _, err := p.VerifyApprovals(target, []SignedApproval{alice, bob}, vault, now); !errors.Is(err, ErrApproval) || !strings.Contains(err.Error(), "delay") {
+		t.Errorf("within the delay after the second approval: %v", err)
+	}
+	if _, err := p.VerifyApprovals(target, []SignedApproval{alice, bob}, vault, now.Add(50*time.Minute)); err != nil {
+		t.Errorf("after the delay: %v", err)
+	}
+	// Without a delay the same approvals serve at once.
+	vault.Delay = 0
+	if _, err := p.VerifyApprovals(target, []SignedApproval{alice, bob}, vault, now); err != nil {
+		t.Errorf("no delay: %v", err)
 	}
 }
 

@@ -71,6 +71,7 @@ var Types = apitypes.Types{
 		{Name: "digest", Type: "bytes32"},
 		{Name: "chainId", Type: "uint256"},
 		{Name: "key", Type: "address"},
+		{Name: "issued", Type: "uint256"},
 		{Name: "expiry", Type: "uint256"},
 	},
 	"Denial": {
