@@ -176,7 +176,18 @@ func (h *hardener) check(from partyRef, msg tss.ParsedMessage) error {
 		if err := checkCiphertext("round-2 ciphertext c1", new(big.Int).SetBytes(c.GetC1()), h.ownN); err != nil {
 			return err
 		}
-		return checkCiphertext("round-2 ciphertext c2", new(big.Int).SetBytes(c.GetC2()), h.ownN)
+		if err := checkCiphertext("round-2 ciphertext c2", new(big.Int).SetBytes(c.GetC2()), h.ownN); err != nil {
+			return err
+		}
+		// tss-lib multiplies the base point by S1 mod q in its own
+		// goroutine (a panic at zero) after checking only q <= S1 <= q^3.
+		pf, err := c.UnmarshalProofBobWC(tss.S256())
+		if err != nil {
+			return hardenErr("bob proof", "undecodable: %v", err)
+		}
+		if new(big.Int).Mod(pf.S1, curveQ).Sign() == 0 {
+			return hardenErr("bob proof", "S1 is a multiple of q")
+		}
 	case *signing.SignRound3Message:
 		theta := new(big.Int).SetBytes(c.GetTheta())
 		if err := checkScalar("theta", theta); err != nil {

@@ -442,3 +442,26 @@ func TestForgedSignZeroSchnorrResponse(t *testing.T) {
 	})
 	wantCaught(t, errs, policy.ID, "round-6 proof: zero")
 }
+
+func TestForgedSignBobProofS1MultipleOfQIsRefusedInChild(t *testing.T) {
+	runChild(t, "TestForgedSignBobProofS1MultipleOfQChild")
+}
+
+// tss-lib checks a round-2 Bob proof (with check) only for q <= S1 <= q^3
+// and then multiplies the base point by S1 mod q in its own goroutine: S1
+// = q makes that a multiplication by zero, a panic that ends the process
+// of every signer the proof is for. Run in a child so that a regression
+// fails this test instead of killing the test binary.
+func TestForgedSignBobProofS1MultipleOfQChild(t *testing.T) {
+	if !inChild(t, "TestForgedSignBobProofS1MultipleOfQChild") {
+		t.Skip("runs as a child of TestForgedSignBobProofS1MultipleOfQIsRefusedInChild")
+	}
+	errs := forgedSignWith(t, func(c tss.MessageContent) bool {
+		m, ok := c.(*signing.SignRound2Message)
+		if ok {
+			m.ProofBobWc[6] = curveQ.Bytes() // S1
+		}
+		return ok
+	})
+	wantCaught(t, errs, policy.ID, "bob proof")
+}
