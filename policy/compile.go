@@ -177,6 +177,11 @@ func Compile(d *Document) (*Policy, error) {
 			}
 			ts.Delay = dl
 		}
+		if ts.Delay > 0 && ts.Approvals == 0 {
+			// The delay runs from the guardian approvals: without any it
+			// would be a wait that nothing enforces.
+			return nil, fmt.Errorf("policy: compile: tier %s: a delay without approvals", t.Name)
+		}
 		if i > 0 {
 			// Rank is compared wherever "more demanding" is judged, so the
 			// order of the list must be the order of what a tier demands.

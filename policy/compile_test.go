@@ -81,3 +81,19 @@ rules: []
 		}
 	}
 }
+
+// TestCompileDelayNeedsApprovals: a tier's delay runs from its guardian
+// approvals (VerifyApprovals), so a delay on a tier without approvals would
+// promise a wait that nothing enforces; such a document does not compile.
+func TestCompileDelayNeedsApprovals(t *testing.T) {
+	env := &ddEnv{}
+	src := env.expand(`version: 1
+guardians: {alice: "{{alice}}"}
+quorum: 1
+tiers: [{name: hot, signers: [agent, policy]}, {name: slow, signers: [agent, policy, guardian], delay: 1h}]
+rules: []
+`)
+	if _, err := ParseAndCompile([]byte(src)); err == nil || !strings.Contains(err.Error(), "a delay without approvals") {
+		t.Errorf("delay without approvals: %v", err)
+	}
+}
