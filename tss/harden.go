@@ -54,6 +54,9 @@ type hardener struct {
 	// needed to check its round-2 modulus proof; in signing, each
 	// signer's modulus from the share.
 	paillierN map[partyRef]*big.Int
+	// setups: who sent each h1 and h2 (this node's own parties included),
+	// which tss-lib requires to be distinct across parties.
+	setups map[string]setupOwner
 
 	// Resharing: tss-lib checks the dealers' round-1 SSIDs against old
 	// party 0's and blames the other party on a mismatch, and never checks
@@ -73,7 +76,13 @@ type hardener struct {
 }
 
 func newHardener(threshold int) *hardener {
-	return &hardener{vssCount: threshold + 1, paillierN: map[partyRef]*big.Int{}, thetas: map[partyRef]*big.Int{}}
+	return &hardener{vssCount: threshold + 1, paillierN: map[partyRef]*big.Int{}, thetas: map[partyRef]*big.Int{},
+		setups: map[string]setupOwner{}}
+}
+
+type setupOwner struct {
+	ref partyRef
+	own bool // a party of this node sent it
 }
 
 // errNoCulprit marks a failure this node cannot attribute to one member;
@@ -112,6 +121,9 @@ func (h *hardener) check(from partyRef, msg tss.ParsedMessage) error {
 		if err := checkDLNProofs(nTilde, c.GetDlnproof_1(), c.GetDlnproof_2()); err != nil {
 			return err
 		}
+		if err := h.checkSetupUnique(from, c.GetH1(), c.GetH2()); err != nil {
+			return err
+		}
 		h.paillierN[from] = n
 	case *keygen.KGRound2Message1:
 		return checkNonZeroScalar("vss share", new(big.Int).SetBytes(c.GetShare()))
@@ -147,6 +159,9 @@ func (h *hardener) check(from partyRef, msg tss.ParsedMessage) error {
 			return err
 		}
 		if err := checkDLNProofs(nTilde, c.GetDlnproof_1(), c.GetDlnproof_2()); err != nil {
+			return err
+		}
+		if err := h.checkSetupUnique(from, c.GetH1(), c.GetH2()); err != nil {
 			return err
 		}
 		pf, err := c.UnmarshalModProof()
@@ -215,10 +230,44 @@ func (h *hardener) check(from partyRef, msg tss.ParsedMessage) error {
 }
 
 // sent records what this node's own parties emit that a check needs.
-func (h *hardener) sent(msg tss.ParsedMessage) {
-	if c, ok := msg.Content().(*signing.SignRound3Message); ok {
+func (h *hardener) sent(from partyRef, msg tss.ParsedMessage) {
+	switch c := msg.Content().(type) {
+	case *signing.SignRound3Message:
 		h.ownTheta = new(big.Int).SetBytes(c.GetTheta())
+	case *keygen.KGRound1Message:
+		h.recordSetup(from, true, c.GetH1(), c.GetH2())
+	case *resharing.DGRound2Message1:
+		h.recordSetup(from, true, c.GetH1(), c.GetH2())
 	}
+}
+
+func (h *hardener) recordSetup(from partyRef, own bool, values ...[]byte) {
+	for _, v := range values {
+		k := string(new(big.Int).SetBytes(v).Bytes())
+		if _, ok := h.setups[k]; !ok {
+			h.setups[k] = setupOwner{ref: from, own: own}
+		}
+	}
+}
+
+// checkSetupUnique: tss-lib refuses an h1 or h2 that another party already
+// sent, blaming whichever has the higher party index, so a member copying
+// an honest member's whole setup (valid proofs included) could have the
+// honest one named. Only the member copied from knows which came first;
+// any other member cannot name either.
+func (h *hardener) checkSetupUnique(from partyRef, values ...[]byte) error {
+	for _, v := range values {
+		prev, ok := h.setups[string(new(big.Int).SetBytes(v).Bytes())]
+		switch {
+		case !ok || prev.ref == from:
+		case prev.own:
+			return hardenErr("range-proof setup", "h1 or h2 copied from this node's own")
+		default:
+			return fmt.Errorf("%w: %s and %s sent the same range-proof setup value (h1 or h2); one copied the other", errNoCulprit, prev.ref.Member, from.Member)
+		}
+	}
+	h.recordSetup(from, false, values...)
+	return nil
 }
 
 // checkThetaSum returns errNotYet until every signer's theta is known.

@@ -465,3 +465,93 @@ func TestForgedSignBobProofS1MultipleOfQChild(t *testing.T) {
 	})
 	wantCaught(t, errs, policy.ID, "bob proof")
 }
+
+// A member that copies another's round-1 setup (N-tilde, h1, h2 and the
+// DLN proofs, all valid) makes tss-lib's uniqueness check of h1 and h2
+// blame whichever of the two has the higher party index: with the copier
+// lower, the member copied from. The member copied from knows its own
+// values and names the copier; a third member cannot tell which came
+// first and names neither; nobody names the member copied from.
+func TestForgedKeygenCopiedSetupBlamesOnlyTheCopier(t *testing.T) {
+	c := Committee{Members: []Member{agent, policy, guardian}, Threshold: 1}
+	byIndex := c.IDs()
+	slices.SortFunc(byIndex, func(a, b ids.MemberID) int { return partyKey(a, 0).Cmp(partyKey(b, 0)) })
+	forger, third, victim := byIndex[0], byIndex[1], byIndex[2]
+	dummy := tss.NewPartyID("x", "x", big.NewInt(1))
+	dummy.Index = 0
+	var (
+		mu     sync.Mutex
+		held   []MemMessage
+		copied *keygen.KGRound1Message
+	)
+	round1 := func(m MemMessage) (envelope, *keygen.KGRound1Message) {
+		env, err := decodeEnvelope(m.Payload)
+		if err != nil {
+			return env, nil
+		}
+		msg, err := tss.ParseWireMessage(env.Wire, dummy, env.Broadcast)
+		if err != nil {
+			return env, nil
+		}
+		r1, _ := msg.Content().(*keygen.KGRound1Message)
+		return env, r1
+	}
+	rewrite := func(m MemMessage) MemMessage {
+		env, r1 := round1(m)
+		r1.NTilde, r1.H1, r1.H2 = copied.NTilde, copied.H1, copied.H2
+		r1.Dlnproof_1, r1.Dlnproof_2 = copied.Dlnproof_1, copied.Dlnproof_2
+		a, err := anypb.New(r1)
+		if err != nil {
+			t.Errorf("forge: %v", err)
+		}
+		if env.Wire, err = proto.Marshal(a); err != nil {
+			t.Errorf("forge: %v", err)
+		}
+		m.Payload = env.encode()
+		return m
+	}
+	net := NewMemNetwork()
+	net.SetFilter(func(m MemMessage) []MemMessage {
+		mu.Lock()
+		defer mu.Unlock()
+		_, r1 := round1(m)
+		switch {
+		case r1 == nil:
+		case m.From == forger && copied == nil:
+			held = append(held, m) // until the victim's values are known
+			return nil
+		case m.From == forger:
+			return []MemMessage{rewrite(m)}
+		case m.From == victim && copied == nil:
+			copied = r1
+			out := []MemMessage{m}
+			for _, h := range held {
+				out = append(out, rewrite(h))
+			}
+			held = nil
+			return out
+		}
+		return []MemMessage{m}
+	})
+	sid := ids.NewSessionID()
+	errs := runWithForger(c.IDs(), forger, func(ctx context.Context, i int, id ids.MemberID) error {
+		_, err := NewEngine(net.Endpoint(id), testConfig()).Keygen(ctx, KeygenRequest{Session: sid, Committee: c, PreParams: fixture(t, i)})
+		return err
+	})
+	for id, err := range errs {
+		se, ok := AsSessionError(err)
+		if !ok {
+			t.Fatalf("%s: got %v, want a session error", id, err)
+		}
+		t.Logf("%s: %v", id, err)
+		if slices.Contains(se.Culprits, victim) {
+			t.Errorf("%s names %s, whose setup was copied", id, victim)
+		}
+	}
+	if se, _ := AsSessionError(errs[victim]); se == nil || !slices.Equal(se.Culprits, []ids.MemberID{forger}) {
+		t.Errorf("%s: got %v, want the copier %s named", victim, errs[victim], forger)
+	}
+	if se, _ := AsSessionError(errs[third]); se == nil || len(se.Culprits) != 0 {
+		t.Errorf("%s: got %v, want no culprit named", third, errs[third])
+	}
+}

@@ -693,7 +693,7 @@ func (s *Session) route(m tss.Message) {
 		return
 	}
 	if pm, ok := m.(tss.ParsedMessage); ok {
-		s.hard.sent(pm)
+		s.hard.sent(from, pm)
 	}
 	to := s.maskOf(r)
 	recipients := r.To
