@@ -466,8 +466,8 @@ func TestForgedSignBobProofS1MultipleOfQChild(t *testing.T) {
 	wantCaught(t, errs, policy.ID, "bob proof")
 }
 
-// A member that copies another's round-1 setup (N-tilde, h1, h2 and the
-// DLN proofs, all valid) makes tss-lib's uniqueness check of h1 and h2
+// A member that copies another's range-proof setup (N-tilde, h1, h2 and
+// the DLN proofs, all valid) makes tss-lib's uniqueness check of h1 and h2
 // blame whichever of the two has the higher party index: with the copier
 // lower, the member copied from. The member copied from knows its own
 // values and names the copier; a third member cannot tell which came
@@ -477,30 +477,78 @@ func TestForgedKeygenCopiedSetupBlamesOnlyTheCopier(t *testing.T) {
 	byIndex := c.IDs()
 	slices.SortFunc(byIndex, func(a, b ids.MemberID) int { return partyKey(a, 0).Cmp(partyKey(b, 0)) })
 	forger, third, victim := byIndex[0], byIndex[1], byIndex[2]
+	net := NewMemNetwork()
+	copySetup(t, net, forger, victim, func(dst, src tss.MessageContent) bool {
+		d, ok := dst.(*keygen.KGRound1Message)
+		if s, _ := src.(*keygen.KGRound1Message); ok && s != nil {
+			d.NTilde, d.H1, d.H2, d.Dlnproof_1, d.Dlnproof_2 = s.NTilde, s.H1, s.H2, s.Dlnproof_1, s.Dlnproof_2
+		}
+		return ok
+	})
+	sid := ids.NewSessionID()
+	errs := runWithForger(c.IDs(), forger, func(ctx context.Context, i int, id ids.MemberID) error {
+		_, err := NewEngine(net.Endpoint(id), testConfig()).Keygen(ctx, KeygenRequest{Session: sid, Committee: c, PreParams: fixture(t, i)})
+		return err
+	})
+	wantCopierBlamed(t, errs, forger, third, victim)
+}
+
+// The same in a reshare, where the new members send their setups.
+func TestForgedReshareCopiedSetupBlamesOnlyTheCopier(t *testing.T) {
+	old := shared2of3(t)
+	key := old[agent.ID].Key()
+	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}
+	gen := key.Generation + 1
+	byIndex := nc.IDs()
+	slices.SortFunc(byIndex, func(a, b ids.MemberID) int { return partyKey(a, gen).Cmp(partyKey(b, gen)) })
+	forger, third, victim := byIndex[0], byIndex[1], byIndex[2]
+	net := NewMemNetwork()
+	copySetup(t, net, forger, victim, func(dst, src tss.MessageContent) bool {
+		d, ok := dst.(*resharing.DGRound2Message1)
+		if s, _ := src.(*resharing.DGRound2Message1); ok && s != nil {
+			d.NTilde, d.H1, d.H2, d.Dlnproof_1, d.Dlnproof_2 = s.NTilde, s.H1, s.H2, s.Dlnproof_1, s.Dlnproof_2
+		}
+		return ok
+	})
+	oldSigners := []ids.MemberID{policy.ID, guardian.ID}
+	sid := ids.NewSessionID()
+	errs := runWithForger(nc.IDs(), forger, func(ctx context.Context, i int, id ids.MemberID) error {
+		req := ReshareRequest{Session: sid, Key: key, OldSigners: oldSigners, NewCommittee: nc, PreParams: fixture(t, 3+i)}
+		if id != agent2.ID {
+			req.OldShare = old[id]
+		}
+		_, err := NewEngine(net.Endpoint(id), testConfig()).Reshare(ctx, req)
+		return err
+	})
+	wantCopierBlamed(t, errs, forger, third, victim)
+}
+
+// copySetup holds forger's messages that copy reports as setup messages
+// (copy(m, nil)) until victim's has passed, then sends them with victim's
+// setup copied in (copy(m, victim's)).
+func copySetup(t *testing.T, net *MemNetwork, forger, victim ids.MemberID, copy func(dst, src tss.MessageContent) bool) {
 	dummy := tss.NewPartyID("x", "x", big.NewInt(1))
 	dummy.Index = 0
 	var (
 		mu     sync.Mutex
 		held   []MemMessage
-		copied *keygen.KGRound1Message
+		copied tss.MessageContent
 	)
-	round1 := func(m MemMessage) (envelope, *keygen.KGRound1Message) {
+	parse := func(m MemMessage) (envelope, tss.MessageContent) {
 		env, err := decodeEnvelope(m.Payload)
 		if err != nil {
 			return env, nil
 		}
 		msg, err := tss.ParseWireMessage(env.Wire, dummy, env.Broadcast)
-		if err != nil {
+		if err != nil || !copy(msg.Content(), nil) {
 			return env, nil
 		}
-		r1, _ := msg.Content().(*keygen.KGRound1Message)
-		return env, r1
+		return env, msg.Content()
 	}
 	rewrite := func(m MemMessage) MemMessage {
-		env, r1 := round1(m)
-		r1.NTilde, r1.H1, r1.H2 = copied.NTilde, copied.H1, copied.H2
-		r1.Dlnproof_1, r1.Dlnproof_2 = copied.Dlnproof_1, copied.Dlnproof_2
-		a, err := anypb.New(r1)
+		env, c := parse(m)
+		copy(c, copied)
+		a, err := anypb.New(c)
 		if err != nil {
 			t.Errorf("forge: %v", err)
 		}
@@ -510,20 +558,19 @@ func TestForgedKeygenCopiedSetupBlamesOnlyTheCopier(t *testing.T) {
 		m.Payload = env.encode()
 		return m
 	}
-	net := NewMemNetwork()
 	net.SetFilter(func(m MemMessage) []MemMessage {
 		mu.Lock()
 		defer mu.Unlock()
-		_, r1 := round1(m)
+		_, c := parse(m)
 		switch {
-		case r1 == nil:
+		case c == nil:
 		case m.From == forger && copied == nil:
 			held = append(held, m) // until the victim's values are known
 			return nil
 		case m.From == forger:
 			return []MemMessage{rewrite(m)}
 		case m.From == victim && copied == nil:
-			copied = r1
+			copied = c
 			out := []MemMessage{m}
 			for _, h := range held {
 				out = append(out, rewrite(h))
@@ -533,11 +580,10 @@ func TestForgedKeygenCopiedSetupBlamesOnlyTheCopier(t *testing.T) {
 		}
 		return []MemMessage{m}
 	})
-	sid := ids.NewSessionID()
-	errs := runWithForger(c.IDs(), forger, func(ctx context.Context, i int, id ids.MemberID) error {
-		_, err := NewEngine(net.Endpoint(id), testConfig()).Keygen(ctx, KeygenRequest{Session: sid, Committee: c, PreParams: fixture(t, i)})
-		return err
-	})
+}
+
+func wantCopierBlamed(t *testing.T, errs map[ids.MemberID]error, forger, third, victim ids.MemberID) {
+	t.Helper()
 	for id, err := range errs {
 		se, ok := AsSessionError(err)
 		if !ok {
