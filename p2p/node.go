@@ -58,15 +58,15 @@ type Node struct {
 	onReplay func()
 
 	mu              sync.Mutex
-	closed          bool                           // guarded by mu
-	sessions        map[ids.SessionID]*session     // guarded by mu
-	pending         map[ids.SessionID]*pendingSess // guarded by mu
-	pendingN        int                            // bytes in pending, guarded by mu
-	pendingBySender map[peer.ID]senderPending      // each sender's use of pending, guarded by mu
-	ended           map[ids.SessionID]time.Time    // recently closed sessions, guarded by mu
-	limits          map[peer.ID]*peerLimits        // guarded by mu
-	inbound         map[network.Stream]bool        // guarded by mu
-	protocols       map[protocol.ID]bool           // request protocols registered, guarded by mu
+	closed          bool                             // guarded by mu
+	sessions        map[ids.SessionID]*session       // guarded by mu
+	pending         map[ids.SessionID]*pendingSess   // guarded by mu
+	pendingN        int                              // bytes in pending, guarded by mu
+	pendingBySender map[peer.ID]senderPending        // each sender's use of pending, guarded by mu
+	ended           map[ids.SessionID]time.Time      // recently closed sessions, guarded by mu
+	limits          map[peer.ID]*peerLimits          // guarded by mu
+	inbound         map[network.Stream]inboundStream // guarded by mu
+	protocols       map[protocol.ID]bool             // request protocols registered, guarded by mu
 }
 
 // sendHook receives every outbound frame with the function that writes it.
@@ -110,7 +110,7 @@ func New(cfg Config) (*Node, error) {
 		pendingBySender: make(map[peer.ID]senderPending),
 		ended:           make(map[ids.SessionID]time.Time),
 		limits:          make(map[peer.ID]*peerLimits),
-		inbound:         make(map[network.Stream]bool),
+		inbound:         make(map[network.Stream]inboundStream),
 		protocols:       make(map[protocol.ID]bool),
 	}
 	initial := &peerSet{members: make(map[peer.ID]*peerOut), coordinators: make(map[peer.ID]bool)}

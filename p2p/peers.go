@@ -148,8 +148,9 @@ func (n *Node) SetPeers(members, coordinators []Member) error {
 		}
 	}
 	var reset []network.Stream
-	for s := range n.inbound {
-		if s.Protocol() == ProtocolID && next.members[s.Conn().RemotePeer()] == nil {
+	for s, in := range n.inbound {
+		if !in.admit(next.kind(s.Conn().RemotePeer())) {
+			in.cancel(ErrPeerRemoved)
 			reset = append(reset, s)
 		}
 	}

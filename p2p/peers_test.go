@@ -243,3 +243,30 @@ func TestCoordinatorIsNotASessionMember(t *testing.T) {
 		t.Fatalf("got %q", resp)
 	}
 }
+
+// A request a peer made before SetPeers removed it does not go on running
+// at this node on that peer's behalf (a propose reserving budget for a
+// coordinator that is gone, say): its handler's context ends with the
+// removal, not at Config.RequestTimeout.
+func TestRemovedPeerHandlerContextEnds(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 2, tcpLoopback, func(cfg *Config) { cfg.RequestTimeout = 30 * time.Second })
+	defer c.close()
+	a, b := c.nodes[0], c.nodes[1]
+	started := make(chan struct{})
+	cause := make(chan error, 1)
+	var ts toyServer
+	ts.register(t, a, 1024, func(ctx context.Context, _ peer.ID, _ []byte) ([]byte, error) {
+		close(started)
+		<-ctx.Done()
+		cause <- context.Cause(ctx)
+		return nil, ctx.Err()
+	})
+	go b.Request(context.Background(), a.ID(), toyProto, []byte("propose"), 1024)
+	<-started
+	if err := a.SetPeers([]Member{info(a)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-cause; !errors.Is(err, ErrPeerRemoved) {
+		t.Fatalf("handler's context ended with %v, want %v", err, ErrPeerRemoved)
+	}
+}

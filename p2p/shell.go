@@ -21,7 +21,18 @@ var (
 	ErrMessageTooLarge = errors.New("p2p: message over the length limit")
 	// ErrNotAllowed: the peer is not allowed to use the protocol here.
 	ErrNotAllowed = errors.New("p2p: peer not allowed")
+	// ErrPeerRemoved is the cause (context.Cause) of a handler's context
+	// that ended because SetPeers no longer lets its peer use the
+	// protocol.
+	ErrPeerRemoved = errors.New("p2p: peer removed from this node's peers")
 )
+
+// inboundStream is what SetPeers and Close need of an admitted inbound
+// stream: whom the protocol admits, and how to end its handler's context.
+type inboundStream struct {
+	admit  func(PeerKind) bool
+	cancel context.CancelCauseFunc
+}
 
 // errNoMemory: libp2p's resource manager refused the reservation.
 var errNoMemory = errors.New("p2p: no memory for message")
@@ -124,21 +135,25 @@ func (n *Node) serve(proto protocol.ID, admit func(PeerKind) bool, timeout time.
 			}
 			return
 		}
-		n.inbound[s] = true
+		// The context ends early when SetPeers removes the peer: a handler
+		// must not go on acting for a peer that is gone.
+		ctx, cancelCause := context.WithCancelCause(n.ctx)
+		n.inbound[s] = inboundStream{admit: admit, cancel: cancelCause}
 		n.wg.Add(1)
 		n.mu.Unlock()
 		defer func() {
 			n.mu.Lock()
 			delete(n.inbound, s)
 			n.mu.Unlock()
+			cancelCause(nil)
 			n.wg.Done()
 		}()
-		ctx, cancel := n.ctx, context.CancelFunc(func() {})
 		if timeout > 0 {
-			ctx, cancel = context.WithTimeout(n.ctx, timeout)
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
 			s.SetDeadline(time.Now().Add(timeout))
 		}
-		defer cancel()
 		if err := inner(ctx, s, remote); err != nil {
 			if n.ctx.Err() == nil {
 				n.log.Debug("p2p: inbound stream ended", "protocol", string(proto), "peer", remote.String(), "err", err)
@@ -159,7 +174,8 @@ func membersOnly(k PeerKind) bool { return k == PeerMember }
 // Handler answers one request of a request protocol (see RegisterHandler).
 // from is the authenticated remote peer, a member or a coordinator
 // (Node.PeerKind says which; the protocol decides what each may ask). ctx
-// ends after Config.RequestTimeout or when the node closes. A returned
+// ends after Config.RequestTimeout, when the node closes or when SetPeers
+// removes from (its cause is then ErrPeerRemoved). A returned
 // error resets the stream: the caller's Request fails and learns nothing
 // more, so answers the protocol defines (a refusal and its reason) belong
 // in the response.
