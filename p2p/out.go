@@ -30,9 +30,6 @@ var errEchoLost = errors.New("p2p: an echo of the session could not be queued")
 // errSessionEnded stops a wait for room when the transport ended the session.
 var errSessionEnded = errors.New("p2p: session ended by the transport")
 
-// errPeerRemoved refuses a frame for a peer that SetPeers removed.
-var errPeerRemoved = errors.New("p2p: peer removed from the members")
-
 // peerOut is the outbound side of one peer: a bounded FIFO queue and the
 // one goroutine (run) that writes it on a long-lived stream. Engine sends
 // and echoes share the queue, so a peer sees our echoes of round r before
@@ -80,12 +77,12 @@ func newPeerOut(n *Node, to peer.ID) *peerOut {
 func (o *peerOut) stop() { o.cancel() }
 
 // ended returns why the writer has stopped: ErrClosed once the node
-// closes, errPeerRemoved once the peer was removed.
+// closes, ErrPeerRemoved once the peer was removed.
 func (o *peerOut) ended() error {
 	if o.n.ctx.Err() != nil {
 		return ErrClosed
 	}
-	return errPeerRemoved
+	return ErrPeerRemoved
 }
 
 // enqueue queues f, a frame of session s, for writing. With wait it blocks

@@ -21,9 +21,9 @@ var (
 	ErrMessageTooLarge = errors.New("p2p: message over the length limit")
 	// ErrNotAllowed: the peer is not allowed to use the protocol here.
 	ErrNotAllowed = errors.New("p2p: peer not allowed")
-	// ErrPeerRemoved is the cause (context.Cause) of a handler's context
-	// that ended because SetPeers no longer lets its peer use the
-	// protocol.
+	// ErrPeerRemoved: SetPeers no longer lets the peer do this. It refuses
+	// a frame queued for a removed member, and is the cause
+	// (context.Cause) of a handler's context that ended that way.
 	ErrPeerRemoved = errors.New("p2p: peer removed from this node's peers")
 )
 
