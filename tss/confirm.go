@@ -121,6 +121,9 @@ func (r *confirmRound) step(in Incoming) {
 	r.got[from] = bytes.Clone(in.Payload)
 	c, err := decodeConfirmation(in.Payload)
 	switch {
+	case !in.Broadcast:
+		// Only a broadcast is checked for equivocation.
+		r.blame(from, errors.New("sent its confirmation directly, not as a broadcast"))
 	case err != nil:
 		r.blame(from, err)
 	case c.Session != r.session || c.Digest != r.digest:

@@ -17,12 +17,12 @@ func TestConfirmRoundVerdicts(t *testing.T) {
 	r := newConfirmRound(sid, key, agent.ID, 3)
 	digest := ReshareProofDigest(sid, key)
 	r.own(confirmation{Session: sid, Digest: digest, Reason: "proof timed out"})
-	r.step(Incoming{From: policy.ID, Payload: confirmation{Session: sid, Digest: digest, OK: true}.encode()}) // zero proof
+	r.step(Incoming{From: policy.ID, Broadcast: true, Payload: confirmation{Session: sid, Digest: digest, OK: true}.encode()}) // zero proof
 	refusal := confirmation{Session: sid, Digest: digest, Reason: "no"}.encode()
-	r.step(Incoming{From: guardian.ID, Payload: refusal})
-	r.step(Incoming{From: guardian.ID, Payload: refusal}) // an exact repeat is harmless
-	r.step(Incoming{From: guardian2.ID, Payload: []byte("CTR1 short")})
-	r.step(Incoming{From: "stranger", Payload: refusal})
+	r.step(Incoming{From: guardian.ID, Broadcast: true, Payload: refusal})
+	r.step(Incoming{From: guardian.ID, Broadcast: true, Payload: refusal}) // an exact repeat is harmless
+	r.step(Incoming{From: guardian2.ID, Broadcast: true, Payload: []byte("CTR1 short")})
+	r.step(Incoming{From: "stranger", Broadcast: true, Payload: refusal})
 	if r.done() {
 		t.Fatal("done before guardian-3 was heard or the round timed out")
 	}
@@ -42,13 +42,13 @@ func TestConfirmRoundVerdicts(t *testing.T) {
 
 	// A different second message from the same member is misbehaviour.
 	r = newConfirmRound(sid, key, agent.ID, 3)
-	r.step(Incoming{From: guardian.ID, Payload: refusal})
-	r.step(Incoming{From: guardian.ID, Payload: confirmation{Session: sid, Digest: digest, Reason: "other"}.encode()})
+	r.step(Incoming{From: guardian.ID, Broadcast: true, Payload: refusal})
+	r.step(Incoming{From: guardian.ID, Broadcast: true, Payload: confirmation{Session: sid, Digest: digest, Reason: "other"}.encode()})
 	if !slices.Equal(r.culprits, []ids.MemberID{guardian.ID}) {
 		t.Fatalf("culprits %v, want [%s]", r.culprits, guardian.ID)
 	}
 	// A confirmation of another reshare is misbehaviour too.
-	r.step(Incoming{From: policy.ID, Payload: confirmation{Session: ids.NewSessionID(), Digest: digest, Reason: "x"}.encode()})
+	r.step(Incoming{From: policy.ID, Broadcast: true, Payload: confirmation{Session: ids.NewSessionID(), Digest: digest, Reason: "x"}.encode()})
 	if !slices.Contains(r.culprits, policy.ID) {
 		t.Fatal("a confirmation bound to another session was accepted")
 	}
@@ -63,10 +63,23 @@ func TestConfirmRoundRepeatsDoNotStall(t *testing.T) {
 	r := newConfirmRound(sid, key, agent.ID, 3)
 	refusal := confirmation{Session: sid, Digest: ReshareProofDigest(sid, key), Reason: "no"}.encode()
 	for i := 0; i < 10 && !r.done(); i++ {
-		r.step(Incoming{From: guardian.ID, Payload: refusal})
+		r.step(Incoming{From: guardian.ID, Broadcast: true, Payload: refusal})
 		r.tick()
 	}
 	if !r.done() {
 		t.Fatal("repeats of one confirmation kept the round from timing out")
+	}
+}
+
+// A confirmation sent directly rather than broadcast escapes the
+// transport's equivocation check (a member could tell some members it
+// confirmed and others it did not): it is misbehaviour.
+func TestConfirmRoundDirectConfirmationIsMisbehaviour(t *testing.T) {
+	key := syntheticShare(t, 0).Key()
+	sid := ids.NewSessionID()
+	r := newConfirmRound(sid, key, agent.ID, 3)
+	r.step(Incoming{From: guardian.ID, Payload: confirmation{Session: sid, Digest: ReshareProofDigest(sid, key), Reason: "no"}.encode()})
+	if !slices.Equal(r.culprits, []ids.MemberID{guardian.ID}) {
+		t.Fatalf("culprits %v, want [%s]", r.culprits, guardian.ID)
 	}
 }
