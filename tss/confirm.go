@@ -149,6 +149,24 @@ func (r *confirmRound) blame(who ids.MemberID, err error) {
 	}
 }
 
+// transportFailed records the members the transport named (an
+// equivocating confirmation): a new member among them is not confirmed.
+func (r *confirmRound) transportFailed(err error) {
+	se, ok := AsSessionError(err)
+	if !ok {
+		return
+	}
+	for _, who := range se.Culprits {
+		switch {
+		case who == r.self:
+		case r.key.Committee.Has(who):
+			r.blame(who, fmt.Errorf("named by the transport: %v", se.Err))
+		case !slices.Contains(r.culprits, who):
+			r.culprits = append(r.culprits, who)
+		}
+	}
+}
+
 func (r *confirmRound) tick() {
 	r.idle++
 	if r.idle >= r.maxIdle {
@@ -223,7 +241,7 @@ func (e *Engine) confirm(ctx context.Context, session ids.SessionID, members []i
 		r.timedOut = true
 		return r
 	}
-	defer conn.Close(nil)
+	defer func() { r.transportFailed(conn.Close(nil)) }() // a late echo may expose an equivocation
 	if mine != nil {
 		r.own(*mine)
 		if err := conn.Broadcast(ctx, r.got[r.self]); err != nil {
@@ -242,6 +260,7 @@ func (e *Engine) confirm(ctx context.Context, session ids.SessionID, members []i
 		case <-ticker.C:
 			r.tick()
 		case <-conn.Done():
+			r.transportFailed(conn.Err())
 			return r
 		case <-ctx.Done():
 			return r

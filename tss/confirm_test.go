@@ -1,6 +1,7 @@
 package tss
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"testing"
@@ -81,5 +82,60 @@ func TestConfirmRoundDirectConfirmationIsMisbehaviour(t *testing.T) {
 	r.step(Incoming{From: guardian.ID, Payload: confirmation{Session: sid, Digest: ReshareProofDigest(sid, key), Reason: "no"}.encode()})
 	if !slices.Equal(r.culprits, []ids.MemberID{guardian.ID}) {
 		t.Fatalf("culprits %v, want [%s]", r.culprits, guardian.ID)
+	}
+}
+
+// fakeConfirmConn delivers the given messages, then ends as the transport
+// says: closing done with err (an equivocation found during the round), or
+// returning closeErr from Close (one found by a late echo).
+type fakeConfirmConn struct {
+	in       chan Incoming
+	done     chan struct{}
+	err      error
+	closeErr error
+}
+
+func (c *fakeConfirmConn) Send(context.Context, ids.MemberID, []byte) error { return nil }
+func (c *fakeConfirmConn) Broadcast(context.Context, []byte) error          { return nil }
+func (c *fakeConfirmConn) Incoming() <-chan Incoming                        { return c.in }
+func (c *fakeConfirmConn) Done() <-chan struct{}                            { return c.done }
+func (c *fakeConfirmConn) Err() error                                       { return c.err }
+func (c *fakeConfirmConn) Close(error) error                                { return c.closeErr }
+
+type fakeConfirmTransport struct{ conn *fakeConfirmConn }
+
+func (f fakeConfirmTransport) Self() ids.MemberID { return agent.ID }
+func (f fakeConfirmTransport) Open(context.Context, ids.SessionID, []ids.MemberID) (Conn, error) {
+	return f.conn, nil
+}
+
+// A member the transport names for equivocating in the confirmation round
+// (at once, or at the end) is a culprit and not confirmed.
+func TestConfirmKeepsTheTransportsCulprits(t *testing.T) {
+	key := syntheticShare(t, 0).Key()
+	sid := ids.NewSessionID()
+	digest := ReshareProofDigest(sid, key)
+	mine := &confirmation{Session: sid, Digest: digest, Reason: "no"}
+	equivocated := func(who ids.MemberID) error {
+		return &SessionError{Session: sid, Kind: FailMisbehaviour, Culprits: []ids.MemberID{who}, Err: errors.New("equivocated")}
+	}
+
+	during := &fakeConfirmConn{in: make(chan Incoming), done: make(chan struct{}), err: equivocated(policy.ID)}
+	close(during.done)
+	r := NewEngine(fakeConfirmTransport{during}, testConfig()).confirm(context.Background(), sid, key.Committee.IDs(), key, mine)
+	if !slices.Contains(r.culprits, policy.ID) {
+		t.Errorf("transport named %s during the round; culprits %v", policy.ID, r.culprits)
+	}
+
+	atEnd := &fakeConfirmConn{in: make(chan Incoming, 8), done: make(chan struct{}), closeErr: equivocated(guardian.ID)}
+	for _, id := range []ids.MemberID{policy.ID, guardian.ID, guardian2.ID, guardian3.ID} {
+		atEnd.in <- Incoming{From: id, Broadcast: true, Payload: confirmation{Session: sid, Digest: digest, Reason: "no"}.encode()}
+	}
+	r = NewEngine(fakeConfirmTransport{atEnd}, testConfig()).confirm(context.Background(), sid, key.Committee.IDs(), key, mine)
+	if !slices.Contains(r.culprits, guardian.ID) {
+		t.Errorf("transport named %s at close; culprits %v", guardian.ID, r.culprits)
+	}
+	if _, _, err := r.outcome(); err == nil {
+		t.Error("outcome succeeded despite an equivocating member")
 	}
 }
