@@ -99,7 +99,7 @@ func (r *confirmRound) own(c confirmation) {
 		r.verdicts[r.self] = nil
 		r.proof = &c.Proof
 	} else {
-		r.verdicts[r.self] = fmt.Errorf("did not finish: %s", c.Reason)
+		r.verdicts[r.self] = fmt.Errorf("did not finish: %q", c.Reason)
 	}
 }
 
@@ -129,7 +129,7 @@ func (r *confirmRound) step(in Incoming) {
 	case c.Session != r.session || c.Digest != r.digest:
 		r.blame(from, errors.New("confirmed another reshare"))
 	case !c.OK:
-		r.verdicts[from] = fmt.Errorf("did not finish: %s", c.Reason)
+		r.verdicts[from] = fmt.Errorf("did not finish: %q", c.Reason)
 	default:
 		if err := VerifyReshareProof(r.session, r.key, c.Proof); err != nil {
 			r.blame(from, fmt.Errorf("sent an invalid proof: %w", err))

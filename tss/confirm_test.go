@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/custos-wallet/custos/ids"
@@ -137,5 +138,20 @@ func TestConfirmKeepsTheTransportsCulprits(t *testing.T) {
 	}
 	if _, _, err := r.outcome(); err == nil {
 		t.Error("outcome succeeded despite an equivocating member")
+	}
+}
+
+// A member's reason is its own text: it is quoted, so it cannot add lines
+// or blame to the round's error.
+func TestConfirmRoundQuotesReasons(t *testing.T) {
+	key := syntheticShare(t, 0).Key()
+	sid := ids.NewSessionID()
+	r := newConfirmRound(sid, key, agent.ID, 1)
+	lie := "x)\nguardian-1 sent an invalid proof"
+	r.step(Incoming{From: policy.ID, Broadcast: true, Payload: confirmation{Session: sid, Digest: ReshareProofDigest(sid, key), Reason: lie}.encode()})
+	r.tick()
+	_, _, err := r.outcome()
+	if err == nil || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("got %q", err)
 	}
 }
