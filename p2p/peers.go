@@ -134,6 +134,7 @@ func (n *Node) SetPeers(members, coordinators []Member) error {
 		if next.members[p] == nil {
 			removed = append(removed, o)
 			delete(n.limits, p)
+			n.dropPendingFromLocked(p)
 		}
 	}
 	n.peers.Store(next)

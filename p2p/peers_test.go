@@ -270,3 +270,38 @@ func TestRemovedPeerHandlerContextEnds(t *testing.T) {
 		t.Fatalf("handler's context ended with %v, want %v", err, ErrPeerRemoved)
 	}
 }
+
+// Frames a member sent for sessions not yet open here leave the pre-open
+// buffer when SetPeers removes it: they can never be delivered, and left
+// until PendingTTL they would hold buffer room the remaining members need.
+func TestRemovedMemberPendingFramesDropped(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 3, tcpLoopback, nil)
+	defer c.close()
+	a, b, cc := c.nodes[0], c.nodes[1], c.nodes[2]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := cc.Host().NewStream(ctx, a.ID(), ProtocolID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Reset()
+	for seq := range uint64(4) {
+		writeFrame(t, s, signed(t, cc.key, &Frame{Kind: KindDirect, Session: ids.NewSessionID(), Seq: seq + 1, From: cc.ID(), To: a.ID(), Payload: []byte("early")}))
+	}
+	waitFor(t, 10*time.Second, "C's frames buffered at A", func() bool {
+		_, n, _ := a.PendingStats()
+		return n == 4
+	})
+	if err := a.SetPeers([]Member{info(a), info(b)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if s, n, bytes := a.PendingStats(); s != 0 || n != 0 || bytes != 0 {
+		t.Fatalf("A holds %d frames (%d bytes) of %d sessions from the removed member", n, bytes, s)
+	}
+	// A frame read before the swap and handled after it is not buffered
+	// either.
+	a.handleFrame(cc.ID(), signed(t, cc.key, &Frame{Kind: KindDirect, Session: ids.NewSessionID(), Seq: 1, From: cc.ID(), To: a.ID(), Payload: []byte("late")}).Encode())
+	if s, n, _ := a.PendingStats(); s != 0 || n != 0 {
+		t.Fatalf("A buffered %d frames of %d sessions from the removed member after the swap", n, s)
+	}
+}

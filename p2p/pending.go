@@ -39,6 +39,12 @@ func (n *Node) pendingQuota(total, floor int) int {
 // bufferLocked keeps f (size bytes on the wire) until its session opens,
 // within the per-session, per-sender and total bounds. n.mu is held.
 func (n *Node) bufferLocked(f *Frame, size int) {
+	if n.peers.Load().members[f.From] == nil {
+		// Read before SetPeers removed the sender, handled after: its
+		// frames left the buffer with it (dropPendingFromLocked).
+		n.counters.drop(DropNotMember)
+		return
+	}
 	if !n.ended[f.Session].IsZero() {
 		n.counters.drop(DropClosed)
 		return
@@ -142,4 +148,36 @@ func (n *Node) PendingStats() (sessions, frames, bytes int) {
 		frames += len(p.frames)
 	}
 	return len(n.pending), frames, n.pendingN
+}
+
+// dropPendingFromLocked forgets every frame from p buffered for unopened
+// sessions: SetPeers removed p, so none of them can be delivered. n.mu is
+// held.
+func (n *Node) dropPendingFromLocked(p peer.ID) {
+	if _, ok := n.pendingBySender[p]; !ok {
+		return
+	}
+	for id, ps := range n.pending {
+		sh := ps.senders[p]
+		if sh == nil {
+			continue
+		}
+		kept := ps.frames[:0]
+		for _, pf := range ps.frames {
+			if pf.f.From == p {
+				n.counters.drop(DropNotMember)
+				continue
+			}
+			kept = append(kept, pf)
+		}
+		clear(ps.frames[len(kept):])
+		ps.frames = kept
+		ps.bytes -= sh.bytes
+		n.pendingN -= sh.bytes
+		delete(ps.senders, p)
+		if len(ps.frames) == 0 {
+			delete(n.pending, id)
+		}
+	}
+	delete(n.pendingBySender, p)
 }
