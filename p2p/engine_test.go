@@ -210,17 +210,36 @@ func TestKeygenSignReshareOverLibp2p(t *testing.T) {
 
 // faultyLinks duplicates, delays and reorders outbound frames.
 type faultyLinks struct {
-	mu sync.Mutex
-	n  int
-	wg sync.WaitGroup
+	mu      sync.Mutex
+	n       int
+	stopped bool // guarded by mu; set, no frame is held back any more
+	wg      sync.WaitGroup
+}
+
+// stop ends the faults and waits for the frames held back. A writer may
+// still call the hook after the test cleared it: the flag, not the
+// cleared hook, keeps it from adding to wg while stop waits.
+func (fl *faultyLinks) stop() {
+	fl.mu.Lock()
+	fl.stopped = true
+	fl.mu.Unlock()
+	fl.wg.Wait()
 }
 
 func (fl *faultyLinks) hook() *sendHook {
 	h := sendHook(func(to peer.ID, f *Frame, write func([]byte) error) error {
 		raw := f.Encode()
 		fl.mu.Lock()
+		if fl.stopped {
+			fl.mu.Unlock()
+			return write(raw)
+		}
 		fl.n++
 		k := fl.n
+		switch k % 5 {
+		case 0, 1, 2:
+			fl.wg.Add(1) // for later, under mu so that stop sees it
+		}
 		fl.mu.Unlock()
 		switch k % 5 {
 		case 0: // duplicated, now and later
@@ -242,7 +261,6 @@ func (fl *faultyLinks) hook() *sendHook {
 }
 
 func (fl *faultyLinks) later(d time.Duration, write func([]byte) error, raw []byte) {
-	fl.wg.Add(1)
 	time.AfterFunc(d, func() {
 		defer fl.wg.Done()
 		write(raw)
@@ -260,13 +278,13 @@ func TestSignWithDuplicatedReorderedDelayedFrames(t *testing.T) {
 		for _, i := range []int{0, 2} {
 			c.nodes[i].hook.Store(nil)
 		}
-		fl.wg.Wait()
+		fl.stop()
 	}()
 	dups := c.nodes[1].Counters().Dropped(DropDuplicate)
 	if _, errs := sign(t, c.transport, shares, memberIDs[:3], 20*time.Second); len(errs) > 0 {
 		t.Fatalf("sign over faulty links: %v", firstErr(errs))
 	}
-	fl.wg.Wait()
+	fl.stop()
 	t.Logf("faulty links: %d frames, %d duplicates dropped at node 1", fl.n, c.nodes[1].Counters().Dropped(DropDuplicate)-dups)
 }
 
