@@ -216,7 +216,7 @@ func (n *Node) RegisterHandler(proto protocol.ID, limit int, h Handler) error {
 			return fmt.Errorf("p2p: %s request from %s: %w", proto, from, err)
 		}
 		defer release()
-		resp, err := h(ctx, from, req)
+		resp, err := callHandler(ctx, h, from, req)
 		if err != nil {
 			return fmt.Errorf("p2p: %s handler, request from %s: %w", proto, from, err)
 		}
@@ -226,6 +226,20 @@ func (n *Node) RegisterHandler(proto protocol.ID, limit int, h Handler) error {
 		return writeMessage(s, resp)
 	}))
 	return nil
+}
+
+// ErrHandlerPanic is wrapped when a request handler panics: the stream is
+// reset and the node goes on, since one bad request must not take down a
+// node that holds shares.
+var ErrHandlerPanic = errors.New("p2p: request handler panicked")
+
+func callHandler(ctx context.Context, h Handler, from peer.ID, req []byte) (resp []byte, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			resp, err = nil, fmt.Errorf("%w: %v", ErrHandlerPanic, p)
+		}
+	}()
+	return h(ctx, from, req)
 }
 
 // Request sends req to peer to on proto (served there by RegisterHandler)

@@ -248,6 +248,28 @@ func TestHandlerErrorResetsStream(t *testing.T) {
 	}
 }
 
+// A handler that panics resets its stream and leaves the node serving: one
+// bad request must not take down a node that holds shares.
+func TestHandlerPanicResetsStream(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 2, tcpLoopback, nil)
+	defer c.close()
+	a, b := c.nodes[0], c.nodes[1]
+	var ts toyServer
+	ts.register(t, a, 1024, func(_ context.Context, _ peer.ID, req []byte) ([]byte, error) {
+		if string(req) == "panic" {
+			var m map[string]int
+			m["x"]++ // a nil-map write: a real runtime panic
+		}
+		return req, nil
+	})
+	if _, err := b.Request(context.Background(), a.ID(), toyProto, []byte("panic"), 1024); !errors.Is(err, network.ErrReset) {
+		t.Fatalf("got %v, want a reset stream", err)
+	}
+	if resp, err := b.Request(context.Background(), a.ID(), toyProto, []byte("ok"), 1024); err != nil || string(resp) != "ok" {
+		t.Fatalf("after the panic: %q, %v", resp, err)
+	}
+}
+
 // A peer that is not a member or coordinator is refused: by the gater, and
 // by the shell for a peer removed while connected.
 func TestRequestFromUnknownPeerRefused(t *testing.T) {
