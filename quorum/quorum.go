@@ -40,10 +40,6 @@ var ErrUngrantable = errors.New("quorum: key cannot grant the tier")
 // ErrBadQuorum is wrapped when a given quorum fails a tier.
 var ErrBadQuorum = errors.New("quorum: quorum fails the tier")
 
-func roleOf(c tss.Committee, id ids.MemberID) ids.Role {
-	return c.Role(id)
-}
-
 func tierRoles(t policy.TierSpec) []ids.Role {
 	rs := make([]ids.Role, 0, len(t.Roles))
 	for _, r := range t.Roles {
@@ -59,7 +55,7 @@ func tierRoles(t policy.TierSpec) []ids.Role {
 func Check(c tss.Committee, tier policy.TierSpec, q []ids.MemberID) error {
 	seen := make(map[ids.MemberID]bool, len(q))
 	for _, m := range q {
-		if roleOf(c, m) == "" {
+		if c.Role(m) == "" {
 			return fmt.Errorf("%w %s: %s is not a member of the key's committee", ErrBadQuorum, tier.Name, m)
 		}
 		if seen[m] {
@@ -71,7 +67,7 @@ func Check(c tss.Committee, tier policy.TierSpec, q []ids.MemberID) error {
 		return fmt.Errorf("%w %s: %d signers, the key needs %d", ErrBadQuorum, tier.Name, len(q), c.Threshold+1)
 	}
 	for _, r := range tierRoles(tier) {
-		if !slices.ContainsFunc(q, func(m ids.MemberID) bool { return roleOf(c, m) == r }) {
+		if !slices.ContainsFunc(q, func(m ids.MemberID) bool { return c.Role(m) == r }) {
 			return fmt.Errorf("%w %s: no %s member among the signers", ErrBadQuorum, tier.Name, r)
 		}
 	}
@@ -128,7 +124,7 @@ func Select(c tss.Committee, tier policy.TierSpec, reachable func(ids.MemberID) 
 		q = append(q, id)
 	}
 	for _, r := range tierRoles(tier) {
-		if slices.ContainsFunc(q, func(id ids.MemberID) bool { return roleOf(c, id) == r }) {
+		if slices.ContainsFunc(q, func(id ids.MemberID) bool { return c.Role(id) == r }) {
 			continue
 		}
 		i := slices.IndexFunc(members, func(m tss.Member) bool {
