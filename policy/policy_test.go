@@ -4,13 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"go/parser"
-	"go/token"
 	"math/big"
 	"math/rand"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +13,7 @@ import (
 
 	"github.com/custos-wallet/custos/chain"
 	"github.com/custos-wallet/custos/ids"
+	"github.com/custos-wallet/custos/internal/purity"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
@@ -28,34 +24,7 @@ import (
 // through a dependency: the policy is plain logic, and its callers do the
 // I/O.
 func TestPureImports(t *testing.T) {
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		file, err := parser.ParseFile(fset, f, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, imp := range file.Imports {
-			if path, _ := strconv.Unquote(imp.Path.Value); impureImport(path) || path == "net" {
-				t.Errorf("%s imports %s", f, path)
-			}
-		}
-	}
-	out, err := exec.Command("go", "list", "-deps", ".", "./ledgertest").Output()
-	if err != nil {
-		t.Skipf("go list unavailable: %v", err)
-	}
-	for _, dep := range strings.Fields(string(out)) {
-		if impureImport(dep) {
-			t.Errorf("policy depends on %s", dep)
-		}
-	}
+	purity.Check(t, func(p string) bool { return impureImport(p) || p == "net" }, impureImport, ".", "./ledgertest")
 }
 
 func impureImport(path string) bool {
