@@ -1,0 +1,123 @@
+package admin
+
+import (
+	"math/big"
+	"strings"
+
+	"github.com/custos-wallet/custos/chain"
+	"github.com/custos-wallet/custos/policy"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+)
+
+// DescribePayload fills what a guardian is shown of a payload, from the
+// payload the node parsed itself from the agent's signed bytes: chain,
+// kind, digest, destination, value in wei and ether, method and selector,
+// and each token movement, in token units where pol declares the token
+// (pol may be nil). The caller adds the request's id, agent, key, tier,
+// rule and times.
+func DescribePayload(pol *policy.Policy, p *chain.Payload) PendingRequest {
+	var out PendingRequest
+	if cid := p.ChainID(); cid != nil && cid.IsUint64() {
+		out.ChainID = cid.Uint64()
+	}
+	out.Kind = p.Kind().String()
+	d := p.Digest()
+	out.Digest = common.Hash(d)
+	out.Summary = p.Describe()
+	tokens := tokensOf(pol)
+	var spends []chain.Spend
+	if tx := p.Tx(); tx != nil {
+		if tx.To != nil {
+			to := *tx.To
+			out.To = &to
+		}
+		v := tx.Value
+		if v == nil {
+			v = new(big.Int)
+		}
+		out.Value = v.String()
+		out.ValueEther = FormatUnits(v, 18)
+		if tx.Call != nil {
+			out.Selector = hexutil.Encode(tx.Call.Selector[:])
+			out.Method = tx.Call.Method
+		} else if len(tx.Data) >= 4 {
+			out.Selector = hexutil.Encode(tx.Data[:4])
+		}
+		spends = tx.Spends
+	}
+	if td := p.Typed(); td != nil {
+		out.Method = td.PrimaryType
+		if td.VerifyingContract != (common.Address{}) {
+			vc := td.VerifyingContract
+			out.To = &vc
+		}
+		spends = td.Spends
+	}
+	for _, s := range spends {
+		if s.IsNative() {
+			continue
+		}
+		m := TokenMove{Token: s.Token, Kind: s.Kind.String()}
+		if s.Amount != nil {
+			m.Raw = s.Amount.String()
+		}
+		if s.To != (common.Address{}) {
+			to := s.To
+			m.Recipient = &to
+		}
+		if t, ok := tokens[s.Token]; ok {
+			m.Symbol = t.symbol
+			if s.Amount != nil {
+				m.Amount = FormatUnits(s.Amount, t.decimals)
+			}
+		}
+		if s.Unlimited {
+			m.Amount = "unlimited"
+		}
+		out.Tokens = append(out.Tokens, m)
+	}
+	return out
+}
+
+type tokenInfo struct {
+	symbol   string
+	decimals int
+}
+
+func tokensOf(pol *policy.Policy) map[common.Address]tokenInfo {
+	out := map[common.Address]tokenInfo{}
+	if pol == nil || pol.Document() == nil {
+		return out
+	}
+	for sym, t := range pol.Document().Tokens {
+		if common.IsHexAddress(t.Address) {
+			out[common.HexToAddress(t.Address)] = tokenInfo{symbol: sym, decimals: t.Decimals}
+		}
+	}
+	return out
+}
+
+// FormatUnits writes v base units of a token with dec decimals in whole
+// units, without trailing zeros: FormatUnits(1500000, 6) is "1.5".
+func FormatUnits(v *big.Int, dec int) string {
+	if v == nil {
+		return "0"
+	}
+	neg := v.Sign() < 0
+	s := new(big.Int).Abs(v).String()
+	if dec > 0 {
+		if len(s) <= dec {
+			s = strings.Repeat("0", dec-len(s)+1) + s
+		}
+		whole, frac := s[:len(s)-dec], strings.TrimRight(s[len(s)-dec:], "0")
+		s = whole
+		if frac != "" {
+			s += "." + frac
+		}
+	}
+	if neg {
+		s = "-" + s
+	}
+	return s
+}
