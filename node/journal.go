@@ -1,0 +1,189 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/custos-wallet/custos/control"
+	"github.com/custos-wallet/custos/ids"
+	"github.com/custos-wallet/custos/policy"
+	"github.com/custos-wallet/custos/store"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+)
+
+// requestState is the node's journal record of one signing request (the
+// Body of its store.RequestRecord): what it reserved, which approvals it
+// consumed for it and, once signed, the signature.
+type requestState struct {
+	Session ids.SessionID `json:"session"`
+	Key     ids.KeyID     `json:"key"`
+	Digest  common.Hash   `json:"digest"`
+	// Reserved: the ledger holds a reservation under the request id.
+	Reserved bool `json:"reserved"`
+	// Started: a session ran while the reservation was held, so this node
+	// may have sent its last-round share; the reservation is then never
+	// released (the signature may exist), only reused by a retry.
+	Started   bool          `json:"started"`
+	Approvals []common.Hash `json:"approvals,omitempty"`
+	Signature hexutil.Bytes `json:"signature,omitempty"`
+	Error     string        `json:"error,omitempty"`
+}
+
+// Request states in the node's journal.
+const (
+	reqProposed = "proposed"
+	reqRunning  = "running"
+	reqSigned   = "signed"
+	reqFailed   = "failed"
+)
+
+// loadRequest returns the journal record of request id; found is false when
+// the node never saw it.
+func (n *Node) loadRequest(ctx context.Context, id ids.RequestID) (rs requestState, state string, found bool, err error) {
+	rec, err := n.st.Request(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return requestState{}, "", false, nil
+	}
+	if err != nil {
+		return requestState{}, "", false, err
+	}
+	if err := json.Unmarshal(rec.Body, &rs); err != nil {
+		return requestState{}, "", false, fmt.Errorf("node: journal of %s: %w", id, err)
+	}
+	return rs, rec.State, true, nil
+}
+
+// saveRequest writes the journal record of request id.
+func (n *Node) saveRequest(ctx context.Context, id ids.RequestID, state string, rs requestState) error {
+	body, err := json.Marshal(rs)
+	if err != nil {
+		return err
+	}
+	ctx = context.WithoutCancel(ctx)
+	now := n.now().UTC()
+	_, created, err := n.st.CreateRequest(ctx, store.RequestRecord{ID: id, State: state, Body: body, Created: now, Updated: now})
+	if err != nil && !errors.Is(err, store.ErrExists) {
+		return fmt.Errorf("node: journal %s: %w", id, err)
+	}
+	if created {
+		return nil
+	}
+	_, err = n.st.UpdateRequest(ctx, id, func(r *store.RequestRecord) error {
+		r.State, r.Body, r.Updated = state, body, now
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("node: journal %s: %w", id, err)
+	}
+	return nil
+}
+
+// putSession journals a session record, logging a failure.
+func (n *Node) putSession(ctx context.Context, s *session, state string, errText string) {
+	rec := store.SessionRecord{
+		ID: s.id, RequestID: s.request, Kind: s.kind, State: state, Key: s.key,
+		Members: s.members, Culprits: s.result.Culprits, Error: errText,
+		Started: s.created, Updated: n.now().UTC(),
+	}
+	if err := n.st.PutSession(context.WithoutCancel(ctx), rec); err != nil {
+		n.log.Error("journal session failed", "session", s.id, "err", err)
+	}
+}
+
+// loadPolicy re-verifies the genesis document, re-applies every stored
+// replacement in order and restores the engine's state (freezes,
+// revocations, breaker).
+func (n *Node) loadPolicy(ctx context.Context) error {
+	latest, err := n.st.LatestPolicyDocument(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("node: load policy: %w", err)
+	}
+	var eng *policy.Engine
+	for v := uint64(1); v <= latest.Version; v++ {
+		d, err := n.st.PolicyDocumentByVersion(ctx, v)
+		if err != nil {
+			return fmt.Errorf("node: load policy version %d: %w", v, err)
+		}
+		if eng == nil {
+			p, err := policy.VerifyDocument(d.Signed, n.set.genesis)
+			if err != nil {
+				return fmt.Errorf("node: stored genesis policy no longer verifies: %w", err)
+			}
+			eng = policy.NewEngine(p, n.st.Ledger())
+			continue
+		}
+		if err := eng.ApplyDocument(d.Signed); err != nil {
+			return fmt.Errorf("node: re-apply stored policy version %d: %w", v, err)
+		}
+	}
+	if st, found, err := n.st.PolicyState(ctx); err != nil {
+		return fmt.Errorf("node: load policy state: %w", err)
+	} else if found {
+		eng.Restore(st)
+	}
+	n.engine = eng
+	return nil
+}
+
+// saveState persists the engine's state snapshot; callers hold policyMu
+// or accept a concurrent newer snapshot winning (SavePolicyState keeps the
+// highest Seq).
+func (n *Node) saveState(ctx context.Context, eng *policy.Engine) error {
+	if _, err := n.st.SavePolicyState(context.WithoutCancel(ctx), eng.Export()); err != nil {
+		return fmt.Errorf("node: persist policy state: %w", err)
+	}
+	return nil
+}
+
+// recoverJournal fails the sessions that were proposed or running when the
+// node stopped. A reservation never used by a session is released; one a
+// session ran with is kept (this node may have sent its last share, so the
+// signature may exist) and a retry of the request reuses it, so nothing is
+// reserved twice.
+func (n *Node) recoverJournal(ctx context.Context) error {
+	open, err := n.st.Requests(ctx, func(r store.RequestRecord) bool {
+		return r.State != reqSigned
+	})
+	if err != nil {
+		return fmt.Errorf("node: read journal: %w", err)
+	}
+	for _, rec := range open {
+		var rs requestState
+		if err := json.Unmarshal(rec.Body, &rs); err != nil {
+			return fmt.Errorf("node: journal of %s: %w", rec.ID, err)
+		}
+		if rec.State == reqFailed && (!rs.Reserved || rs.Started) {
+			continue // ended, nothing held that may be released
+		}
+		outcome := "released"
+		if rs.Reserved && !rs.Started && n.engine != nil {
+			if err := n.engine.Release(ctx, rec.ID); err != nil && !errors.Is(err, policy.ErrUnknownRequest) {
+				return fmt.Errorf("node: release %s after restart: %w", rec.ID, err)
+			}
+			rs.Reserved = false
+		} else if rs.Reserved {
+			outcome = "kept (a session ran with it)"
+		}
+		rs.Error = "node restarted during the session"
+		if err := n.saveRequest(ctx, rec.ID, reqFailed, rs); err != nil {
+			return err
+		}
+		if sr, err := n.st.Session(ctx, rs.Session); err == nil {
+			sr.State, sr.Error, sr.Updated = control.StateFailed, rs.Error, n.now().UTC()
+			if err := n.st.PutSession(ctx, sr); err != nil {
+				return fmt.Errorf("node: journal session %s: %w", rs.Session, err)
+			}
+		}
+		n.audit(ctx, store.Entry{Kind: store.AuditSession, RequestID: rec.ID, Decision: control.StateFailed,
+			Fields: map[string]string{"session": rs.Session.String(), "reason": rs.Error, "reservation": outcome}})
+		n.log.Warn("failed a session interrupted by a restart", "request", rec.ID, "session", rs.Session, "reservation", outcome)
+	}
+	// Keygens and reshares interrupted by the restart.
+	return nil
+}

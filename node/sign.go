@@ -1,0 +1,656 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/custos-wallet/custos/api"
+	"github.com/custos-wallet/custos/control"
+	"github.com/custos-wallet/custos/ids"
+	"github.com/custos-wallet/custos/policy"
+	"github.com/custos-wallet/custos/quorum"
+	"github.com/custos-wallet/custos/store"
+	"github.com/custos-wallet/custos/tss"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/signer/core/apitypes"
+)
+
+// Check names of refusals that no policy rule made.
+const (
+	CheckSession  = "session"
+	CheckRequest  = "request"
+	CheckAgent    = "agent"
+	CheckKey      = "key"
+	CheckQuorum   = "quorum"
+	CheckTier     = "tier"
+	CheckApproval = "approval"
+	CheckPolicy   = "policy"
+	CheckPeer     = "peer"
+	CheckMessage  = "message"
+	CheckInternal = "internal"
+	CheckFreeze   = "freeze"
+	CheckUnfreeze = "unfreeze"
+	CheckReshare  = "reshare"
+	CheckKeygen   = "keygen"
+)
+
+// refusal is a control refusal as an error, so checks can return it.
+type refusal struct{ rule, reason string }
+
+func (r *refusal) Error() string { return r.rule + ": " + r.reason }
+
+func refusef(rule, format string, args ...any) *refusal {
+	return &refusal{rule: rule, reason: fmt.Sprintf(format, args...)}
+}
+
+// checkSessionID refuses a session id this node has seen before, in this
+// process or, through the store's registry and journal, an earlier one.
+func (n *Node) checkSessionID(ctx context.Context, id ids.SessionID) error {
+	if id.IsZero() {
+		return refusef(CheckSession, "the session id is missing")
+	}
+	n.mu.Lock()
+	_, mem := n.sessions[id]
+	n.mu.Unlock()
+	if mem {
+		return refusef(CheckSession, "session %s was proposed here before; a session id is used once", id)
+	}
+	used, err := n.st.SessionIDs().Used(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !used {
+		if _, err := n.st.Session(ctx, id); err == nil {
+			used = true
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	if used {
+		return refusef(CheckSession, "session %s was used here before; a session id is used once", id)
+	}
+	return nil
+}
+
+// propose runs every check of a signing proposal, in order, and joins
+// with the budget reserved, or refuses at the first failure.
+func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (*control.Join, error) {
+	now := n.now()
+	// 1. The session id is new.
+	if err := n.checkSessionID(ctx, p.Session); err != nil {
+		return nil, err
+	}
+	// 2 and 3. The request as the agent signed it, decoded here, and its id.
+	parsed, err := api.ParseSigned(p.Request, now)
+	if err != nil {
+		return nil, refusef(CheckRequest, "%v", err)
+	}
+	if want := control.RequestID(p.Request.Agent, parsed.IdempotencyKey); p.RequestID != want {
+		return nil, refusef(CheckRequest, "request id %s is not the id of agent %s's idempotency key %q (%s)", p.RequestID, p.Request.Agent, parsed.IdempotencyKey, want)
+	}
+	var grant *policy.SignedGrant
+	if len(parsed.Grant) > 0 {
+		if grant, err = api.ParseGrant(parsed.Grant); err != nil {
+			return nil, refusef(CheckRequest, "%v", err)
+		}
+	}
+	if !n.claim(p.RequestID) {
+		return nil, refusef(CheckRequest, "request %s is being proposed here already", p.RequestID)
+	}
+	defer n.unclaim(p.RequestID)
+	prev, prevState, seen, err := n.loadRequest(ctx, p.RequestID)
+	if err != nil {
+		return nil, err
+	}
+	if seen && prevState == reqSigned {
+		return nil, refusef(CheckRequest, "request %s was signed here already (session %s); its signature is available through result", p.RequestID, prev.Session)
+	}
+	var replaced *session
+	n.mu.Lock()
+	if sid, ok := n.requests[p.RequestID]; ok {
+		if s := n.sessions[sid]; s != nil {
+			switch s.state {
+			case control.StateRunning:
+				n.mu.Unlock()
+				return nil, refusef(CheckRequest, "session %s of request %s is running here; one session per request at a time", sid, p.RequestID)
+			case control.StateProposed:
+				replaced = s
+			}
+		}
+	}
+	n.mu.Unlock()
+	if !p.Deadline.After(now) {
+		return nil, refusef(CheckRequest, "the proposal's deadline %s has passed", p.Deadline.UTC().Format(time.RFC3339))
+	}
+	deadline := p.Deadline
+	if parsed.Expiry.Before(deadline) {
+		deadline = parsed.Expiry
+	}
+
+	// 4. The agent signed it, by the registry of this node's policy.
+	eng := n.policyEngine()
+	if eng == nil {
+		return nil, refusef(CheckPolicy, "this node has no policy yet; send it the guardian-signed document first")
+	}
+	pol := eng.Policy()
+	agent := p.Request.Agent
+	if err := pol.VerifyAgent(agent, p.Request.Message(), p.Request.Signature); err != nil {
+		return nil, refusef(CheckAgent, "agent %s: %v", agent, err)
+	}
+	if n.set.role == ids.RoleAgent && agent != n.set.agent {
+		return nil, refusef(CheckAgent, "this agent node serves agent %s only; the request is agent %s's", n.set.agent, agent)
+	}
+
+	// 5. The key: a share here, the address the agent expects, a quorum
+	// of its committee with this node in it.
+	share, err := n.st.LatestShare(ctx, parsed.Key)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, refusef(CheckKey, "this node holds no share of key %s", parsed.Key)
+	}
+	if err != nil {
+		return nil, err
+	}
+	info := share.Key()
+	signer := info.Address
+	if len(parsed.Path) > 0 {
+		child, err := info.Child(parsed.Path)
+		if err != nil {
+			return nil, refusef(CheckKey, "key %s path %v: %v", parsed.Key, parsed.Path, err)
+		}
+		signer = child.Address
+	}
+	if parsed.From != nil && *parsed.From != signer {
+		return nil, refusef(CheckKey, "from %s is not the address key %s derives at path %v (%s)", parsed.From.Hex(), parsed.Key, parsed.Path, signer.Hex())
+	}
+	if err := checkQuorumShape(info.Committee, n.self, p.Quorum); err != nil {
+		return nil, err
+	}
+
+	// 6. The policy, evaluated here over this node's own ledger. A held
+	// reservation (a proposal not started, or an attempt that ran and
+	// failed) is reused, never doubled.
+	digest := common.Hash(parsed.Payload.Digest())
+	req := policy.NewRequest(p.RequestID, agent, info.Address, parsed.Payload, grant, now)
+	if replaced != nil {
+		n.dropProposal(replaced, "replaced by session "+p.Session.String())
+		if prev, _, seen, err = n.loadRequest(ctx, p.RequestID); err != nil {
+			return nil, err
+		}
+	}
+	reuse := seen && prev.Reserved
+	var d policy.Decision
+	n.policyMu.Lock()
+	if reuse {
+		d = eng.DryRun(ctx, req)
+		d.Reserved = true
+	} else {
+		d = eng.Authorize(ctx, req)
+	}
+	serr := n.saveState(ctx, eng)
+	n.policyMu.Unlock()
+	n.audit(ctx, store.Entry{Kind: store.AuditRequest, RequestID: p.RequestID, Fields: map[string]string{
+		"agent": string(agent), "key": parsed.Key.String(), "chain": fmt.Sprint(parsed.ChainID), "kind": parsed.Kind,
+		"digest": digest.Hex(), "session": p.Session.String(), "coordinator": from, "summary": parsed.Payload.Describe(),
+	}})
+	decision := d.Verdict.String()
+	if d.Tier != nil {
+		decision += " " + d.Tier.Name
+	}
+	n.audit(ctx, store.Entry{Kind: store.AuditDecision, RequestID: p.RequestID, Decision: decision, RuleID: d.RuleID,
+		Fields: map[string]string{"reason": d.Reason, "policy": d.PolicyHash.Hex(), "reserved": fmt.Sprint(d.Reserved)}})
+	rs := prev
+	rs.Session, rs.Key, rs.Digest, rs.Reserved = p.Session, parsed.Key, digest, d.Reserved
+	if d.Reserved && !reuse {
+		rs.Started = false
+	}
+	// From here every refusal releases what is safe to release.
+	fail := func(r *refusal) (*control.Join, error) {
+		n.releaseAfterRefusal(ctx, p.RequestID, &rs)
+		return nil, r
+	}
+	if serr != nil {
+		return fail(refusef(CheckInternal, "%v", serr))
+	}
+	if d.Reserved {
+		if err := n.saveRequest(ctx, p.RequestID, reqFailed, rs); err != nil {
+			return fail(refusef(CheckInternal, "%v", err))
+		}
+	}
+	if !d.Allowed() || d.Tier == nil {
+		n.metrics.decisions.WithLabelValues("deny").Inc()
+		return fail(&refusal{rule: d.RuleID, reason: d.Reason})
+	}
+	own := *d.Tier
+
+	// 7. The tier the coordinator claims is no lower than this node's own,
+	// and the quorum satisfies both (invariant 3).
+	claimed, ok := findTier(pol, p.Tier)
+	if !ok {
+		return fail(refusef(CheckTier, "the coordinator's tier %q is not a tier of policy version %d", p.Tier, pol.Version()))
+	}
+	if claimed.Rank < own.Rank {
+		return fail(refusef(CheckTier, "the coordinator claims tier %s, lower than tier %s that rule %q gives here", claimed.Name, own.Name, d.RuleID))
+	}
+	for _, t := range uniqueTiers(own, claimed) {
+		if err := quorum.Check(info.Committee, t, p.Quorum); err != nil {
+			return fail(refusef(CheckQuorum, "%v", err))
+		}
+		if err := quorum.CanGrant(info.Committee, t); err != nil {
+			return fail(refusef(CheckTier, "%v", err))
+		}
+	}
+
+	// 8. Approvals: every one verified against the request as computed
+	// here (invariant 4), then consumed, once.
+	needs := own.Approvals > 0 || own.Delay > 0 || claimed.Approvals > 0 || claimed.Delay > 0
+	guardianNeeded := n.set.role == ids.RoleGuardian && (needs || slices.Contains(own.Roles, ids.RoleGuardian) || slices.Contains(claimed.Roles, ids.RoleGuardian))
+	if needs || guardianNeeded || len(p.Approvals) > 0 {
+		target := policy.ApprovalTarget{RequestID: p.RequestID, Digest: digest, ChainID: parsed.Payload.ChainID(), Key: info.Address}
+		signed := api.Approvals(p.Approvals)
+		var by []common.Address
+		for _, t := range uniqueTiers(own, claimed) {
+			if by, err = pol.VerifyApprovals(target, signed, t, now); err != nil {
+				n.audit(ctx, store.Entry{Kind: store.AuditApproval, RequestID: p.RequestID, Decision: "refused", RuleID: CheckApproval,
+					Fields: map[string]string{"reason": err.Error(), "approvals": fmt.Sprint(len(signed))}})
+				return fail(refusef(CheckApproval, "%v", err))
+			}
+		}
+		if guardianNeeded && !slices.Contains(by, n.set.guardian) {
+			return fail(refusef(CheckApproval, "this guardian node joins tier %s only with its own guardian %s's approval, which is not among the %d given", claimed.Name, n.set.guardian.Hex(), len(by)))
+		}
+		for i, a := range signed {
+			id, err := approvalID(pol.WalletID(), a.Approval)
+			if err != nil {
+				return fail(refusef(CheckApproval, "approval %d: %v", i, err))
+			}
+			if slices.Contains(rs.Approvals, id) {
+				continue // consumed for this very request by an earlier attempt
+			}
+			if err := n.st.ConsumeApproval(ctx, id, p.RequestID); err != nil {
+				if errors.Is(err, store.ErrApprovalUsed) {
+					return fail(refusef(CheckApproval, "approval %d (%s) was used before: %v", i, id.Hex(), err))
+				}
+				return fail(refusef(CheckInternal, "%v", err))
+			}
+			rs.Approvals = append(rs.Approvals, id)
+			if err := n.saveRequest(ctx, p.RequestID, reqFailed, rs); err != nil {
+				return fail(refusef(CheckInternal, "%v", err))
+			}
+		}
+		n.audit(ctx, store.Entry{Kind: store.AuditApproval, RequestID: p.RequestID, Decision: "accepted",
+			Fields: map[string]string{"guardians": joinAddrs(by)}})
+	}
+
+	// Join: journal the proposal, arm its deadline.
+	s := &session{
+		id: p.Session, kind: kindSign, request: p.RequestID, key: parsed.Key, members: slices.Clone(p.Quorum),
+		created: now.UTC(), deadline: deadline, from: from,
+		share: share, digest: parsed.Payload.Digest(), path: slices.Clone(parsed.Path),
+		state: control.StateProposed, done: make(chan struct{}),
+	}
+	if err := n.saveRequest(ctx, p.RequestID, reqProposed, rs); err != nil {
+		return fail(refusef(CheckInternal, "%v", err))
+	}
+	n.putSession(ctx, s, control.StateProposed, "")
+	if !n.addSession(s) {
+		return fail(refusef(CheckInternal, "node closing"))
+	}
+	n.metrics.decisions.WithLabelValues("join").Inc()
+	return &control.Join{Member: n.self, Digest: digest, Tier: own.Name, RuleID: d.RuleID, PolicyHash: d.PolicyHash, Reserved: d.Reserved}, nil
+}
+
+// releaseAfterRefusal releases a reservation no session ran with.
+func (n *Node) releaseAfterRefusal(ctx context.Context, id ids.RequestID, rs *requestState) {
+	if !rs.Reserved || rs.Started {
+		return
+	}
+	if eng := n.policyEngine(); eng != nil {
+		if err := eng.Release(context.WithoutCancel(ctx), id); err != nil && !errors.Is(err, policy.ErrUnknownRequest) {
+			n.log.Error("release after refusal", "request", id, "err", err)
+			return
+		}
+	}
+	rs.Reserved = false
+	if err := n.saveRequest(ctx, id, reqFailed, *rs); err != nil {
+		n.log.Error("journal after refusal", "request", id, "err", err)
+	}
+}
+
+func (n *Node) claim(id ids.RequestID) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.busy[id] {
+		return false
+	}
+	n.busy[id] = true
+	return true
+}
+
+func (n *Node) unclaim(id ids.RequestID) {
+	n.mu.Lock()
+	delete(n.busy, id)
+	n.mu.Unlock()
+}
+
+// addSession registers s and arms its proposal deadline.
+func (n *Node) addSession(s *session) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return false
+	}
+	n.sessions[s.id] = s
+	if s.request != "" {
+		n.requests[s.request] = s.id
+	}
+	wait := time.Until(s.deadline)
+	s.timer = time.AfterFunc(max(wait, 0), func() { n.expire(s) })
+	return true
+}
+
+// expire releases a proposal that saw no Start by its deadline.
+func (n *Node) expire(s *session) {
+	n.mu.Lock()
+	proposed := s.state == control.StateProposed
+	n.mu.Unlock()
+	if proposed {
+		n.dropProposal(s, "no start by the proposal's deadline")
+	}
+}
+
+// dropProposal ends a proposal that will not start, releasing its
+// reservation.
+func (n *Node) dropProposal(s *session, why string) {
+	n.mu.Lock()
+	if s.state != control.StateProposed {
+		n.mu.Unlock()
+		return
+	}
+	s.finishLocked(control.StateFailed, control.Result{Error: why, Failure: "aborted"})
+	n.mu.Unlock()
+	ctx := n.ctx
+	if s.kind == kindSign {
+		rs, _, found, err := n.loadRequest(context.WithoutCancel(ctx), s.request)
+		if err == nil && found && rs.Session == s.id {
+			n.releaseAfterRefusal(ctx, s.request, &rs)
+			if err := n.saveRequest(ctx, s.request, reqFailed, rs); err != nil {
+				n.log.Error("journal dropped proposal", "request", s.request, "err", err)
+			}
+		}
+	}
+	n.putSession(ctx, s, control.StateFailed, why)
+	n.audit(ctx, store.Entry{Kind: store.AuditSession, RequestID: s.request, Decision: "aborted",
+		Fields: map[string]string{"session": s.id.String(), "kind": s.kind, "reason": why}})
+}
+
+// start runs a proposed session in the background.
+func (n *Node) start(ctx context.Context, from string, ref *control.SessionRef) error {
+	n.mu.Lock()
+	s := n.sessions[ref.Session]
+	if s == nil {
+		n.mu.Unlock()
+		return refusef(CheckSession, "no proposal of session %s here", ref.Session)
+	}
+	if s.from != from {
+		n.mu.Unlock()
+		return refusef(CheckSession, "session %s was proposed by another coordinator", ref.Session)
+	}
+	if s.state != control.StateProposed {
+		st := s.state
+		n.mu.Unlock()
+		return refusef(CheckSession, "session %s is %s, not proposed", ref.Session, st)
+	}
+	if n.closed {
+		n.mu.Unlock()
+		return refusef(CheckInternal, "node closing")
+	}
+	s.state = control.StateRunning
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	timeout := n.sessionTimeout
+	if s.kind != kindSign {
+		timeout = n.keygenTimeout
+	}
+	var rctx context.Context
+	if s.kind == kindSign {
+		rctx, s.cancel = context.WithDeadline(n.ctx, minTime(n.now().Add(timeout), s.deadline.Add(timeout)))
+	} else {
+		rctx, s.cancel = context.WithCancel(n.ctx)
+	}
+	n.wg.Add(1)
+	n.mu.Unlock()
+
+	if s.kind == kindSign {
+		rs, _, _, err := n.loadRequest(ctx, s.request)
+		if err != nil {
+			n.wg.Done()
+			return err
+		}
+		rs.Started = true
+		if err := n.saveRequest(ctx, s.request, reqRunning, rs); err != nil {
+			n.wg.Done()
+			return err
+		}
+	}
+	n.putSession(ctx, s, control.StateRunning, "")
+	go func() {
+		defer n.wg.Done()
+		defer s.cancel()
+		switch s.kind {
+		case kindSign:
+			n.runSign(rctx, s)
+		case kindKeygen:
+			n.runKeygen(rctx, s, timeout)
+		case kindReshare:
+			n.runReshare(rctx, s, timeout)
+		}
+	}()
+	return nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// runSign runs the signing session and records its outcome.
+func (n *Node) runSign(ctx context.Context, s *session) {
+	sig, err := n.tss.Sign(ctx, tss.SignRequest{Session: s.id, Share: s.share, Signers: s.members, Digest: s.digest, Path: s.path})
+	bg := context.WithoutCancel(ctx)
+	rs, _, _, lerr := n.loadRequest(bg, s.request)
+	if lerr != nil {
+		n.log.Error("journal read after signing", "request", s.request, "err", lerr)
+	}
+	if err == nil {
+		if eng := n.policyEngine(); eng != nil {
+			if cerr := eng.Commit(bg, s.request); cerr != nil {
+				n.log.Error("ledger commit", "request", s.request, "err", cerr)
+			}
+		}
+		rs.Signature = sig[:]
+		rs.Error = ""
+		if jerr := n.saveRequest(bg, s.request, reqSigned, rs); jerr != nil {
+			n.log.Error("journal signature", "request", s.request, "err", jerr)
+		}
+		n.audit(bg, store.Entry{Kind: store.AuditSignature, RequestID: s.request, Decision: "signed",
+			Fields: map[string]string{"session": s.id.String(), "digest": common.Hash(s.digest).Hex(), "signature": sig.String()}})
+		n.putSession(bg, s, control.StateDone, "")
+		n.audit(bg, store.Entry{Kind: store.AuditSession, RequestID: s.request, Decision: control.StateDone,
+			Fields: map[string]string{"session": s.id.String(), "quorum": joinMembers(s.members)}})
+		n.mu.Lock()
+		s.finishLocked(control.StateDone, control.Result{Signature: sig[:]})
+		n.mu.Unlock()
+		n.metrics.sessions.WithLabelValues(kindSign, "done").Inc()
+		return
+	}
+	res := failureResult(err)
+	// The attempt failed: its reservation is released (the engine could
+	// not finish, so no signature exists from it) and a retry reserves
+	// anew.
+	if eng := n.policyEngine(); eng != nil && rs.Reserved {
+		if rerr := eng.Release(bg, s.request); rerr != nil && !errors.Is(rerr, policy.ErrUnknownRequest) {
+			n.log.Error("ledger release", "request", s.request, "err", rerr)
+		} else {
+			rs.Reserved, rs.Started = false, false
+		}
+	}
+	rs.Error = err.Error()
+	if jerr := n.saveRequest(bg, s.request, reqFailed, rs); jerr != nil {
+		n.log.Error("journal failure", "request", s.request, "err", jerr)
+	}
+	n.mu.Lock()
+	s.result.Culprits = res.Culprits
+	n.mu.Unlock()
+	n.putSession(bg, s, control.StateFailed, err.Error())
+	n.audit(bg, store.Entry{Kind: store.AuditSession, RequestID: s.request, Decision: control.StateFailed,
+		Fields: map[string]string{"session": s.id.String(), "quorum": joinMembers(s.members), "culprits": joinMembers(res.Culprits), "error": err.Error()}})
+	n.mu.Lock()
+	s.finishLocked(control.StateFailed, res)
+	n.mu.Unlock()
+	n.metrics.sessions.WithLabelValues(kindSign, "failed").Inc()
+	n.log.Warn("signing failed", "request", s.request, "session", s.id, "err", err)
+}
+
+// failureResult turns an engine error into a Result's failure fields.
+func failureResult(err error) control.Result {
+	r := control.Result{Error: err.Error(), Failure: string(tss.FailLocal)}
+	if se, ok := tss.AsSessionError(err); ok {
+		r.Failure, r.Culprits, r.Waiting = string(se.Kind), se.Culprits, se.Waiting
+	}
+	return r
+}
+
+// result answers a Result query, waiting up to the bound for the session
+// to end; after a restart it answers from the journal.
+func (n *Node) result(ctx context.Context, q *control.ResultQuery) (*control.Result, error) {
+	wait := min(time.Duration(q.Wait), control.MaxResultWait)
+	n.mu.Lock()
+	s := n.sessions[q.Session]
+	n.mu.Unlock()
+	if s != nil {
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-s.done:
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+		}
+		n.mu.Lock()
+		r := s.snapshotLocked(n.self)
+		n.mu.Unlock()
+		return &r, nil
+	}
+	rec, err := n.st.Session(ctx, q.Session)
+	if errors.Is(err, store.ErrNotFound) {
+		return &control.Result{Member: n.self, Session: q.Session, State: control.StateUnknown}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	r := &control.Result{Member: n.self, Session: q.Session, State: rec.State, Culprits: rec.Culprits, Error: rec.Error}
+	if rec.State == control.StateProposed || rec.State == control.StateRunning {
+		r.State, r.Error = control.StateFailed, "node restarted during the session"
+	}
+	switch rec.Kind {
+	case kindSign:
+		if rs, _, found, err := n.loadRequest(ctx, rec.RequestID); err == nil && found && rs.Session == q.Session && len(rs.Signature) > 0 {
+			r.State, r.Signature = control.StateDone, rs.Signature
+		}
+	case kindKeygen, kindReshare:
+		if r.State == control.StateDone && !rec.Key.IsZero() {
+			if sh, err := n.st.LatestShare(ctx, rec.Key); err == nil {
+				k := sh.Key()
+				r.Key = &k
+			}
+		}
+	}
+	return r, nil
+}
+
+// abort drops a proposal that will not start.
+func (n *Node) abort(from string, ref *control.SessionRef) error {
+	n.mu.Lock()
+	s := n.sessions[ref.Session]
+	n.mu.Unlock()
+	if s == nil {
+		return refusef(CheckSession, "no proposal of session %s here", ref.Session)
+	}
+	if s.from != from {
+		return refusef(CheckSession, "session %s was proposed by another coordinator", ref.Session)
+	}
+	n.mu.Lock()
+	st := s.state
+	n.mu.Unlock()
+	if st != control.StateProposed {
+		return refusef(CheckSession, "session %s is %s; only a proposal not started can be aborted", ref.Session, st)
+	}
+	n.dropProposal(s, "aborted by the coordinator")
+	return nil
+}
+
+// checkQuorumShape checks what quorum.Check does not: this node is in it.
+func checkQuorumShape(c tss.Committee, self ids.MemberID, q []ids.MemberID) error {
+	if !slices.Contains(q, self) {
+		return refusef(CheckQuorum, "the quorum does not include this node (%s)", self)
+	}
+	for _, m := range q {
+		if !c.Has(m) {
+			return refusef(CheckQuorum, "quorum member %s is not in the key's committee", m)
+		}
+	}
+	if len(q) < c.Threshold+1 {
+		return refusef(CheckQuorum, "the quorum has %d members; the key needs %d", len(q), c.Threshold+1)
+	}
+	return nil
+}
+
+func findTier(p *policy.Policy, name string) (policy.TierSpec, bool) {
+	for _, t := range p.Tiers() {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return policy.TierSpec{}, false
+}
+
+func uniqueTiers(a, b policy.TierSpec) []policy.TierSpec {
+	if a.Name == b.Name {
+		return []policy.TierSpec{a}
+	}
+	return []policy.TierSpec{a, b}
+}
+
+// approvalID is the EIP-712 hash of an approval: the same approval under
+// any signature is the same approval.
+func approvalID(wallet common.Hash, a policy.Approval) (common.Hash, error) {
+	_, h, err := apitypes.TypedDataAndHash(a.TypedData(wallet))
+	if err != nil {
+		return common.Hash{}, err
+	}
+	return common.HexToHash(h), nil
+}
+
+func joinMembers(m []ids.MemberID) string {
+	s := make([]string, len(m))
+	for i, x := range m {
+		s[i] = string(x)
+	}
+	return strings.Join(s, ",")
+}
+
+func joinAddrs(a []common.Address) string {
+	s := make([]string, len(a))
+	for i, x := range a {
+		s[i] = x.Hex()
+	}
+	return strings.Join(s, ",")
+}
