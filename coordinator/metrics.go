@@ -1,0 +1,43 @@
+package coordinator
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+type metrics struct {
+	requests *prometheus.CounterVec // by state reached
+	sessions *prometheus.CounterVec // by outcome
+	calls    *prometheus.CounterVec // control calls by type and outcome
+	http     *prometheus.CounterVec // REST answers by route and status class
+	gatherer prometheus.Gatherer
+}
+
+func newMetrics(reg prometheus.Registerer, g prometheus.Gatherer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "custos", Subsystem: "coordinator",
+			Name: "requests_total", Help: "Signing requests by the state they reached."}, []string{"state"}),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "custos", Subsystem: "coordinator",
+			Name: "sessions_total", Help: "Signing sessions by outcome."}, []string{"outcome"}),
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "custos", Subsystem: "coordinator",
+			Name: "control_calls_total", Help: "Control protocol calls to members by type and outcome."}, []string{"type", "outcome"}),
+		http: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "custos", Subsystem: "coordinator",
+			Name: "http_requests_total", Help: "REST API requests by route and status."}, []string{"route", "status"}),
+		gatherer: g,
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.sessions, m.calls, m.http} {
+		_ = reg.Register(c)
+	}
+	return m
+}
+
+// handler serves /metrics, or answers 404 when the registerer given is
+// not one this coordinator can gather from.
+func (m *metrics) handler() http.Handler {
+	if m.gatherer == nil {
+		return http.NotFoundHandler()
+	}
+	return promhttp.HandlerFor(m.gatherer, promhttp.HandlerOpts{})
+}
