@@ -285,3 +285,6 @@ func (g *fixtureGenerator) Generate(ctx context.Context) (*tss.PreParams, error)
 
 // expiry is a request expiry comfortably ahead.
 func expiry() time.Time { return time.Now().Add(time.Hour).UTC().Truncate(time.Second) }
+
+// nowSigned is now at the second granularity of signed times.
+func nowSigned() time.Time { return time.Now().UTC().Truncate(time.Second) }
