@@ -1,0 +1,504 @@
+package node
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/custos-wallet/custos/agentauth"
+	"github.com/custos-wallet/custos/api"
+	"github.com/custos-wallet/custos/control"
+	"github.com/custos-wallet/custos/ids"
+	"github.com/custos-wallet/custos/policy"
+	"github.com/custos-wallet/custos/store"
+	"github.com/custos-wallet/custos/tss"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/crypto"
+)
+
+// signWith proposes s to every node of the cluster in tier, starts the
+// session and returns the signature every member reports.
+func signWith(t *testing.T, c *cluster, s agentauth.Signed, id ids.RequestID, tier string, approvals ...api.Approval) (ids.SessionID, []byte) {
+	t.Helper()
+	sid := ids.NewSessionID()
+	msg := propose(sid, id, s, c.memberIDs(), tier, approvals...)
+	for _, n := range c.nodes {
+		expectJoined(t, n.name, c.send(n, msg))
+	}
+	res, err := c.run(sid, c.nodes, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sig []byte
+	for i, r := range res {
+		if r.State != control.StateDone {
+			t.Fatalf("%s: session %s (%s, culprits %v)", c.nodes[i].name, r.State, r.Error, r.Culprits)
+		}
+		if sig != nil && !slices.Equal(sig, r.Signature) {
+			t.Fatalf("members report different signatures")
+		}
+		sig = r.Signature
+	}
+	return sid, sig
+}
+
+// recovers checks that sig over digest recovers to the key's address.
+func recovers(t *testing.T, digest common.Hash, sig []byte, want common.Address) {
+	t.Helper()
+	pub, err := crypto.SigToPub(digest[:], sig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := crypto.PubkeyToAddress(*pub); got != want {
+		t.Fatalf("signature recovers to %s, want the key's %s", got.Hex(), want.Hex())
+	}
+}
+
+func TestKeygenThroughProtocolThenSign(t *testing.T) {
+	c, key := shared(t)
+	if key.GuardianFloor != 1 || key.Committee.Threshold != 2 {
+		t.Fatalf("key %s: want threshold 2 and guardian floor 1", key.Describe())
+	}
+	for _, n := range c.nodes {
+		sh, err := n.Store().LatestShare(context.Background(), key.ID())
+		if err != nil {
+			t.Fatalf("%s holds no share: %v", n.name, err)
+		}
+		if !sh.Key().Equal(key) {
+			t.Fatalf("%s holds another key", n.name)
+		}
+	}
+	s, id := request(t, c.w.bot, key, vendor, millis(5))
+	sid, sig := signWith(t, c, s, id, "hot")
+	recovers(t, digestOf(t, s), sig, key.Address)
+
+	// Every node committed the reservation and audited the signature.
+	for _, n := range c.nodes {
+		recs, err := n.Store().Ledger().Records(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mine []policy.Record
+		for _, r := range recs {
+			if r.ID == id {
+				mine = append(mine, r)
+			}
+		}
+		if len(mine) == 0 || mine[0].State != policy.Committed {
+			t.Fatalf("%s ledger for %s: %+v, want a committed record", n.name, id, mine)
+		}
+		entries, err := n.Store().AuditByRequest(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !hasAudit(entries, store.AuditSignature) || !hasAudit(entries, store.AuditDecision) || !hasAudit(entries, store.AuditRequest) {
+			t.Fatalf("%s audit of %s lacks request, decision or signature: %v", n.name, id, entries)
+		}
+	}
+	// The request is signed: another proposal of it is refused, and the
+	// signature stays available through result.
+	expectRefused(t, "agent node", c.send(c.agent(), propose(ids.NewSessionID(), id, s, c.memberIDs(), "hot")), CheckRequest)
+	r := c.send(c.policy(), &control.Message{Type: control.TypeResult, Result: &control.ResultQuery{Session: sid}})
+	if r.Result == nil || !slices.Equal(r.Result.Signature, sig) {
+		t.Fatalf("result after signing: %+v", r)
+	}
+}
+
+func hasAudit(entries []store.Entry, k store.AuditKind) bool {
+	for _, e := range entries {
+		if e.Kind == k {
+			return true
+		}
+	}
+	return false
+}
+
+// TestCompromisedCoordinator plays a coordinator that tries to make the
+// nodes sign what the agent and the policy did not allow (invariants 1-4).
+func TestCompromisedCoordinator(t *testing.T) {
+	c, key := shared(t)
+	all := c.memberIDs()
+
+	t.Run("payload changed after the agent signed", func(t *testing.T) {
+		s, id := request(t, c.w.bot, key, vendor, millis(5))
+		other, _ := request(t, c.w.bot, key, stranger, millis(5))
+		forged := s
+		forged.Body = other.Body // the coordinator swaps the body, keeps the signature
+		_ = id
+		p, err := api.ParseSigned(forged, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fid := control.RequestID(forged.Agent, p.IdempotencyKey)
+		for _, n := range c.nodes {
+			expectRefused(t, n.name, c.send(n, propose(ids.NewSessionID(), fid, forged, all, "hot")), CheckAgent)
+		}
+	})
+
+	t.Run("claims a lower tier", func(t *testing.T) {
+		s, id := request(t, c.w.bot, key, vendor, millis(500)) // larger-payments: guarded
+		for _, n := range c.nodes {
+			expectRefused(t, n.name, c.send(n, propose(ids.NewSessionID(), id, s, all, "hot")), CheckTier)
+		}
+		// Nothing stays reserved after the refusals.
+		for _, n := range c.nodes {
+			assertNoReservation(t, n, id)
+		}
+	})
+
+	t.Run("quorum without the guardian the tier needs", func(t *testing.T) {
+		s, id := request(t, c.w.bot, key, vendor, millis(500))
+		a := c.approve(t, c.w.alice, id, digestOf(t, s), key)
+		q := []ids.MemberID{c.agent().Self(), c.policy().Self()}
+		for _, n := range []*testNode{c.agent(), c.policy()} {
+			expectRefused(t, n.name, c.send(n, propose(ids.NewSessionID(), id, s, q, "guarded", a)), CheckQuorum)
+		}
+		expectRefused(t, "guardian node outside the quorum", c.send(c.guardian(), propose(ids.NewSessionID(), id, s, q, "guarded", a)), CheckQuorum)
+	})
+
+	t.Run("reuses a session id", func(t *testing.T) {
+		s1, id1 := request(t, c.w.bot, key, vendor, millis(1))
+		sid, _ := signWith(t, c, s1, id1, "hot")
+		s2, id2 := request(t, c.w.bot, key, vendor, millis(1))
+		for _, n := range c.nodes {
+			expectRefused(t, n.name, c.send(n, propose(sid, id2, s2, all, "hot")), CheckSession)
+		}
+		// A session id proposed but never run is refused too.
+		fresh := ids.NewSessionID()
+		expectJoined(t, "agent", c.send(c.agent(), propose(fresh, id2, s2, all, "hot")))
+		c.abortAll(fresh, c.agent())
+		s3, id3 := request(t, c.w.bot, key, vendor, millis(1))
+		expectRefused(t, "agent", c.send(c.agent(), propose(fresh, id3, s3, all, "hot")), CheckSession)
+	})
+
+	t.Run("replays an approval for another request and another digest", func(t *testing.T) {
+		s1, id1 := request(t, c.w.bot, key, vendor, millis(500))
+		a1 := c.approve(t, c.w.alice, id1, digestOf(t, s1), key)
+		_, sig := signWith(t, c, s1, id1, "guarded", a1)
+		recovers(t, digestOf(t, s1), sig, key.Address)
+
+		s2, id2 := request(t, c.w.bot, key, vendor, millis(500))
+		for _, n := range c.nodes {
+			expectRefused(t, n.name, c.send(n, propose(ids.NewSessionID(), id2, s2, all, "guarded", a1)), CheckApproval)
+		}
+		// An approval naming this request but another digest.
+		wrong := c.approve(t, c.w.alice, id2, digestOf(t, s1), key)
+		for _, n := range c.nodes {
+			expectRefused(t, n.name, c.send(n, propose(ids.NewSessionID(), id2, s2, all, "guarded", wrong)), CheckApproval)
+		}
+		for _, n := range c.nodes {
+			assertNoReservation(t, n, id2)
+		}
+	})
+
+	t.Run("an approval is used once", func(t *testing.T) {
+		// The same approval, re-signed (another signature over the same
+		// approval is the same approval), after the request it approved
+		// was consumed by another path: the store refuses the second use.
+		s, id := request(t, c.w.bot, key, vendor, millis(500))
+		a := c.approve(t, c.w.alice, id, digestOf(t, s), key)
+		wid, err := approvalID(c.w.walletID, a.Policy().Approval)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.policy().Store().ConsumeApproval(context.Background(), wid, "req:elsewhere"); err != nil {
+			t.Fatal(err)
+		}
+		expectRefused(t, "policy", c.send(c.policy(), propose(ids.NewSessionID(), id, s, all, "guarded", a)), CheckApproval)
+		assertNoReservation(t, c.policy(), id)
+	})
+
+	t.Run("guardian node without its own guardian's approval", func(t *testing.T) {
+		s, id := request(t, c.w.bot, key, vendor, millis(500))
+		b := c.approve(t, c.w.bob, id, digestOf(t, s), key)
+		expectRefused(t, "guardian (alice's node)", c.send(c.guardian(), propose(ids.NewSessionID(), id, s, all, "guarded", b)), CheckApproval)
+	})
+
+	t.Run("request of another agent to the agent node", func(t *testing.T) {
+		s, id := request(t, c.w.other, key, vendor, millis(1))
+		expectRefused(t, "agent node", c.send(c.agent(), propose(ids.NewSessionID(), id, s, all, "hot")), CheckAgent)
+		// The policy node has nothing against agent "other": it joins.
+		sid := ids.NewSessionID()
+		expectJoined(t, "policy", c.send(c.policy(), propose(sid, id, s, all, "hot")))
+		c.abortAll(sid, c.policy())
+		assertNoReservation(t, c.policy(), id)
+	})
+
+	t.Run("request id not the agent's", func(t *testing.T) {
+		s, _ := request(t, c.w.bot, key, vendor, millis(1))
+		expectRefused(t, "policy", c.send(c.policy(), propose(ids.NewSessionID(), "req:made-up", s, all, "hot")), CheckRequest)
+	})
+
+	t.Run("over-budget request to the policy node", func(t *testing.T) {
+		s1, id1 := request(t, c.w.bot, key, cafe, millis(1))
+		signWith(t, c, s1, id1, "hot")
+		s2, id2 := request(t, c.w.bot, key, cafe, millis(1))
+		r := c.send(c.policy(), propose(ids.NewSessionID(), id2, s2, all, "hot"))
+		if r.Refusal == nil || r.Refusal.RuleID != "coffee" {
+			t.Fatalf("policy node: %+v, want a refusal naming the budget rule coffee", r.Refusal)
+		}
+		t.Logf("policy refused (%s): %s", r.Refusal.RuleID, r.Refusal.Reason)
+	})
+
+	t.Run("not from a coordinator", func(t *testing.T) {
+		s, id := request(t, c.w.bot, key, vendor, millis(1))
+		r := sendFrom(c.agent().p2p, c.policy(), propose(ids.NewSessionID(), id, s, all, "hot"))
+		expectRefused(t, "policy (asked by the agent node)", r, CheckPeer)
+	})
+}
+
+func assertNoReservation(t *testing.T, n *testNode, id ids.RequestID) {
+	t.Helper()
+	recs, err := n.Store().Ledger().Records(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.ID == id {
+			t.Fatalf("%s still holds a reservation for %s: %+v", n.name, id, r)
+		}
+	}
+}
+
+func TestGuardianQueueAndApproval(t *testing.T) {
+	c, key := shared(t)
+	s, id := request(t, c.w.bot, key, vendor, millis(500))
+	r := c.send(c.guardian(), &control.Message{Type: control.TypePending, Pending: &control.Pending{RequestID: id, Request: s, Tier: "guarded", RuleID: "larger-payments"}})
+	if r.Refusal != nil {
+		t.Fatalf("pending: %v", r.Refusal)
+	}
+	expectRefused(t, "policy node given a pending request", c.send(c.policy(), &control.Message{Type: control.TypePending, Pending: &control.Pending{RequestID: id, Request: s, Tier: "guarded"}}), CheckMessage)
+	ctx := context.Background()
+	list, err := c.guardian().Pending(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, p := range list {
+		if p.RequestID == id {
+			found = true
+			if p.Tier != "guarded" || p.RuleID != "larger-payments" || p.Digest != digestOf(t, s) || p.To == nil || *p.To != vendor || p.ValueEther != "0.5" {
+				t.Fatalf("queued description: %+v", p)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("request %s not in the guardian queue: %+v", id, list)
+	}
+	// An approval for another digest is refused; alice's approval is
+	// taken and sent to the coordinator.
+	bad := c.approve(t, c.w.alice, id, common.Hash{1}, key)
+	if _, err := c.guardian().Approve(ctx, bad); err == nil {
+		t.Fatal("an approval of another digest was taken")
+	}
+	good := c.approve(t, c.w.alice, id, digestOf(t, s), key)
+	d, err := c.guardian().Approve(ctx, good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Forwarded) != 1 || d.Guardian != addr(c.w.alice) {
+		t.Fatalf("delivery: %+v", d)
+	}
+	c.mu.Lock()
+	n := len(c.approvals)
+	c.mu.Unlock()
+	if n == 0 {
+		t.Fatal("the coordinator received no approval")
+	}
+	_, sig := signWith(t, c, s, id, "guarded", good)
+	recovers(t, digestOf(t, s), sig, key.Address)
+}
+
+func TestFreezeHoldsAndOneGuardianCannotUnfreeze(t *testing.T) {
+	c, key := shared(t)
+	now := time.Now().UTC().Truncate(time.Second)
+	f := policy.Freeze{Target: policy.AgentTarget("bot"), Reason: "suspicious", Issued: now}
+	sig, err := policy.SignTypedData(c.w.carol, f.TypedData(c.w.walletID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Carol's freeze reaches the policy node from the guardian node (a
+	// member), the others from the coordinator.
+	res, err := c.guardian().Freeze(context.Background(), api.FreezeFrom(f, sig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Applied || len(res.Failed) != 0 {
+		t.Fatalf("freeze: %+v", res)
+	}
+	s, id := request(t, c.w.bot, key, vendor, millis(1))
+	for _, n := range c.nodes {
+		expectRefused(t, n.name, c.send(n, propose(ids.NewSessionID(), id, s, c.memberIDs(), "hot")), policy.RuleFreeze)
+	}
+	// A restarted store keeps it: the state was persisted before the answer.
+	st, found, err := c.policy().Store().PolicyState(context.Background())
+	if err != nil || !found || len(st.Freezes) == 0 {
+		t.Fatalf("policy state after freeze: %+v %v %v", st, found, err)
+	}
+	fid, _ := f.ID(c.w.walletID)
+	u := policy.Unfreeze{Target: f.Target, Freeze: fid, Issued: now.Add(time.Second)}
+	one, _ := policy.SignTypedData(c.w.alice, u.TypedData(c.w.walletID))
+	single := api.Unfreeze{Target: u.Target, Freeze: u.Freeze, Issued: u.Issued, Signatures: []hexutil.Bytes{one}}
+	for _, n := range c.nodes {
+		expectRefused(t, n.name, c.send(n, &control.Message{Type: control.TypeUnfreeze, Unfreeze: &single}), CheckUnfreeze)
+	}
+	two, _ := policy.SignTypedData(c.w.bob, u.TypedData(c.w.walletID))
+	quorumU := api.Unfreeze{Target: u.Target, Freeze: u.Freeze, Issued: u.Issued, Signatures: []hexutil.Bytes{one, two}}
+	for _, n := range c.nodes {
+		if r := c.send(n, &control.Message{Type: control.TypeUnfreeze, Unfreeze: &quorumU}); r.Refusal != nil {
+			t.Fatalf("%s: unfreeze with the quorum: %v", n.name, r.Refusal)
+		}
+	}
+	signWith(t, c, s, id, "hot")
+}
+
+// TestPolicyNodeKilledMidSigning closes the policy node while its signing
+// session runs, restarts it, and retries the request: the reservation is
+// reused, never doubled, and the audit chain stays valid (invariant 9).
+func TestPolicyNodeKilledMidSigning(t *testing.T) {
+	c, key := shared(t)
+	ctx := context.Background()
+	s, id := request(t, c.w.bot, key, vendor, millis(7))
+	sid := ids.NewSessionID()
+	for _, n := range c.nodes {
+		expectJoined(t, n.name, c.send(n, propose(sid, id, s, c.memberIDs(), "hot")))
+	}
+	pol := c.policy()
+	if r := c.send(pol, &control.Message{Type: control.TypeStart, Start: &control.SessionRef{Session: sid}}); r.Refusal != nil {
+		t.Fatal(r.Refusal)
+	}
+	before := reservationRows(t, pol, id)
+	if len(before) == 0 {
+		t.Fatal("no reservation before the crash")
+	}
+	if err := pol.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.abortAll(sid, c.agent(), c.guardian())
+	if err := c.start(pol); err != nil {
+		t.Fatal(err)
+	}
+	// After the restart: the session failed here, the reservation is the
+	// same one (kept: the session had run), and the chain verifies.
+	r := c.send(pol, &control.Message{Type: control.TypeResult, Result: &control.ResultQuery{Session: sid}})
+	if r.Result == nil || r.Result.State != control.StateFailed {
+		t.Fatalf("result after restart: %+v", r)
+	}
+	if after := reservationRows(t, pol, id); len(after) != len(before) {
+		t.Fatalf("reservation rows %d after restart, %d before", len(after), len(before))
+	}
+	_, sig := signWith(t, c, s, id, "hot")
+	recovers(t, digestOf(t, s), sig, key.Address)
+	rows := reservationRows(t, pol, id)
+	if len(rows) != len(before) {
+		t.Fatalf("after the retry the policy node holds %d rows for the request, want %d: reserved twice", len(rows), len(before))
+	}
+	for _, row := range rows {
+		if row.State != policy.Committed {
+			t.Fatalf("row %+v not committed", row)
+		}
+	}
+	if n, err := pol.Store().VerifyAudit(ctx); err != nil {
+		t.Fatalf("audit chain after restart: %v", err)
+	} else {
+		t.Logf("audit chain of %d entries verifies", n)
+	}
+}
+
+func reservationRows(t *testing.T, n *testNode, id ids.RequestID) []policy.Record {
+	t.Helper()
+	recs, err := n.Store().Ledger().Records(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []policy.Record
+	for _, r := range recs {
+		if r.ID == id {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// TestReshare moves the key to the same members under a fresh sharing:
+// refused by every old member without the guardian quorum, done with it,
+// same address, old generation gone.
+func TestReshare(t *testing.T) {
+	c, key := shared(t)
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	auth := policy.ReshareAuthorization{
+		Key: key.Address, Generation: key.Generation,
+		OldMembers: committeeEntries(key.Committee), OldThreshold: key.Committee.Threshold,
+		NewMembers: committeeEntries(key.Committee), NewThreshold: key.Committee.Threshold, Expiry: exp,
+	}
+	sign := func(a policy.ReshareAuthorization, keys ...*ecdsa.PrivateKey) api.Reshare {
+		var sigs [][]byte
+		for _, k := range keys {
+			s, err := policy.SignTypedData(k, a.TypedData(c.w.walletID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sigs = append(sigs, s)
+		}
+		return api.ReshareFrom(policy.SignedReshare{Authorization: a, Signatures: sigs})
+	}
+	msg := func(sid ids.SessionID, a api.Reshare, nc tss.Committee) *control.Message {
+		return &control.Message{Type: control.TypeReshare, Reshare: &control.Reshare{Session: sid, Key: key, OldSigners: c.memberIDs(),
+			NewCommittee: nc, Authorization: a, Deadline: time.Now().Add(time.Minute)}}
+	}
+	t.Run("one guardian is not the quorum", func(t *testing.T) {
+		a := sign(auth, c.w.alice)
+		for _, n := range c.nodes {
+			expectRefused(t, n.name, c.send(n, msg(ids.NewSessionID(), a, key.Committee)), CheckReshare)
+		}
+	})
+	t.Run("an authorisation for another committee", func(t *testing.T) {
+		other := auth
+		other.NewThreshold = 1
+		a := sign(other, c.w.alice, c.w.bob) // the quorum signed threshold 1, the coordinator asks for 2
+		for _, n := range c.nodes {
+			expectRefused(t, n.name, c.send(n, msg(ids.NewSessionID(), a, key.Committee)), CheckReshare)
+		}
+	})
+	t.Run("with the quorum", func(t *testing.T) {
+		sid := ids.NewSessionID()
+		a := sign(auth, c.w.alice, c.w.bob)
+		for _, n := range c.nodes {
+			expectJoined(t, n.name, c.send(n, msg(sid, a, key.Committee)))
+		}
+		res, err := c.run(sid, c.nodes, 5*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res {
+			if r.State != control.StateDone || r.Key == nil || len(r.Unconfirmed) != 0 {
+				t.Fatalf("%s: %+v", c.nodes[i].name, r)
+			}
+			if r.Key.Address != key.Address || r.Key.Generation != key.Generation+1 {
+				t.Fatalf("%s: reshared key %s, want the same address at generation %d", c.nodes[i].name, r.Key.Describe(), key.Generation+1)
+			}
+			var proof tss.Signature
+			copy(proof[:], r.Signature)
+			if err := tss.VerifyReshareProof(sid, *r.Key, proof); err != nil {
+				t.Fatalf("%s: proof: %v", c.nodes[i].name, err)
+			}
+		}
+		for _, n := range c.nodes {
+			gens, err := n.Store().ShareGenerations(ctx, key.ID())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(gens, []uint32{key.Generation + 1}) {
+				t.Fatalf("%s keeps generations %v, want only the new one", n.name, gens)
+			}
+		}
+		// The reshared key signs under the same address.
+		s, id := request(t, c.w.bot, key, vendor, millis(2))
+		_, sig := signWith(t, c, s, id, "hot")
+		recovers(t, digestOf(t, s), sig, key.Address)
+	})
+}
