@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -65,10 +66,13 @@ func (s *storeFlags) open() (*store.Store, error) {
 		return nil, Usagef("--data-dir needs exactly one of --key-file, --key-env, --passphrase-file")
 	}
 	st, err := store.Open(s.dataDir, key, store.Options{MustExist: true})
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w (is the node still running? use --admin for a running node)", s.dataDir, err)
+	switch {
+	case err == nil:
+		return st, nil
+	case errors.Is(err, store.ErrWrongKey), errors.Is(err, store.ErrSealed), errors.Is(err, store.ErrKeyInsecure), errors.Is(err, store.ErrKeyFormat):
+		return nil, fmt.Errorf("open %s: %w", s.dataDir, err)
 	}
-	return st, nil
+	return nil, fmt.Errorf("open %s: %w (a running node holds its data directory: use --admin for it)", s.dataDir, err)
 }
 
 func trimLineEnd(b []byte) []byte {

@@ -1,0 +1,624 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/custos-wallet/custos/api"
+	"github.com/custos-wallet/custos/chain"
+	"github.com/custos-wallet/custos/control"
+	"github.com/custos-wallet/custos/ids"
+	"github.com/custos-wallet/custos/node/admin"
+	"github.com/custos-wallet/custos/policy"
+	"github.com/custos-wallet/custos/store"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/crypto"
+)
+
+// The guardian commands run in-process against an admin server whose
+// backend is the real policy engine: every signature the CLI makes is
+// checked by the same code every node runs.
+
+var (
+	usdc      = common.HexToAddress("0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48")
+	vendor    = common.HexToAddress("0x1111111111111111111111111111111111111111")
+	walletKey = common.HexToAddress("0x2222222222222222222222222222222222222222")
+)
+
+func testKey(name string) *ecdsa.PrivateKey {
+	k, err := crypto.ToECDSA(crypto.Keccak256([]byte("custos-cli-test-guardian/" + name)))
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
+func addrOf(name string) common.Address { return crypto.PubkeyToAddress(testKey(name).PublicKey) }
+
+// testPolicy is a genesis document of alice, bob and carol with a quorum
+// of two: USDC transfers need one guardian's approval.
+func testPolicy(t *testing.T) *policy.Policy {
+	t.Helper()
+	src := fmt.Sprintf(`version: 1
+guardians: {alice: %q, bob: %q, carol: %q}
+quorum: 2
+tiers:
+  - {name: hot, signers: [agent, policy]}
+  - {name: guarded, signers: [agent, policy, guardian], approvals: 1}
+tokens:
+  USDC: {address: %q, decimals: 6}
+lists:
+  vendors: [%q]
+rules:
+  - id: usdc-needs-a-guardian
+    when: {chain: 1, token: $USDC, call: transfer, recipient: $vendors}
+    tier: guarded
+`, addrOf("alice").Hex(), addrOf("bob").Hex(), addrOf("carol").Hex(), usdc.Hex(), vendor.Hex())
+	d, err := policy.ParseDocument([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sigs [][]byte
+	for _, n := range []string{"alice", "bob", "carol"} {
+		sig, err := policy.SignDocument(testKey(n), d.Hash(), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sigs = append(sigs, sig)
+	}
+	p, err := policy.VerifyDocument(policy.SignedDocument{Source: []byte(src), Signatures: sigs}, policy.Genesis{Hash: d.Hash()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// engineBackend is an admin.Backend over the real policy engine and a
+// real store: what a guardian node does with its human's decisions, less
+// the forwarding.
+type engineBackend struct {
+	pol *policy.Policy
+	eng *policy.Engine
+	st  *store.Store
+
+	mu sync.Mutex
+	// guarded by mu
+	pending   map[ids.RequestID]*admin.PendingRequest
+	approvals map[ids.RequestID][]policy.SignedApproval
+	denials   map[ids.RequestID]policy.SignedDenial
+}
+
+func (b *engineBackend) target(p *admin.PendingRequest) policy.ApprovalTarget {
+	return policy.ApprovalTarget{RequestID: p.RequestID, Digest: p.Digest, ChainID: new(big.Int).SetUint64(p.ChainID), Key: p.Key}
+}
+
+func (b *engineBackend) tier(name string) policy.TierSpec {
+	for _, t := range b.pol.Tiers() {
+		if t.Name == name {
+			return t
+		}
+	}
+	panic("no tier " + name)
+}
+
+func (b *engineBackend) Pending(ctx context.Context) ([]admin.PendingRequest, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []admin.PendingRequest
+	for _, p := range b.pending {
+		out = append(out, *p)
+	}
+	return out, nil
+}
+
+func (b *engineBackend) PendingRequest(ctx context.Context, id ids.RequestID) (*admin.PendingRequest, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p, ok := b.pending[id]
+	if !ok {
+		return nil, admin.ErrNotFound
+	}
+	cp := *p
+	return &cp, nil
+}
+
+func (b *engineBackend) Approve(ctx context.Context, a api.Approval) (*admin.Delivery, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p, ok := b.pending[a.RequestID]
+	if !ok {
+		return nil, &admin.Refused{Rule: "approval", Reason: "no pending request " + string(a.RequestID), Conflict: true}
+	}
+	one := b.tier(p.Tier)
+	one.Approvals, one.Delay = 1, 0
+	who, err := b.pol.VerifyApprovals(b.target(p), []policy.SignedApproval{a.Policy()}, one, time.Now())
+	if err != nil {
+		return nil, admin.Refusef("approval", "%v", err)
+	}
+	for _, prev := range b.approvals[a.RequestID] {
+		if bytes.Equal(prev.Signature, a.Signature) {
+			return nil, &admin.Refused{Rule: "approval", Reason: "this approval was already used", Conflict: true}
+		}
+	}
+	b.approvals[a.RequestID] = append(b.approvals[a.RequestID], a.Policy())
+	p.ApprovedBy = append(p.ApprovedBy, who...)
+	return &admin.Delivery{RequestID: a.RequestID, Guardian: who[0], Forwarded: []ids.MemberID{"coordinator-1"}}, nil
+}
+
+func (b *engineBackend) Deny(ctx context.Context, d api.Denial) (*admin.Delivery, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p, ok := b.pending[d.RequestID]
+	if !ok {
+		return nil, &admin.Refused{Rule: "denial", Reason: "no pending request", Conflict: true}
+	}
+	who, err := b.pol.VerifyDenial(b.target(p), d.Policy())
+	if err != nil {
+		return nil, admin.Refusef("denial", "%v", err)
+	}
+	b.denials[d.RequestID] = d.Policy()
+	delete(b.pending, d.RequestID)
+	return &admin.Delivery{RequestID: d.RequestID, Guardian: who, Forwarded: []ids.MemberID{"coordinator-1"}}, nil
+}
+
+func (b *engineBackend) Freeze(ctx context.Context, f api.Freeze) (*admin.FreezeResult, error) {
+	pf, sig := f.Policy()
+	if err := b.eng.Freeze(pf, sig, time.Now()); err != nil {
+		return nil, admin.Refusef("freeze", "%v", err)
+	}
+	id, err := pf.ID(b.pol.WalletID())
+	if err != nil {
+		return nil, err
+	}
+	who, _ := policy.RecoverTypedData(pf.TypedData(b.pol.WalletID()), sig)
+	return &admin.FreezeResult{ID: id, Target: string(f.Target), Guardians: []common.Address{who}, Applied: true, Acknowledged: []ids.MemberID{"policy-1"}}, nil
+}
+
+func (b *engineBackend) Unfreeze(ctx context.Context, u api.Unfreeze) (*admin.FreezeResult, error) {
+	pu, sigs := u.Policy()
+	if err := b.eng.Unfreeze(pu, sigs, time.Now()); err != nil {
+		return nil, admin.Refusef("unfreeze", "%v", err)
+	}
+	who, _ := admin.UnfreezeSigners(b.pol.WalletID(), u)
+	return &admin.FreezeResult{ID: u.Freeze, Target: string(u.Target), Guardians: who, Applied: true}, nil
+}
+
+func (b *engineBackend) Wallet(ctx context.Context) (*admin.Wallet, error) {
+	w := &admin.Wallet{
+		WalletID: b.pol.WalletID(), PolicyVersion: b.pol.Version(), PolicyHash: b.pol.Hash(),
+		Guardians: b.pol.Guardians(), Quorum: b.pol.Quorum(), Domain: policy.Domain(b.pol.WalletID()),
+	}
+	for _, f := range b.eng.Freezes() {
+		w.Freezes = append(w.Freezes, admin.ActiveFreeze{ID: f.ID, Target: string(f.Target), Reason: f.Reason, By: f.By, At: f.At})
+	}
+	return w, nil
+}
+
+func (b *engineBackend) Audit(ctx context.Context, from, to uint64) ([]store.Entry, error) {
+	return b.st.AuditRange(ctx, from, to)
+}
+
+func (b *engineBackend) VerifyAudit(ctx context.Context) (int, error) { return b.st.VerifyAudit(ctx) }
+
+func (b *engineBackend) Status(ctx context.Context) (*admin.Status, error) {
+	return &admin.Status{Status: control.Status{Member: "guardian-1", Role: ids.RoleGuardian, PolicyVersion: b.pol.Version(), PolicyHash: b.pol.Hash()}}, nil
+}
+
+func (b *engineBackend) Ready(ctx context.Context) error { return nil }
+
+// newKeyFile writes a store key file.
+func newKeyFile(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "store.key")
+	if err := os.WriteFile(p, []byte(strings.Repeat("5a", 32)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func openStore(t *testing.T, dir, keyFile string) *store.Store {
+	t.Helper()
+	st, err := store.Open(dir, store.KeyFile(keyFile), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// usdcTransfer is an unsigned EIP-1559 transfer of amount (base units) of
+// USDC to vendor, as the agent's bytes.
+func usdcTransfer(t *testing.T, amount int64) *chain.Payload {
+	t.Helper()
+	data := append([]byte{0xa9, 0x05, 0x9c, 0xbb}, common.LeftPadBytes(vendor.Bytes(), 32)...)
+	data = append(data, common.LeftPadBytes(big.NewInt(amount).Bytes(), 32)...)
+	tx := types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(1), Nonce: 7, To: &usdc, Value: new(big.Int), Gas: 60000,
+		GasFeeCap: big.NewInt(30e9), GasTipCap: big.NewInt(1e9), Data: data})
+	raw, err := tx.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := chain.ParseTransaction(big.NewInt(1), raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+type harness struct {
+	t       *testing.T
+	dir     string
+	addr    string
+	backend *engineBackend
+	pending *admin.PendingRequest
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	dir := t.TempDir()
+	pol := testPolicy(t)
+	st := openStore(t, filepath.Join(dir, "store"), newKeyFile(t, dir))
+	t.Cleanup(func() { st.Close() })
+	b := &engineBackend{pol: pol, eng: policy.NewEngine(pol, policy.NewMemLedger()), st: st,
+		pending: map[ids.RequestID]*admin.PendingRequest{}, approvals: map[ids.RequestID][]policy.SignedApproval{}, denials: map[ids.RequestID]policy.SignedDenial{}}
+
+	// A request as a guardian node queues it: the payload decoded from the
+	// agent's bytes, the tier and rule from the engine's own evaluation.
+	id := ids.RequestID("req:00112233445566778899aabbccddeeff")
+	payload := usdcTransfer(t, 12_500_000)
+	now := time.Now()
+	dec := b.eng.DryRun(context.Background(), policy.NewRequest(id, "bot", walletKey, payload, nil, now))
+	if dec.Tier == nil || dec.Tier.Name != "guarded" {
+		t.Fatalf("the policy puts the transfer in %s", dec.Describe())
+	}
+	p := admin.DescribePayload(pol, payload)
+	p.RequestID, p.Agent, p.Key = id, "bot", walletKey
+	p.Tier, p.Approvals, p.RuleID, p.Reason = dec.Tier.Name, dec.Tier.Approvals, dec.RuleID, dec.Reason
+	p.Received, p.Expiry = now, now.Add(30*time.Minute)
+	b.pending[id] = &p
+
+	for i := 0; i < 3; i++ {
+		if _, err := st.AppendAudit(context.Background(), store.Entry{Kind: store.AuditRequest, RequestID: id, Time: now, Fields: map[string]string{"n": fmt.Sprint(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	srv, err := admin.NewServer(b, admin.Config{Addr: "unix://" + filepath.Join(dir, "admin.sock")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := srv.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	h := &harness{t: t, dir: dir, addr: "unix://" + filepath.Join(dir, "admin.sock"), backend: b, pending: &p}
+	for _, n := range []string{"alice", "bob", "carol", "mallory"} {
+		pw := filepath.Join(dir, n+".pw")
+		os.WriteFile(pw, []byte("password of "+n+"\n"), 0o600)
+		if _, err := admin.ImportKeystore(filepath.Join(dir, n+".json"), "password of "+n, testKey(n), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return h
+}
+
+// run runs custos with args in-process; stdin is what the human types.
+func (h *harness) run(stdin string, args ...string) (int, string, string) {
+	h.t.Helper()
+	var out, errb bytes.Buffer
+	env := &Env{Stdout: &out, Stderr: &errb, Stdin: strings.NewReader(stdin), Getenv: func(string) string { return "" }}
+	code := Run(context.Background(), env, args)
+	return code, out.String(), errb.String()
+}
+
+// as is the flags that make guardian name sign.
+func (h *harness) as(name string) []string {
+	return []string{"--admin", h.addr, "--keystore", filepath.Join(h.dir, name+".json"), "--password-file", filepath.Join(h.dir, name+".pw")}
+}
+
+func args(parts ...any) []string {
+	var out []string
+	for _, p := range parts {
+		switch v := p.(type) {
+		case string:
+			out = append(out, v)
+		case []string:
+			out = append(out, v...)
+		}
+	}
+	return out
+}
+
+func TestGuardianPendingAndShow(t *testing.T) {
+	h := newHarness(t)
+	id := string(h.pending.RequestID)
+	code, out, errs := h.run("", "guardian", "pending", "--admin", h.addr)
+	if code != 0 || !strings.Contains(out, id) || !strings.Contains(out, "guarded") || !strings.Contains(out, "usdc-needs-a-guardian") {
+		t.Fatalf("pending: %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = h.run("", "guardian", "show", id, "--admin", h.addr)
+	for _, want := range []string{"12.5 USDC", vendor.Hex(), walletKey.Hex(), h.pending.Digest.Hex(), "transfer", "0xa9059cbb", "chain", "1 approval(s) needed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("show lacks %q:\n%s", want, out)
+		}
+	}
+	if code != 0 {
+		t.Fatalf("show: %d %s", code, errs)
+	}
+	code, out, _ = h.run("", "guardian", "show", "--json", "--admin", h.addr, id)
+	var p admin.PendingRequest
+	if code != 0 || json.Unmarshal([]byte(out), &p) != nil || p.Digest != h.pending.Digest || len(p.Tokens) != 1 || p.Tokens[0].Amount != "12.5" {
+		t.Fatalf("show --json: %d %s", code, out)
+	}
+	code, _, errs = h.run("", "guardian", "show", "req:ffffffffffffffffffffffffffffffff", "--admin", h.addr)
+	if code != 1 || !strings.Contains(errs, "no pending request") {
+		t.Fatalf("show unknown: %d %s", code, errs)
+	}
+	code, _, errs = h.run("", "guardian", "pending")
+	if code != 2 || !strings.Contains(errs, "no admin address") {
+		t.Fatalf("pending without --admin: %d %s", code, errs)
+	}
+}
+
+func TestGuardianApprove(t *testing.T) {
+	h := newHarness(t)
+	id := string(h.pending.RequestID)
+
+	// Declined at the prompt: nothing signed, nothing sent.
+	code, _, errs := h.run("n\n", args("guardian", "approve", id, h.as("alice"))...)
+	if code != 1 || !strings.Contains(errs, "not confirmed") || !strings.Contains(errs, "12.5 USDC") {
+		t.Fatalf("declined approve: %d %s", code, errs)
+	}
+	if n := len(h.backend.approvals[h.pending.RequestID]); n != 0 {
+		t.Fatalf("%d approvals after a declined prompt", n)
+	}
+
+	// Asked for a day, but the request expires in 30 minutes.
+	code, out, errs := h.run("y\n", args("guardian", "approve", id, "--expiry", "24h", "--json", h.as("alice"))...)
+	if code != 0 {
+		t.Fatalf("approve: %d %s %s", code, out, errs)
+	}
+	var res struct {
+		Approval api.Approval   `json:"approval"`
+		Delivery admin.Delivery `json:"delivery"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Delivery.Guardian != addrOf("alice") || len(res.Delivery.Forwarded) != 1 {
+		t.Fatalf("delivery: %+v", res.Delivery)
+	}
+	if res.Approval.Expiry.After(h.pending.Expiry) {
+		t.Fatalf("approval expires %s, after the request's %s", res.Approval.Expiry, h.pending.Expiry)
+	}
+
+	// What the CLI signed is what policy.VerifyApprovals accepts for the
+	// request as the node decoded it, under the real tier.
+	b := h.backend
+	got := b.approvals[h.pending.RequestID]
+	who, err := b.pol.VerifyApprovals(b.target(h.pending), got, b.tier("guarded"), time.Now())
+	if err != nil || len(who) != 1 || who[0] != addrOf("alice") {
+		t.Fatalf("VerifyApprovals of the CLI's approval: %v %v", who, err)
+	}
+	// ...and binds this digest: for another one, the same approval fails.
+	other := b.target(h.pending)
+	other.Digest = common.Hash{1}
+	if _, err := b.pol.VerifyApprovals(other, got, b.tier("guarded"), time.Now()); !errors.Is(err, policy.ErrApproval) {
+		t.Fatalf("the approval verified for another digest: %v", err)
+	}
+
+	// Someone who is not a guardian is refused by the policy, with its reason.
+	code, _, errs = h.run("", args("guardian", "approve", id, "--yes", h.as("mallory"))...)
+	if code != 1 || !strings.Contains(errs, "refused it (approval)") || !strings.Contains(errs, "guardian") {
+		t.Fatalf("mallory's approval: %d %s", code, errs)
+	}
+}
+
+func TestGuardianApprovalRefusedByThePolicy(t *testing.T) {
+	h := newHarness(t)
+	c, err := admin.NewClient(h.addr, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	g := admin.NewGuardian(testKey("bob"))
+	w, err := c.Wallet(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := g.Approve(w.WalletID, h.pending, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Approve(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	// A replay of the same approval.
+	if _, err := c.Approve(ctx, a); err == nil {
+		t.Fatal("replayed approval accepted")
+	} else if r, ok := admin.IsRefused(err); !ok || !r.Conflict {
+		t.Fatalf("replay: %v", err)
+	}
+	// An approval for another digest, and one edited after signing.
+	other := *h.pending
+	other.Digest = common.Hash{2}
+	a2, _ := g.Approve(w.WalletID, &other, time.Now(), time.Hour)
+	a2.Digest = h.pending.Digest
+	if _, err := c.Approve(ctx, a2); err == nil {
+		t.Fatal("approval signed for another digest accepted")
+	} else if r, ok := admin.IsRefused(err); !ok || r.Rule != "approval" {
+		t.Fatalf("other digest: %v", err)
+	}
+	// Signed under another wallet's domain.
+	a3, _ := g.Approve(common.Hash{9}, h.pending, time.Now(), time.Hour)
+	if _, err := c.Approve(ctx, a3); err == nil {
+		t.Fatal("approval for another wallet accepted")
+	}
+	// The request's expiry bounds the approval; an expired request cannot be approved.
+	late := *h.pending
+	late.Expiry = time.Now().Add(-time.Second)
+	if _, err := g.Approve(w.WalletID, &late, time.Now(), time.Hour); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("approve an expired request: %v", err)
+	}
+}
+
+func TestGuardianDeny(t *testing.T) {
+	h := newHarness(t)
+	id := string(h.pending.RequestID)
+	code, _, errs := h.run("", args("guardian", "deny", id, "--yes", h.as("carol"))...)
+	if code != 2 || !strings.Contains(errs, "--reason") {
+		t.Fatalf("deny without reason: %d %s", code, errs)
+	}
+	code, out, errs := h.run("yes\n", args("guardian", "deny", id, "--reason", "not a vendor we use", h.as("carol"))...)
+	if code != 0 || !strings.Contains(out, "Denied") || !strings.Contains(out, "coordinator-1") {
+		t.Fatalf("deny: %d %s %s", code, out, errs)
+	}
+	d, ok := h.backend.denials[h.pending.RequestID]
+	if !ok || d.Denial.Reason != "not a vendor we use" {
+		t.Fatalf("denial recorded: %+v", d)
+	}
+	if who, err := h.backend.pol.VerifyDenial(h.backend.target(h.pending), d); err != nil || who != addrOf("carol") {
+		t.Fatalf("VerifyDenial: %v %v", who, err)
+	}
+}
+
+func TestGuardianFreezeAndUnfreeze(t *testing.T) {
+	h := newHarness(t)
+	eng := h.backend.eng
+	target := "key:" + walletKey.Hex()
+
+	code, out, errs := h.run("", args("guardian", "freeze", "--target", walletKey.Hex(), "--reason", "odd requests", "--yes", h.as("alice"))...)
+	if code != 0 || !strings.Contains(out, "Froze "+target) || !strings.Contains(out, "policy-1") {
+		t.Fatalf("freeze: %d %s %s", code, out, errs)
+	}
+	fr := eng.Freezes()
+	if len(fr) != 1 || string(fr[0].Target) != target || fr[0].By != addrOf("alice") {
+		t.Fatalf("engine freezes: %+v", fr)
+	}
+	// The real engine now denies the transfer for that key.
+	dec := eng.DryRun(context.Background(), policy.NewRequest("req:x1", "bot", walletKey, usdcTransfer(t, 1), nil, time.Now()))
+	if dec.Allowed() || dec.RuleID != policy.RuleFreeze {
+		t.Fatalf("frozen key: %s", dec.Describe())
+	}
+
+	// One guardian's unfreeze is refused by the engine, and the CLI says why.
+	code, _, errs = h.run("", args("guardian", "unfreeze", "--target", target, "--yes", h.as("alice"))...)
+	if code != 1 || !strings.Contains(errs, "refused it (unfreeze)") || !strings.Contains(errs, "needs 2 guardians' signatures and this one has 1") {
+		t.Fatalf("one-signature unfreeze: %d %s", code, errs)
+	}
+	if len(eng.Freezes()) != 1 {
+		t.Fatal("one guardian lifted the freeze")
+	}
+
+	// Bob signs only; passing his own signature back to himself adds nothing.
+	code, bobJSON, errs := h.run("", args("guardian", "unfreeze", "--target", target, "--sign-only", "--yes", h.as("bob"))...)
+	if code != 0 || !strings.Contains(errs, "1 of the 2") {
+		t.Fatalf("sign-only: %d %s", code, errs)
+	}
+	code, _, errs = h.run("", args("guardian", "unfreeze", "--add-signature", bobJSON, "--yes", h.as("bob"))...)
+	if code != 1 || !strings.Contains(errs, "already") {
+		t.Fatalf("bob twice: %d %s", code, errs)
+	}
+	if len(eng.Freezes()) != 1 {
+		t.Fatal("bob alone lifted the freeze")
+	}
+
+	// Alice adds hers to Bob's (from a file) and submits: the quorum lifts it.
+	f := filepath.Join(h.dir, "bob-unfreeze.json")
+	os.WriteFile(f, []byte(bobJSON), 0o600)
+	code, out, errs = h.run("", args("guardian", "unfreeze", "--add-signature", f, "--yes", h.as("alice"))...)
+	if code != 0 || !strings.Contains(out, "Unfroze "+target) || !strings.Contains(out, "2 guardians") {
+		t.Fatalf("quorum unfreeze: %d %s %s", code, out, errs)
+	}
+	if n := len(eng.Freezes()); n != 0 {
+		t.Fatalf("%d freezes left", n)
+	}
+	// The same unfreeze again is refused.
+	code, _, errs = h.run("", args("guardian", "unfreeze", "--add-signature", f, "--yes", h.as("carol"))...)
+	if code != 1 || !strings.Contains(errs, "refused it (unfreeze)") {
+		t.Fatalf("unfreeze replay: %d %s", code, errs)
+	}
+}
+
+func TestGuardianUsageErrors(t *testing.T) {
+	h := newHarness(t)
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{args("guardian"), 2, "needs a subcommand"},
+		{args("guardian", "bless"), 2, "unknown guardian subcommand"},
+		{args("guardian", "approve", "--admin", h.addr), 2, "exactly one request id"},
+		{args("guardian", "approve", string(h.pending.RequestID), "--admin", h.addr), 2, "--keystore"},
+		{args("guardian", "approve", string(h.pending.RequestID), "--expiry", "-1h", h.as("alice")), 2, "positive"},
+		{args("guardian", "freeze", "--target", "everything", "--reason", "x", h.as("alice")), 2, "want all"},
+		{args("guardian", "freeze", "--target", "all", h.as("alice")), 2, "--reason"},
+		{args("guardian", "unfreeze", h.as("alice")), 2, "--target"},
+		{args("guardian", "unfreeze", "--target", "all", "--freeze", "0x12", h.as("alice")), 2, "64 hex"},
+		{args("guardian", "unfreeze", "--target", "all", h.as("alice")), 1, "not frozen"},
+		{args("guardian", "unfreeze", "--add-signature", `{"target":"all","bogus":1}`, h.as("alice")), 1, "bogus"},
+	} {
+		code, _, errs := h.run("", c.args...)
+		if code != c.code || !strings.Contains(errs, c.want) {
+			t.Errorf("%v: %d %s, want %d and %q", c.args, code, errs, c.code, c.want)
+		}
+	}
+	// A wrong keystore password is named as such.
+	bad := filepath.Join(h.dir, "bad.pw")
+	os.WriteFile(bad, []byte("nope\n"), 0o600)
+	code, _, errs := h.run("", "guardian", "approve", string(h.pending.RequestID), "--admin", h.addr, "--keystore", filepath.Join(h.dir, "alice.json"), "--password-file", bad)
+	if code != 1 || !strings.Contains(errs, "wrong password") {
+		t.Fatalf("wrong password: %d %s", code, errs)
+	}
+}
+
+func TestGuardianKeystore(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	os.WriteFile(pw, []byte("correct horse\n"), 0o600)
+	ks := filepath.Join(dir, "g.json")
+	var out, errb bytes.Buffer
+	env := &Env{Stdout: &out, Stderr: &errb, Stdin: strings.NewReader(""), Getenv: func(string) string { return "" }}
+	if code := Run(context.Background(), env, []string{"guardian", "keystore", "new", "--keystore", ks, "--password-file", pw, "--light", "--json"}); code != 0 {
+		t.Fatalf("keystore new: %s", errb.String())
+	}
+	var got map[string]string
+	json.Unmarshal(out.Bytes(), &got)
+	fi, err := os.Stat(ks)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("keystore file: %v %v", fi, err)
+	}
+	g, err := admin.OpenKeystore(ks, "correct horse")
+	if err != nil || g.Address().Hex() != got["address"] {
+		t.Fatalf("reopen: %v %v", g, err)
+	}
+	out.Reset()
+	if code := Run(context.Background(), env, []string{"guardian", "keystore", "show", "--keystore", ks, "--password-file", pw}); code != 0 || !strings.Contains(out.String(), got["address"]) {
+		t.Fatalf("keystore show: %s %s", out.String(), errb.String())
+	}
+	errb.Reset()
+	if code := Run(context.Background(), env, []string{"guardian", "keystore", "new", "--keystore", ks, "--password-file", pw, "--light"}); code != 1 || !strings.Contains(errb.String(), "not replacing") {
+		t.Fatalf("keystore new over an existing file: %s", errb.String())
+	}
+	if strings.Contains(g.String(), fmt.Sprintf("%x", crypto.FromECDSA(testKey("alice")))) {
+		t.Fatal("unreachable")
+	}
+}
