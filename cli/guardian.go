@@ -24,7 +24,7 @@ import (
 func init() {
 	register(&Command{
 		Name:    "guardian",
-		Summary: "a guardian's queue and decisions: pending, show, approve, deny, freeze, unfreeze, keystore",
+		Summary: "a guardian's queue and decisions: pending, show, approve, deny, freeze, unfreeze, wallet, keystore",
 		Run:     runGuardian,
 	})
 }
@@ -42,13 +42,15 @@ const guardianUsage = `guardian <pending|show|approve|deny|freeze|unfreeze|keyst
   unfreeze --target T             lift a freeze; needs the guardian quorum:
                                   --sign-only prints this guardian's signature for another,
                                   who passes it with --add-signature and submits
+  wallet                          what guardians sign against: wallet id, policy, guardians,
+                                  quorum, active freezes (with the ids an unfreeze names)
   keystore new|show               make or check a keystore file
 
 The node's admin address comes from --admin (unix:///path or http://host:port,
 default $CUSTOS_ADMIN) with --token-file for TCP (default $CUSTOS_ADMIN_TOKEN_FILE).`
 
 func runGuardian(ctx context.Context, env *Env, args []string) error {
-	sub, rest, err := Subcommand("guardian", args, "pending", "show", "approve", "deny", "freeze", "unfreeze", "keystore", "help")
+	sub, rest, err := Subcommand("guardian", args, "pending", "show", "approve", "deny", "freeze", "unfreeze", "wallet", "keystore", "help")
 	if err != nil {
 		return err
 	}
@@ -65,6 +67,8 @@ func runGuardian(ctx context.Context, env *Env, args []string) error {
 		return guardianFreeze(ctx, env, rest)
 	case "unfreeze":
 		return guardianUnfreeze(ctx, env, rest)
+	case "wallet":
+		return guardianWallet(ctx, env, rest)
 	case "keystore":
 		return guardianKeystore(ctx, env, rest)
 	}
@@ -174,6 +178,66 @@ func explain(err error) error {
 		return fmt.Errorf("%v: pass the node's admin token with --token-file", err)
 	}
 	return err
+}
+
+// warnIfNotGuardian tells the human early that the nodes will refuse what
+// this account signs; the nodes decide, so it only warns.
+func warnIfNotGuardian(env *Env, w *admin.Wallet, g *admin.Guardian) {
+	for _, a := range w.Guardians {
+		if a == g.Address() {
+			return
+		}
+	}
+	fmt.Fprintf(env.Stderr, "Warning: %s is not a guardian of this wallet's policy v%d; the nodes will refuse its signature.\n", g.Address().Hex(), w.PolicyVersion)
+}
+
+// maxReason is the longest reason the admin API takes.
+const maxReason = 1024
+
+func guardianWallet(ctx context.Context, env *Env, args []string) error {
+	fs := NewFlags(env, "guardian wallet", "guardian wallet [--admin ADDR] [--json]")
+	var af adminFlags
+	af.register(fs, env)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return Usagef("wallet takes no arguments")
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	w, err := c.Wallet(ctx)
+	if err != nil {
+		return explain(err)
+	}
+	if af.json {
+		return PrintJSON(env.Stdout, w)
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "wallet id\t%s\n", w.WalletID.Hex())
+	fmt.Fprintf(tw, "policy\tv%d %s\n", w.PolicyVersion, w.PolicyHash.Hex())
+	fmt.Fprintf(tw, "EIP-712 domain\tname %q, version %q, salt %s\n", w.Domain.Name, w.Domain.Version, w.Domain.Salt)
+	var gs []string
+	for _, a := range w.Guardians {
+		gs = append(gs, a.Hex())
+	}
+	fmt.Fprintf(tw, "guardians\t%s\n", strings.Join(gs, ", "))
+	fmt.Fprintf(tw, "quorum\t%d\n", w.Quorum)
+	if w.Guardian != nil {
+		fmt.Fprintf(tw, "this node's guardian\t%s\n", w.Guardian.Hex())
+	}
+	for _, f := range w.Freezes {
+		by := "the circuit breaker"
+		if f.By != (common.Address{}) {
+			by = f.By.Hex()
+		}
+		fmt.Fprintf(tw, "frozen\t%s since %s by %s: %s (freeze %s)\n", f.Target, f.At.UTC().Format(time.RFC3339), by, f.Reason, f.ID.Hex())
+	}
+	return tw.Flush()
 }
 
 func guardianPending(ctx context.Context, env *Env, args []string) error {
@@ -344,6 +408,7 @@ func guardianApprove(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	writePending(env.Stderr, p)
+	warnIfNotGuardian(env, wallet, g)
 	if err := confirm(env, sf.yes, fmt.Sprintf("Approve this request as %s?", g.Address().Hex())); err != nil {
 		return err
 	}
@@ -415,6 +480,9 @@ func guardianDeny(ctx context.Context, env *Env, args []string) error {
 	if strings.TrimSpace(*reason) == "" {
 		return Usagef("deny needs --reason")
 	}
+	if len(*reason) > maxReason {
+		return Usagef("--reason of %d bytes: at most %d", len(*reason), maxReason)
+	}
 	g, err := sf.open()
 	if err != nil {
 		return err
@@ -429,6 +497,7 @@ func guardianDeny(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	writePending(env.Stderr, p)
+	warnIfNotGuardian(env, wallet, g)
 	if err := confirm(env, sf.yes, fmt.Sprintf("Deny this request as %s?", g.Address().Hex())); err != nil {
 		return err
 	}
@@ -497,6 +566,9 @@ func guardianFreeze(ctx context.Context, env *Env, args []string) error {
 	if strings.TrimSpace(*reason) == "" {
 		return Usagef("freeze needs --reason")
 	}
+	if len(*reason) > maxReason {
+		return Usagef("--reason of %d bytes: at most %d", len(*reason), maxReason)
+	}
 	g, err := sf.open()
 	if err != nil {
 		return err
@@ -511,6 +583,7 @@ func guardianFreeze(ctx context.Context, env *Env, args []string) error {
 		return explain(err)
 	}
 	fmt.Fprintf(env.Stderr, "Freeze %s (%s): no signature on it until the guardian quorum unfreezes it.\n", target, *reason)
+	warnIfNotGuardian(env, wallet, g)
 	if err := confirm(env, sf.yes, fmt.Sprintf("Freeze as %s?", g.Address().Hex())); err != nil {
 		return err
 	}
@@ -664,6 +737,7 @@ func guardianUnfreeze(ctx context.Context, env *Env, args []string) error {
 	for _, a := range prior {
 		fmt.Fprintf(env.Stderr, "Already signed by %s.\n", a.Hex())
 	}
+	warnIfNotGuardian(env, wallet, g)
 	if err := confirm(env, sf.yes, fmt.Sprintf("Sign this unfreeze as %s?", g.Address().Hex())); err != nil {
 		return err
 	}

@@ -622,3 +622,57 @@ func TestGuardianKeystore(t *testing.T) {
 		t.Fatal("unreachable")
 	}
 }
+
+func TestGuardianWallet(t *testing.T) {
+	h := newHarness(t)
+	h.run("", args("guardian", "freeze", "--target", "agent:bot", "--reason", "looping", "--yes", h.as("carol"))...)
+	code, out, errs := h.run("", "guardian", "wallet", "--admin", h.addr)
+	w := h.backend.pol.WalletID().Hex()
+	if code != 0 || !strings.Contains(out, w) || !strings.Contains(out, addrOf("bob").Hex()) || !strings.Contains(out, "agent:bot") || !strings.Contains(out, "looping") {
+		t.Fatalf("wallet: %d %s %s", code, out, errs)
+	}
+	code, out, _ = h.run("", "guardian", "wallet", "--admin", h.addr, "--json")
+	var got admin.Wallet
+	if code != 0 || json.Unmarshal([]byte(out), &got) != nil || got.WalletID != h.backend.pol.WalletID() || got.Quorum != 2 || len(got.Freezes) != 1 {
+		t.Fatalf("wallet --json: %d %s", code, out)
+	}
+	// The freeze's id in the wallet is the one an unfreeze must name.
+	code, _, errs = h.run("", args("guardian", "unfreeze", "--target", "agent:bot", "--freeze", got.Freezes[0].ID.Hex(), "--sign-only", "--yes", h.as("alice"))...)
+	if code != 0 {
+		t.Fatalf("sign-only with --freeze: %s", errs)
+	}
+}
+
+func TestGuardianNonGuardianWarned(t *testing.T) {
+	h := newHarness(t)
+	code, _, errs := h.run("", args("guardian", "approve", string(h.pending.RequestID), "--yes", h.as("mallory"))...)
+	if code != 1 || !strings.Contains(errs, "Warning: "+addrOf("mallory").Hex()+" is not a guardian") {
+		t.Fatalf("mallory: %d %s", code, errs)
+	}
+	code, _, errs = h.run("", args("guardian", "approve", string(h.pending.RequestID), "--yes", h.as("alice"))...)
+	if code != 0 || strings.Contains(errs, "Warning") {
+		t.Fatalf("alice: %d %s", code, errs)
+	}
+}
+
+func TestApprovalOutlivesTheTierDelay(t *testing.T) {
+	g := admin.NewGuardian(testKey("alice"))
+	now := time.Now()
+	p := &admin.PendingRequest{RequestID: "req:1", Digest: common.Hash{1}, ChainID: 1, Key: walletKey, Tier: "vault",
+		Delay: control.Duration(time.Hour), Expiry: now.Add(3 * time.Hour)}
+	if _, err := g.Approve(common.Hash{7}, p, now, time.Hour); err == nil || !strings.Contains(err.Error(), "waits 1h0m0s") {
+		t.Fatalf("an approval that expires with the delay: %v", err)
+	}
+	a, err := g.Approve(common.Hash{7}, p, now, 2*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Expiry.Sub(a.Issued) != 2*time.Hour || a.Issued.Nanosecond() != 0 {
+		t.Fatalf("approval times %s to %s", a.Issued, a.Expiry)
+	}
+	// The request expires before the delay has run: no approval can help.
+	p.Expiry = now.Add(30 * time.Minute)
+	if _, err := g.Approve(common.Hash{7}, p, now, 2*time.Hour); err == nil {
+		t.Fatal("approved a request that expires within the tier's delay")
+	}
+}

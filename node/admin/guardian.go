@@ -134,6 +134,12 @@ func (g *Guardian) Approve(wallet common.Hash, p *PendingRequest, now time.Time,
 	if !expiry.After(issued) {
 		return api.Approval{}, fmt.Errorf("approve %s: the request expires within a second", p.RequestID)
 	}
+	// The tier's delay runs from the approval: one that expires before the
+	// delay has passed can never be used.
+	if d := time.Duration(p.Delay); d > 0 && !expiry.After(issued.Add(d)) {
+		return api.Approval{}, fmt.Errorf("approve %s: the %s tier waits %s after approval, but this approval would expire %s after it is issued (a longer expiry, or the request's own expiry, is needed)",
+			p.RequestID, p.Tier, d, expiry.Sub(issued))
+	}
 	a := api.Approval{RequestID: p.RequestID, Digest: p.Digest, ChainID: p.ChainID, Key: p.Key, Issued: issued, Expiry: expiry}
 	sig, err := policy.SignTypedData(g.key, a.Policy().Approval.TypedData(wallet))
 	if err != nil {
