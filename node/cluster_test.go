@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -237,9 +238,13 @@ func TestCompromisedCoordinator(t *testing.T) {
 		signWith(t, c, s1, id1, "hot")
 		s2, id2 := request(t, c.w.bot, key, cafe, millis(1))
 		r := c.send(c.policy(), propose(ids.NewSessionID(), id2, s2, all, "hot"))
-		if r.Refusal == nil || r.Refusal.RuleID != "coffee" {
-			t.Fatalf("policy node: %+v, want a refusal naming the budget rule coffee", r.Refusal)
+		// The policy does not match a rule whose budget is spent, so the
+		// decision is the default deny, naming the nearest rule and its
+		// budget.
+		if r.Refusal == nil || r.Refusal.RuleID != policy.RuleDefault || !strings.Contains(r.Refusal.Reason, `"coffee": budget`) {
+			t.Fatalf("policy node: %+v, want a refusal naming the budget of rule coffee", r.Refusal)
 		}
+		assertNoReservation(t, c.policy(), id2)
 		t.Logf("policy refused (%s): %s", r.Refusal.RuleID, r.Refusal.Reason)
 	})
 

@@ -491,6 +491,15 @@ func (n *Node) runSign(ctx context.Context, s *session) {
 		return
 	}
 	res := failureResult(err)
+	if n.ctx.Err() != nil {
+		// The node is closing: like a crash, the journal keeps the session
+		// running and the restart decides (the reservation stays, since
+		// this node may have sent its last share).
+		n.mu.Lock()
+		s.finishLocked(control.StateFailed, control.Result{Error: "node closing", Failure: string(tss.FailLocal)})
+		n.mu.Unlock()
+		return
+	}
 	// The attempt failed: its reservation is released (the engine could
 	// not finish, so no signature exists from it) and a retry reserves
 	// anew.
@@ -632,11 +641,11 @@ func uniqueTiers(a, b policy.TierSpec) []policy.TierSpec {
 // approvalID is the EIP-712 hash of an approval: the same approval under
 // any signature is the same approval.
 func approvalID(wallet common.Hash, a policy.Approval) (common.Hash, error) {
-	_, h, err := apitypes.TypedDataAndHash(a.TypedData(wallet))
+	h, _, err := apitypes.TypedDataAndHash(a.TypedData(wallet))
 	if err != nil {
 		return common.Hash{}, err
 	}
-	return common.HexToHash(h), nil
+	return common.BytesToHash(h), nil
 }
 
 func joinMembers(m []ids.MemberID) string {
