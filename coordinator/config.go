@@ -36,7 +36,9 @@ import (
 //	chain: {rpc_url: http://127.0.0.1:8545, chain_id: 1}
 //	policy: {genesis_hash: 0x...}
 type Config struct {
-	DataDir  string       `yaml:"data_dir"`
+	DataDir string `yaml:"data_dir"`
+	// Identity is the libp2p identity file (default identity.key in the
+	// data directory); created on first start.
 	StoreKey KeySource    `yaml:"store_key"`
 	Identity string       `yaml:"identity"`
 	Listen   []string     `yaml:"listen"`
@@ -243,11 +245,9 @@ func (c *Config) checkOnce() error {
 		return errors.New("store_key needs exactly one of file, env or passphrase_env")
 	}
 	if c.Identity == "" {
-		c.Identity = "identity.key"
+		c.Identity = filepath.Join(c.DataDir, "identity.key")
 	}
-	if !filepath.IsAbs(c.Identity) {
-		c.Identity = filepath.Join(c.DataDir, c.Identity)
-	}
+	c.Identity = c.path(c.Identity)
 	if len(c.Listen) == 0 {
 		c.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	}

@@ -213,8 +213,9 @@ func mustGenesis(cfg *Config) policy.Genesis {
 }
 
 // Run serves the REST API and the control protocol, and resumes every
-// request and key operation that was not finished, until ctx ends; then
-// it stops the API. Close releases the rest.
+// request and key operation that was not finished, until ctx ends (or
+// Close is called); then it stops every goroutine and closes the libp2p
+// host and the store, as Close does.
 func (c *Coordinator) Run(ctx context.Context) error {
 	c.mu.Lock()
 	if c.started {
@@ -240,7 +241,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
-	return err
+	return errors.Join(err, c.Close())
 }
 
 // Close stops every goroutine, the libp2p host and the store.
