@@ -58,6 +58,10 @@ type Config struct {
 	// Registerer, if set, gets the admin API's own request counter.
 	Registerer prometheus.Registerer
 	Log        *slog.Logger
+	// AllowRemote lets a TCP address be other than loopback. The API is
+	// plain HTTP: off loopback its token crosses the network in clear, so
+	// only a network of its own (a container's, a VPN's) should carry it.
+	AllowRemote bool
 }
 
 // Server is the admin API over a Backend: an http.Handler, and the helpers
@@ -77,9 +81,12 @@ func NewServer(b Backend, cfg Config) (*Server, error) {
 	if b == nil {
 		return nil, errors.New("admin: no backend")
 	}
-	network, _, err := ParseAddr(cfg.Addr)
+	network, where, err := ParseAddr(cfg.Addr)
 	if err != nil {
 		return nil, err
+	}
+	if network == "tcp" && !cfg.AllowRemote && !loopback(where) {
+		return nil, fmt.Errorf("admin: %s is not a loopback address; the admin API is plain HTTP and its token would cross the network in clear (use a unix socket, 127.0.0.1, or allow remote access explicitly)", cfg.Addr)
 	}
 	s := &Server{backend: b, cfg: cfg, log: cfg.Log, mux: http.NewServeMux()}
 	if s.log == nil {
@@ -304,6 +311,19 @@ func ParseAddr(addr string) (network, where string, err error) {
 		return "", "", fmt.Errorf("admin: address %q names no socket path", addr)
 	}
 	return "unix", where, nil
+}
+
+// loopback reports whether hostport names this machine only.
+func loopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // MinToken is the shortest token ReadTokenFile accepts.

@@ -388,6 +388,19 @@ func TestTokenFileRules(t *testing.T) {
 	if _, err := NewServer(&shapeBackend{}, Config{Addr: "http://127.0.0.1:0", TokenFile: filepath.Join(t.TempDir(), "none")}); err == nil {
 		t.Fatal("missing token file accepted")
 	}
+	for _, remote := range []string{"http://0.0.0.0:7070", "http://192.0.2.1:7070", "http://[::]:7070", "http://admin.example:7070"} {
+		if _, err := NewServer(&shapeBackend{}, Config{Addr: remote, TokenFile: writeToken(t, 0o600, good)}); err == nil || !strings.Contains(err.Error(), "not a loopback") {
+			t.Errorf("%s: %v", remote, err)
+		}
+	}
+	for _, local := range []string{"http://127.0.0.1:7070", "http://[::1]:7070", "http://localhost:7070"} {
+		if _, err := NewServer(&shapeBackend{}, Config{Addr: local, TokenFile: writeToken(t, 0o600, good)}); err != nil {
+			t.Errorf("%s: %v", local, err)
+		}
+	}
+	if _, err := NewServer(&shapeBackend{}, Config{Addr: "http://0.0.0.0:7070", TokenFile: writeToken(t, 0o600, good), AllowRemote: true}); err != nil {
+		t.Errorf("remote allowed explicitly: %v", err)
+	}
 	p := filepath.Join(t.TempDir(), "new")
 	tok, err := WriteTokenFile(p)
 	if err != nil {
