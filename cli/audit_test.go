@@ -125,3 +125,17 @@ func TestAuditThroughTheAdminAPI(t *testing.T) {
 		t.Fatalf("show --admin: %d %q %s", code, out, errs)
 	}
 }
+
+func TestAuditVerifyNamesTheFirstBadEntry(t *testing.T) {
+	h := newHarness(t)
+	h.backend.brokenAudit = &store.AuditError{Seq: 2, Problem: "its contents do not match its hash", Err: store.ErrAuditBroken}
+	code, out, errs := h.run("", "audit", "verify", "--admin", h.addr)
+	if code != 1 || out != "" || !strings.Contains(errs, "broken at entry 2: its contents do not match its hash") {
+		t.Fatalf("broken chain: %d %q %s", code, out, errs)
+	}
+	code, out, _ = h.run("", "audit", "verify", "--admin", h.addr, "--json")
+	var check admin.AuditCheck
+	if code != 1 || json.Unmarshal([]byte(out), &check) != nil || check.Valid || check.FirstBad != 2 {
+		t.Fatalf("broken chain --json: %d %s", code, out)
+	}
+}

@@ -92,6 +92,10 @@ type engineBackend struct {
 	pol *policy.Policy
 	eng *policy.Engine
 	st  *store.Store
+	// brokenAudit, when set, is what VerifyAudit reports: a corrupted
+	// entry cannot be made from outside the store package (its values are
+	// sealed), and the store's own tests make one for real.
+	brokenAudit *store.AuditError
 
 	mu sync.Mutex
 	// guarded by mu
@@ -210,7 +214,12 @@ func (b *engineBackend) Audit(ctx context.Context, from, to uint64) ([]store.Ent
 	return b.st.AuditRange(ctx, from, to)
 }
 
-func (b *engineBackend) VerifyAudit(ctx context.Context) (int, error) { return b.st.VerifyAudit(ctx) }
+func (b *engineBackend) VerifyAudit(ctx context.Context) (int, error) {
+	if b.brokenAudit != nil {
+		return int(b.brokenAudit.Seq) - 1, b.brokenAudit
+	}
+	return b.st.VerifyAudit(ctx)
+}
 
 func (b *engineBackend) Status(ctx context.Context) (*admin.Status, error) {
 	return &admin.Status{Status: control.Status{Member: "guardian-1", Role: ids.RoleGuardian, PolicyVersion: b.pol.Version(), PolicyHash: b.pol.Hash()}}, nil
