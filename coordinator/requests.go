@@ -111,8 +111,9 @@ func (c *Coordinator) keyInfo(ctx context.Context, k ids.KeyID) (tss.KeyInfo, er
 }
 
 // submit validates an agent-signed request and stores it, or returns the
-// request first stored under the same agent and idempotency key. Nothing
-// is stored unless every check passed.
+// request first stored under the same agent and idempotency key (when it
+// asks to sign the same payload with the same key and chain; otherwise
+// the retry is a conflict). Nothing is stored unless every check passed.
 func (c *Coordinator) submit(ctx context.Context, s agentauth.Signed) (api.Request, bool, error) {
 	now := c.now()
 	var raw api.SignRequest
@@ -159,9 +160,13 @@ func (c *Coordinator) submit(ctx context.Context, s agentauth.Signed) (api.Reque
 		if err := json.Unmarshal(rec.Body, &first); err != nil {
 			return api.Request{}, false, err
 		}
-		if !bytes.Equal(first.Signed.Body, s.Body) {
+		// A retry may carry another expiry or grant; what it asks to sign
+		// must be the same.
+		fv := first.View
+		if !bytes.Equal(first.Signed.Body, s.Body) && (fv.Digest != view.Digest || fv.Key != view.Key || fv.From != view.From ||
+			fv.ChainID != view.ChainID || fv.Kind != view.Kind) {
 			e := httpapi.Errorf(http.StatusConflict, httpapi.CodeConflict,
-				"idempotency key %q of agent %s was used for another request body (%s)", pr.IdempotencyKey, s.Agent, id)
+				"idempotency key %q of agent %s was used for a request to sign something else (%s)", pr.IdempotencyKey, s.Agent, id)
 			e.RequestID = string(id)
 			return api.Request{}, false, e
 		}

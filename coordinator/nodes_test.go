@@ -1,0 +1,334 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/custos-wallet/custos/agentauth"
+	"github.com/custos-wallet/custos/api"
+	"github.com/custos-wallet/custos/client"
+	"github.com/custos-wallet/custos/ids"
+	"github.com/custos-wallet/custos/internal/testfixtures"
+	"github.com/custos-wallet/custos/node"
+	"github.com/custos-wallet/custos/policy"
+	"github.com/custos-wallet/custos/tss"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/ethclient/simulated"
+	"github.com/goccy/go-yaml"
+)
+
+const simChainID = 1337
+
+// fixtureGen hands out one fixture, then waits like a slow pool.
+type fixtureGen struct {
+	mu   sync.Mutex
+	i    int
+	used bool
+}
+
+func (g *fixtureGen) Generate(ctx context.Context) (*tss.PreParams, error) {
+	g.mu.Lock()
+	if !g.used {
+		g.used = true
+		g.mu.Unlock()
+		lp, err := testfixtures.PreParams(g.i)
+		if err != nil {
+			return nil, err
+		}
+		return tss.NewPreParams(lp)
+	}
+	g.mu.Unlock()
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestWithNodes runs a coordinator with three real nodes (agent, policy,
+// guardian) on loopback: a key created through the REST API, counted only
+// when every member reports it; a hot-tier transfer signed by a quorum of
+// the agent and policy nodes, broadcast to go-ethereum's simulated chain
+// and mined; the same idempotency key returning the first result; a
+// request a rule denies, ending denied with the rule's id; and a request
+// whose tier needs a guardian the key cannot force (guardian floor 0),
+// denied naming the tier.
+func TestWithNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("keygen takes tens of seconds")
+	}
+	ctx := context.Background()
+	root := t.TempDir()
+	alice, _ := crypto.GenerateKey()
+	funder, _ := crypto.GenerateKey()
+	bot, err := agentauth.NewCredential("bot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vendor := common.HexToAddress("0x1111111111111111111111111111111111111111")
+	blocked := common.HexToAddress("0x2222222222222222222222222222222222222222")
+	big1 := common.HexToAddress("0x3333333333333333333333333333333333333333")
+	src := fmt.Sprintf(`version: 1
+guardians: {alice: "%s"}
+quorum: 1
+agents: {bot: "%s"}
+tiers:
+  - {name: hot, signers: [agent, policy]}
+  - {name: guarded, signers: [agent, policy, guardian], approvals: 1}
+lists:
+  vendors: ["%s"]
+  blocked: ["%s"]
+  big: ["%s"]
+rules:
+  - id: blocked-destinations
+    when: {to: $blocked}
+    deny: true
+  - id: small-payments
+    when: {chain: %d, to: $vendors, value_max: 0.01 ether}
+    budget: {window: 24h, value: 0.5 ether, count: 50}
+    tier: hot
+  - id: large-payments
+    when: {chain: %d, to: $big}
+    tier: guarded
+`, crypto.PubkeyToAddress(alice.PublicKey).Hex(), agentauth.FormatPublicKey(bot.Public()), vendor.Hex(), blocked.Hex(), big1.Hex(), simChainID, simChainID)
+	doc, err := policy.ParseDocument([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wallet := doc.Hash()
+	sig, err := policy.SignDocument(alice, wallet, doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signedDoc := api.PolicyDocument{Source: src, Signatures: []hexutil.Bytes{sig}}
+
+	sim := simulated.NewBackend(types.GenesisAlloc{crypto.PubkeyToAddress(funder.PublicKey): {Balance: new(big.Int).Mul(big.NewInt(1000), big.NewInt(1e18))}})
+	t.Cleanup(func() { sim.Close() })
+
+	type nodeProc struct {
+		role ids.Role
+		dir  string
+		port int
+		id   string
+		cfg  string
+	}
+	names := []ids.Role{ids.RoleAgent, ids.RolePolicy, ids.RoleGuardian}
+	var procs []*nodeProc
+	for _, r := range names {
+		p := &nodeProc{role: r, dir: filepath.Join(root, string(r)), port: freePort(t)}
+		opts := node.InitOptions{Role: r, GenesisHash: wallet}
+		switch r {
+		case ids.RoleAgent:
+			opts.Agent = "bot"
+		case ids.RoleGuardian:
+			opts.Guardian = crypto.PubkeyToAddress(alice.PublicKey)
+		}
+		cfg, path, err := node.Init(p.dir, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.id, p.cfg = cfg.Members[0].PeerID, path
+		procs = append(procs, p)
+	}
+	coordDir := filepath.Join(root, "coordinator")
+	coordPort := freePort(t)
+	if err := os.MkdirAll(coordDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(coordDir, "store.key"), []byte(strings.Repeat("cd", 32)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var coordYAML strings.Builder
+	fmt.Fprintf(&coordYAML, "data_dir: data\nstore_key: {file: store.key}\nlisten: [/ip4/127.0.0.1/tcp/%d]\nhttp: {listen: \"127.0.0.1:0\"}\nmembers:\n", coordPort)
+	var members []node.PeerConfig
+	for _, p := range procs {
+		members = append(members, node.PeerConfig{PeerID: p.id, Role: string(p.role), Addrs: []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", p.port)}})
+		fmt.Fprintf(&coordYAML, "  - {id: %s, role: %s, addrs: [/ip4/127.0.0.1/tcp/%d]}\n", p.id, p.role, p.port)
+	}
+	fmt.Fprintf(&coordYAML, "operators: [{name: ops, token: %s}]\npolicy: {genesis_hash: %q}\ntimeouts: {propose: 10s, session: 1m, keygen: 5m}\n", testToken, wallet.Hex())
+	cfgPath := filepath.Join(coordDir, "coordinator.yaml")
+	if err := os.WriteFile(cfgPath, []byte(coordYAML.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ccfg, err := LoadConfig(cfgPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	co, err := New(ccfg, Options{Chain: sim.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	coDone := make(chan error, 1)
+	go func() { coDone <- co.Run(cctx) }()
+	t.Cleanup(func() { cancel(); <-coDone })
+
+	for i, p := range procs {
+		b, err := os.ReadFile(p.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cfg node.Config
+		if err := yaml.Unmarshal(b, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Listen = []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", p.port)}
+		cfg.Members = members
+		cfg.Coordinators = []node.PeerConfig{{PeerID: co.ID().String(), Addrs: []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", coordPort)}}}
+		cfg.Admin = node.AdminConfig{}
+		cfg.Pool = node.PoolConfig{Target: 1, Concurrency: 1}
+		out, err := yaml.Marshal(&cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p.cfg, out, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ncfg, err := node.LoadConfig(p.cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := node.New(ncfg, node.Options{Generate: (&fixtureGen{i: i}).Generate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nctx, ncancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- n.Run(nctx) }()
+		t.Cleanup(func() { ncancel(); <-done })
+	}
+
+	op, err := client.New(co.URL(), client.Options{Token: testToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushed, err := op.ProposePolicy(ctx, signedDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range pushed.Members {
+		if !a.Accepted {
+			t.Fatalf("policy not accepted: %+v", a)
+		}
+	}
+	var committee []api.CommitteeMember
+	for _, p := range procs {
+		committee = append(committee, api.CommitteeMember{ID: ids.MemberID(p.id), Role: p.role})
+	}
+	started, err := op.CreateKey(ctx, api.CreateKey{Committee: committee, Threshold: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer wcancel()
+	done, err := op.WaitOperation(wctx, started.ID, 500*time.Millisecond, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done.State != api.OpDone || done.Key == nil {
+		t.Fatalf("keygen: %+v", done)
+	}
+	key := *done.Key
+	if key.GuardianFloor != 0 || key.Threshold != 1 || len(key.PublicKey) != 65 {
+		t.Fatalf("key %+v", key)
+	}
+	if k, err := op.Key(ctx, key.ID); err != nil || k.Address != key.Address {
+		t.Fatalf("show key: %v %+v", err, k)
+	}
+
+	// Fund the key, then pay a vendor from it.
+	fund := types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(simChainID), Nonce: 0, To: &key.Address, Value: big.NewInt(1e17),
+		Gas: 21000, GasFeeCap: big.NewInt(10e9), GasTipCap: big.NewInt(1e9)})
+	fund, err = types.SignTx(fund, types.LatestSignerForChainID(big.NewInt(simChainID)), funder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Client().SendTransaction(ctx, fund); err != nil {
+		t.Fatal(err)
+	}
+	sim.Commit()
+
+	agent, err := client.New(co.URL(), client.Options{Agent: bot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pay := func(idem string, to common.Address, value int64) *api.Request {
+		tx := types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(simChainID), Nonce: 0, To: &to, Value: big.NewInt(value),
+			Gas: 21000, GasFeeCap: big.NewInt(10e9), GasTipCap: big.NewInt(1e9)})
+		raw, err := tx.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := agent.Submit(ctx, bot, api.SignRequest{Key: key.ID, ChainID: simChainID, Kind: "transaction",
+			Payload: []byte(fmt.Sprintf("%q", hexutil.Encode(raw))), IdempotencyKey: idem, Expiry: time.Now().Add(time.Hour).UTC().Truncate(time.Second)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err = agent.WaitFinal(wctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r := pay("pay-1", vendor, 1e15)
+	if r.State != api.StateSigned || len(r.RawTransaction) == 0 || r.Tier != "hot" {
+		t.Fatalf("payment: %+v", r)
+	}
+	if len(r.Attempts) != 1 || len(r.Attempts[0].Quorum) != 2 {
+		t.Fatalf("attempts %+v", r.Attempts)
+	}
+	for _, m := range r.Attempts[0].Quorum {
+		if m == ids.MemberID(procs[2].id) {
+			t.Fatalf("the guardian was asked for a hot-tier signature: %v", r.Attempts[0].Quorum)
+		}
+	}
+	b, err := agent.Broadcast(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim.Commit()
+	rcpt, err := sim.Client().TransactionReceipt(ctx, *b.TxHash)
+	if err != nil || rcpt.Status != types.ReceiptStatusSuccessful {
+		t.Fatalf("receipt: %v %+v", err, rcpt)
+	}
+	if bal, _ := sim.Client().BalanceAt(ctx, vendor, nil); bal.Cmp(big.NewInt(1e15)) != 0 {
+		t.Fatalf("vendor balance %s", bal)
+	}
+	again := pay("pay-1", vendor, 1e15)
+	if again.ID != r.ID || hexutil.Encode(again.Signature) != hexutil.Encode(r.Signature) || len(again.Attempts) != 1 {
+		t.Fatalf("the same idempotency key signed again: %+v", again)
+	}
+
+	denied := pay("pay-2", blocked, 1)
+	if denied.State != api.StateDenied || denied.RuleID != "blocked-destinations" {
+		t.Fatalf("blocked destination: %+v", denied)
+	}
+	guarded := pay("pay-3", big1, 1)
+	if guarded.State != api.StateDenied || guarded.RuleID != ruleTier || !strings.Contains(guarded.Reason, "guarded") {
+		t.Fatalf("guarded tier on a floor-0 key: %+v", guarded)
+	}
+	h, err := op.Health(ctx)
+	if err != nil || h.Status != "ok" {
+		t.Fatalf("health %v %+v", err, h)
+	}
+	if _, err := co.Store().VerifyAudit(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
