@@ -342,11 +342,8 @@ func (n *Node) send(ctx context.Context, m *control.Message, to []peer.ID) ([]id
 
 // serveAdmin runs the admin API on the configured address.
 func (n *Node) serveAdmin(ctx context.Context) error {
-	addr := "unix://" + n.adminSocketPath()
+	addr := n.AdminAddr()
 	token := ""
-	if n.cfg.Admin.TCP != "" {
-		addr = "http://" + n.cfg.Admin.TCP
-	}
 	if n.cfg.Admin.TokenFile != "" {
 		token = n.cfg.path(n.cfg.Admin.TokenFile)
 	}

@@ -507,3 +507,165 @@ func TestReshare(t *testing.T) {
 		recovers(t, digestOf(t, s), sig, key.Address)
 	})
 }
+
+// TestChecksNamedInRefusals covers the remaining checks of a proposal, a
+// keygen, a reshare and the other messages, each refused with its name.
+func TestChecksNamedInRefusals(t *testing.T) {
+	c, key := shared(t)
+	all := c.memberIDs()
+	ctx := context.Background()
+
+	t.Run("key not held", func(t *testing.T) {
+		other := key
+		other.Address = common.HexToAddress("0x000000000000000000000000000000000000dEaD")
+		s, id := request(t, c.w.bot, other, vendor, millis(1))
+		expectRefused(t, "policy", c.send(c.policy(), propose(ids.NewSessionID(), id, s, all, "hot")), CheckKey)
+	})
+	t.Run("from is not the key's address", func(t *testing.T) {
+		wrong := common.HexToAddress("0x00000000000000000000000000000000000000AA")
+		s, id := requestWith(t, c.w.bot, key, vendor, millis(1), func(r *api.SignRequest) { r.From = &wrong })
+		expectRefused(t, "policy", c.send(c.policy(), propose(ids.NewSessionID(), id, s, all, "hot")), CheckKey)
+		right := key.Address
+		s, id = requestWith(t, c.w.bot, key, vendor, millis(1), func(r *api.SignRequest) { r.From = &right })
+		sid := ids.NewSessionID()
+		expectJoined(t, "policy", c.send(c.policy(), propose(sid, id, s, all, "hot")))
+		c.abortAll(sid, c.policy())
+		assertNoReservation(t, c.policy(), id)
+	})
+	t.Run("quorum member outside the committee", func(t *testing.T) {
+		s, id := request(t, c.w.bot, key, vendor, millis(1))
+		q := append(slices.Clone(all), "12D3KooWAJ7pqfR9ua8jj7YqJ3cK6ib8SkJ2dEpDHkkyQ1ZBMVcD")
+		expectRefused(t, "policy", c.send(c.policy(), propose(ids.NewSessionID(), id, s, q, "hot")), CheckQuorum)
+	})
+	t.Run("unknown tier", func(t *testing.T) {
+		s, id := request(t, c.w.bot, key, vendor, millis(1))
+		expectRefused(t, "policy", c.send(c.policy(), propose(ids.NewSessionID(), id, s, all, "platinum")), CheckTier)
+		assertNoReservation(t, c.policy(), id)
+	})
+	t.Run("default deny", func(t *testing.T) {
+		s, id := request(t, c.w.bot, key, stranger, millis(1))
+		expectRefused(t, "policy", c.send(c.policy(), propose(ids.NewSessionID(), id, s, all, "hot")), policy.RuleDefault)
+	})
+	t.Run("a proposal not started by its deadline is released", func(t *testing.T) {
+		s, id := request(t, c.w.bot, key, vendor, millis(1))
+		sid := ids.NewSessionID()
+		m := propose(sid, id, s, all, "hot")
+		m.Propose.Deadline = time.Now().Add(300 * time.Millisecond)
+		expectJoined(t, "policy", c.send(c.policy(), m))
+		r := c.send(c.policy(), &control.Message{Type: control.TypeResult, Result: &control.ResultQuery{Session: sid, Wait: control.Duration(control.MaxResultWait)}})
+		if r.Result == nil || r.Result.State != control.StateFailed {
+			t.Fatalf("result: %+v", r)
+		}
+		assertNoReservation(t, c.policy(), id)
+		expectRefused(t, "policy", c.send(c.policy(), &control.Message{Type: control.TypeStart, Start: &control.SessionRef{Session: sid}}), CheckSession)
+	})
+	t.Run("keygen committee with this node in another role", func(t *testing.T) {
+		committee := tss.Committee{Threshold: 1, Members: []tss.Member{
+			{ID: c.agent().Self(), Role: ids.RoleAgent}, {ID: c.policy().Self(), Role: ids.RoleGuardian}}}
+		m := &control.Message{Type: control.TypeKeygen, Keygen: &control.Keygen{Session: ids.NewSessionID(), Committee: committee, Deadline: time.Now().Add(time.Minute)}}
+		expectRefused(t, "policy", c.send(c.policy(), m), CheckKeygen)
+		expectRefused(t, "agent", c.send(c.agent(), m), CheckKeygen) // names the policy node as a guardian
+	})
+	t.Run("keygen committee with a stranger", func(t *testing.T) {
+		committee := tss.Committee{Threshold: 1, Members: []tss.Member{
+			{ID: c.agent().Self(), Role: ids.RoleAgent}, {ID: "12D3KooWAJ7pqfR9ua8jj7YqJ3cK6ib8SkJ2dEpDHkkyQ1ZBMVcD", Role: ids.RolePolicy}}}
+		m := &control.Message{Type: control.TypeKeygen, Keygen: &control.Keygen{Session: ids.NewSessionID(), Committee: committee, Deadline: time.Now().Add(time.Minute)}}
+		expectRefused(t, "agent", c.send(c.agent(), m), CheckKeygen)
+	})
+	t.Run("reshare naming another key state", func(t *testing.T) {
+		stale := key
+		stale.Generation += 7
+		m := &control.Message{Type: control.TypeReshare, Reshare: &control.Reshare{Session: ids.NewSessionID(), Key: stale, OldSigners: all,
+			NewCommittee: key.Committee, Deadline: time.Now().Add(time.Minute)}}
+		for _, n := range c.nodes {
+			expectRefused(t, n.name, c.send(n, m), CheckReshare)
+		}
+	})
+	t.Run("malformed message", func(t *testing.T) {
+		resp, err := c.coord.Request(ctx, c.policy().ID(), control.Protocol, []byte(`{"type":"propose","propose":{},"extra":1}`), control.MaxMessage)
+		if err != nil {
+			t.Fatalf("a malformed message reset the stream: %v", err)
+		}
+		r, err := control.DecodeReply(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		expectRefused(t, "policy", r, CheckMessage)
+	})
+	t.Run("document that is not the pinned genesis's successor", func(t *testing.T) {
+		doc := c.w.doc
+		doc.Source = strings.Replace(doc.Source, "version: 1", "version: 2", 1) // signed for version 1, names no predecessor
+		r := c.send(c.policy(), &control.Message{Type: control.TypePolicy, Policy: &control.PolicyUpdate{Document: &doc}})
+		expectRefused(t, "policy", r, CheckPolicy)
+	})
+	t.Run("grant signed by a stranger", func(t *testing.T) {
+		stranger, _ := crypto.GenerateKey()
+		g := policy.Grant{ID: "g1", Agent: "bot", Key: key.Address, NotBefore: time.Now().Add(-time.Minute), Expiry: time.Now().Add(time.Hour), MaxCount: 1}
+		sg, err := policy.SignGrant(stranger, c.w.walletID, g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ag := api.GrantFrom(*sg)
+		expectRefused(t, "policy", c.send(c.policy(), &control.Message{Type: control.TypePolicy, Policy: &control.PolicyUpdate{Grant: &ag}}), CheckPolicy)
+		sg, _ = policy.SignGrant(c.w.carol, c.w.walletID, g)
+		ag = api.GrantFrom(*sg)
+		if r := c.send(c.policy(), &control.Message{Type: control.TypePolicy, Policy: &control.PolicyUpdate{Grant: &ag}}); r.Refusal != nil {
+			t.Fatalf("a guardian's grant: %v", r.Refusal)
+		}
+		if _, err := c.policy().Store().Grant(ctx, "g1"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("evaluate and status", func(t *testing.T) {
+		s, id := request(t, c.w.bot, key, vendor, millis(500))
+		r := c.send(c.policy(), &control.Message{Type: control.TypeEvaluate, Evaluate: &control.Evaluate{RequestID: id, Request: s}})
+		if r.Decision == nil || r.Decision.Tier != "guarded" || r.Decision.RuleID != "larger-payments" || len(r.Decision.Trace) == 0 || r.Decision.Digest != digestOf(t, s) {
+			t.Fatalf("evaluate: %+v %+v", r.Decision, r.Refusal)
+		}
+		assertNoReservation(t, c.policy(), id)
+		st := c.send(c.guardian(), &control.Message{Type: control.TypeStatus, Status: &control.StatusQuery{}})
+		if st.Status == nil || st.Status.Role != ids.RoleGuardian || st.Status.Guardian != addr(c.w.alice).Hex() || len(st.Status.Keys) != 1 || st.Status.PolicyVersion != 1 {
+			t.Fatalf("status: %+v", st.Status)
+		}
+	})
+	for _, n := range c.nodes {
+		if _, err := n.Store().VerifyAudit(ctx); err != nil {
+			t.Fatalf("%s audit chain: %v", n.name, err)
+		}
+	}
+}
+
+// TestKeygenWaitsForThePool runs last: every node's fixtures are used, so
+// a keygen waits for pre-parameters, reports it, and can be aborted.
+func TestKeygenWaitsForThePool(t *testing.T) {
+	c, _ := shared(t)
+	for _, n := range c.nodes {
+		if n.pool.Len() != 0 {
+			t.Skipf("%s still has pre-parameters", n.name)
+		}
+	}
+	committee := tss.Committee{Threshold: 1}
+	for _, n := range c.nodes[:2] {
+		committee.Members = append(committee.Members, tss.Member{ID: n.Self(), Role: n.Role()})
+	}
+	sid := ids.NewSessionID()
+	m := &control.Message{Type: control.TypeKeygen, Keygen: &control.Keygen{Session: sid, Committee: committee, Deadline: time.Now().Add(time.Minute)}}
+	j := expectJoined(t, "agent", c.send(c.agent(), m))
+	if j.PreParams {
+		t.Fatal("join says pre-parameters are ready")
+	}
+	if r := c.send(c.agent(), &control.Message{Type: control.TypeStart, Start: &control.SessionRef{Session: sid}}); r.Refusal != nil {
+		t.Fatal(r.Refusal)
+	}
+	r := c.send(c.agent(), &control.Message{Type: control.TypeResult, Result: &control.ResultQuery{Session: sid, Wait: control.Duration(100 * time.Millisecond)}})
+	if r.Result == nil || r.Result.State != control.StateRunning || !strings.Contains(r.Result.Progress, "waiting for pre-parameters") {
+		t.Fatalf("result while the pool is empty: %+v", r.Result)
+	}
+	if r := c.send(c.agent(), &control.Message{Type: control.TypeAbort, Abort: &control.SessionRef{Session: sid}}); r.Refusal != nil {
+		t.Fatal(r.Refusal)
+	}
+	r = c.send(c.agent(), &control.Message{Type: control.TypeResult, Result: &control.ResultQuery{Session: sid, Wait: control.Duration(control.MaxResultWait)}})
+	if r.Result == nil || r.Result.State != control.StateFailed {
+		t.Fatalf("result after abort: %+v", r.Result)
+	}
+}

@@ -1,14 +1,18 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/custos-wallet/custos/ids"
+	"github.com/custos-wallet/custos/node/admin"
 	"github.com/custos-wallet/custos/store"
+	"github.com/custos-wallet/custos/tss"
 	"github.com/ethereum/go-ethereum/common"
 )
 
@@ -139,17 +143,47 @@ func TestInitThenStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Admin = AdminConfig{}
-	n, err := New(c, Options{})
+	n, err := New(c, Options{Generate: func(ctx context.Context) (*tss.PreParams, error) { <-ctx.Done(); return nil, ctx.Err() }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n.Role() != ids.RoleGuardian || string(n.Self()) != c.Members[0].PeerID {
 		t.Fatalf("node %s %s", n.Self(), n.Role())
 	}
-	if err := n.Close(); err != nil {
+	// Run serves the admin API on the unix socket init configured (0600).
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	cl, err := admin.NewClient(n.AdminAddr(), "")
+	if err != nil {
 		t.Fatal(err)
 	}
+	var st *admin.Status
+	for i := 0; i < 200; i++ { // until the socket is up
+		if st, err = cl.Status(ctx); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("admin status: %v", err)
+	}
+	if st.Role != ids.RoleGuardian || st.Member != n.Self() {
+		t.Fatalf("admin status: %+v", st)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "admin.sock"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin socket: %v %v", fi, err)
+	}
+	if err := cl.Health(ctx); err == nil {
+		t.Fatal("healthy without a policy")
+	}
+	cl.Close()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	c.Admin = AdminConfig{}
 	// Without its key the store stays sealed and the node refuses to start.
 	os.Remove(filepath.Join(dir, "store.key"))
 	if _, err := New(c, Options{}); !errors.Is(err, store.ErrSealed) {

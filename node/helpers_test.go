@@ -474,16 +474,26 @@ var idemCounter struct {
 // request is an agent-signed signing request for a payment with key.
 func request(t *testing.T, cred *agentauth.Credential, key tss.KeyInfo, to common.Address, value *big.Int) (agentauth.Signed, ids.RequestID) {
 	t.Helper()
+	return requestWith(t, cred, key, to, value, nil)
+}
+
+// requestWith is request with a change to the body before the agent signs.
+func requestWith(t *testing.T, cred *agentauth.Credential, key tss.KeyInfo, to common.Address, value *big.Int, change func(*api.SignRequest)) (agentauth.Signed, ids.RequestID) {
+	t.Helper()
 	idemCounter.Lock()
 	idemCounter.n++
 	idem := fmt.Sprintf("%s-%d-%d", t.Name(), idemCounter.n, time.Now().UnixNano())
 	nonce := uint64(idemCounter.n)
 	idemCounter.Unlock()
-	body, err := json.Marshal(api.SignRequest{
+	req := api.SignRequest{
 		Key: key.ID(), ChainID: chainID, Kind: "transaction",
 		Payload:        json.RawMessage(fmt.Sprintf("%q", payment(t, nonce, to, value))),
 		IdempotencyKey: idem, Expiry: time.Now().Add(time.Hour).UTC().Truncate(time.Second),
-	})
+	}
+	if change != nil {
+		change(&req)
+	}
+	body, err := json.Marshal(req)
 	if err != nil {
 		t.Fatal(err)
 	}

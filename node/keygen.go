@@ -71,8 +71,14 @@ func (n *Node) proposeKeygen(ctx context.Context, from string, k *control.Keygen
 // takePreParams takes a set from the pool, reporting progress while it
 // waits: a miss waits, it never fails the session.
 func (n *Node) takePreParams(ctx context.Context, s *session) (*tss.PreParams, error) {
-	n.setProgress(s, fmt.Sprintf("waiting for pre-parameters (%d ready, pool target %d)", n.pool.Len(), n.cfg.Pool.Target))
+	n.mu.Lock()
+	s.progress = fmt.Sprintf("waiting for pre-parameters (%d ready, pool target %d)", n.pool.Len(), n.cfg.Pool.Target)
+	s.waitingPool = true
+	n.mu.Unlock()
 	pp, err := n.pool.Take(ctx)
+	n.mu.Lock()
+	s.waitingPool = false
+	n.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}

@@ -218,6 +218,11 @@ func (n *Node) Run(ctx context.Context) error {
 			n.log.Error("pre-parameter pool stopped", "err", err)
 		}
 	}()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.pruneLoop(n.ctx, time.Hour)
+	}()
 	adminErr := make(chan error, 1)
 	if n.cfg.Admin.Socket != "" || n.cfg.Admin.TCP != "" {
 		n.wg.Add(1)
@@ -309,4 +314,45 @@ func (n *Node) adminSocketPath() string {
 		return ""
 	}
 	return filepath.Clean(p)
+}
+
+// pruneLoop has the policy engine forget, now and then, what no budget
+// window, breaker window or freeze retention can reach any more.
+func (n *Node) pruneLoop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		eng := n.policyEngine()
+		if eng == nil {
+			continue
+		}
+		n.policyMu.Lock()
+		forgot, err := eng.Prune(ctx, n.now())
+		if err == nil {
+			err = n.saveState(ctx, eng)
+		}
+		n.policyMu.Unlock()
+		if err != nil {
+			n.log.Warn("prune", "err", err)
+		} else if forgot > 0 {
+			n.log.Info("pruned old ledger reservations", "count", forgot)
+		}
+	}
+}
+
+// AdminAddr is the admin API's address as admin.NewClient takes it
+// ("unix:///path" or "http://host:port"), or "" when none is configured.
+func (n *Node) AdminAddr() string {
+	switch {
+	case n.cfg.Admin.TCP != "":
+		return "http://" + n.cfg.Admin.TCP
+	case n.cfg.Admin.Socket != "":
+		return "unix://" + n.adminSocketPath()
+	}
+	return ""
 }

@@ -41,9 +41,12 @@ type session struct {
 	state    string // control.StateProposed, StateRunning, StateDone, StateFailed
 	result   control.Result
 	progress string
-	timer    *time.Timer
-	cancel   context.CancelFunc
-	done     chan struct{} // closed once state is done or failed
+	// waitingPool: a keygen or reshare started but still waiting for its
+	// pre-parameters, so it can be aborted without leaving a session.
+	waitingPool bool
+	timer       *time.Timer
+	cancel      context.CancelFunc
+	done        chan struct{} // closed once state is done or failed
 }
 
 // snapshotLocked returns the session's result as a member reports it.

@@ -370,8 +370,19 @@ func (n *Node) dropProposal(s *session, why string) {
 		n.mu.Unlock()
 		return
 	}
-	s.finishLocked(control.StateFailed, control.Result{Error: why, Failure: "aborted"})
+	// Failed at once, so no Start can take it; done only once the
+	// reservation is released, so a Result seen after it finds nothing held.
+	s.state = control.StateFailed
+	if s.timer != nil {
+		s.timer.Stop()
+	}
 	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		s.result = control.Result{Error: why, Failure: "aborted"}
+		close(s.done)
+		n.mu.Unlock()
+	}()
 	ctx := n.ctx
 	if s.kind == kindSign {
 		rs, _, found, err := n.loadRequest(context.WithoutCancel(ctx), s.request)
@@ -597,10 +608,16 @@ func (n *Node) abort(from string, ref *control.SessionRef) error {
 		return refusef(CheckSession, "session %s was proposed by another coordinator", ref.Session)
 	}
 	n.mu.Lock()
-	st := s.state
+	st, waiting, cancel := s.state, s.waitingPool, s.cancel
 	n.mu.Unlock()
+	if st == control.StateRunning && waiting && cancel != nil {
+		// A keygen or reshare that has sent nothing yet: it waits for its
+		// pool, and ends as aborted.
+		cancel()
+		return nil
+	}
 	if st != control.StateProposed {
-		return refusef(CheckSession, "session %s is %s; only a proposal not started can be aborted", ref.Session, st)
+		return refusef(CheckSession, "session %s is %s; only a proposal not started (or a keygen or reshare still waiting for pre-parameters) can be aborted", ref.Session, st)
 	}
 	n.dropProposal(s, "aborted by the coordinator")
 	return nil
