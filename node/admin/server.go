@@ -112,7 +112,16 @@ func NewServer(b Backend, cfg Config) (*Server, error) {
 	}, []string{"route", "status"})
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(s.calls); err != nil {
-			return nil, fmt.Errorf("admin: register metrics: %w", err)
+			// A server made again in the same process (a restart) counts on.
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return nil, fmt.Errorf("admin: register metrics: %w", err)
+			}
+			cv, ok := are.ExistingCollector.(*prometheus.CounterVec)
+			if !ok {
+				return nil, fmt.Errorf("admin: register metrics: %w", err)
+			}
+			s.calls = cv
 		}
 	}
 	g := cfg.Gatherer
@@ -236,8 +245,15 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
+// maxSocketPath is the longest unix socket path Linux binds (sun_path
+// less its terminating zero).
+const maxSocketPath = 107
+
 func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 	path = filepath.Clean(path)
+	if len(path) > maxSocketPath {
+		return nil, fmt.Errorf("admin: socket path %s is %d bytes; a unix socket path has at most %d", path, len(path), maxSocketPath)
+	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("admin: %s exists and is not a socket", path)
@@ -250,12 +266,19 @@ func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 			return nil, fmt.Errorf("admin: remove stale socket %s: %w", path, err)
 		}
 	}
-	dir, err := os.MkdirTemp(filepath.Dir(path), ".admin-sock-")
+	parent := filepath.Dir(path)
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return nil, fmt.Errorf("admin: socket directory for %s: %w", path, err)
+	}
+	dir, err := os.MkdirTemp(parent, ".as")
 	if err != nil {
 		return nil, fmt.Errorf("admin: socket directory for %s: %w", path, err)
 	}
 	defer os.RemoveAll(dir)
 	tmp := filepath.Join(dir, "s")
+	if len(tmp) > maxSocketPath {
+		return nil, fmt.Errorf("admin: socket path %s is too long to be made beside itself (%s is %d bytes, at most %d): choose a shorter path", path, tmp, len(tmp), maxSocketPath)
+	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("admin: listen on %s: %w", path, err)

@@ -306,6 +306,21 @@ func TestUnixSocketPath(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("a missing directory is made private", func(t *testing.T) {
+		p := filepath.Join(dir, "run", "admin.sock")
+		serve(t, &shapeBackend{}, Config{Addr: "unix://" + p})
+		fi, err := os.Stat(filepath.Dir(p))
+		if err != nil || fi.Mode().Perm() != 0o700 {
+			t.Fatalf("made directory: %v %v", fi, err)
+		}
+	})
+	t.Run("a path too long for a socket", func(t *testing.T) {
+		p := filepath.Join(dir, strings.Repeat("d", 100), "admin.sock")
+		s, _ := NewServer(&shapeBackend{}, Config{Addr: "unix://" + p})
+		if _, err := s.Listen(); err == nil || !strings.Contains(err.Error(), "at most 107") {
+			t.Fatalf("long path: %v", err)
+		}
+	})
 	t.Run("a mode open to others", func(t *testing.T) {
 		if _, err := NewServer(&shapeBackend{}, Config{Addr: "unix://" + filepath.Join(dir, "x.sock"), SocketMode: 0o666}); err == nil {
 			t.Fatal("mode 0666 accepted")
@@ -538,6 +553,10 @@ func TestAuditQueries(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
+	// A first server on the same registry, as before a restart.
+	if _, err := NewServer(&shapeBackend{}, Config{Addr: "unix:///x.sock", Registerer: reg}); err != nil {
+		t.Fatal(err)
+	}
 	addr := serveUnix(t, &shapeBackend{}, Config{Gatherer: reg, Registerer: reg})
 	raw(t, addr, http.MethodGet, "/admin/v1/status", "", nil, "")
 	status, body := raw(t, addr, http.MethodGet, "/metrics", "", nil, "")
