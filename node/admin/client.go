@@ -19,7 +19,9 @@ import (
 )
 
 // Client talks to a node's admin API. A refusal by the node comes back as
-// a *Refused; any other API error as an *httpapi.Error.
+// a *Refused; something the node does not hold as an error that
+// errors.Is finds ErrNotFound in; any other API error as an
+// *httpapi.Error.
 type Client struct {
 	base  string
 	token string
@@ -239,8 +241,20 @@ func answerError(status int, b []byte) error {
 			return &Refused{Rule: rd.Rule, Reason: rd.Reason, Conflict: rd.Conflict}
 		}
 	}
-	return &httpapi.Error{Status: status, Code: e.Code, Message: e.Message, RequestID: e.RequestID}
+	ae := &httpapi.Error{Status: status, Code: e.Code, Message: e.Message, RequestID: e.RequestID}
+	if status == http.StatusNotFound && e.Code == httpapi.CodeNotFound {
+		return notFound{ae}
+	}
+	return ae
 }
+
+// notFound is a 404 answer: errors.Is finds ErrNotFound in it, and
+// errors.As the *httpapi.Error.
+type notFound struct{ api *httpapi.Error }
+
+func (e notFound) Error() string        { return e.api.Message }
+func (e notFound) Is(target error) bool { return target == ErrNotFound }
+func (e notFound) Unwrap() error        { return e.api }
 
 // IsRefused reports whether err is a node's refusal, and returns it.
 func IsRefused(err error) (*Refused, bool) {

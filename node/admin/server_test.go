@@ -480,6 +480,11 @@ func TestRefusalsAndFailures(t *testing.T) {
 	if code, _ := errCode(t, body); status != 404 || code != httpapi.CodeNotFound {
 		t.Fatalf("unknown request: %d %s", status, body)
 	}
+	if _, err := c.PendingRequest(ctx, "req:0123456789abcdef0123456789abcdef"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "no pending request") {
+		t.Fatalf("client, unknown request: %v", err)
+	} else if ae := (*httpapi.Error)(nil); !errors.As(err, &ae) || ae.Status != 404 {
+		t.Fatalf("client, unknown request: not an API error: %v", err)
+	}
 	status, body = raw(t, addr, http.MethodGet, "/admin/v1/pending/not%20an%20id", "", nil, "")
 	if code, msg := errCode(t, body); status != 400 || !strings.Contains(msg, "not an id") {
 		t.Fatalf("bad request id: %d %s %s", status, code, msg)
