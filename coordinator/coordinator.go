@@ -247,7 +247,11 @@ func (c *Coordinator) Run(ctx context.Context) error {
 // Close stops every goroutine, the libp2p host and the store.
 func (c *Coordinator) Close() error {
 	c.closeOnce.Do(func() {
+		// Under mu, so no driver is added (spawn, pushLater) after the
+		// wait below began.
+		c.mu.Lock()
 		c.cancel()
+		c.mu.Unlock()
 		if c.srv != nil {
 			_ = c.srv.Close()
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/custos-wallet/custos/control"
 	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/p2p"
+	"github.com/custos-wallet/custos/store"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -156,11 +157,44 @@ func (c *Coordinator) handleControl(ctx context.Context, from peer.ID, req []byt
 			return refuse("approval", "%s", errText(err))
 		}
 		return control.EncodeReply(&control.Reply{})
-	case control.TypeFreeze:
-		if _, err := c.freeze(ctx, *m.Freeze); err != nil {
-			return refuse("freeze", "%s", errText(err))
+	case control.TypeFreeze, control.TypeUnfreeze:
+		// A node sends a freeze to every member itself, and an unfreeze
+		// to the coordinators only (members take one from coordinators
+		// alone). Either way the coordinator checks it and carries it to
+		// every member, after answering, so the sender is not held up.
+		p := c.pol.current()
+		if p == nil {
+			return refuse("policy", "the coordinator has no policy yet")
 		}
+		var err error
+		if m.Type == control.TypeFreeze {
+			pf, sig := m.Freeze.Policy()
+			err = checkFreeze(p, pf, sig)
+		} else {
+			pu, sigs := m.Unfreeze.Policy()
+			err = checkUnfreeze(p, pu, sigs)
+		}
+		if err != nil {
+			return refuse(string(m.Type), "%v", err)
+		}
+		c.pushLater(m)
 		return control.EncodeReply(&control.Reply{})
 	}
 	return refuse("request", "a coordinator does not serve %s messages", m.Type)
+}
+
+// pushLater pushes m to every member in the background.
+func (c *Coordinator) pushLater(m *control.Message) {
+	c.mu.Lock()
+	if c.ctx.Err() != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		acks := c.push(c.ctx, m)
+		c.audit(c.ctx, store.Entry{Kind: store.AuditPolicy, Decision: string(m.Type), Fields: map[string]string{"acknowledged": ackList(acks), "from": "member"}})
+	}()
 }

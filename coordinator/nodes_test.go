@@ -30,19 +30,19 @@ import (
 
 const simChainID = 1337
 
-// fixtureGen hands out one fixture, then waits like a slow pool.
+// fixtureGen hands out its fixtures in order, then waits like a slow pool.
 type fixtureGen struct {
 	mu   sync.Mutex
-	i    int
-	used bool
+	list []int
 }
 
 func (g *fixtureGen) Generate(ctx context.Context) (*tss.PreParams, error) {
 	g.mu.Lock()
-	if !g.used {
-		g.used = true
+	if len(g.list) > 0 {
+		i := g.list[0]
+		g.list = g.list[1:]
 		g.mu.Unlock()
-		lp, err := testfixtures.PreParams(g.i)
+		lp, err := testfixtures.PreParams(i)
 		if err != nil {
 			return nil, err
 		}
@@ -205,7 +205,7 @@ rules:
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, err := node.New(ncfg, node.Options{Generate: (&fixtureGen{i: i}).Generate})
+		n, err := node.New(ncfg, node.Options{Generate: (&fixtureGen{list: []int{i, i + 3}}).Generate})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -324,6 +324,59 @@ rules:
 	if guarded.State != api.StateDenied || guarded.RuleID != ruleTier || !strings.Contains(guarded.Reason, "guarded") {
 		t.Fatalf("guarded tier on a floor-0 key: %+v", guarded)
 	}
+
+	// A key every signature of which needs the guardian (2-of-3 with
+	// threshold 2: guardian floor 1) serves the guarded tier: the request
+	// waits for alice's approval, then the quorum includes her node.
+	started, err = op.CreateKey(ctx, api.CreateKey{Committee: committee, Threshold: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done, err = op.WaitOperation(wctx, started.ID, 500*time.Millisecond, nil); err != nil || done.State != api.OpDone {
+		t.Fatalf("vault keygen: %v %+v", err, done)
+	}
+	vault := *done.Key
+	if vault.GuardianFloor != 1 {
+		t.Fatalf("vault key %+v", vault)
+	}
+	tx := types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(simChainID), Nonce: 0, To: &big1, Value: big.NewInt(1),
+		Gas: 21000, GasFeeCap: big.NewInt(10e9), GasTipCap: big.NewInt(1e9)})
+	raw, _ := tx.MarshalBinary()
+	pending, err := agent.Submit(ctx, bot, api.SignRequest{Key: vault.ID, ChainID: simChainID, Kind: "transaction",
+		Payload: []byte(fmt.Sprintf("%q", hexutil.Encode(raw))), IdempotencyKey: "vault-1", Expiry: time.Now().Add(time.Hour).UTC().Truncate(time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for pending.State == api.StateReceived {
+		if pending, err = agent.Wait(wctx, pending.ID, 200*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pending.State != api.StatePendingApproval || pending.Tier != "guarded" || pending.Needed != 1 {
+		t.Fatalf("guarded request: %+v", pending)
+	}
+	list, err := op.Approvals(ctx)
+	if err != nil || len(list) != 1 || list[0].ID != pending.ID {
+		t.Fatalf("pending approvals: %v %+v", err, list)
+	}
+	a := policy.Approval{RequestID: pending.ID, Digest: pending.Digest, ChainID: big.NewInt(simChainID), Key: vault.Address,
+		Issued: time.Now().Add(-time.Second).UTC(), Expiry: time.Now().Add(time.Hour).UTC()}
+	asig, err := policy.SignTypedData(alice, a.TypedData(wallet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon, _ := client.New(co.URL(), client.Options{})
+	if _, err := anon.Approve(ctx, api.ApprovalFrom(policy.SignedApproval{Approval: a, Signature: asig})); err != nil {
+		t.Fatal(err)
+	}
+	signed, err := agent.WaitFinal(wctx, pending.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if signed.State != api.StateSigned || len(signed.Attempts) != 1 || len(signed.Attempts[0].Quorum) != 3 {
+		t.Fatalf("approved request: %+v", signed)
+	}
+
 	h, err := op.Health(ctx)
 	if err != nil || h.Status != "ok" {
 		t.Fatalf("health %v %+v", err, h)
