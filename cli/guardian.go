@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/custos-wallet/custos/api"
+	"github.com/custos-wallet/custos/chain"
 	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/internal/httpapi"
 	"github.com/custos-wallet/custos/node/admin"
@@ -328,13 +329,21 @@ func writePending(w io.Writer, p *admin.PendingRequest) {
 	row("chain", fmt.Sprint(p.ChainID))
 	row("from (key)", p.Key.Hex())
 	row("kind", p.Kind)
+	typed := p.Kind == chain.KindTypedData.String()
 	if p.To != nil {
-		row("to", p.To.Hex())
+		if typed {
+			row("verifying contract", p.To.Hex())
+		} else {
+			row("to", p.To.Hex())
+		}
 	}
 	if p.Value != "" {
 		row("value", p.ValueEther+" ether ("+p.Value+" wei)")
 	}
-	if p.Method != "" || p.Selector != "" {
+	switch {
+	case typed && p.Method != "":
+		row("primary type", p.Method)
+	case p.Method != "" || p.Selector != "":
 		row("method", strings.TrimSpace(p.Method+" "+p.Selector))
 	}
 	for _, t := range p.Tokens {
