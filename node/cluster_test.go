@@ -315,6 +315,38 @@ func TestGuardianQueueAndApproval(t *testing.T) {
 	}
 	_, sig := signWith(t, c, s, id, "guarded", good)
 	recovers(t, digestOf(t, s), sig, key.Address)
+	if _, err := c.guardian().PendingRequest(ctx, id); err == nil {
+		t.Fatal("a signed request is still in the guardian queue")
+	}
+
+	// A denial by the guardian ends the request's wait and is sent on;
+	// one by a stranger is refused.
+	s2, id2 := request(t, c.w.bot, key, vendor, millis(600))
+	if r := c.send(c.guardian(), &control.Message{Type: control.TypePending, Pending: &control.Pending{RequestID: id2, Request: s2, Tier: "guarded"}}); r.Refusal != nil {
+		t.Fatal(r.Refusal)
+	}
+	deny := func(k *ecdsa.PrivateKey) api.Denial {
+		dn := policy.Denial{RequestID: id2, Digest: digestOf(t, s2), Reason: "not this vendor today", Issued: time.Now().UTC().Truncate(time.Second)}
+		sig, err := policy.SignTypedData(k, dn.TypedData(c.w.walletID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return api.DenialFrom(policy.SignedDenial{Denial: dn, Signature: sig})
+	}
+	stranger, _ := crypto.GenerateKey()
+	if _, err := c.guardian().Deny(ctx, deny(stranger)); err == nil {
+		t.Fatal("a stranger's denial was taken")
+	}
+	dd, err := c.guardian().Deny(ctx, deny(c.w.alice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dd.Forwarded) != 1 {
+		t.Fatalf("denial delivery: %+v", dd)
+	}
+	if _, err := c.guardian().PendingRequest(ctx, id2); err == nil {
+		t.Fatal("a denied request is still in the guardian queue")
+	}
 }
 
 func TestFreezeHoldsAndOneGuardianCannotUnfreeze(t *testing.T) {

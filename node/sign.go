@@ -497,6 +497,7 @@ func (n *Node) runSign(ctx context.Context, s *session) {
 			Fields: map[string]string{"session": s.id.String(), "quorum": joinMembers(s.members)}})
 		n.mu.Lock()
 		s.finishLocked(control.StateDone, control.Result{Signature: sig[:]})
+		delete(n.queue, s.request) // signed: nothing waits for the human any more
 		n.mu.Unlock()
 		n.metrics.sessions.WithLabelValues(kindSign, "done").Inc()
 		return
