@@ -452,8 +452,9 @@ func (c *Coordinator) approved(b *reqBody) (bool, time.Duration) {
 		return false, time.Hour
 	}
 	if _, err := p.VerifyApprovals(b.target(), live, b.Tier.policy(), now); err != nil {
-		// Enough approvals but the delay runs: look again soon.
-		return false, min(5*time.Second, b.Tier.Delay)
+		// Enough approvals but the delay runs (or one no longer
+		// verifies): look again soon, or at the next approval.
+		return false, max(time.Second, min(5*time.Second, b.Tier.Delay))
 	}
 	return true, 0
 }
