@@ -292,18 +292,27 @@ func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 		ln.Close()
 		return nil, fmt.Errorf("admin: place socket at %s: %w", path, err)
 	}
-	return &unixListener{UnixListener: ln, path: path}, nil
+	fi, err := os.Lstat(path)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin: socket at %s: %w", path, err)
+	}
+	return &unixListener{UnixListener: ln, path: path, file: fi}, nil
 }
 
-// unixListener removes its socket file when closed.
+// unixListener removes its socket file when closed, unless another
+// server's socket has replaced it since.
 type unixListener struct {
 	*net.UnixListener
 	path string
+	file os.FileInfo
 }
 
 func (l *unixListener) Close() error {
 	err := l.UnixListener.Close()
-	os.Remove(l.path)
+	if fi, serr := os.Lstat(l.path); serr == nil && os.SameFile(fi, l.file) {
+		os.Remove(l.path)
+	}
 	return err
 }
 

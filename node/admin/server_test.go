@@ -265,6 +265,16 @@ func TestUnixSocketMode(t *testing.T) {
 	if len(ents) != 1 {
 		t.Fatalf("directory holds %d entries, want the socket only", len(ents))
 	}
+	// Closing removes the socket.
+	s1, _ := NewServer(&shapeBackend{}, Config{Addr: "unix://" + filepath.Join(dir, "other.sock")})
+	ln, err := s1.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	if _, err := os.Lstat(filepath.Join(dir, "other.sock")); !os.IsNotExist(err) {
+		t.Fatalf("socket left after close: %v", err)
+	}
 	// A second server on the same live socket is refused.
 	s2, err := NewServer(&shapeBackend{}, Config{Addr: "unix://" + path})
 	if err != nil {
