@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,7 +39,7 @@ func (g *Guardian) String() string { return "guardian " + g.Address().Hex() }
 // OpenKeystore decrypts a go-ethereum keystore file (the V3 JSON a geth
 // account, Clef or many wallets export).
 func OpenKeystore(file, password string) (*Guardian, error) {
-	b, err := os.ReadFile(file)
+	b, err := readSmall(file, 64<<10)
 	if err != nil {
 		return nil, fmt.Errorf("keystore: %w", err)
 	}
@@ -99,7 +100,7 @@ func ImportKeystore(file, password string, key *ecdsa.PrivateKey, light bool) (*
 // ReadPassword reads a password file: its content without the final line
 // break.
 func ReadPassword(file string) (string, error) {
-	b, err := os.ReadFile(file)
+	b, err := readSmall(file, 4<<10)
 	if err != nil {
 		return "", fmt.Errorf("password file: %w", err)
 	}
@@ -222,4 +223,23 @@ func UnfreezeSigners(wallet common.Hash, u api.Unfreeze) ([]common.Address, erro
 func FreezeID(wallet common.Hash, f api.Freeze) (common.Hash, error) {
 	pf, _ := f.Policy()
 	return pf.ID(wallet)
+}
+
+// readSmall reads a file of at most limit bytes: a keystore, a password or
+// a token is small, and a path mistyped to something large is an error,
+// not a read of it all.
+func readSmall(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return b, nil
 }

@@ -371,7 +371,7 @@ func ReadTokenFile(path string) (string, error) {
 	if fi.Mode().Perm()&0o077 != 0 {
 		return "", fmt.Errorf("admin: token file %s has mode %#o: make it readable by its owner only (chmod 600)", path, fi.Mode().Perm())
 	}
-	b, err := os.ReadFile(path)
+	b, err := readSmall(path, 4<<10)
 	if err != nil {
 		return "", fmt.Errorf("admin: token file: %w", err)
 	}
