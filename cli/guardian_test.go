@@ -685,3 +685,47 @@ func TestApprovalOutlivesTheTierDelay(t *testing.T) {
 		t.Fatal("approved a request that expires within the tier's delay")
 	}
 }
+
+func TestGuardianUnfreezeSignaturesMustAgree(t *testing.T) {
+	h := newHarness(t)
+	target := "key:" + walletKey.Hex()
+	if code, _, errs := h.run("", args("guardian", "freeze", "--target", target, "--reason", "odd", "--yes", h.as("alice"))...); code != 0 {
+		t.Fatal(errs)
+	}
+	_, bob, _ := h.run("", args("guardian", "unfreeze", "--target", target, "--sign-only", "--yes", h.as("bob"))...)
+	// Carol's unfreeze of the same freeze, signed at another second, is
+	// another message: the two cannot be combined.
+	var cu api.Unfreeze
+	json.Unmarshal([]byte(bob), &cu)
+	cu.Issued = cu.Issued.Add(-time.Second)
+	cu.Signatures = nil
+	cu, err := admin.NewGuardian(testKey("carol")).SignUnfreeze(h.backend.pol.WalletID(), cu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	carol, _ := json.Marshal(cu)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{args("guardian", "unfreeze", "--add-signature", bob, "--add-signature", string(carol), "--yes", h.as("alice")), "is for another unfreeze"},
+		{args("guardian", "unfreeze", "--add-signature", bob, "--target", "all", "--yes", h.as("alice")), "but the added signatures unfreeze"},
+		{args("guardian", "unfreeze", "--add-signature", bob, "--freeze", "0x"+strings.Repeat("00", 31)+"01", "--yes", h.as("alice")), "but the added signatures lift"},
+		{args("guardian", "unfreeze", "--add-signature", filepath.Join(h.dir, "no-such-file"), "--yes", h.as("alice")), "no-such-file"},
+	} {
+		code, _, errs := h.run("", c.args...)
+		if code == 0 || !strings.Contains(errs, c.want) {
+			t.Errorf("%d %s, want %q", code, errs, c.want)
+		}
+	}
+	if len(h.backend.eng.Freezes()) != 1 {
+		t.Fatal("the freeze was lifted")
+	}
+	// Carol's own signature combined with Alice's (same message) lifts it.
+	if code, _, errs := h.run("", args("guardian", "unfreeze", "--add-signature", string(carol), "--yes", h.as("alice"))...); code != 0 {
+		t.Fatalf("carol and alice: %s", errs)
+	}
+	if len(h.backend.eng.Freezes()) != 0 {
+		t.Fatal("the freeze is still there")
+	}
+}
