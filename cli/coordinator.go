@@ -168,3 +168,20 @@ func (f *restFlags) client(env *Env, opts client.Options) (*client.Client, error
 	}
 	return client.New(url, opts)
 }
+
+// parseAll parses flags wherever they stand among the arguments
+// ("keys show KEY --json" as well as "keys show --json KEY") and returns
+// the positional arguments.
+func parseAll(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}

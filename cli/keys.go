@@ -153,11 +153,11 @@ func keysList(ctx context.Context, env *Env, args []string) error {
 	return nil
 }
 
-func keyArg(fs interface{ Arg(int) string }, n int, name string) (ids.KeyID, error) {
-	if n != 1 {
+func keyArg(pos []string, name string) (ids.KeyID, error) {
+	if len(pos) != 1 {
 		return ids.KeyID{}, Usagef("%s needs one key (key:0x… or an address)", name)
 	}
-	k, err := ids.ParseKeyID(fs.Arg(0))
+	k, err := ids.ParseKeyID(pos[0])
 	if err != nil {
 		return ids.KeyID{}, Usagef("%v", err)
 	}
@@ -167,10 +167,11 @@ func keyArg(fs interface{ Arg(int) string }, n int, name string) (ids.KeyID, err
 func keysShow(ctx context.Context, env *Env, args []string) error {
 	fs := NewFlags(env, "keys show", "keys show KEY")
 	rf := addRESTFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseAll(fs, args)
+	if err != nil {
 		return err
 	}
-	k, err := keyArg(fs, fs.NArg(), "keys show")
+	k, err := keyArg(pos, "keys show")
 	if err != nil {
 		return err
 	}
@@ -197,10 +198,11 @@ func keysReshare(ctx context.Context, env *Env, args []string) error {
 	threshold := fs.Int("threshold", -1, "the new threshold t")
 	authFile := fs.String("authorization", "", "the guardians' signed reshare authorisation (JSON, as custos guardian writes it; - for stdin)")
 	wait := fs.Bool("wait", true, "wait until the reshare ends")
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseAll(fs, args)
+	if err != nil {
 		return err
 	}
-	k, err := keyArg(fs, fs.NArg(), "keys reshare")
+	k, err := keyArg(pos, "keys reshare")
 	if err != nil {
 		return err
 	}

@@ -27,13 +27,14 @@ func runRequests(ctx context.Context, env *Env, args []string) error {
 	rf := addRESTFlags(fs)
 	credFile := fs.String("credential", "", "read as this agent (credential file) instead of with an operator token")
 	timeout := fs.Duration("timeout", 10*time.Minute, "wait: how long to wait for a final state")
-	if err := fs.Parse(rest); err != nil {
+	pos, err := parseAll(fs, rest)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		return Usagef("%s needs one request id", name)
 	}
-	id, err := ids.ParseRequestID(fs.Arg(0))
+	id, err := ids.ParseRequestID(pos[0])
 	if err != nil {
 		return Usagef("%v", err)
 	}
