@@ -69,7 +69,7 @@ func TestBadInputOverREST(t *testing.T) {
 			if json.Unmarshal(tc.body, &m) == nil {
 				if k, _ := m["idempotency_key"].(string); k != "" && len(k) < 200 {
 					id := control.RequestID(agentBot, k)
-					err := c.call(ctx, "GET", "/v1/requests/"+string(id), nil, "", nil)
+					err := c.call(ctx, "GET", "/v1/requests/"+string(id), nil, c.opToken, nil)
 					if !errors.As(err, &re) || re.Status != 404 {
 						t.Errorf("GET the refused request %s: %v, want 404", id, err)
 					}

@@ -76,9 +76,24 @@ func TestFreezeAndQuorumUnfreeze(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("quorum unfreeze: exit %d\n%s%s", code, out, errOut)
 	}
+	var lifted struct {
+		Unfreeze api.Unfreeze        `json:"unfreeze"`
+		Result   *admin.FreezeResult `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(out), &lifted); err != nil || lifted.Result == nil || !lifted.Result.Applied {
+		t.Fatalf("quorum unfreeze --json: %v\n%s", err, out)
+	}
+	// The node sends it on to the coordinator, which pushes it to every
+	// member (a member takes an unfreeze only from a coordinator).
+	if len(lifted.Result.Acknowledged) == 0 {
+		t.Errorf("the quorum's unfreeze was acknowledged by nobody: %+v", lifted.Result)
+	}
 	frozen = false
 	r = c.submit(t, c.w.bot, hotKey.ID, idem("thawed"), c.w.unsignedTx(t, hotKey.Address, vendor1, eth(1)))
 	r = c.waitState(t, r.ID)
+	if r.State != api.StateSigned {
+		t.Fatalf("after the quorum's unfreeze: %s (refused by %s)", describeRequest(r), c.nameOf(r.Member))
+	}
 	c.mine(t, signedTx(t, r, hotKey, vendor1, eth(1)))
 }
 

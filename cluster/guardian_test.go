@@ -246,6 +246,9 @@ func (c *cluster) auditHas(t *testing.T, name string, id ids.RequestID, rule str
 			return true
 		}
 	}
+	for _, e := range entries {
+		t.Logf("%s audit: %s", name, e.Describe())
+	}
 	return false
 }
 

@@ -19,7 +19,7 @@ import (
 	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/node"
 	"github.com/custos-wallet/custos/p2p"
-	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/custos-wallet/custos/tss"
 	"github.com/goccy/go-yaml"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -265,7 +265,9 @@ func (c *cluster) startNode(name string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	n, err := node.New(cfg, node.Options{Logger: c.logger(name), Generate: p.gen.Generate})
+	// A member gone mid-session is given up on after 30s rather than the
+	// engine's 60s: the crash tests wait for it.
+	n, err := node.New(cfg, node.Options{Logger: c.logger(name), Generate: p.gen.Generate, TSS: tss.Config{IdleTimeout: 30 * time.Second}})
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
@@ -391,5 +393,3 @@ func waitFor(ctx context.Context, every time.Duration, cond func() (bool, error)
 		}
 	}
 }
-
-var _ = crypto.PubkeyToAddress

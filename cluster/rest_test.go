@@ -136,7 +136,7 @@ func (c *cluster) submitBody(t *testing.T, cred *agentauth.Credential, body []by
 func (c *cluster) request(t *testing.T, id ids.RequestID) *api.Request {
 	t.Helper()
 	var r api.Request
-	if err := c.call(context.Background(), "GET", "/v1/requests/"+string(id), nil, "", &r); err != nil {
+	if err := c.call(context.Background(), "GET", "/v1/requests/"+string(id), nil, c.opToken, &r); err != nil {
 		t.Fatalf("request %s: %v", id, err)
 	}
 	return &r
@@ -150,7 +150,7 @@ func (c *cluster) waitState(t *testing.T, id ids.RequestID, states ...string) *a
 	var last *api.Request
 	err := waitFor(ctx, 200*time.Millisecond, func() (bool, error) {
 		var r api.Request
-		if err := c.call(ctx, "GET", "/v1/requests/"+string(id)+"/wait?timeout=10s", nil, "", &r); err != nil {
+		if err := c.call(ctx, "GET", "/v1/requests/"+string(id)+"/wait?timeout=10s", nil, c.opToken, &r); err != nil {
 			return false, err
 		}
 		last = &r
