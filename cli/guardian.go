@@ -192,6 +192,21 @@ func warnIfNotGuardian(env *Env, w *admin.Wallet, g *admin.Guardian) {
 	fmt.Fprintf(env.Stderr, "Warning: %s is not a guardian of this wallet's policy v%d; the nodes will refuse its signature.\n", g.Address().Hex(), w.PolicyVersion)
 }
 
+// checkPending decodes the payload bytes the node sent and refuses to
+// approve when the node's description or digest is not theirs. A node
+// that sends no bytes gets a warning: its human then relies on its word.
+func checkPending(env *Env, p *admin.PendingRequest) error {
+	err := admin.CheckPending(p)
+	switch {
+	case err == nil:
+		return nil
+	case len(p.Payload) == 0:
+		fmt.Fprintf(env.Stderr, "Warning: %v; the details above are the node's word.\n", err)
+		return nil
+	}
+	return fmt.Errorf("not signing: %w", err)
+}
+
 // maxReason is the longest reason the admin API takes.
 const maxReason = 1024
 
@@ -417,6 +432,9 @@ func guardianApprove(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	writePending(env.Stderr, p)
+	if err := checkPending(env, p); err != nil {
+		return err
+	}
 	warnIfNotGuardian(env, wallet, g)
 	if err := confirm(env, sf.yes, fmt.Sprintf("Approve this request as %s?", g.Address().Hex())); err != nil {
 		return err
@@ -506,6 +524,9 @@ func guardianDeny(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	writePending(env.Stderr, p)
+	if err := admin.CheckPending(p); err != nil {
+		fmt.Fprintf(env.Stderr, "Warning: %v\n", err)
+	}
 	warnIfNotGuardian(env, wallet, g)
 	if err := confirm(env, sf.yes, fmt.Sprintf("Deny this request as %s?", g.Address().Hex())); err != nil {
 		return err

@@ -729,3 +729,28 @@ func TestGuardianUnfreezeSignaturesMustAgree(t *testing.T) {
 		t.Fatal("the freeze is still there")
 	}
 }
+
+func TestGuardianApproveChecksTheNodesDescription(t *testing.T) {
+	h := newHarness(t)
+	// The node shows another recipient than the bytes pay.
+	h.backend.mu.Lock()
+	other := common.HexToAddress("0x9999999999999999999999999999999999999999")
+	h.backend.pending[h.pending.RequestID].Tokens[0].Recipient = &other
+	h.backend.mu.Unlock()
+	code, _, errs := h.run("", args("guardian", "approve", string(h.pending.RequestID), "--yes", h.as("alice"))...)
+	if code != 1 || !strings.Contains(errs, "not signing: the request's description does not match its payload bytes") {
+		t.Fatalf("approve a misdescribed request: %d %s", code, errs)
+	}
+	if n := len(h.backend.approvals[h.pending.RequestID]); n != 0 {
+		t.Fatalf("%d approvals of a misdescribed request", n)
+	}
+	// A node that sends no bytes: the human is warned and may go on.
+	h.backend.mu.Lock()
+	h.backend.pending[h.pending.RequestID].Tokens[0].Recipient = &vendor
+	h.backend.pending[h.pending.RequestID].Payload = nil
+	h.backend.mu.Unlock()
+	code, _, errs = h.run("", args("guardian", "approve", string(h.pending.RequestID), "--yes", h.as("alice"))...)
+	if code != 0 || !strings.Contains(errs, "the node's word") {
+		t.Fatalf("approve without bytes: %d %s", code, errs)
+	}
+}

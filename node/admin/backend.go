@@ -22,6 +22,7 @@ import (
 	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/store"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/signer/core/apitypes"
 )
 
@@ -111,6 +112,10 @@ type PendingRequest struct {
 	Tokens []TokenMove `json:"tokens,omitempty"`
 	// Summary is the payload's one-line description (chain.Payload.Describe).
 	Summary string `json:"summary"`
+	// Payload is the exact bytes the agent asked to sign (as
+	// chain.Payload.Bytes), so the guardian's own tools can decode them,
+	// recompute the digest and check this description (CheckPending).
+	Payload hexutil.Bytes `json:"payload,omitempty"`
 	// Tier, the approvals it needs and its delay; RuleID and Reason are the
 	// rule that asked for approval.
 	Tier      string           `json:"tier"`

@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"errors"
+	"fmt"
 	"math/big"
 	"strings"
 
@@ -25,6 +27,7 @@ func DescribePayload(pol *policy.Policy, p *chain.Payload) PendingRequest {
 	d := p.Digest()
 	out.Digest = common.Hash(d)
 	out.Summary = p.Describe()
+	out.Payload = p.Bytes()
 	tokens := tokensOf(pol)
 	var spends []chain.Spend
 	if tx := p.Tx(); tx != nil {
@@ -120,4 +123,62 @@ func FormatUnits(v *big.Int, dec int) string {
 		s = "-" + s
 	}
 	return s
+}
+
+// CheckPending decodes p.Payload itself and checks that the request's
+// digest and description are those of these bytes: what a guardian's tool
+// runs before it signs, so that a node cannot show its human one thing and
+// have them approve the digest of another. Token symbols and units are the
+// node's policy's and are checked only against the base-unit amounts.
+func CheckPending(p *PendingRequest) error {
+	if len(p.Payload) == 0 {
+		return errors.New("the node sent no payload bytes to check its description against")
+	}
+	var kind chain.Kind
+	for _, k := range []chain.Kind{chain.KindTransaction, chain.KindTypedData, chain.KindPersonalMessage} {
+		if k.String() == p.Kind {
+			kind = k
+		}
+	}
+	if kind == 0 {
+		return fmt.Errorf("unknown payload kind %q", p.Kind)
+	}
+	payload, err := chain.Parse(kind, new(big.Int).SetUint64(p.ChainID), p.Payload)
+	if err != nil {
+		return fmt.Errorf("the payload bytes do not decode: %w", err)
+	}
+	own := DescribePayload(nil, payload)
+	var bad []string
+	diff := func(what, node, mine string) {
+		if node != mine {
+			bad = append(bad, fmt.Sprintf("%s: the node says %q, the bytes say %q", what, node, mine))
+		}
+	}
+	diff("digest", p.Digest.Hex(), own.Digest.Hex())
+	diff("chain", fmt.Sprint(p.ChainID), fmt.Sprint(own.ChainID))
+	diff("to", addrText(p.To), addrText(own.To))
+	diff("value", p.Value, own.Value)
+	diff("value in ether", p.ValueEther, own.ValueEther)
+	diff("method", p.Method, own.Method)
+	diff("selector", p.Selector, own.Selector)
+	diff("summary", p.Summary, own.Summary)
+	if len(p.Tokens) != len(own.Tokens) {
+		bad = append(bad, fmt.Sprintf("token movements: the node shows %d, the bytes make %d", len(p.Tokens), len(own.Tokens)))
+	} else {
+		for i := range own.Tokens {
+			n, m := p.Tokens[i], own.Tokens[i]
+			diff(fmt.Sprintf("token movement %d", i+1), n.Token.Hex()+" "+n.Kind+" "+n.Raw+" to "+addrText(n.Recipient), m.Token.Hex()+" "+m.Kind+" "+m.Raw+" to "+addrText(m.Recipient))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("the request's description does not match its payload bytes: %s", strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+func addrText(a *common.Address) string {
+	if a == nil {
+		return ""
+	}
+	return a.Hex()
 }

@@ -113,3 +113,36 @@ func TestDescribePayload(t *testing.T) {
 		}
 	})
 }
+
+func TestCheckPending(t *testing.T) {
+	pol := usdcPolicy(t)
+	vendor := common.HexToAddress("0x1111111111111111111111111111111111111111")
+	honest := DescribePayload(pol, parseTx(t, usdc, new(big.Int), transferData(vendor, big.NewInt(5_000_000))))
+	honest.Tier, honest.RuleID = "guarded", "r"
+	if err := CheckPending(&honest); err != nil {
+		t.Fatalf("honest description: %v", err)
+	}
+	other := common.HexToAddress("0x9999999999999999999999999999999999999999")
+	for name, c := range map[string]struct {
+		edit func(p *PendingRequest)
+		want string
+	}{
+		"digest":    {func(p *PendingRequest) { p.Digest = common.Hash{1} }, "digest"},
+		"recipient": {func(p *PendingRequest) { p.Tokens[0].Recipient = &other }, "token movement 1"},
+		"amount":    {func(p *PendingRequest) { p.Tokens[0].Raw = "5" }, "token movement 1"},
+		"no token":  {func(p *PendingRequest) { p.Tokens = nil }, "shows 0, the bytes make 1"},
+		"to":        {func(p *PendingRequest) { p.To = &other }, "to:"},
+		"summary":   {func(p *PendingRequest) { p.Summary = "a small payment" }, "summary"},
+		"chain":     {func(p *PendingRequest) { p.ChainID = 5 }, "chain"},
+		"bytes":     {func(p *PendingRequest) { p.Payload = p.Payload[:len(p.Payload)-1] }, "do not decode"},
+		"kind":      {func(p *PendingRequest) { p.Kind = "raw" }, "unknown payload kind"},
+		"none":      {func(p *PendingRequest) { p.Payload = nil }, "no payload bytes"},
+	} {
+		p := honest
+		p.Tokens = append([]TokenMove(nil), honest.Tokens...)
+		c.edit(&p)
+		if err := CheckPending(&p); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error naming %q", name, err, c.want)
+		}
+	}
+}
