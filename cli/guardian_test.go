@@ -754,3 +754,42 @@ func TestGuardianApproveChecksTheNodesDescription(t *testing.T) {
 		t.Fatalf("approve without bytes: %d %s", code, errs)
 	}
 }
+
+func TestGuardianOverTCPWithToken(t *testing.T) {
+	h := newHarness(t)
+	tokenFile := filepath.Join(h.dir, "admin.token")
+	if _, err := admin.WriteTokenFile(tokenFile); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := admin.NewServer(h.backend, admin.Config{Addr: "http://127.0.0.1:0", TokenFile: tokenFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := srv.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+	addr := "http://" + ln.Addr().String()
+
+	code, _, errs := h.run("", "guardian", "pending", "--admin", addr)
+	if code != 1 || !strings.Contains(errs, "--token-file") {
+		t.Fatalf("without the token: %d %s", code, errs)
+	}
+	code, out, errs := h.run("", "guardian", "pending", "--admin", addr, "--token-file", tokenFile)
+	if code != 0 || !strings.Contains(out, string(h.pending.RequestID)) {
+		t.Fatalf("with the token: %d %s %s", code, out, errs)
+	}
+	code, _, errs = h.run("", "guardian", "approve", string(h.pending.RequestID), "--admin", addr, "--token-file", tokenFile, "--yes",
+		"--keystore", filepath.Join(h.dir, "alice.json"), "--password-file", filepath.Join(h.dir, "alice.pw"))
+	if code != 0 {
+		t.Fatalf("approve over TCP: %s", errs)
+	}
+	code, _, _ = h.run("", "guardian", "approve", "-h")
+	if code != 0 {
+		t.Fatalf("approve -h: %d", code)
+	}
+}
