@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/big"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"github.com/custos-wallet/custos/internal/testfixtures"
 	"github.com/custos-wallet/custos/node"
 	"github.com/custos-wallet/custos/policy"
+	"github.com/custos-wallet/custos/store"
 	"github.com/custos-wallet/custos/tss"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
@@ -167,18 +169,30 @@ rules:
 	if err := os.WriteFile(cfgPath, []byte(coordYAML.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ccfg, err := LoadConfig(cfgPath, nil)
-	if err != nil {
-		t.Fatal(err)
+	stop := func() {}
+	start := func() *Coordinator {
+		ccfg, err := LoadConfig(cfgPath, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		co, err := New(ccfg, Options{Chain: sim.Client()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- co.Run(cctx) }()
+		stop = func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+			stop = func() {}
+		}
+		return co
 	}
-	co, err := New(ccfg, Options{Chain: sim.Client()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cctx, cancel := context.WithCancel(ctx)
-	coDone := make(chan error, 1)
-	go func() { coDone <- co.Run(cctx) }()
-	t.Cleanup(func() { cancel(); <-coDone })
+	co := start()
+	t.Cleanup(func() { stop() })
 
 	for i, p := range procs {
 		b, err := os.ReadFile(p.cfg)
@@ -375,6 +389,42 @@ rules:
 	}
 	if signed.State != api.StateSigned || len(signed.Attempts) != 1 || len(signed.Attempts[0].Quorum) != 3 {
 		t.Fatalf("approved request: %+v", signed)
+	}
+
+	// A coordinator that crashed after the session started and before it
+	// recorded the outcome: on restart it asks the session's members for
+	// their result first and takes the signature from it, with no second
+	// session.
+	stop()
+	st, err := store.Open(filepath.Join(coordDir, "data"), store.KeyFile(filepath.Join(coordDir, "store.key")), store.Options{MustExist: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.UpdateRequest(ctx, r.ID, func(rec *store.RequestRecord) error {
+		var b reqBody
+		if err := json.Unmarshal(rec.Body, &b); err != nil {
+			return err
+		}
+		b.View.State, b.View.Signature, b.View.RawTransaction, b.View.TxHash, b.View.Broadcast = api.StateSigning, nil, nil, nil, false
+		b.View.Attempts[0].State, b.View.Attempts[0].Ended = attRunning, time.Time{}
+		rec.State = b.View.State
+		rec.Body, err = json.Marshal(b)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	co = start()
+	op, _ = client.New(co.URL(), client.Options{Token: testToken})
+	resumed, err := op.WaitFinal(wctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resumed.State != api.StateSigned || hexutil.Encode(resumed.Signature) != hexutil.Encode(r.Signature) ||
+		len(resumed.Attempts) != 1 || resumed.Attempts[0].State != attDone || hexutil.Encode(resumed.RawTransaction) != hexutil.Encode(r.RawTransaction) {
+		t.Fatalf("resumed after a crash: %+v", resumed)
 	}
 
 	h, err := op.Health(ctx)
