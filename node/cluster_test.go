@@ -427,6 +427,10 @@ func TestPolicyNodeKilledMidSigning(t *testing.T) {
 	if after := reservationRows(t, pol, id); len(after) != len(before) {
 		t.Fatalf("reservation rows %d after restart, %d before", len(after), len(before))
 	}
+	// The session id of the interrupted session stays used after the
+	// restart (the store remembers it, not only the process).
+	s2, id2 := request(t, c.w.bot, key, vendor, millis(1))
+	expectRefused(t, "restarted policy node", c.send(pol, propose(sid, id2, s2, c.memberIDs(), "hot")), CheckSession)
 	_, sig := signWith(t, c, s, id, "hot")
 	recovers(t, digestOf(t, s), sig, key.Address)
 	rows := reservationRows(t, pol, id)
@@ -458,6 +462,46 @@ func reservationRows(t *testing.T, n *testNode, id ids.RequestID) []policy.Recor
 		}
 	}
 	return out
+}
+
+// TestTierTheKeyCannotGrant uses a 2-of-3 key whose agent and policy
+// shares sign alone (guardian floor 0): it signs hot requests with the two
+// of them, and no node joins a guarded request on it, even with the
+// guardian in the quorum and its approval, since the guardian's share is
+// not needed for a signature.
+func TestTierTheKeyCannotGrant(t *testing.T) {
+	c, _ := shared(t)
+	key, err := c.keygenThreshold(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key.GuardianFloor != 0 {
+		t.Fatalf("key %s: want guardian floor 0", key.Describe())
+	}
+	s, id := request(t, c.w.bot, key, vendor, millis(500))
+	a := c.approve(t, c.w.alice, id, digestOf(t, s), key)
+	for _, n := range c.nodes {
+		expectRefused(t, n.name, c.send(n, propose(ids.NewSessionID(), id, s, c.memberIDs(), "guarded", a)), CheckTier)
+		assertNoReservation(t, n, id)
+	}
+	// Two of three sign a hot payment.
+	s, id = request(t, c.w.bot, key, vendor, millis(3))
+	sid := ids.NewSessionID()
+	q := []ids.MemberID{c.agent().Self(), c.policy().Self()}
+	two := []*testNode{c.agent(), c.policy()}
+	for _, n := range two {
+		expectJoined(t, n.name, c.send(n, propose(sid, id, s, q, "hot")))
+	}
+	res, err := c.run(sid, two, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if r.State != control.StateDone {
+			t.Fatalf("%s: %+v", two[i].name, r)
+		}
+		recovers(t, digestOf(t, s), r.Signature, key.Address)
+	}
 }
 
 // TestReshare moves the key to the same members under a fresh sharing:
@@ -656,7 +700,7 @@ func TestChecksNamedInRefusals(t *testing.T) {
 		}
 		assertNoReservation(t, c.policy(), id)
 		st := c.send(c.guardian(), &control.Message{Type: control.TypeStatus, Status: &control.StatusQuery{}})
-		if st.Status == nil || st.Status.Role != ids.RoleGuardian || st.Status.Guardian != addr(c.w.alice).Hex() || len(st.Status.Keys) != 1 || st.Status.PolicyVersion != 1 {
+		if st.Status == nil || st.Status.Role != ids.RoleGuardian || st.Status.Guardian != addr(c.w.alice).Hex() || len(st.Status.Keys) == 0 || st.Status.PolicyVersion != 1 {
 			t.Fatalf("status: %+v", st.Status)
 		}
 	})

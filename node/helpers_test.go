@@ -146,6 +146,13 @@ func (c *cluster) memberIDs() []ids.MemberID {
 	return out
 }
 
+// fixtureOrder is the pre-parameter fixtures each node draws, in order:
+// the shared keygen (0, 1, 2), the floor-0 keygen (3, 4, 5) and the
+// reshare (6, 0, 1). A node never draws a fixture twice (its store
+// refuses a set it handed out once) and the members of one session draw
+// distinct ones (a session refuses a copied range-proof setup).
+var fixtureOrder = [][]int{{0, 3, 6}, {1, 4, 0}, {2, 5, 1}}
+
 // fixtureGen hands out a node's fixtures in order, then waits.
 type fixtureGen struct {
 	mu   sync.Mutex
@@ -245,7 +252,7 @@ func newCluster(dir string) (*cluster, error) {
 		if err := cfg.Validate(); err != nil {
 			return nil, err
 		}
-		tn := &testNode{cfg: cfg, gen: &fixtureGen{list: []int{i, i + 3}}, logs: &syncBuffer{}, name: names[i]}
+		tn := &testNode{cfg: cfg, gen: &fixtureGen{list: fixtureOrder[i]}, logs: &syncBuffer{}, name: names[i]}
 		c.nodes = append(c.nodes, tn)
 		if err := c.start(tn); err != nil {
 			return nil, err
@@ -398,8 +405,12 @@ func TestMain(m *testing.M) {
 
 // keygen runs a 3-of-3 key generation (threshold 2) through the protocol
 // and checks every member reports the same key.
-func (c *cluster) keygen() (tss.KeyInfo, error) {
-	committee := tss.Committee{Threshold: 2}
+func (c *cluster) keygen() (tss.KeyInfo, error) { return c.keygenThreshold(2) }
+
+// keygenThreshold runs a key generation among the three nodes with
+// threshold t.
+func (c *cluster) keygenThreshold(t int) (tss.KeyInfo, error) {
+	committee := tss.Committee{Threshold: t}
 	for _, n := range c.nodes {
 		committee.Members = append(committee.Members, tss.Member{ID: n.Self(), Role: n.Role()})
 	}
