@@ -69,6 +69,7 @@ type env struct {
 	outsider  *ecdsa.PrivateKey
 	members   []ids.MemberID
 	key       tss.KeyInfo
+	keyPriv   *ecdsa.PrivateKey // the key's secret: only a test has one
 	wallet    common.Hash
 	cancelRun context.CancelFunc
 	runDone   chan error
@@ -97,7 +98,11 @@ rules: []
 }
 
 // newEnv writes a configuration, opens a coordinator and runs it.
-func newEnv(t *testing.T, extra string) *env {
+func newEnv(t *testing.T, extra string) *env { return newEnvWith(t, extra, nil) }
+
+// newEnvWith is newEnv whose members are given addresses by addrs (nil:
+// addresses nothing listens on) before the configuration is written.
+func newEnvWith(t *testing.T, extra string, addrs func(e *env) []string) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), clock: &clock{t: time.Now().UTC().Truncate(time.Second)}}
 	var err error
@@ -118,6 +123,10 @@ func newEnv(t *testing.T, extra string) *env {
 	for _, n := range []string{"agent", "policy", "guardian"} {
 		e.members = append(e.members, memberID(t, e.dir, n))
 	}
+	memberAddrs := []string{"/ip4/127.0.0.1/tcp/9", "/ip4/127.0.0.1/tcp/9", "/ip4/127.0.0.1/tcp/9"}
+	if addrs != nil {
+		memberAddrs = addrs(e)
+	}
 	keyFile := filepath.Join(e.dir, "store.key")
 	if err := os.WriteFile(keyFile, []byte(strings.Repeat("ab", 32)), 0o600); err != nil {
 		t.Fatal(err)
@@ -127,14 +136,14 @@ store_key: {file: store.key}
 listen: [/ip4/127.0.0.1/tcp/0]
 http: {listen: "127.0.0.1:0"}
 members:
-  - {id: %s, role: agent, addrs: [/ip4/127.0.0.1/tcp/9]}
-  - {id: %s, role: policy, addrs: [/ip4/127.0.0.1/tcp/9]}
-  - {id: %s, role: guardian, addrs: [/ip4/127.0.0.1/tcp/9]}
+  - {id: %s, role: agent, addrs: [%s]}
+  - {id: %s, role: policy, addrs: [%s]}
+  - {id: %s, role: guardian, addrs: [%s]}
 operators: [{name: ops, token: %s}]
 chain: {chain_id: %d}
 policy: {genesis_hash: "%s"}
 timeouts: {propose: 2s, probe: 1s, session: 5s}
-%s`, e.members[0], e.members[1], e.members[2], testToken, testChainID, e.wallet.Hex(), extra)
+%s`, e.members[0], memberAddrs[0], e.members[1], memberAddrs[1], e.members[2], memberAddrs[2], testToken, testChainID, e.wallet.Hex(), extra)
 	if err := os.WriteFile(filepath.Join(e.dir, "coordinator.yaml"), []byte(e.cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -191,6 +200,7 @@ func (e *env) close() {
 // keys only from keygens it ran; no node runs here).
 func (e *env) addKey() {
 	k, _ := crypto.GenerateKey()
+	e.keyPriv = k
 	cm := tss.Committee{Threshold: 1, Members: []tss.Member{
 		{ID: e.members[0], Role: ids.RoleAgent}, {ID: e.members[1], Role: ids.RolePolicy}, {ID: e.members[2], Role: ids.RoleGuardian}}}.Canonical()
 	e.key = tss.KeyInfo{Address: crypto.PubkeyToAddress(k.PublicKey), PublicKey: crypto.FromECDSAPub(&k.PublicKey),

@@ -1,0 +1,281 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/custos-wallet/custos/api"
+	"github.com/custos-wallet/custos/control"
+	"github.com/custos-wallet/custos/ids"
+	"github.com/custos-wallet/custos/p2p"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// scripted is a member played by the test over real libp2p: for the
+// faults no honest node makes (a failed session blaming a member, a forged
+// signature) and to see exactly what the coordinator asks, in what order.
+// Everything else is answered as a node answers.
+type scripted struct {
+	id   ids.MemberID
+	role ids.Role
+	node *p2p.Node
+
+	mu sync.Mutex
+	// guarded by mu
+	log     []string                          // "type session" in arrival order
+	results map[ids.SessionID]*control.Result // what Result answers, once started
+	onStart func(s ids.SessionID) *control.Result
+	refuse  func(m *control.Message) *control.Refusal
+}
+
+func (s *scripted) record(m *control.Message) {
+	var sess string
+	switch m.Type {
+	case control.TypePropose:
+		sess = m.Propose.Session.String()
+	case control.TypeStart:
+		sess = m.Start.Session.String()
+	case control.TypeResult:
+		sess = m.Result.Session.String()
+	case control.TypeAbort:
+		sess = m.Abort.Session.String()
+	}
+	s.log = append(s.log, strings.TrimSpace(string(m.Type)+" "+sess))
+}
+
+func (s *scripted) calls(kind string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, l := range s.log {
+		if strings.HasPrefix(l, kind+" ") {
+			out = append(out, strings.TrimPrefix(l, kind+" "))
+		}
+	}
+	return out
+}
+
+func (s *scripted) handle(e *env) p2p.Handler {
+	return func(ctx context.Context, from peer.ID, req []byte) ([]byte, error) {
+		m, err := control.Decode(req)
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		s.record(m)
+		refuse := s.refuse
+		s.mu.Unlock()
+		if refuse != nil {
+			if r := refuse(m); r != nil {
+				r.Member = s.id
+				return control.EncodeReply(&control.Reply{Refusal: r})
+			}
+		}
+		var rep control.Reply
+		switch m.Type {
+		case control.TypeStatus:
+			st := &control.Status{Member: s.id, Role: s.role}
+			if s.role == ids.RoleGuardian {
+				st.Guardian = crypto.PubkeyToAddress(e.guardian.PublicKey).Hex()
+			}
+			rep.Status = st
+		case control.TypeEvaluate:
+			pr, err := api.ParseSigned(m.Evaluate.Request, e.clock.Now())
+			if err != nil {
+				return nil, err
+			}
+			rep.Decision = &control.Decision{Verdict: "allow", RuleID: "scripted", Reason: "scripted", Tier: "solo",
+				Roles: []ids.Role{ids.RolePolicy}, Digest: pr.Payload.Digest()}
+		case control.TypePropose:
+			rep.Join = &control.Join{Member: s.id}
+		case control.TypeStart:
+			s.mu.Lock()
+			if s.onStart != nil {
+				s.results[m.Start.Session] = s.onStart(m.Start.Session)
+			}
+			s.mu.Unlock()
+		case control.TypeResult:
+			s.mu.Lock()
+			r, ok := s.results[m.Result.Session]
+			s.mu.Unlock()
+			if !ok {
+				r = &control.Result{State: control.StateUnknown}
+			}
+			c := *r
+			c.Member, c.Session = s.id, m.Result.Session
+			rep.Result = &c
+		}
+		return control.EncodeReply(&rep)
+	}
+}
+
+// newScriptedEnv runs the env's three members as scripted members.
+func newScriptedEnv(t *testing.T) (*env, map[ids.Role]*scripted) {
+	members := map[ids.Role]*scripted{}
+	var coordID peer.ID
+	e := newEnvWith(t, "", func(e *env) []string {
+		k, err := p2p.LoadOrCreateIdentity(filepath.Join(e.dir, "data", "identity.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		coordID, _ = peer.IDFromPrivateKey(k)
+		coord := p2p.Member{ID: coordID}
+		var addrs []string
+		for i, role := range []ids.Role{ids.RoleAgent, ids.RolePolicy, ids.RoleGuardian} {
+			key, err := p2p.LoadIdentity(filepath.Join(e.dir, string([]string{"agent", "policy", "guardian"}[i])+".key"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			port := freePort(t)
+			addr := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)
+			n, err := p2p.New(p2p.Config{Identity: key, ListenAddrs: []string{addr}, Coordinators: []p2p.Member{coord},
+				Sessions: p2p.NewMemorySessionRegistry()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { n.Close() })
+			s := &scripted{id: e.members[i], role: role, node: n, results: map[ids.SessionID]*control.Result{}}
+			if err := n.RegisterHandler(control.Protocol, control.MaxMessage, s.handle(e)); err != nil {
+				t.Fatal(err)
+			}
+			members[role] = s
+			addrs = append(addrs, addr)
+		}
+		return addrs
+	})
+	return e, members
+}
+
+// TestRetryExcludesCulprits: a session that fails blaming a member is
+// retried under the same request id with a fresh session id and a quorum
+// without that member, and only after every member of the failed session
+// reported it ended; a member that reports a signature that does not
+// verify gives no signed request; the quorum is the same for the same
+// inputs.
+func TestRetryExcludesCulprits(t *testing.T) {
+	e, m := newScriptedEnv(t)
+	ctx := context.Background()
+	digestSig := func(r *api.Request) []byte {
+		sig, err := crypto.Sign(r.Digest[:], e.keyPriv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sig
+	}
+	var (
+		mu       sync.Mutex
+		sessions []ids.SessionID
+		req      *api.Request
+	)
+	forged := make([]byte, 65)
+	// First session: the policy member reports failure blaming the agent,
+	// the agent reports a forged signature. Second: a good signature.
+	for _, s := range m {
+		s.onStart = func(sess ids.SessionID) *control.Result {
+			mu.Lock()
+			defer mu.Unlock()
+			if !slices.Contains(sessions, sess) {
+				sessions = append(sessions, sess)
+			}
+			if sess == sessions[0] {
+				if s.role == ids.RoleAgent {
+					return &control.Result{State: control.StateDone, Signature: forged}
+				}
+				return &control.Result{State: control.StateFailed, Failure: "misbehaviour", Culprits: []ids.MemberID{m[ids.RoleAgent].id}}
+			}
+			return &control.Result{State: control.StateDone, Signature: digestSig(req)}
+		}
+	}
+	r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	req = r
+	mu.Unlock()
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	got, err := e.op.WaitFinal(wctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != api.StateSigned || len(got.Attempts) != 2 {
+		t.Fatalf("request: %s %s attempts %+v", got.State, got.Reason, got.Attempts)
+	}
+	first, second := got.Attempts[0], got.Attempts[1]
+	wantFirst := []ids.MemberID{m[ids.RoleAgent].id, m[ids.RolePolicy].id}
+	slices.Sort(wantFirst)
+	if !slices.Equal(first.Quorum, wantFirst) || first.State != attFailed || !slices.Contains(first.Culprits, m[ids.RoleAgent].id) {
+		t.Fatalf("first attempt %+v, want quorum %v failed blaming the agent", first, wantFirst)
+	}
+	if slices.Contains(second.Quorum, m[ids.RoleAgent].id) || !slices.Contains(second.Quorum, m[ids.RolePolicy].id) || second.Session == first.Session {
+		t.Fatalf("second attempt %+v", second)
+	}
+	if err := e.key.Committee.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// The second session was proposed only after the first one's members
+	// were asked for its result and reported it ended.
+	pol := m[ids.RolePolicy]
+	pol.mu.Lock()
+	log := slices.Clone(pol.log)
+	pol.mu.Unlock()
+	lastFirst, firstSecond := -1, -1
+	for i, l := range log {
+		if strings.HasSuffix(l, first.Session.String()) {
+			lastFirst = i
+		}
+		if firstSecond < 0 && strings.HasSuffix(l, second.Session.String()) {
+			firstSecond = i
+		}
+	}
+	if lastFirst < 0 || firstSecond < lastFirst || !strings.HasPrefix(log[firstSecond], "propose") {
+		t.Fatalf("sessions overlap at the policy member: %v", log)
+	}
+	if len(m[ids.RoleAgent].calls("propose")) != 1 {
+		t.Fatalf("the blamed agent was proposed again: %v", m[ids.RoleAgent].calls("propose"))
+	}
+}
+
+// TestRefusalEndsRequest: a member's policy refusal ends the request as
+// denied with that member's rule id and reason, and the members that
+// joined are told to drop the proposal.
+func TestRefusalEndsRequest(t *testing.T) {
+	e, m := newScriptedEnv(t)
+	ctx := context.Background()
+	m[ids.RolePolicy].refuse = func(msg *control.Message) *control.Refusal {
+		if msg.Type == control.TypePropose {
+			return &control.Refusal{RuleID: "daily-budget", Reason: "budget of 0.5 ether over 24h exceeded"}
+		}
+		return nil
+	}
+	r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	got, err := e.op.WaitFinal(wctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != api.StateDenied || got.RuleID != "daily-budget" || got.Member != m[ids.RolePolicy].id || !strings.Contains(got.Reason, "exceeded") {
+		t.Fatalf("refused request: %+v", got)
+	}
+	if len(got.Attempts) != 1 || got.Attempts[0].State != attRefused {
+		t.Fatalf("attempts %+v", got.Attempts)
+	}
+	if p, a := m[ids.RoleAgent].calls("propose"), m[ids.RoleAgent].calls("abort"); len(p) != 1 || len(a) != 1 || p[0] != a[0] {
+		t.Fatalf("agent: proposals %v aborts %v", p, a)
+	}
+	if len(m[ids.RoleAgent].calls("start")) != 0 {
+		t.Fatal("a session started after a refusal")
+	}
+}
