@@ -319,3 +319,13 @@ func (e *env) raw(method, path string, body []byte, prepare func(*http.Request))
 func (e *env) signedBy(cred *agentauth.Credential, body []byte) func(*http.Request) {
 	return func(r *http.Request) { cred.SignHTTP(r, body, e.clock.Now()) }
 }
+
+// policyFreeze is a freeze of everything signed by k.
+func policyFreeze(t *testing.T, e *env, k *ecdsa.PrivateKey) api.Freeze {
+	f := policy.Freeze{Target: policy.TargetAll, Reason: "test", Issued: e.clock.Now()}
+	sig, err := policy.SignTypedData(k, f.TypedData(e.wallet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return api.FreezeFrom(f, sig)
+}

@@ -11,9 +11,14 @@ import (
 	"time"
 
 	"github.com/custos-wallet/custos/api"
+	"github.com/custos-wallet/custos/client"
 	"github.com/custos-wallet/custos/control"
 	"github.com/custos-wallet/custos/ids"
+	"github.com/custos-wallet/custos/internal/httpapi"
 	"github.com/custos-wallet/custos/p2p"
+	"github.com/custos-wallet/custos/policy"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -55,7 +60,7 @@ func (s *scripted) calls(kind string) []string {
 	defer s.mu.Unlock()
 	var out []string
 	for _, l := range s.log {
-		if strings.HasPrefix(l, kind+" ") {
+		if l == kind || strings.HasPrefix(l, kind+" ") {
 			out = append(out, strings.TrimPrefix(l, kind+" "))
 		}
 	}
@@ -277,5 +282,91 @@ func TestRefusalEndsRequest(t *testing.T) {
 	}
 	if len(m[ids.RoleAgent].calls("start")) != 0 {
 		t.Fatal("a session started after a refusal")
+	}
+}
+
+// TestApprovalsFromMembers: a guardian member forwards its human's
+// approval over the control protocol and it is recorded; the same message
+// from a member that is not a guardian is refused, and so is a freeze
+// signed by someone who is not a guardian.
+func TestApprovalsFromMembers(t *testing.T) {
+	e, m := newScriptedEnv(t)
+	ctx := context.Background()
+	r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := e.approval(e.guardian, r.ID, r.Digest)
+	send := func(from *scripted, msg *control.Message) *control.Reply {
+		t.Helper()
+		b, err := control.Encode(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := from.node.Request(ctx, e.c.ID(), control.Protocol, b, control.MaxMessage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := control.DecodeReply(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	approval := &control.Message{Type: control.TypeApproval, Approval: &control.ApprovalMsg{Approval: &a}}
+	if rep := send(m[ids.RoleAgent], approval); rep.Refusal == nil || !strings.Contains(rep.Refusal.Reason, "guardian members") {
+		t.Fatalf("approval from the agent member: %+v", rep)
+	}
+	if rep := send(m[ids.RoleGuardian], approval); rep.Refusal != nil {
+		t.Fatalf("approval from the guardian member: %+v", rep.Refusal)
+	}
+	got, err := e.op.Request(ctx, r.ID)
+	if err != nil || len(got.Approvers) != 1 {
+		t.Fatalf("approvals after the guardian's: %v %+v", err, got.Approvers)
+	}
+	f := policyFreeze(t, e, e.outsider)
+	if rep := send(m[ids.RoleGuardian], &control.Message{Type: control.TypeFreeze, Freeze: &f}); rep.Refusal == nil || !strings.Contains(rep.Refusal.Reason, "not a guardian") {
+		t.Fatalf("freeze by an outsider: %+v", rep)
+	}
+	f = policyFreeze(t, e, e.guardian)
+	if rep := send(m[ids.RoleGuardian], &control.Message{Type: control.TypeFreeze, Freeze: &f}); rep.Refusal != nil {
+		t.Fatalf("a guardian's freeze: %+v", rep.Refusal)
+	}
+	// The coordinator carries it on to every member.
+	for i := 0; i < 200 && len(m[ids.RolePolicy].calls("freeze")) == 0; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(m[ids.RolePolicy].calls("freeze")) == 0 {
+		t.Fatal("the freeze was not carried to the policy member")
+	}
+
+	// Over REST: the same checks, and the answer says who acknowledged.
+	anon, _ := client.New(e.c.URL(), client.Options{})
+	if _, err := anon.Freeze(ctx, policyFreeze(t, e, e.outsider)); !client.IsCode(err, httpapi.CodeBadRequest) {
+		t.Fatalf("REST freeze by an outsider: %v", err)
+	}
+	pushed, err := anon.Freeze(ctx, policyFreeze(t, e, e.guardian))
+	if err != nil || len(pushed.Members) != 3 {
+		t.Fatalf("REST freeze: %v %+v", err, pushed)
+	}
+	for _, a := range pushed.Members {
+		if !a.Accepted {
+			t.Fatalf("not acknowledged: %+v", a)
+		}
+	}
+	u := policy.Unfreeze{Target: policy.TargetAll, Freeze: common.HexToHash("0x01"), Issued: e.clock.Now()}
+	usig, _ := policy.SignTypedData(e.outsider, u.TypedData(e.wallet))
+	if _, err := anon.Unfreeze(ctx, api.Unfreeze{Target: u.Target, Freeze: u.Freeze, Issued: u.Issued, Signatures: []hexutil.Bytes{usig}}); !client.IsCode(err, httpapi.CodeBadRequest) {
+		t.Fatalf("unfreeze by an outsider: %v", err)
+	}
+	if _, err := anon.Unfreeze(ctx, api.Unfreeze{Target: u.Target, Freeze: u.Freeze, Issued: u.Issued}); !client.IsCode(err, httpapi.CodeBadRequest) || !strings.Contains(err.Error(), "needs 1") {
+		t.Fatalf("unfreeze without signatures: %v", err)
+	}
+	usig, _ = policy.SignTypedData(e.guardian, u.TypedData(e.wallet))
+	if _, err := anon.Unfreeze(ctx, api.Unfreeze{Target: u.Target, Freeze: u.Freeze, Issued: u.Issued, Signatures: []hexutil.Bytes{usig}}); err != nil {
+		t.Fatalf("a quorum's unfreeze: %v", err)
+	}
+	if len(m[ids.RoleAgent].calls("unfreeze")) != 1 {
+		t.Fatalf("unfreeze not pushed: %v", m[ids.RoleAgent].log)
 	}
 }
