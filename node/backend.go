@@ -32,6 +32,25 @@ func (n *Node) pending(ctx context.Context, p *control.Pending) error {
 	if n.set.role != ids.RoleGuardian {
 		return refusef(CheckMessage, "this node is a %s node; only guardian nodes keep a queue for their human", n.set.role)
 	}
+	if err := n.enqueue(ctx, p, n.now()); err != nil {
+		return err
+	}
+	if err := n.saveQueued(ctx, p); err != nil {
+		return err
+	}
+	var desc admin.PendingRequest
+	n.mu.Lock()
+	if q, ok := n.queue[p.RequestID]; ok {
+		desc = q.desc
+	}
+	n.mu.Unlock()
+	n.audit(ctx, store.Entry{Kind: store.AuditRequest, RequestID: p.RequestID, Decision: "pending", RuleID: desc.RuleID,
+		Fields: map[string]string{"tier": desc.Tier, "digest": desc.Digest.Hex(), "summary": desc.Summary}})
+	return nil
+}
+
+// enqueue checks a pending request and puts it in the queue in memory.
+func (n *Node) enqueue(ctx context.Context, p *control.Pending, received time.Time) error {
 	parsed, err := api.ParseSigned(p.Request, n.now())
 	if err != nil {
 		return refusef(CheckRequest, "%v", err)
@@ -55,7 +74,7 @@ func (n *Node) pending(ctx context.Context, p *control.Pending) error {
 	if claimed, ok := findTier(pol, p.Tier); ok && claimed.Rank > d.Tier.Rank {
 		desc.Tier, desc.Approvals, desc.Delay = claimed.Name, claimed.Approvals, control.Duration(claimed.Delay)
 	}
-	desc.Received, desc.Expiry = n.now().UTC(), parsed.Expiry
+	desc.Received, desc.Expiry = received.UTC(), parsed.Expiry
 	q := &queued{desc: desc, target: policy.ApprovalTarget{RequestID: p.RequestID, Digest: desc.Digest, ChainID: parsed.Payload.ChainID(), Key: parsed.Key.Address()}}
 	n.mu.Lock()
 	if old, ok := n.queue[p.RequestID]; ok {
@@ -63,8 +82,6 @@ func (n *Node) pending(ctx context.Context, p *control.Pending) error {
 	}
 	n.queue[p.RequestID] = q
 	n.mu.Unlock()
-	n.audit(ctx, store.Entry{Kind: store.AuditRequest, RequestID: p.RequestID, Decision: "pending", RuleID: d.RuleID,
-		Fields: map[string]string{"tier": desc.Tier, "digest": desc.Digest.Hex(), "summary": desc.Summary}})
 	return nil
 }
 
@@ -75,14 +92,19 @@ var _ admin.Backend = (*Node)(nil)
 func (n *Node) Pending(ctx context.Context) ([]admin.PendingRequest, error) {
 	now := n.now()
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	out := []admin.PendingRequest{}
+	var expired []ids.RequestID
 	for id, q := range n.queue {
 		if !q.desc.Expiry.After(now) {
 			delete(n.queue, id)
+			expired = append(expired, id)
 			continue
 		}
 		out = append(out, q.desc)
+	}
+	n.mu.Unlock()
+	for _, id := range expired {
+		n.dequeue(ctx, id)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].Received.Equal(out[j].Received) {
@@ -162,6 +184,7 @@ func (n *Node) Deny(ctx context.Context, dn api.Denial) (*admin.Delivery, error)
 	n.mu.Lock()
 	delete(n.queue, dn.RequestID)
 	n.mu.Unlock()
+	n.dequeue(ctx, dn.RequestID)
 	n.audit(ctx, store.Entry{Kind: store.AuditApproval, RequestID: dn.RequestID, Decision: "denied", Fields: map[string]string{
 		"guardian": by.Hex(), "reason": dn.Reason}})
 	d := &admin.Delivery{RequestID: dn.RequestID, Guardian: by}

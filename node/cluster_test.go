@@ -464,6 +464,45 @@ func reservationRows(t *testing.T, n *testNode, id ids.RequestID) []policy.Recor
 	return out
 }
 
+// TestGuardianQueueSurvivesRestart: a request waiting for a human is
+// still waiting after its guardian node restarts.
+func TestGuardianQueueSurvivesRestart(t *testing.T) {
+	c, key := shared(t)
+	ctx := context.Background()
+	s, id := request(t, c.w.bot, key, vendor, millis(700))
+	if r := c.send(c.guardian(), &control.Message{Type: control.TypePending, Pending: &control.Pending{RequestID: id, Request: s, Tier: "guarded", RuleID: "larger-payments"}}); r.Refusal != nil {
+		t.Fatal(r.Refusal)
+	}
+	g := c.guardian()
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.start(g); err != nil {
+		t.Fatal(err)
+	}
+	p, err := g.PendingRequest(ctx, id)
+	if err != nil {
+		t.Fatalf("after a restart: %v", err)
+	}
+	if p.Digest != digestOf(t, s) || p.Tier != "guarded" {
+		t.Fatalf("queued after restart: %+v", p)
+	}
+	a := c.approve(t, c.w.alice, id, digestOf(t, s), key)
+	if _, err := g.Approve(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	signWith(t, c, s, id, "guarded", a)
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.start(g); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.PendingRequest(ctx, id); err == nil {
+		t.Fatal("a signed request came back to the queue after a restart")
+	}
+}
+
 // TestTierTheKeyCannotGrant uses a 2-of-3 key whose agent and policy
 // shares sign alone (guardian floor 0): it signs hot requests with the two
 // of them, and no node joins a guarded request on it, even with the

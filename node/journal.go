@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/custos-wallet/custos/control"
 	"github.com/custos-wallet/custos/ids"
@@ -62,23 +63,7 @@ func (n *Node) saveRequest(ctx context.Context, id ids.RequestID, state string, 
 	if err != nil {
 		return err
 	}
-	ctx = context.WithoutCancel(ctx)
-	now := n.now().UTC()
-	_, created, err := n.st.CreateRequest(ctx, store.RequestRecord{ID: id, State: state, Body: body, Created: now, Updated: now})
-	if err != nil && !errors.Is(err, store.ErrExists) {
-		return fmt.Errorf("node: journal %s: %w", id, err)
-	}
-	if created {
-		return nil
-	}
-	_, err = n.st.UpdateRequest(ctx, id, func(r *store.RequestRecord) error {
-		r.State, r.Body, r.Updated = state, body, now
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("node: journal %s: %w", id, err)
-	}
-	return nil
+	return n.saveRecord(ctx, id, state, body)
 }
 
 // putSession journals a session record, logging a failure.
@@ -148,7 +133,7 @@ func (n *Node) saveState(ctx context.Context, eng *policy.Engine) error {
 // reserved twice.
 func (n *Node) recoverJournal(ctx context.Context) error {
 	open, err := n.st.Requests(ctx, func(r store.RequestRecord) bool {
-		return r.State != reqSigned
+		return r.State != reqSigned && !isQueueRecord(r.ID)
 	})
 	if err != nil {
 		return fmt.Errorf("node: read journal: %w", err)
@@ -185,5 +170,76 @@ func (n *Node) recoverJournal(ctx context.Context) error {
 		n.log.Warn("failed a session interrupted by a restart", "request", rec.ID, "session", rs.Session, "reservation", outcome)
 	}
 	// Keygens and reshares interrupted by the restart.
+	return nil
+}
+
+// The guardian queue is journalled too, under its own id prefix, so a
+// request waiting hours for a human survives a restart of its node.
+const (
+	queuePrefix   = "queue/"
+	queueWaiting  = "queued"
+	queueFinished = "dequeued"
+)
+
+func queueRecordID(id ids.RequestID) ids.RequestID { return ids.RequestID(queuePrefix + string(id)) }
+
+func isQueueRecord(id ids.RequestID) bool { return strings.HasPrefix(string(id), queuePrefix) }
+
+// saveQueued journals a pending request as the coordinator sent it.
+func (n *Node) saveQueued(ctx context.Context, p *control.Pending) error {
+	body, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	return n.saveRecord(ctx, queueRecordID(p.RequestID), queueWaiting, body)
+}
+
+// dequeue marks a queued request finished (signed, denied or expired).
+func (n *Node) dequeue(ctx context.Context, id ids.RequestID) {
+	_, err := n.st.UpdateRequest(context.WithoutCancel(ctx), queueRecordID(id), func(r *store.RequestRecord) error {
+		r.State = queueFinished
+		return nil
+	})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		n.log.Error("journal guardian queue", "request", id, "err", err)
+	}
+}
+
+// reloadQueue puts the journalled guardian queue back, checking each
+// request again (an expired one is dropped).
+func (n *Node) reloadQueue(ctx context.Context) error {
+	recs, err := n.st.Requests(ctx, func(r store.RequestRecord) bool { return isQueueRecord(r.ID) && r.State == queueWaiting })
+	if err != nil {
+		return fmt.Errorf("node: read guardian queue: %w", err)
+	}
+	for _, r := range recs {
+		var p control.Pending
+		if err := json.Unmarshal(r.Body, &p); err != nil {
+			return fmt.Errorf("node: guardian queue record %s: %w", r.ID, err)
+		}
+		if err := n.enqueue(ctx, &p, r.Created); err != nil {
+			n.log.Info("dropped a queued request on restart", "request", p.RequestID, "reason", err)
+			n.dequeue(ctx, p.RequestID)
+		}
+	}
+	return nil
+}
+
+func (n *Node) saveRecord(ctx context.Context, id ids.RequestID, state string, body []byte) error {
+	ctx = context.WithoutCancel(ctx)
+	now := n.now().UTC()
+	_, created, err := n.st.CreateRequest(ctx, store.RequestRecord{ID: id, State: state, Body: body, Created: now, Updated: now})
+	if err != nil && !errors.Is(err, store.ErrExists) {
+		return fmt.Errorf("node: journal %s: %w", id, err)
+	}
+	if created {
+		return nil
+	}
+	if _, err := n.st.UpdateRequest(ctx, id, func(r *store.RequestRecord) error {
+		r.State, r.Body, r.Updated = state, body, now
+		return nil
+	}); err != nil {
+		return fmt.Errorf("node: journal %s: %w", id, err)
+	}
 	return nil
 }

@@ -174,6 +174,11 @@ func New(cfg *Config, opts Options) (*Node, error) {
 	if err := n.recoverJournal(n.ctx); err != nil {
 		return nil, err
 	}
+	if n.set.role == ids.RoleGuardian && n.engine != nil {
+		if err := n.reloadQueue(n.ctx); err != nil {
+			return nil, err
+		}
+	}
 	pn, err := p2p.New(p2p.Config{
 		Identity:     key,
 		ListenAddrs:  cfg.Listen,

@@ -499,6 +499,9 @@ func (n *Node) runSign(ctx context.Context, s *session) {
 		s.finishLocked(control.StateDone, control.Result{Signature: sig[:]})
 		delete(n.queue, s.request) // signed: nothing waits for the human any more
 		n.mu.Unlock()
+		if n.set.role == ids.RoleGuardian {
+			n.dequeue(bg, s.request)
+		}
 		n.metrics.sessions.WithLabelValues(kindSign, "done").Inc()
 		return
 	}
