@@ -393,3 +393,11 @@ func waitFor(ctx context.Context, every time.Duration, cond func() (bool, error)
 		}
 	}
 }
+
+// unixDialer dials a unix socket whatever the address asked for.
+func unixDialer(path string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}
+}
