@@ -636,11 +636,13 @@ func (c *Coordinator) abort(ctx context.Context, sess ids.SessionID, members []i
 
 // closeAttempt records the end of an attempt that gave no signature.
 func (c *Coordinator) closeAttempt(ctx context.Context, id ids.RequestID, sess ids.SessionID, state string, culprits []ids.MemberID, reason string) {
-	b, err := c.update(ctx, id, func(b *reqBody) error {
+	var quorum []ids.MemberID
+	_, err := c.update(ctx, id, func(b *reqBody) error {
 		for i := range b.View.Attempts {
 			a := &b.View.Attempts[i]
 			if a.Session == sess {
 				a.State, a.Culprits, a.Error, a.Ended = state, culprits, reason, c.now()
+				quorum = a.Quorum
 			}
 		}
 		b.Excluded = appendNew(b.Excluded, culprits...)
@@ -654,12 +656,11 @@ func (c *Coordinator) closeAttempt(ctx context.Context, id ids.RequestID, sess i
 		return
 	}
 	c.metrics.sessions.WithLabelValues(state).Inc()
-	fields := map[string]string{"session": sess.String(), "state": state, "reason": reason}
+	fields := map[string]string{"session": sess.String(), "state": state, "reason": reason, "quorum": joinIDs(quorum)}
 	if len(culprits) > 0 {
 		fields["culprits"] = joinIDs(culprits)
 	}
 	c.audit(ctx, store.Entry{Kind: store.AuditSession, RequestID: id, Decision: state, Fields: fields})
-	_ = b
 }
 
 func joinIDs(list []ids.MemberID) string {
@@ -918,6 +919,11 @@ func (c *Coordinator) signed(ctx context.Context, id ids.RequestID, b *reqBody, 
 	c.metrics.requests.WithLabelValues(api.StateSigned).Inc()
 	c.metrics.sessions.WithLabelValues(attDone).Inc()
 	fields := map[string]string{"session": sess.String(), "digest": nb.View.Digest.Hex(), "signature": hexutil.Encode(eth)}
+	for _, a := range nb.View.Attempts {
+		if a.Session == sess {
+			fields["quorum"] = joinIDs(a.Quorum)
+		}
+	}
 	if txHash != nil {
 		fields["tx_hash"] = txHash.Hex()
 	}

@@ -247,6 +247,15 @@ func TestRetryExcludesCulprits(t *testing.T) {
 	if len(m[ids.RoleAgent].calls("propose")) != 1 {
 		t.Fatalf("the blamed agent was proposed again: %v", m[ids.RoleAgent].calls("propose"))
 	}
+	// The audit log names the members of each session.
+	entries, err := e.op.Audit(ctx, client.AuditQuery{Member: string(m[ids.RoleAgent].id)})
+	if err != nil || len(entries) != 1 || entries[0].Kind != "session" || entries[0].Fields["culprits"] != string(m[ids.RoleAgent].id) {
+		t.Fatalf("audit entries naming the agent: %v %+v", err, entries)
+	}
+	entries, err = e.op.Audit(ctx, client.AuditQuery{Member: string(m[ids.RoleGuardian].id)})
+	if err != nil || len(entries) != 1 || entries[0].Kind != "signature" {
+		t.Fatalf("audit entries naming the guardian: %v %+v", err, entries)
+	}
 }
 
 // TestRefusalEndsRequest: a member's policy refusal ends the request as
