@@ -485,7 +485,10 @@ func (c *Coordinator) postPolicy(w http.ResponseWriter, r *http.Request, cl *cal
 		c.audit(r.Context(), store.Entry{Kind: store.AuditPolicy, Decision: "document", Fields: map[string]string{
 			"version": fmt.Sprint(d.Version), "hash": d.Hash.Hex(), "operator": cl.name}})
 	}
-	acks := c.push(r.Context(), &control.Message{Type: control.TypePolicy, Policy: &control.PolicyUpdate{Document: &pd}})
+	// Push the document as verified and stored: the same source again
+	// goes out with the signatures that made it current.
+	stored := api.PolicyDocumentFrom(d.Signed)
+	acks := c.push(r.Context(), &control.Message{Type: control.TypePolicy, Policy: &control.PolicyUpdate{Document: &stored}})
 	httpapi.WriteJSON(w, http.StatusOK, api.Pushed{Version: d.Version, Hash: d.Hash, Members: acks})
 	return nil
 }

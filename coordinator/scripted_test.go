@@ -379,3 +379,43 @@ func TestApprovalsFromMembers(t *testing.T) {
 		t.Fatalf("unfreeze not pushed: %v", m[ids.RoleAgent].log)
 	}
 }
+
+// TestDryRunAndPolicy: a dry run is a policy member's evaluation of a
+// request the agent signed for POST /v1/requests (a body signed for any
+// other endpoint is refused); the policy endpoint shows the document, and
+// a document the guardians did not sign is refused.
+func TestDryRunAndPolicy(t *testing.T) {
+	e, m := newScriptedEnv(t)
+	ctx := context.Background()
+	s := e.bot.Sign(api.SignRequestMethod, api.SignRequestPath, e.body(nil), e.clock.Now())
+	dr, err := e.op.DryRun(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dr.Decision.Tier != "solo" || dr.Decision.Member != m[ids.RolePolicy].id || dr.Digest == (common.Hash{}) {
+		t.Fatalf("dry run: %+v", dr)
+	}
+	if n := len(e.requests()); n != 0 {
+		t.Fatalf("a dry run stored %d requests", n)
+	}
+	other := e.bot.Sign("POST", "/v1/policy/dry-run", e.body(nil), e.clock.Now())
+	if _, err := e.op.DryRun(ctx, other); !client.IsCode(err, httpapi.CodeBadRequest) || !strings.Contains(err.Error(), "not POST /v1/requests") {
+		t.Fatalf("dry run of a body signed for another endpoint: %v", err)
+	}
+	p, err := e.op.Policy(ctx)
+	if err != nil || p.Version != 1 || p.WalletID != e.wallet || p.Hash != e.wallet {
+		t.Fatalf("policy: %v %+v", err, p)
+	}
+	doc := p.Document
+	doc.Source = strings.Replace(doc.Source, "version: 1", "version: 2", 1)
+	doc.Signatures = []hexutil.Bytes{make([]byte, 65)}
+	if _, err := e.op.ProposePolicy(ctx, doc); !client.IsCode(err, httpapi.CodeBadRequest) {
+		t.Fatalf("a document with a forged signature: %v", err)
+	}
+	// The current document again (whatever signatures come with it) is
+	// pushed again as it was verified, not refused.
+	pushed, err := e.op.ProposePolicy(ctx, p.Document)
+	if err != nil || len(pushed.Members) != 3 || !pushed.Members[0].Accepted {
+		t.Fatalf("the current document again: %v %+v", err, pushed)
+	}
+}
