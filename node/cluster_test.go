@@ -106,6 +106,14 @@ func TestKeygenThroughProtocolThenSign(t *testing.T) {
 	if r.Result == nil || !slices.Equal(r.Result.Signature, sig) {
 		t.Fatalf("result after signing: %+v", r)
 	}
+	// Once the session is forgotten in memory, the journal answers.
+	c.policy().sweep(time.Now().Add(time.Hour))
+	r = c.send(c.policy(), &control.Message{Type: control.TypeResult, Result: &control.ResultQuery{Session: sid}})
+	if r.Result == nil || r.Result.State != control.StateDone || !slices.Equal(r.Result.Signature, sig) {
+		t.Fatalf("result from the journal: %+v", r)
+	}
+	s2, id2 := request(t, c.w.bot, key, vendor, millis(1))
+	expectRefused(t, "policy after forgetting the session", c.send(c.policy(), propose(sid, id2, s2, c.memberIDs(), "hot")), CheckSession)
 }
 
 func hasAudit(entries []store.Entry, k store.AuditKind) bool {

@@ -26,6 +26,7 @@ import (
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"go.uber.org/goleak"
 )
 
 // The world of the node tests: three guardians (quorum 2), two agents, a
@@ -392,6 +393,9 @@ func tail(s string, n int) string {
 	return s
 }
 
+// TestMain closes the shared cluster and then fails the package when a
+// goroutine of a closed node is left (retried for a few seconds, since
+// some closes finish their goroutines shortly after they return).
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if sharedCluster != nil {
@@ -399,6 +403,19 @@ func TestMain(m *testing.M) {
 	}
 	if sharedDir != "" {
 		os.RemoveAll(sharedDir)
+	}
+	if code == 0 {
+		opts := []goleak.Option{goleak.IgnoreTopFunction("github.com/ipfs/go-log/writer.(*MirrorWriter).logRoutine")}
+		deadline := time.Now().Add(5 * time.Second)
+		err := goleak.Find(opts...)
+		for err != nil && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+			err = goleak.Find(opts...)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }

@@ -228,6 +228,11 @@ func (n *Node) Run(ctx context.Context) error {
 		defer n.wg.Done()
 		n.pruneLoop(n.ctx, time.Hour)
 	}()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.sweepLoop(n.ctx, time.Minute, 10*time.Minute)
+	}()
 	adminErr := make(chan error, 1)
 	if n.cfg.Admin.Socket != "" || n.cfg.Admin.TCP != "" {
 		n.wg.Add(1)
@@ -360,4 +365,32 @@ func (n *Node) AdminAddr() string {
 		return "unix://" + n.adminSocketPath()
 	}
 	return ""
+}
+
+// sweepLoop forgets, in memory, sessions that ended more than keep ago;
+// Result then answers from the journal.
+func (n *Node) sweepLoop(ctx context.Context, every, keep time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.sweep(time.Now().Add(-keep))
+	}
+}
+
+func (n *Node) sweep(before time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for id, s := range n.sessions {
+		if !s.ended.IsZero() && s.ended.Before(before) {
+			delete(n.sessions, id)
+			if n.requests[s.request] == id {
+				delete(n.requests, s.request)
+			}
+		}
+	}
 }

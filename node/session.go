@@ -47,6 +47,7 @@ type session struct {
 	timer       *time.Timer
 	cancel      context.CancelFunc
 	done        chan struct{} // closed once state is done or failed
+	ended       time.Time     // when done was closed
 }
 
 // snapshotLocked returns the session's result as a member reports it.
@@ -65,6 +66,7 @@ func (s *session) finishLocked(state string, r control.Result) {
 		return
 	}
 	s.state, s.result = state, r
+	s.ended = time.Now()
 	if s.timer != nil {
 		s.timer.Stop()
 	}

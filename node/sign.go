@@ -380,6 +380,7 @@ func (n *Node) dropProposal(s *session, why string) {
 	defer func() {
 		n.mu.Lock()
 		s.result = control.Result{Error: why, Failure: "aborted"}
+		s.ended = time.Now()
 		close(s.done)
 		n.mu.Unlock()
 	}()
