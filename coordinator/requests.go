@@ -254,6 +254,7 @@ func (c *Coordinator) finish(ctx context.Context, id ids.RequestID, state string
 // closes. It is the request's only driver (spawn), so no two sessions of
 // one request ever run from this coordinator at once.
 func (c *Coordinator) drive(ctx context.Context, id ids.RequestID) {
+	told := false // whether this driver told the guardians of a pending request
 	for ctx.Err() == nil {
 		wake := c.watch(string(id))
 		b, err := c.load(ctx, id)
@@ -274,10 +275,18 @@ func (c *Coordinator) drive(ctx context.Context, id ids.RequestID) {
 		untilExpiry := b.View.Expiry.Sub(c.now())
 		switch b.View.State {
 		case api.StateReceived:
+			told = true // evaluate tells the guardians when the tier needs them
 			if c.evaluate(ctx, id, b) {
 				sleep(ctx, min(2*time.Second, untilExpiry), wake)
 			}
 		case api.StatePendingApproval:
+			if !told {
+				// A driver that finds the request waiting (after a
+				// restart) tells the guardians again; their queues keep
+				// one entry per request.
+				c.retellGuardians(ctx, b)
+			}
+			told = true
 			ok, wait := c.approved(b)
 			if ok {
 				_, err := c.update(ctx, id, func(b *reqBody) error {
@@ -432,6 +441,16 @@ func (c *Coordinator) sendPending(ctx context.Context, ki tss.KeyInfo, b *reqBod
 			c.log.Warn("pending refused", "request", b.View.ID, "member", a.member, "reason", a.reply.Refusal.Reason)
 		}
 	}
+}
+
+// retellGuardians sends Pending again for a request found waiting.
+func (c *Coordinator) retellGuardians(ctx context.Context, b *reqBody) {
+	ki, err := c.keyInfo(ctx, b.View.Key)
+	if err != nil || b.View.Decision == nil {
+		return
+	}
+	d := b.View.Decision
+	c.sendPending(ctx, ki, b, &control.Decision{Tier: d.Tier, RuleID: d.RuleID, Reason: d.Reason})
 }
 
 // approved reports whether the request's approvals satisfy its tier, and
