@@ -3,8 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"os"
 	"strings"
 
 	"github.com/custos-wallet/custos/ids"
@@ -36,12 +34,7 @@ func runNode(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var log *slog.Logger
-	if f, ok := env.Stderr.(*os.File); ok {
-		log = cfg.Logger(f)
-	} else {
-		log = slog.New(slog.NewTextHandler(env.Stderr, nil))
-	}
+	log := cfg.Logger(env.Stderr)
 	n, err := node.New(cfg, node.Options{Logger: log, Getenv: env.Getenv})
 	if err != nil {
 		return err

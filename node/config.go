@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -403,7 +404,7 @@ func (c *Config) keySource(getenv func(string) string) store.KeySource {
 }
 
 // Logger makes the logger the configuration asks for, writing to w.
-func (c *Config) Logger(w *os.File) *slog.Logger {
+func (c *Config) Logger(w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
 	if c.parsed != nil {
 		opts.Level = c.parsed.logLevel

@@ -197,3 +197,43 @@ func TestInitThenStart(t *testing.T) {
 		t.Fatalf("start with another key: %v, want the wrong-key error", err)
 	}
 }
+
+func TestPassphraseKeySourceAndRoleMismatch(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "n")
+	_, path, err := Init(dir, InitOptions{Role: ids.RolePolicy, Listen: []string{"/ip4/127.0.0.1/tcp/0"},
+		GenesisHash: common.HexToHash("0x2222222222222222222222222222222222222222222222222222222222222222")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{EnvPassphraseEnv: "CUSTOS_PASSPHRASE", "CUSTOS_PASSPHRASE": "correct horse battery staple"}
+	getenv := func(k string) string { return env[k] }
+	c, err := LoadConfig(path, getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Admin = AdminConfig{}
+	idle := func(ctx context.Context) (*tss.PreParams, error) { <-ctx.Done(); return nil, ctx.Err() }
+	n, err := New(c, Options{Getenv: getenv, Generate: idle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	if _, err := os.Stat(filepath.Join(dir, "data", "keyparams.json")); err != nil {
+		t.Fatalf("the passphrase's salt and parameters are not beside the data: %v", err)
+	}
+	env["CUSTOS_PASSPHRASE"] = ""
+	if _, err := New(c, Options{Getenv: getenv, Generate: idle}); !errors.Is(err, store.ErrSealed) {
+		t.Fatalf("start without the passphrase: %v", err)
+	}
+	env["CUSTOS_PASSPHRASE"] = "wrong"
+	if _, err := New(c, Options{Getenv: getenv, Generate: idle}); !errors.Is(err, store.ErrWrongKey) {
+		t.Fatalf("start with a wrong passphrase: %v", err)
+	}
+	// A configuration whose member list has this node in another role.
+	env["CUSTOS_PASSPHRASE"] = "correct horse battery staple"
+	c.Members[0].Role = "agent"
+	c.parsed = nil
+	if _, err := New(c, Options{Getenv: getenv, Generate: idle}); err == nil || !strings.Contains(err.Error(), "role") {
+		t.Fatalf("start with its own member entry in another role: %v", err)
+	}
+}
