@@ -1,0 +1,37 @@
+package cli
+
+import (
+	"context"
+
+	"github.com/custos-wallet/custos/dev"
+	"github.com/custos-wallet/custos/devchain"
+)
+
+func init() {
+	register(&Command{
+		Name:    "dev",
+		Summary: "a whole local cluster on loopback (dev chain, coordinator, four nodes, keys, policy) in ./.custos-dev",
+		Run:     runDev,
+	})
+}
+
+func runDev(ctx context.Context, env *Env, args []string) error {
+	fs := NewFlags(env, "dev", "dev [--dir DIR] [--chain-listen HOST:PORT] [--http HOST:PORT] [--chain-id N]")
+	defDir := env.Getenv(dev.EnvDir)
+	if defDir == "" {
+		defDir = dev.DefaultDir
+	}
+	dir := fs.String("dir", defDir, "the dev directory, made on the first run and reused after (default $"+dev.EnvDir+" or "+dev.DefaultDir+")")
+	chainListen := fs.String("chain-listen", dev.DefaultChainListen, "first run: the dev chain's JSON-RPC address (port 0: any free port)")
+	httpListen := fs.String("http", dev.DefaultHTTPListen, "first run: the coordinator's REST address (port 0: any free port)")
+	chainID := fs.Uint64("chain-id", devchain.DefaultChainID, "first run: the dev chain's id")
+	cores := fs.Int("cores", 2, "cores the pre-parameter estimate assumes")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return Usagef("dev takes no arguments")
+	}
+	return dev.Run(ctx, dev.Options{Dir: *dir, ChainListen: *chainListen, HTTPListen: *httpListen, ChainID: *chainID,
+		Out: env.Stdout, Cores: *cores})
+}

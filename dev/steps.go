@@ -1,0 +1,254 @@
+package dev
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/custos-wallet/custos/api"
+	"github.com/custos-wallet/custos/devchain"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/params"
+)
+
+// Step is one printed next step: what it does and the command, exactly
+// as it runs (Args[0] is "custos" or "curl").
+type Step struct {
+	Say  string
+	Args []string
+}
+
+// RequestIDPlaceholder stands in a printed command for the id of a
+// request that an earlier step creates.
+const RequestIDPlaceholder = "REQUEST_ID"
+
+// The payments the printed steps make.
+var (
+	HotPayment     = new(big.Int).Mul(big.NewInt(5), big.NewInt(params.Ether/1000))   // 0.005 ETH: tier hot
+	GuardedPayment = new(big.Int).Mul(big.NewInt(500), big.NewInt(params.Ether/1000)) // 0.5 ETH: tier guarded
+)
+
+// HotSteps are the steps that work once the hot key exists. The payment
+// is built at the key's next nonce now, so print them afresh each run.
+func (c *Cluster) HotSteps(ctx context.Context) ([]Step, error) {
+	hot := c.Hot()
+	tx, err := c.paymentTx(ctx, hot.Address, Vendors[0], HotPayment)
+	if err != nil {
+		return nil, err
+	}
+	balance := fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["%s","latest"]}`, Vendors[0].Hex())
+	return []Step{
+		{Say: fmt.Sprintf("Vendor %s's balance on the dev chain (plain JSON-RPC: any Ethereum client works):", Vendors[0].Hex()),
+			Args: []string{"curl", "-s", "-H", "Content-Type: application/json", "--data", balance, c.ChainURL()}},
+		{Say: fmt.Sprintf("Pay that vendor %s ETH from the hot key, as the agent: tier hot, the agent and policy nodes sign with no human, and the transaction is mined:", formatEther(HotPayment)),
+			Args: c.signArgs(hot, tx, "--broadcast")},
+		{Say: "The keys, as the operator (committees, thresholds, guardian floors):",
+			Args: []string{"custos", "keys", "list", "--url", c.URL(), "--token-file", c.OperatorTokenFile()}},
+	}, nil
+}
+
+// VaultSteps are the steps of a guarded payment from the vault key: the
+// agent asks, guardian-1 approves with its keystore, the agent collects
+// and broadcasts.
+func (c *Cluster) VaultSteps(ctx context.Context) ([]Step, error) {
+	vault, ok := c.Vault()
+	if !ok {
+		return nil, fmt.Errorf("no vault key yet")
+	}
+	tx, err := c.paymentTx(ctx, vault.Address, Vendors[1], GuardedPayment)
+	if err != nil {
+		return nil, err
+	}
+	idem := fmt.Sprintf("dev-guarded-%d", time.Now().Unix())
+	admin := "unix://" + c.AdminSocket(NameGuardian1)
+	return []Step{
+		{Say: fmt.Sprintf("Ask to pay vendor %s %s ETH from the vault key: tier guarded, so it waits for one guardian:", Vendors[1].Hex(), formatEther(GuardedPayment)),
+			Args: c.signArgs(vault, tx, "--idempotency-key", idem, "--wait=false")},
+		{Say: "guardian-1's queue, with the request decoded by its own node (note the request id):",
+			Args: []string{"custos", "guardian", "pending", "--admin", admin}},
+		{Say: fmt.Sprintf("Approve it as guardian-1 (an EIP-712 signature by its keystore account; password %q, in %s), with the id in place of %s:", GuardianPassword, c.PasswordFile(), RequestIDPlaceholder),
+			Args: []string{"custos", "guardian", "approve", RequestIDPlaceholder, "--admin", admin, "--keystore", c.Keystore(NameGuardian1), "--password-file", c.PasswordFile()}},
+		{Say: "Collect the signature and broadcast (the same idempotency key returns the same request):",
+			Args: c.signArgs(vault, tx, "--idempotency-key", idem, "--broadcast")},
+	}, nil
+}
+
+func (c *Cluster) signArgs(k api.Key, tx string, extra ...string) []string {
+	args := []string{"custos", "sign", "--url", c.URL(), "--credential", c.CredentialFile(),
+		"--key", k.ID.String(), "--chain-id", fmt.Sprint(c.ChainID()), "--tx", tx}
+	return append(args, extra...)
+}
+
+// paymentTx is an unsigned payment from a key at its next nonce, as the
+// 0x-hex binary `custos sign --tx` takes.
+func (c *Cluster) paymentTx(ctx context.Context, from, to common.Address, value *big.Int) (string, error) {
+	nonce, err := c.eth.PendingNonceAt(ctx, from)
+	if err != nil {
+		return "", fmt.Errorf("nonce of %s: %w", from.Hex(), err)
+	}
+	feeCap, tip, err := c.fees(ctx)
+	if err != nil {
+		return "", err
+	}
+	tx := types.NewTx(&types.DynamicFeeTx{ChainID: c.chain.ChainID(), Nonce: nonce, To: &to, Value: value,
+		Gas: 21000, GasFeeCap: feeCap, GasTipCap: tip})
+	raw, err := tx.MarshalBinary()
+	if err != nil {
+		return "", err
+	}
+	return hexutil.Encode(raw), nil
+}
+
+// Summary describes the running cluster in a few lines.
+func (c *Cluster) Summary() string {
+	var b strings.Builder
+	acct, _ := devchain.DevAccount(0)
+	g1, _ := GuardianKey(1)
+	g2, _ := GuardianKey(2)
+	hot := c.Hot()
+	fmt.Fprintf(&b, "\n\n  dev chain (JSON-RPC)  %s  chain id %d; dev account 0 %s (key public: dev only)\n", c.ChainURL(), c.ChainID(), acct.Address.Hex())
+	fmt.Fprintf(&b, "  coordinator (REST)    %s/v1  operator token in %s\n", c.URL(), c.OperatorTokenFile())
+	fmt.Fprintf(&b, "  agent credential      %s (agent %s)\n", c.CredentialFile(), AgentID)
+	fmt.Fprintf(&b, "  guardian-1            %s  keystore %s\n", crypto.PubkeyToAddress(g1.PublicKey).Hex(), c.Keystore(NameGuardian1))
+	fmt.Fprintf(&b, "  guardian-2            %s  keystore %s\n", crypto.PubkeyToAddress(g2.PublicKey).Hex(), c.Keystore(NameGuardian2))
+	fmt.Fprintf(&b, "                        keystore password %q (in %s)\n", GuardianPassword, c.PasswordFile())
+	fmt.Fprintf(&b, "  guardian admin APIs   unix://%s, unix://%s\n", c.AdminSocket(NameGuardian1), c.AdminSocket(NameGuardian2))
+	fmt.Fprintf(&b, "  hot key               %s (agent, policy, guardian-1; any 2 sign; guardian floor %d)\n", hot.Address.Hex(), hot.GuardianFloor)
+	if v, ok := c.Vault(); ok {
+		fmt.Fprintf(&b, "  vault key             %s (all four; any 3 sign; guardian floor %d)\n", v.Address.Hex(), v.GuardianFloor)
+	} else {
+		fmt.Fprintf(&b, "  vault key             being made in the background (all four; any 3 sign; guardian floor 1)\n")
+	}
+	fmt.Fprintf(&b, "  policy                %s (hot: up to 0.01 ETH to the vendors; guarded: up to 1 ETH; vault: up to 100 ETH)\n", c.p.policySource())
+	fmt.Fprintf(&b, "  daemon logs           %s\n", c.p.log())
+	return b.String()
+}
+
+// FormatSteps prints steps numbered from first, each command quoted for
+// a POSIX shell.
+func FormatSteps(steps []Step, first int) string {
+	var b strings.Builder
+	for i, s := range steps {
+		fmt.Fprintf(&b, "\n%d. %s\n   %s\n", first+i, s.Say, ShellQuote(s.Args))
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+// ShellQuote joins args into one POSIX shell command line.
+func ShellQuote(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = quoteArg(a)
+	}
+	return strings.Join(q, " ")
+}
+
+func quoteArg(s string) string {
+	if s == "" {
+		return "''"
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_./:=@,+-%", r)) {
+			return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+		}
+	}
+	return s
+}
+
+func formatEther(wei *big.Int) string {
+	s := new(big.Rat).SetFrac(wei, big.NewInt(params.Ether)).FloatString(18)
+	s = strings.TrimRight(s, "0")
+	return strings.TrimSuffix(s, ".")
+}
+
+func readSignedPolicy(path string) (api.PolicyDocument, error) {
+	var d api.PolicyDocument
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return d, err
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		return d, fmt.Errorf("%s: %w", path, err)
+	}
+	return d, nil
+}
+
+// genTracker counts pre-parameter generations for the progress estimate.
+type genTracker struct {
+	cores int
+	prior time.Duration // one set's time on one free core, before any finished
+
+	mu      sync.Mutex
+	next    int
+	running map[int]time.Time // guarded by mu
+	done    []time.Duration   // guarded by mu
+}
+
+// begin counts a generation as started; the func it returns ends it.
+func (g *genTracker) begin() func(ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.running == nil {
+		g.running = map[int]time.Time{}
+	}
+	id := g.next
+	g.next++
+	start := time.Now()
+	g.running[id] = start
+	return func(ok bool) {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		delete(g.running, id)
+		if ok {
+			g.done = append(g.done, time.Since(start))
+		}
+	}
+}
+
+func (g *genTracker) completed() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.done)
+}
+
+// summary is one line of progress with an estimate: the mean time of the
+// sets done so far, or the prior stretched by how many share the cores.
+func (g *genTracker) summary() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := len(g.running)
+	if n == 0 {
+		return fmt.Sprintf("%d pre-parameter sets made; the members are taking them", len(g.done))
+	}
+	per := g.prior
+	if n > g.cores {
+		per = g.prior * time.Duration(n) / time.Duration(g.cores)
+	}
+	if len(g.done) > 0 {
+		var sum time.Duration
+		for _, d := range g.done {
+			sum += d
+		}
+		per = sum / time.Duration(len(g.done))
+	}
+	var left time.Duration
+	for _, start := range g.running {
+		if l := per - time.Since(start); l > left {
+			left = l
+		}
+	}
+	est := "a few seconds more"
+	if left > 5*time.Second {
+		est = "about " + left.Round(5*time.Second).String() + " left"
+	}
+	return fmt.Sprintf("%d members generating pre-parameters, %d sets done, %s", n, len(g.done), est)
+}
