@@ -144,6 +144,14 @@ func TestCompromisedCoordinator(t *testing.T) {
 		fid := control.RequestID(forged.Agent, p.IdempotencyKey)
 		for _, n := range c.nodes {
 			expectRefused(t, n.name, c.send(n, propose(ids.NewSessionID(), fid, forged, all, "hot")), CheckAgent)
+			// The refusal is in the node's audit log.
+			entries, err := n.Store().AuditByRequest(context.Background(), fid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(entries) == 0 || entries[len(entries)-1].Decision != "refused" || entries[len(entries)-1].RuleID != CheckAgent {
+				t.Fatalf("%s audit of the refusal: %v", n.name, entries)
+			}
 		}
 	})
 

@@ -78,8 +78,17 @@ func (n *Node) checkSessionID(ctx context.Context, id ids.SessionID) error {
 
 // propose runs every check of a signing proposal, in order, and joins
 // with the budget reserved, or refuses at the first failure.
-func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (*control.Join, error) {
+func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (join *control.Join, err error) {
 	now := n.now()
+	defer func() {
+		// Every refusal is a decision of this node: audited with its check
+		// or rule, whoever asked.
+		var rf *refusal
+		if errors.As(err, &rf) {
+			n.audit(ctx, store.Entry{Kind: store.AuditDecision, RequestID: p.RequestID, Decision: "refused", RuleID: rf.rule,
+				Fields: map[string]string{"reason": rf.reason, "session": p.Session.String(), "coordinator": from, "agent": string(p.Request.Agent)}})
+		}
+	}()
 	// 1. The session id is new.
 	if err := n.checkSessionID(ctx, p.Session); err != nil {
 		return nil, err
