@@ -38,6 +38,8 @@ type scripted struct {
 	results map[ids.SessionID]*control.Result // what Result answers, once started
 	onStart func(s ids.SessionID) *control.Result
 	refuse  func(m *control.Message) *control.Refusal
+	// approvals is how many approvals the scripted tier needs.
+	approvals int
 }
 
 func (s *scripted) record(m *control.Message) {
@@ -96,8 +98,11 @@ func (s *scripted) handle(e *env) p2p.Handler {
 			if err != nil {
 				return nil, err
 			}
+			s.mu.Lock()
+			n := s.approvals
+			s.mu.Unlock()
 			rep.Decision = &control.Decision{Verdict: "allow", RuleID: "scripted", Reason: "scripted", Tier: "solo",
-				Roles: []ids.Role{ids.RolePolicy}, Digest: pr.Payload.Digest()}
+				Roles: []ids.Role{ids.RolePolicy}, Approvals: n, Digest: pr.Payload.Digest()}
 		case control.TypePropose:
 			rep.Join = &control.Join{Member: s.id}
 		case control.TypeStart:
@@ -183,6 +188,7 @@ func TestRetryExcludesCulprits(t *testing.T) {
 	// First session: the policy member reports failure blaming the agent,
 	// the agent reports a forged signature. Second: a good signature.
 	for _, s := range m {
+		s.mu.Lock()
 		s.onStart = func(sess ids.SessionID) *control.Result {
 			mu.Lock()
 			defer mu.Unlock()
@@ -197,6 +203,7 @@ func TestRetryExcludesCulprits(t *testing.T) {
 			}
 			return &control.Result{State: control.StateDone, Signature: digestSig(req)}
 		}
+		s.mu.Unlock()
 	}
 	r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil))
 	if err != nil {
@@ -264,12 +271,14 @@ func TestRetryExcludesCulprits(t *testing.T) {
 func TestRefusalEndsRequest(t *testing.T) {
 	e, m := newScriptedEnv(t)
 	ctx := context.Background()
+	m[ids.RolePolicy].mu.Lock()
 	m[ids.RolePolicy].refuse = func(msg *control.Message) *control.Refusal {
 		if msg.Type == control.TypePropose {
 			return &control.Refusal{RuleID: "daily-budget", Reason: "budget of 0.5 ether over 24h exceeded"}
 		}
 		return nil
 	}
+	m[ids.RolePolicy].mu.Unlock()
 	r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil))
 	if err != nil {
 		t.Fatal(err)
@@ -417,5 +426,76 @@ func TestDryRunAndPolicy(t *testing.T) {
 	pushed, err := e.op.ProposePolicy(ctx, p.Document)
 	if err != nil || len(pushed.Members) != 3 || !pushed.Members[0].Accepted {
 		t.Fatalf("the current document again: %v %+v", err, pushed)
+	}
+}
+
+// TestPendingSurvivesRestart: a request whose tier needs an approval waits
+// (the guardian member told), survives a restart still waiting (the
+// guardian told again), and signs once a guardian approves.
+func TestPendingSurvivesRestart(t *testing.T) {
+	e, m := newScriptedEnv(t)
+	ctx := context.Background()
+	m[ids.RolePolicy].mu.Lock()
+	m[ids.RolePolicy].approvals = 1
+	m[ids.RolePolicy].mu.Unlock()
+	var req *api.Request
+	var mu sync.Mutex
+	for _, s := range m {
+		s.mu.Lock()
+		s.onStart = func(ids.SessionID) *control.Result {
+			mu.Lock()
+			defer mu.Unlock()
+			sig, err := crypto.Sign(req.Digest[:], e.keyPriv)
+			if err != nil {
+				t.Error(err)
+			}
+			return &control.Result{State: control.StateDone, Signature: sig}
+		}
+		s.mu.Unlock()
+	}
+	r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	req = r
+	mu.Unlock()
+	for r.State == api.StateReceived {
+		if r, err = e.op.Wait(ctx, r.ID, 100*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.State != api.StatePendingApproval || r.Needed != 1 {
+		t.Fatalf("request: %+v", r)
+	}
+	if n := len(m[ids.RoleGuardian].calls("pending")); n != 1 {
+		t.Fatalf("guardian told %d times", n)
+	}
+	if n := len(m[ids.RoleAgent].calls("pending")); n != 0 {
+		t.Fatalf("a non-guardian member was told %d times", n)
+	}
+	e.close()
+	e.open()
+	for i := 0; i < 200 && len(m[ids.RoleGuardian].calls("pending")) < 2; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := len(m[ids.RoleGuardian].calls("pending")); n != 2 {
+		t.Fatalf("after the restart the guardian was told %d times in all", n)
+	}
+	if got, err := e.op.Request(ctx, r.ID); err != nil || got.State != api.StatePendingApproval {
+		t.Fatalf("after the restart: %v %+v", err, got)
+	}
+	if len(m[ids.RoleAgent].calls("propose")) != 0 {
+		t.Fatal("a request waiting for approval was proposed")
+	}
+	anon, _ := client.New(e.c.URL(), client.Options{})
+	if _, err := anon.Approve(ctx, e.approval(e.guardian, r.ID, r.Digest)); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	got, err := e.op.WaitFinal(wctx, r.ID)
+	if err != nil || got.State != api.StateSigned {
+		t.Fatalf("approved: %v %+v", err, got)
 	}
 }
