@@ -44,6 +44,7 @@ func TestBadInputOverREST(t *testing.T) {
 		{"invalid hex", good(func(m map[string]any) { m["payload"] = "0x02zz" }), []int{400}, "hex"},
 		{"wrong chain id", good(func(m map[string]any) { m["chain_id"] = 1 }), []int{400, 422}, "chain"},
 		{"unknown key", good(func(m map[string]any) { m["key"] = unknownKey.String() }), []int{400, 404, 422}, "key"},
+		{"from is not the key's address", good(func(m map[string]any) { m["from"] = stranger.Hex() }), []int{400, 422}, "from"},
 		{"oversize body", good(func(m map[string]any) { m["idempotency_key"] = strings.Repeat("x", 3<<20) }), []int{413}, ""},
 	}
 	for _, tc := range cases {

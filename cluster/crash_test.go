@@ -167,3 +167,27 @@ func TestCoordinatorCrashMidRequest(t *testing.T) {
 	waiting = c.waitState(t, waiting.ID)
 	c.mine(t, signedTx(t, waiting, vaultKey, vendor2, eth(300)))
 }
+
+// A guardian node restarted while a request waits for its human keeps the
+// request in its queue, and its human's approval then gets it signed.
+func TestGuardianNodeRestartKeepsQueue(t *testing.T) {
+	c := setup(t)
+	r := c.submit(t, c.w.bot, vaultKey.ID, idem("guardian-restart"), c.w.unsignedTx(t, vaultKey.Address, vendor1, eth(700)))
+	if r = c.waitState(t, r.ID, api.StatePendingApproval); r.State != api.StatePendingApproval {
+		t.Fatalf("guarded request: %s", describeRequest(r))
+	}
+	c.waitQueued(t, nameGuardian1, r.ID)
+	if err := c.stopNode(nameGuardian1); err != nil {
+		t.Fatalf("close guardian-1: %v", err)
+	}
+	if err := c.startNode(nameGuardian1); err != nil {
+		t.Fatalf("restart guardian-1: %v", err)
+	}
+	c.waitQueued(t, nameGuardian1, r.ID)
+	if code, out, errOut := c.guardianCLI(t, nameGuardian1, "approve", string(r.ID)); code != 0 {
+		t.Fatalf("guardian approve after the restart: exit %d\n%s%s", code, out, errOut)
+	}
+	r = c.waitState(t, r.ID)
+	c.mine(t, signedTx(t, r, vaultKey, vendor1, eth(700)))
+	c.verifyAudit(t, nameGuardian1)
+}

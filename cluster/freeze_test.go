@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/custos-wallet/custos/api"
 	"github.com/custos-wallet/custos/node/admin"
@@ -24,6 +25,14 @@ func TestFreezeAndQuorumUnfreeze(t *testing.T) {
 			c.unfreezeByREST(t, policy.Target(target))
 		}
 	})
+	// A guarded request already waiting for its approval when the freeze
+	// comes: approved afterwards, it must still not be signed.
+	inFlight := c.submit(t, c.w.bot, vaultKey.ID, idem("in-flight"), c.w.unsignedTx(t, vaultKey.Address, vendor2, eth(400)))
+	if inFlight = c.waitState(t, inFlight.ID, api.StatePendingApproval); inFlight.State != api.StatePendingApproval {
+		t.Fatalf("guarded request: %s", describeRequest(inFlight))
+	}
+	pending := c.waitQueued(t, nameGuardian1, inFlight.ID)
+
 	code, out, errOut := c.guardianCLI(t, nameGuardian1, "freeze", "--target", target, "--reason", "odd destinations", "--json")
 	if code != 0 {
 		t.Fatalf("guardian freeze: exit %d\n%s%s", code, out, errOut)
@@ -52,6 +61,22 @@ func TestFreezeAndQuorumUnfreeze(t *testing.T) {
 	r = c.waitState(t, r.ID)
 	if r.State != api.StateDenied || r.RuleID != "freeze" || len(r.Signature) != 0 {
 		t.Fatalf("while frozen: %s, want denied by rule freeze", describeRequest(r))
+	}
+
+	// The approval of the request that was waiting does not get it signed.
+	a, err := admin.NewGuardian(c.w.alice).Approve(c.w.walletID, pending, time.Now(), 30*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.call(context.Background(), "POST", "/v1/requests/"+string(inFlight.ID)+"/approvals", a, "", nil); err != nil {
+		t.Logf("approval while frozen: %v", err)
+	}
+	inFlight = c.waitState(t, inFlight.ID)
+	if inFlight.State == api.StateSigned || len(inFlight.Signature) != 0 {
+		t.Fatalf("a request approved after the freeze was signed: %s", describeRequest(inFlight))
+	}
+	if inFlight.RuleID != "freeze" {
+		t.Errorf("the approved request ended %s, want rule freeze", describeRequest(inFlight))
 	}
 
 	// One guardian cannot lift it.
