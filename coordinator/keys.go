@@ -218,6 +218,7 @@ func (c *Coordinator) runOp(ctx context.Context, id ids.RequestID) {
 			c.failOp(ctx, id, fmt.Sprintf("%s timed out at %s", b.View.Kind, b.Deadline.UTC().Format(time.RFC3339)))
 			return
 		}
+		began := time.Now()
 		done, err := c.collectOp(ctx, id, b)
 		if err != nil {
 			c.failOp(ctx, id, err.Error())
@@ -225,6 +226,9 @@ func (c *Coordinator) runOp(ctx context.Context, id ids.RequestID) {
 		}
 		if done {
 			return
+		}
+		if time.Since(began) < time.Second {
+			sleep(ctx, 500*time.Millisecond, nil)
 		}
 		if b, err = c.operation(ctx, string(id)); err != nil {
 			return

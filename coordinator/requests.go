@@ -813,6 +813,7 @@ func (c *Coordinator) attempt(ctx context.Context, id ids.RequestID, b *reqBody)
 	})
 	att := api.Attempt{Session: sess, Quorum: q, Started: started}
 	for ctx.Err() == nil {
+		began := time.Now()
 		sig, culprits, pending := c.collect(ctx, b, att, deadline)
 		if sig != nil {
 			c.signed(ctx, id, b, sess, sig)
@@ -829,6 +830,11 @@ func (c *Coordinator) attempt(ctx context.Context, id ids.RequestID, b *reqBody)
 			}
 			c.closeAttempt(ctx, id, sess, attFailed, culprits, reason)
 			return true
+		}
+		if time.Since(began) < time.Second {
+			// Members that cannot be reached answer at once: do not
+			// ask them again in a tight loop.
+			sleep(ctx, 500*time.Millisecond, nil)
 		}
 	}
 	return false
