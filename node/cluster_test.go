@@ -254,10 +254,9 @@ func TestCompromisedCoordinator(t *testing.T) {
 		signWith(t, c, s1, id1, "hot")
 		s2, id2 := request(t, c.w.bot, key, cafe, millis(1))
 		r := c.send(c.policy(), propose(ids.NewSessionID(), id2, s2, all, "hot"))
-		// The policy does not match a rule whose budget is spent, so the
-		// decision is the default deny, naming the nearest rule and its
-		// budget.
-		if r.Refusal == nil || r.Refusal.RuleID != policy.RuleDefault || !strings.Contains(r.Refusal.Reason, `"coffee": budget`) {
+		// No other rule allows it, so the denial names the rule whose
+		// budget is spent.
+		if r.Refusal == nil || r.Refusal.RuleID != "coffee" || !strings.Contains(r.Refusal.Reason, "over budget") {
 			t.Fatalf("policy node: %+v, want a refusal naming the budget of rule coffee", r.Refusal)
 		}
 		assertNoReservation(t, c.policy(), id2)

@@ -228,6 +228,10 @@ func (e *Engine) evaluate(ctx context.Context, p *Policy, req *Request) (d Decis
 		trace   = make([]Step, 0, len(p.rules))
 		nearest *Step
 		bestN   = -1
+		// overBudget is the first allowing rule that matched in every
+		// condition but its budget: when no rule allows the request, the
+		// denial names that rule, since its budget is what refused it.
+		overBudget *Step
 	)
 	for _, r := range p.rules {
 		if winner != nil && r.verdict != Deny {
@@ -261,6 +265,9 @@ func (e *Engine) evaluate(ctx context.Context, p *Policy, req *Request) (d Decis
 			if r.verdict != Deny && failed != "kind" && n > bestN {
 				bestN, nearest = n, &trace[len(trace)-1]
 			}
+			if r.verdict != Deny && failed == "budget" && overBudget == nil {
+				overBudget = &trace[len(trace)-1]
+			}
 			continue
 		}
 		if r.verdict == Deny {
@@ -271,6 +278,11 @@ func (e *Engine) evaluate(ctx context.Context, p *Policy, req *Request) (d Decis
 		}
 		trace = append(trace, Step{Rule: r.id, Matched: true, Detail: "all conditions hold"})
 		winner = r
+	}
+	if winner == nil && overBudget != nil {
+		d = deny(p, overBudget.Rule, fmt.Sprintf("over budget: %s (no other rule allows the request)", overBudget.Detail))
+		d.Trace = trace
+		return d, nil
 	}
 	if winner == nil {
 		reason := "no rule matched"
