@@ -555,8 +555,16 @@ func (c *Coordinator) postGrant(w http.ResponseWriter, r *http.Request, _ *calle
 	if err := httpapi.Decode(r, body, &g); err != nil {
 		return err
 	}
-	if _, err := g.Policy(); err != nil {
+	sg, err := g.Policy()
+	if err != nil {
 		return badRequest("grant: %v", err)
+	}
+	p := c.pol.current()
+	if p == nil {
+		return httpapi.Errorf(http.StatusConflict, httpapi.CodeConflict, "no policy yet: a grant cannot be checked")
+	}
+	if _, err := guardianOf(p, sg.Grant.TypedData(p.WalletID()), sg.Signature); err != nil {
+		return badRequest("grant %s: %v", g.ID, err)
 	}
 	acks := c.push(r.Context(), &control.Message{Type: control.TypePolicy, Policy: &control.PolicyUpdate{Grant: &g}})
 	c.audit(r.Context(), store.Entry{Kind: store.AuditPolicy, Decision: "grant", Fields: map[string]string{"grant": g.ID, "agent": string(g.Agent)}})

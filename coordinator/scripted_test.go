@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -497,5 +498,30 @@ func TestPendingSurvivesRestart(t *testing.T) {
 	got, err := e.op.WaitFinal(wctx, r.ID)
 	if err != nil || got.State != api.StateSigned {
 		t.Fatalf("approved: %v %+v", err, got)
+	}
+}
+
+// TestGrants: a session grant is checked against the policy's guardians
+// and pushed to every member once a guardian signed it.
+func TestGrants(t *testing.T) {
+	e, m := newScriptedEnv(t)
+	ctx := context.Background()
+	g := policy.Grant{ID: "g1", Agent: "bot", Key: e.key.Address, NotBefore: e.clock.Now(), Expiry: e.clock.Now().Add(time.Hour), MaxCount: 3}
+	anon, _ := client.New(e.c.URL(), client.Options{})
+	for _, k := range []*ecdsa.PrivateKey{e.outsider, e.guardian} {
+		sg, err := policy.SignGrant(k, e.wallet, g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pushed, err := anon.Grant(ctx, api.GrantFrom(*sg))
+		switch {
+		case k == e.outsider && !client.IsCode(err, httpapi.CodeBadRequest):
+			t.Fatalf("grant by an outsider: %v", err)
+		case k == e.guardian && (err != nil || len(pushed.Members) != 3):
+			t.Fatalf("grant by a guardian: %v %+v", err, pushed)
+		}
+	}
+	if n := len(m[ids.RoleAgent].calls("policy")); n != 2 {
+		t.Fatalf("agent member got %d policy updates, want the genesis document and the grant", n)
 	}
 }
