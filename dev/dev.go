@@ -54,6 +54,10 @@ type Options struct {
 	// HTTPListen is the coordinator's REST address (default
 	// 127.0.0.1:8080); port 0 as for ChainListen.
 	HTTPListen string
+	// AgentListen and MCPListen are the agent sidecar's JSON-RPC and MCP
+	// addresses (default 127.0.0.1:8546 and 127.0.0.1:8547).
+	AgentListen string
+	MCPListen   string
 
 	// Out receives progress and next steps; nil discards them.
 	Out io.Writer
@@ -69,6 +73,13 @@ type Options struct {
 	Cores int
 }
 
+func (o Options) outOrDiscard() io.Writer {
+	if o.Out == nil {
+		return io.Discard
+	}
+	return o.Out
+}
+
 // Cluster is a running dev cluster.
 type Cluster struct {
 	p       paths
@@ -80,6 +91,7 @@ type Cluster struct {
 	url     string // the coordinator's REST base URL
 	eth     *ethclient.Client
 	chain   *devchain.Chain
+	sidecar *agentSidecar
 	created bool // the first run laid the directory out
 
 	cancel  context.CancelFunc
@@ -125,6 +137,12 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.HTTPListen == "" {
 		opts.HTTPListen = DefaultHTTPListen
 	}
+	if opts.AgentListen == "" {
+		opts.AgentListen = DefaultAgentListen
+	}
+	if opts.MCPListen == "" {
+		opts.MCPListen = DefaultMCPListen
+	}
 	if opts.Cores <= 0 {
 		opts.Cores = 2
 	}
@@ -133,14 +151,15 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		out = io.Discard
 	}
 	c := &Cluster{p: paths{root}, out: &lineWriter{w: out}, gate: make(chan struct{}), vaultDone: make(chan struct{}),
-		gen: &genTracker{cores: opts.Cores, prior: 40 * time.Second}}
+		gen: &genTracker{cores: opts.Cores, prior: 35 * time.Second}}
 	st, err := loadState(c.p)
 	if err != nil {
 		return nil, err
 	}
 	if st == nil {
 		c.out.printf("First run: laying out %s (identities, store keys, dev guardians, agent credential, signed policy).", root)
-		if st, err = layout(root, layoutOptions{chainID: opts.ChainID, chainListen: opts.ChainListen, httpListen: opts.HTTPListen}); err != nil {
+		if st, err = layout(root, layoutOptions{chainID: opts.ChainID, chainListen: opts.ChainListen, httpListen: opts.HTTPListen,
+			agentListen: opts.AgentListen, mcpListen: opts.MCPListen}); err != nil {
 			return nil, err
 		}
 		c.created = true
@@ -168,6 +187,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		c.openGate()
 	}
 	if err := c.startDaemons(runCtx, opts); err != nil {
+		return nil, err
+	}
+	if err := c.startSidecar(runCtx); err != nil {
 		return nil, err
 	}
 	if err := c.pushPolicy(ctx); err != nil {
@@ -248,13 +270,18 @@ func (c *Cluster) run(name string, f func() error) {
 	go func() { d.done <- f() }()
 }
 
-// generator wraps a member's pre-parameter generator: guardian-2, which
-// the hot key does not need, waits until the hot key exists so that the
-// first key's sets get the cores; every set is counted for the progress
-// estimate.
+// generator wraps a member's pre-parameter generator so that the hot key's
+// three sets get the cores: guardian-2, which the hot key does not need,
+// and a hot member's refill (for the vault key) wait until the hot key
+// exists. Every set is counted for the progress estimate.
 func (c *Cluster) generator(name string, base tss.Generator) tss.Generator {
+	var mu sync.Mutex
+	made := 0 // sets made by this run
 	return func(ctx context.Context) (*tss.PreParams, error) {
-		if !slices.Contains(hotCommittee, name) {
+		mu.Lock()
+		first := made == 0
+		mu.Unlock()
+		if !first || !slices.Contains(hotCommittee, name) {
 			select {
 			case <-c.gate:
 			case <-ctx.Done():
@@ -264,6 +291,11 @@ func (c *Cluster) generator(name string, base tss.Generator) tss.Generator {
 		done := c.gen.begin()
 		pp, err := base(ctx)
 		done(err == nil)
+		if err == nil {
+			mu.Lock()
+			made++
+			mu.Unlock()
+		}
 		return pp, err
 	}
 }
@@ -376,6 +408,9 @@ func (c *Cluster) makeKey(ctx context.Context, which string, names []string, thr
 	c.mu.Unlock()
 	for attempt := 0; ; attempt++ {
 		if id == "" {
+			if err := c.waitPools(ctx, which, names, every); err != nil {
+				return nil, err
+			}
 			op, err := c.rest.CreateKey(ctx, api.CreateKey{Committee: c.committee(names), Threshold: threshold})
 			if err != nil {
 				return nil, fmt.Errorf("%s key: %w", which, err)
@@ -411,6 +446,64 @@ func (c *Cluster) makeKey(ctx context.Context, which string, names []string, thr
 		}
 		c.out.printf("The %s key's operation %s ended %s (%s); starting another.", which, id, op.State, op.Error)
 		id = ""
+	}
+}
+
+// waitPools waits until every member of a key's committee holds a set of
+// pre-parameters. A key generation whose members start it at different
+// times fails once one of them has waited for the others longer than the
+// engine's idle timeout, and a busy machine can take minutes more for one
+// member's safe primes than for another's: so the key generation starts
+// only once every member is ready.
+func (c *Cluster) waitPools(ctx context.Context, which string, names []string, every time.Duration) error {
+	want := map[ids.MemberID]string{}
+	order := make([]ids.MemberID, len(names))
+	c.mu.Lock()
+	for i, n := range names {
+		order[i] = ids.MemberID(c.st.Nodes[n].ID)
+		want[order[i]] = n
+	}
+	c.mu.Unlock()
+	start := time.Now()
+	var lastLine time.Time
+	announced := false
+	for {
+		h, err := c.rest.Health(ctx)
+		var waiting []string
+		if err != nil {
+			waiting = []string{"the coordinator (" + err.Error() + ")"}
+		} else {
+			got := map[ids.MemberID]bool{}
+			for _, m := range h.Members {
+				if _, ok := want[m.ID]; ok && m.Reachable && m.PreParams > 0 {
+					got[m.ID] = true
+				}
+			}
+			for i, id := range order {
+				if !got[id] {
+					waiting = append(waiting, names[i])
+				}
+			}
+		}
+		if len(waiting) == 0 {
+			if announced {
+				c.out.printf("  %s key: every member has its pre-parameters (%s)", which, time.Since(start).Round(time.Second))
+			}
+			return nil
+		}
+		switch {
+		case !announced:
+			c.out.printf("  %s key: waiting for pre-parameters of %s (safe primes: tens of seconds of CPU per member, made once and kept)", which, strings.Join(waiting, ", "))
+			announced, lastLine = true, time.Now()
+		case time.Since(lastLine) >= every:
+			c.out.printf("  %s key: still generating at %s: %s (%s so far)", which, strings.Join(waiting, ", "), c.gen.summary(), time.Since(start).Round(time.Second))
+			lastLine = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
 	}
 }
 
@@ -561,6 +654,11 @@ func (c *Cluster) Close() error {
 		}
 		c.wg.Wait()
 		var errs []error
+		if c.sidecar != nil {
+			if err := c.sidecar.close(); err != nil {
+				errs = append(errs, fmt.Errorf("agent sidecar: %w", err))
+			}
+		}
 		// The coordinator first, then the nodes, in reverse order of start.
 		for i := len(c.daemons) - 1; i >= 0; i-- {
 			d := c.daemons[i]
@@ -655,6 +753,7 @@ func Run(ctx context.Context, opts Options) error {
 	c, err := Start(ctx, opts)
 	if err != nil {
 		if ctx.Err() != nil {
+			fmt.Fprintln(opts.outOrDiscard(), "Stopped before the cluster was ready; the next run goes on from where this one got to.")
 			return nil
 		}
 		return err

@@ -3,11 +3,12 @@ package dev_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/big"
+	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -159,20 +160,20 @@ func TestFirstRunThenReuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if curl, err := exec.LookPath("curl"); err == nil {
-		b, err := exec.CommandContext(ctx, curl, steps[0].Args[1:]...).CombinedOutput()
-		if err != nil || !strings.Contains(string(b), `"result":"0x`) {
-			t.Errorf("balance step: %v: %s", err, b)
-		}
-	} else {
-		t.Log("no curl here: the JSON-RPC step is not run")
+	if code, o := runCurl(t, steps[0]); code != 200 || !strings.Contains(o, `"result":"0x`) {
+		t.Errorf("balance step: HTTP %d: %s", code, o)
 	}
 	before := balance(t, c.ChainURL(), dev.Vendors[0])
 	if code, o := runStep(t, steps[1], ""); code != 0 || !strings.Contains(o, "(broadcast)") {
 		t.Fatalf("hot payment step: exit %d", code)
 	}
 	waitBalance(t, c.ChainURL(), dev.Vendors[0], new(big.Int).Add(before, dev.HotPayment))
-	if code, o := runStep(t, steps[2], ""); code != 0 || !strings.Contains(o, hot.Address.Hex()) {
+	if code, o := runCurl(t, steps[2]); code != 200 || !regexp.MustCompile(`"result":"0x[0-9a-f]{64}"`).MatchString(o) {
+		t.Fatalf("sidecar payment step: HTTP %d: %s", code, o)
+	}
+	waitBalance(t, c.ChainURL(), dev.Vendors[0], new(big.Int).Add(before, new(big.Int).Mul(dev.HotPayment, big.NewInt(2))))
+	checkMCP(t, steps[3].Text)
+	if code, o := runStep(t, steps[4], ""); code != 0 || !strings.Contains(o, hot.Address.Hex()) {
 		t.Errorf("keys list step: exit %d", code)
 	}
 
@@ -263,6 +264,93 @@ func TestFirstRunThenReuse(t *testing.T) {
 		t.Fatalf("hot payment step of the second run: exit %d", code)
 	}
 	waitBalance(t, c2.ChainURL(), dev.Vendors[0], new(big.Int).Add(before, dev.HotPayment))
+}
+
+// runCurl does what a printed curl step does (-s, -H, --data, the URL),
+// over net/http so that the test needs no curl; it returns the HTTP
+// status and body.
+func runCurl(t *testing.T, s dev.Step) (int, string) {
+	t.Helper()
+	if s.Args[0] != "curl" {
+		t.Fatalf("step %q runs %s, not curl", s.Say, s.Args[0])
+	}
+	t.Logf("$ %s", dev.ShellQuote(s.Args))
+	hdr := http.Header{}
+	var body, url string
+	for i := 1; i < len(s.Args); i++ {
+		switch a := s.Args[i]; a {
+		case "-s":
+		case "-H":
+			i++
+			k, v, _ := strings.Cut(s.Args[i], ":")
+			hdr.Add(k, strings.TrimSpace(v))
+		case "--data":
+			i++
+			body = s.Args[i]
+		default:
+			if strings.HasPrefix(a, "-") || url != "" {
+				t.Fatalf("runCurl does not know %q", a)
+			}
+			url = a
+		}
+	}
+	req, err := http.NewRequest("POST", url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = hdr
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	t.Logf("%s", b)
+	return resp.StatusCode, string(b)
+}
+
+// checkMCP initialises an MCP session with the printed configuration:
+// the URL and bearer token work, and a request without the token is
+// refused.
+func checkMCP(t *testing.T, config string) {
+	t.Helper()
+	var cfg struct {
+		MCPServers map[string]struct {
+			Type    string            `json:"type"`
+			URL     string            `json:"url"`
+			Headers map[string]string `json:"headers"`
+		} `json:"mcpServers"`
+	}
+	if err := json.Unmarshal([]byte(config), &cfg); err != nil {
+		t.Fatalf("MCP configuration: %v\n%s", err, config)
+	}
+	srv, ok := cfg.MCPServers["custos"]
+	if !ok || srv.Type != "http" {
+		t.Fatalf("MCP configuration names no custos http server:\n%s", config)
+	}
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"dev-test","version":"1"}}}`
+	for _, auth := range []bool{true, false} {
+		req, _ := http.NewRequest("POST", srv.URL, strings.NewReader(init))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if auth {
+			for k, v := range srv.Headers {
+				req.Header.Set(k, v)
+			}
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if auth && (resp.StatusCode != 200 || !strings.Contains(string(b), "serverInfo")) {
+			t.Errorf("MCP initialize with the printed token: HTTP %d: %s", resp.StatusCode, b)
+		}
+		if !auth && resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("MCP initialize without a token: HTTP %d, want 401", resp.StatusCode)
+		}
+	}
 }
 
 // waitBalance waits until a's balance is want: the dev chain mines a

@@ -78,6 +78,8 @@ type state struct {
 	ChainID     uint64                `json:"chain_id"`
 	ChainListen string                `json:"chain_listen"`
 	HTTPListen  string                `json:"http_listen"`
+	AgentListen string                `json:"agent_listen"`
+	MCPListen   string                `json:"mcp_listen"`
 	Coordinator peerState             `json:"coordinator"`
 	Nodes       map[string]*peerState `json:"nodes"`
 	WalletID    common.Hash           `json:"wallet_id"`
@@ -117,6 +119,7 @@ func (p paths) keystore(name string) string    { return filepath.Join(p.root, "g
 func (p paths) password() string               { return filepath.Join(p.root, "guardians", "password") }
 func (p paths) policySource() string           { return filepath.Join(p.root, "policy.yaml") }
 func (p paths) signedPolicy() string           { return filepath.Join(p.root, "policy.json") }
+func (p paths) mcpToken() string               { return filepath.Join(p.root, "mcp.token") }
 func (p paths) log() string                    { return filepath.Join(p.root, "dev.log") }
 
 // GuardianKey derives dev guardian i's identity key (i = 1 or 2) from a
@@ -190,6 +193,8 @@ type layoutOptions struct {
 	chainID     uint64
 	chainListen string
 	httpListen  string
+	agentListen string
+	mcpListen   string
 }
 
 // layout makes a new dev directory at root: it builds everything in a
@@ -229,12 +234,20 @@ func layoutIn(dir string, o layoutOptions) (*state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("REST listen address: %w", err)
 	}
+	agentListen, err := concretePort(o.agentListen)
+	if err != nil {
+		return nil, fmt.Errorf("agent JSON-RPC listen address: %w", err)
+	}
+	mcpListen, err := concretePort(o.mcpListen)
+	if err != nil {
+		return nil, fmt.Errorf("MCP listen address: %w", err)
+	}
 	ports, err := freePorts(len(Members) + 1)
 	if err != nil {
 		return nil, err
 	}
 	st := &state{Version: 1, ChainID: o.chainID, ChainListen: chainListen, HTTPListen: httpListen,
-		Nodes: map[string]*peerState{}, Funded: map[string]bool{}}
+		AgentListen: agentListen, MCPListen: mcpListen, Nodes: map[string]*peerState{}, Funded: map[string]bool{}}
 
 	// The people: two dev guardians with keystore files, one agent.
 	if err := os.MkdirAll(filepath.Join(dir, "guardians"), 0o700); err != nil {
@@ -319,6 +332,9 @@ func layoutIn(dir string, o layoutOptions) (*state, error) {
 		if err := writeNodeConfig(p, st, name, guardianOf[name]); err != nil {
 			return nil, err
 		}
+	}
+	if _, err := loadOrMakeToken(p.mcpToken()); err != nil {
+		return nil, err
 	}
 	if err := saveState(p, st); err != nil {
 		return nil, err
@@ -407,6 +423,12 @@ func loadState(p paths) (*state, error) {
 	}
 	if st.Funded == nil {
 		st.Funded = map[string]bool{}
+	}
+	if st.AgentListen == "" {
+		st.AgentListen = DefaultAgentListen
+	}
+	if st.MCPListen == "" {
+		st.MCPListen = DefaultMCPListen
 	}
 	return &st, nil
 }

@@ -24,6 +24,8 @@ import (
 type Step struct {
 	Say  string
 	Args []string
+	// Text is shown instead of a command (a configuration to paste).
+	Text string
 }
 
 // RequestIDPlaceholder stands in a printed command for the id of a
@@ -45,11 +47,17 @@ func (c *Cluster) HotSteps(ctx context.Context) ([]Step, error) {
 		return nil, err
 	}
 	balance := fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["%s","latest"]}`, Vendors[0].Hex())
+	send := fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"eth_sendTransaction","params":[{"from":"%s","to":"%s","value":"%s"}]}`,
+		hot.Address.Hex(), Vendors[0].Hex(), hexutil.EncodeBig(HotPayment))
 	return []Step{
 		{Say: fmt.Sprintf("Vendor %s's balance on the dev chain (plain JSON-RPC: any Ethereum client works):", Vendors[0].Hex()),
 			Args: []string{"curl", "-s", "-H", "Content-Type: application/json", "--data", balance, c.ChainURL()}},
 		{Say: fmt.Sprintf("Pay that vendor %s ETH from the hot key, as the agent: tier hot, the agent and policy nodes sign with no human, and the transaction is mined:", formatEther(HotPayment)),
 			Args: c.signArgs(hot, tx, "--broadcast")},
+		{Say: "The same through the agent sidecar's Ethereum JSON-RPC endpoint, as any wallet client sends it (it fills nonce, gas and fees, signs through the cluster and broadcasts; the answer is the transaction hash):",
+			Args: []string{"curl", "-s", "-H", "Content-Type: application/json", "--data", send, c.AgentRPCURL()}},
+		{Say: "The agent sidecar's MCP server, for an LLM agent: put this in your MCP client's configuration (Claude Code: .mcp.json):",
+			Text: c.MCPConfig()},
 		{Say: "The keys, as the operator (committees, thresholds, guardian floors):",
 			Args: []string{"custos", "keys", "list", "--url", c.URL(), "--token-file", c.OperatorTokenFile()}},
 	}, nil
@@ -117,6 +125,7 @@ func (c *Cluster) Summary() string {
 	fmt.Fprintf(&b, "\n\n  dev chain (JSON-RPC)  %s  chain id %d; dev account 0 %s (key public: dev only)\n", c.ChainURL(), c.ChainID(), acct.Address.Hex())
 	fmt.Fprintf(&b, "  coordinator (REST)    %s/v1  operator token in %s\n", c.URL(), c.OperatorTokenFile())
 	fmt.Fprintf(&b, "  agent credential      %s (agent %s)\n", c.CredentialFile(), AgentID)
+	fmt.Fprintf(&b, "  agent sidecar         JSON-RPC %s  MCP %s (bearer token in %s)\n", c.AgentRPCURL(), c.MCPURL(), c.p.mcpToken())
 	fmt.Fprintf(&b, "  guardian-1            %s  keystore %s\n", crypto.PubkeyToAddress(g1.PublicKey).Hex(), c.Keystore(NameGuardian1))
 	fmt.Fprintf(&b, "  guardian-2            %s  keystore %s\n", crypto.PubkeyToAddress(g2.PublicKey).Hex(), c.Keystore(NameGuardian2))
 	fmt.Fprintf(&b, "                        keystore password %q (in %s)\n", GuardianPassword, c.PasswordFile())
@@ -137,7 +146,11 @@ func (c *Cluster) Summary() string {
 func FormatSteps(steps []Step, first int) string {
 	var b strings.Builder
 	for i, s := range steps {
-		fmt.Fprintf(&b, "\n%d. %s\n   %s\n", first+i, s.Say, ShellQuote(s.Args))
+		body := ShellQuote(s.Args)
+		if s.Args == nil {
+			body = strings.ReplaceAll(s.Text, "\n", "\n   ")
+		}
+		fmt.Fprintf(&b, "\n%d. %s\n   %s\n", first+i, s.Say, body)
 	}
 	b.WriteString("\n")
 	return b.String()
@@ -183,14 +196,21 @@ func readSignedPolicy(path string) (api.PolicyDocument, error) {
 }
 
 // genTracker counts pre-parameter generations for the progress estimate.
+// A set costs about prior of CPU time, but it is found by chance (safe
+// primes), so any estimate is rough; what the estimate does know is how
+// much CPU this process has had so far and how fast it is getting more,
+// which on a busy machine is much less than all of its cores.
 type genTracker struct {
 	cores int
-	prior time.Duration // one set's time on one free core, before any finished
+	prior time.Duration // CPU time of one set, before any finished here
 
-	mu      sync.Mutex
-	next    int
-	running map[int]time.Time // guarded by mu
-	done    []time.Duration   // guarded by mu
+	mu       sync.Mutex
+	next     int
+	running  map[int]time.Time // guarded by mu
+	done     []time.Duration   // CPU-time estimates of finished sets; guarded by mu
+	batchCPU time.Duration     // process CPU when the running sets began; guarded by mu
+	lastCPU  time.Duration     // at the last summary; guarded by mu
+	lastAt   time.Time         // guarded by mu
 }
 
 // begin counts a generation as started; the func it returns ends it.
@@ -200,6 +220,10 @@ func (g *genTracker) begin() func(ok bool) {
 	if g.running == nil {
 		g.running = map[int]time.Time{}
 	}
+	cpu, _ := processCPU()
+	if len(g.running) == 0 {
+		g.batchCPU = cpu
+	}
 	id := g.next
 	g.next++
 	start := time.Now()
@@ -207,9 +231,16 @@ func (g *genTracker) begin() func(ok bool) {
 	return func(ok bool) {
 		g.mu.Lock()
 		defer g.mu.Unlock()
+		n := len(g.running)
 		delete(g.running, id)
 		if ok {
-			g.done = append(g.done, time.Since(start))
+			// Its share of the CPU the batch had since it began.
+			now, known := processCPU()
+			if known && n > 0 {
+				g.done = append(g.done, (now-g.batchCPU)/time.Duration(n))
+			} else {
+				g.done = append(g.done, time.Since(start))
+			}
 		}
 	}
 }
@@ -220,8 +251,9 @@ func (g *genTracker) completed() int {
 	return len(g.done)
 }
 
-// summary is one line of progress with an estimate: the mean time of the
-// sets done so far, or the prior stretched by how many share the cores.
+// summary is one line of progress with an estimate: the CPU the running
+// sets still need (prior, or the mean of the sets done here), over the
+// rate at which this process got CPU since the last line.
 func (g *genTracker) summary() string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -230,9 +262,6 @@ func (g *genTracker) summary() string {
 		return fmt.Sprintf("%d pre-parameter sets made; the members are taking them", len(g.done))
 	}
 	per := g.prior
-	if n > g.cores {
-		per = g.prior * time.Duration(n) / time.Duration(g.cores)
-	}
 	if len(g.done) > 0 {
 		var sum time.Duration
 		for _, d := range g.done {
@@ -240,15 +269,35 @@ func (g *genTracker) summary() string {
 		}
 		per = sum / time.Duration(len(g.done))
 	}
-	var left time.Duration
-	for _, start := range g.running {
-		if l := per - time.Since(start); l > left {
-			left = l
+	cpu, known := processCPU()
+	rate := float64(min(n, g.cores)) // cores' worth of CPU per second
+	now := time.Now()
+	if known && !g.lastAt.IsZero() && now.Sub(g.lastAt) > time.Second {
+		if r := float64(cpu-g.lastCPU) / float64(now.Sub(g.lastAt)); r > 0.05 {
+			rate = r
 		}
 	}
-	est := "a few seconds more"
-	if left > 5*time.Second {
+	g.lastCPU, g.lastAt = cpu, now
+	need := per * time.Duration(n)
+	if known {
+		need -= cpu - g.batchCPU
+	} else {
+		var oldest time.Time
+		for _, s := range g.running {
+			if oldest.IsZero() || s.Before(oldest) {
+				oldest = s
+			}
+		}
+		need -= time.Duration(float64(now.Sub(oldest)) * rate)
+	}
+	est := "longer than usual: safe primes are found by chance, any moment now"
+	if need > 0 {
+		left := time.Duration(float64(need) / rate)
 		est = "about " + left.Round(5*time.Second).String() + " left"
 	}
-	return fmt.Sprintf("%d members generating pre-parameters, %d sets done, %s", n, len(g.done), est)
+	busy := ""
+	if rate < float64(min(n, g.cores))*0.75 {
+		busy = fmt.Sprintf(" (this machine is busy: %.1f of %d cores for us)", rate, g.cores)
+	}
+	return fmt.Sprintf("%d members generating pre-parameters, %d sets done, %s%s", n, len(g.done), est, busy)
 }
