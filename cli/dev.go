@@ -16,7 +16,7 @@ func init() {
 }
 
 func runDev(ctx context.Context, env *Env, args []string) error {
-	fs := NewFlags(env, "dev", "dev [--dir DIR] [--chain-listen HOST:PORT] [--http HOST:PORT] [--chain-id N]")
+	fs := NewFlags(env, "dev", "dev [--dir DIR] [--chain-listen HOST:PORT] [--http HOST:PORT] [--agent-listen HOST:PORT] [--mcp-listen HOST:PORT] [--chain-id N]")
 	defDir := env.Getenv(dev.EnvDir)
 	if defDir == "" {
 		defDir = dev.DefaultDir
@@ -24,6 +24,8 @@ func runDev(ctx context.Context, env *Env, args []string) error {
 	dir := fs.String("dir", defDir, "the dev directory, made on the first run and reused after (default $"+dev.EnvDir+" or "+dev.DefaultDir+")")
 	chainListen := fs.String("chain-listen", dev.DefaultChainListen, "first run: the dev chain's JSON-RPC address (port 0: any free port)")
 	httpListen := fs.String("http", dev.DefaultHTTPListen, "first run: the coordinator's REST address (port 0: any free port)")
+	agentListen := fs.String("agent-listen", dev.DefaultAgentListen, "first run: the agent sidecar's Ethereum JSON-RPC address")
+	mcpListen := fs.String("mcp-listen", dev.DefaultMCPListen, "first run: the agent sidecar's MCP address (streamable HTTP)")
 	chainID := fs.Uint64("chain-id", devchain.DefaultChainID, "first run: the dev chain's id")
 	cores := fs.Int("cores", 2, "cores the pre-parameter estimate assumes")
 	if err := fs.Parse(args); err != nil {
@@ -32,6 +34,7 @@ func runDev(ctx context.Context, env *Env, args []string) error {
 	if fs.NArg() > 0 {
 		return Usagef("dev takes no arguments")
 	}
-	return dev.Run(ctx, dev.Options{Dir: *dir, ChainListen: *chainListen, HTTPListen: *httpListen, ChainID: *chainID,
+	return dev.Run(ctx, dev.Options{Dir: *dir, ChainListen: *chainListen, HTTPListen: *httpListen,
+		AgentListen: *agentListen, MCPListen: *mcpListen, ChainID: *chainID,
 		Out: env.Stdout, Cores: *cores})
 }

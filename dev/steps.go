@@ -209,8 +209,7 @@ type genTracker struct {
 	running  map[int]time.Time // guarded by mu
 	done     []time.Duration   // CPU-time estimates of finished sets; guarded by mu
 	batchCPU time.Duration     // process CPU when the running sets began; guarded by mu
-	lastCPU  time.Duration     // at the last summary; guarded by mu
-	lastAt   time.Time         // guarded by mu
+	batchAt  time.Time         // when they began; guarded by mu
 }
 
 // begin counts a generation as started; the func it returns ends it.
@@ -222,7 +221,7 @@ func (g *genTracker) begin() func(ok bool) {
 	}
 	cpu, _ := processCPU()
 	if len(g.running) == 0 {
-		g.batchCPU = cpu
+		g.batchCPU, g.batchAt = cpu, time.Now()
 	}
 	id := g.next
 	g.next++
@@ -253,7 +252,7 @@ func (g *genTracker) completed() int {
 
 // summary is one line of progress with an estimate: the CPU the running
 // sets still need (prior, or the mean of the sets done here), over the
-// rate at which this process got CPU since the last line.
+// rate at which this process has got CPU since they began.
 func (g *genTracker) summary() string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -272,12 +271,11 @@ func (g *genTracker) summary() string {
 	cpu, known := processCPU()
 	rate := float64(min(n, g.cores)) // cores' worth of CPU per second
 	now := time.Now()
-	if known && !g.lastAt.IsZero() && now.Sub(g.lastAt) > time.Second {
-		if r := float64(cpu-g.lastCPU) / float64(now.Sub(g.lastAt)); r > 0.05 {
+	if known && now.Sub(g.batchAt) > 5*time.Second {
+		if r := float64(cpu-g.batchCPU) / float64(now.Sub(g.batchAt)); r > 0.05 {
 			rate = r
 		}
 	}
-	g.lastCPU, g.lastAt = cpu, now
 	need := per * time.Duration(n)
 	if known {
 		need -= cpu - g.batchCPU
