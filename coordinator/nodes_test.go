@@ -2,12 +2,14 @@ package coordinator
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"encoding/json"
 	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -72,10 +74,30 @@ func freePort(t *testing.T) int {
 // request a rule denies, ending denied with the rule's id; and a request
 // whose tier needs a guardian the key cannot force (guardian floor 0),
 // denied naming the tier.
-func TestWithNodes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("keygen takes tens of seconds")
-	}
+// nodeCluster is a coordinator and three real nodes (agent "bot", policy,
+// guardian alice) on loopback, with the simulated chain.
+type nodeCluster struct {
+	ctx                   context.Context
+	alice, funder         *ecdsa.PrivateKey
+	bot                   *agentauth.Credential
+	vendor, blocked, big1 common.Address
+	wallet                common.Hash
+	signedDoc             api.PolicyDocument
+	sim                   *simulated.Backend
+	ids                   []ids.MemberID // agent, policy, guardian
+	roles                 []ids.Role
+	coordDir              string
+	co                    *Coordinator
+	start                 func() *Coordinator
+	stopFn                func()
+}
+
+func (nc *nodeCluster) stop() { nc.stopFn() }
+
+// startNodes starts the cluster; node i draws the pre-parameter fixtures
+// fixtures[i], in order.
+func startNodes(t *testing.T, fixtures [3][]int) *nodeCluster {
+	nc := &nodeCluster{stopFn: func() {}}
 	ctx := context.Background()
 	root := t.TempDir()
 	alice, _ := crypto.GenerateKey()
@@ -169,8 +191,7 @@ rules:
 	if err := os.WriteFile(cfgPath, []byte(coordYAML.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	stop := func() {}
-	start := func() *Coordinator {
+	nc.start = func() *Coordinator {
 		ccfg, err := LoadConfig(cfgPath, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -182,17 +203,17 @@ rules:
 		cctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- co.Run(cctx) }()
-		stop = func() {
+		nc.stopFn = func() {
 			cancel()
 			if err := <-done; err != nil {
 				t.Error(err)
 			}
-			stop = func() {}
+			nc.stopFn = func() {}
 		}
 		return co
 	}
-	co := start()
-	t.Cleanup(func() { stop() })
+	co := nc.start()
+	t.Cleanup(func() { nc.stop() })
 
 	for i, p := range procs {
 		b, err := os.ReadFile(p.cfg)
@@ -219,7 +240,7 @@ rules:
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, err := node.New(ncfg, node.Options{Generate: (&fixtureGen{list: []int{i, i + 3}}).Generate})
+		n, err := node.New(ncfg, node.Options{Generate: (&fixtureGen{list: fixtures[i]}).Generate})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,6 +250,24 @@ rules:
 		t.Cleanup(func() { ncancel(); <-done })
 	}
 
+	nc.ctx, nc.alice, nc.funder, nc.bot = ctx, alice, funder, bot
+	nc.vendor, nc.blocked, nc.big1, nc.wallet, nc.signedDoc, nc.sim = vendor, blocked, big1, wallet, signedDoc, sim
+	for _, p := range procs {
+		nc.ids = append(nc.ids, ids.MemberID(p.id))
+		nc.roles = append(nc.roles, p.role)
+	}
+	nc.coordDir, nc.co = coordDir, co
+	return nc
+}
+
+func TestWithNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("keygen takes tens of seconds")
+	}
+	nc := startNodes(t, [3][]int{{0, 3}, {1, 4}, {2, 5}})
+	ctx, alice, funder, bot, co := nc.ctx, nc.alice, nc.funder, nc.bot, nc.co
+	vendor, blocked, big1, wallet, signedDoc, sim := nc.vendor, nc.blocked, nc.big1, nc.wallet, nc.signedDoc, nc.sim
+	coordDir := nc.coordDir
 	op, err := client.New(co.URL(), client.Options{Token: testToken})
 	if err != nil {
 		t.Fatal(err)
@@ -243,8 +282,8 @@ rules:
 		}
 	}
 	var committee []api.CommitteeMember
-	for _, p := range procs {
-		committee = append(committee, api.CommitteeMember{ID: ids.MemberID(p.id), Role: p.role})
+	for i, id := range nc.ids {
+		committee = append(committee, api.CommitteeMember{ID: id, Role: nc.roles[i]})
 	}
 	started, err := op.CreateKey(ctx, api.CreateKey{Committee: committee, Threshold: 1})
 	if err != nil {
@@ -309,7 +348,7 @@ rules:
 		t.Fatalf("attempts %+v", r.Attempts)
 	}
 	for _, m := range r.Attempts[0].Quorum {
-		if m == ids.MemberID(procs[2].id) {
+		if m == nc.ids[2] {
 			t.Fatalf("the guardian was asked for a hot-tier signature: %v", r.Attempts[0].Quorum)
 		}
 	}
@@ -395,7 +434,7 @@ rules:
 	// recorded the outcome: on restart it asks the session's members for
 	// their result first and takes the signature from it, with no second
 	// session.
-	stop()
+	nc.stop()
 	st, err := store.Open(filepath.Join(coordDir, "data"), store.KeyFile(filepath.Join(coordDir, "store.key")), store.Options{MustExist: true})
 	if err != nil {
 		t.Fatal(err)
@@ -416,7 +455,7 @@ rules:
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	co = start()
+	co = nc.start()
 	op, _ = client.New(co.URL(), client.Options{Token: testToken})
 	resumed, err := op.WaitFinal(wctx, r.ID)
 	if err != nil {
@@ -433,5 +472,96 @@ rules:
 	}
 	if _, err := co.Store().VerifyAudit(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestReshareWithNodes reshares a key through the REST API with the
+// guardian's authorisation: the address stays, the generation moves on,
+// every new member confirms, and the key signs afterwards. An
+// authorisation signed by someone who is not a guardian reaches the old
+// members, and every one of them refuses it.
+func TestReshareWithNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("keygen and reshare take tens of seconds")
+	}
+	nc := startNodes(t, [3][]int{{0, 3}, {1, 4}, {2, 5}})
+	ctx := nc.ctx
+	op, _ := client.New(nc.co.URL(), client.Options{Token: testToken})
+	if _, err := op.ProposePolicy(ctx, nc.signedDoc); err != nil {
+		t.Fatal(err)
+	}
+	var committee []api.CommitteeMember
+	var entries []string
+	for i, id := range nc.ids {
+		committee = append(committee, api.CommitteeMember{ID: id, Role: nc.roles[i]})
+		entries = append(entries, policy.CommitteeEntry(string(id), nc.roles[i]))
+	}
+	slices.Sort(entries)
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	started, err := op.CreateKey(ctx, api.CreateKey{Committee: committee, Threshold: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err := op.WaitOperation(wctx, started.ID, 500*time.Millisecond, nil)
+	if err != nil || done.State != api.OpDone {
+		t.Fatalf("keygen: %v %+v", err, done)
+	}
+	key := *done.Key
+	authorize := func(gen uint32, by *ecdsa.PrivateKey) api.Reshare {
+		a := policy.ReshareAuthorization{Key: key.Address, Generation: gen, OldMembers: entries, OldThreshold: 1,
+			NewMembers: entries, NewThreshold: 1, Expiry: time.Now().Add(time.Hour).UTC().Truncate(time.Second)}
+		sig, err := policy.SignTypedData(by, a.TypedData(nc.wallet))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return api.ReshareFrom(policy.SignedReshare{Authorization: a, Signatures: [][]byte{sig}})
+	}
+	started, err = op.Reshare(ctx, key.ID, api.ReshareKey{Committee: committee, Threshold: 1, Authorization: authorize(key.Generation, nc.alice)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err = op.WaitOperation(wctx, started.ID, 500*time.Millisecond, nil)
+	if err != nil || done.State != api.OpDone || done.Key == nil {
+		t.Fatalf("reshare: %v %+v", err, done)
+	}
+	if done.Key.Address != key.Address || done.Key.Generation != key.Generation+1 || len(done.Confirmed) != 3 || len(done.Unconfirmed) != 0 {
+		t.Fatalf("reshared key %+v confirmed %v unconfirmed %v", done.Key, done.Confirmed, done.Unconfirmed)
+	}
+	shown, err := op.Key(ctx, key.ID)
+	if err != nil || shown.Generation != key.Generation+1 {
+		t.Fatalf("key after the reshare: %v %+v", err, shown)
+	}
+
+	outsider, _ := crypto.GenerateKey()
+	started, err = op.Reshare(ctx, key.ID, api.ReshareKey{Committee: committee, Threshold: 1, Authorization: authorize(shown.Generation, outsider)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err = op.WaitOperation(wctx, started.ID, 500*time.Millisecond, nil)
+	if err != nil || done.State != api.OpFailed {
+		t.Fatalf("reshare without the guardians: %v %+v", err, done)
+	}
+	for _, id := range nc.ids {
+		if !strings.Contains(done.Error, string(id)+" refused") {
+			t.Errorf("old member %s did not refuse: %s", id, done.Error)
+		}
+	}
+	if k, _ := op.Key(ctx, key.ID); k.Generation != shown.Generation {
+		t.Fatalf("a refused reshare changed the key: %+v", k)
+	}
+
+	// The reshared key signs.
+	agent, _ := client.New(nc.co.URL(), client.Options{Agent: nc.bot})
+	tx := types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(simChainID), Nonce: 0, To: &nc.vendor, Value: big.NewInt(1),
+		Gas: 21000, GasFeeCap: big.NewInt(10e9), GasTipCap: big.NewInt(1e9)})
+	raw, _ := tx.MarshalBinary()
+	r, err := agent.Submit(ctx, nc.bot, api.SignRequest{Key: key.ID, ChainID: simChainID, Kind: "transaction",
+		Payload: []byte(fmt.Sprintf("%q", hexutil.Encode(raw))), IdempotencyKey: "after-reshare", Expiry: time.Now().Add(time.Hour).UTC().Truncate(time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err = agent.WaitFinal(wctx, r.ID); err != nil || r.State != api.StateSigned {
+		t.Fatalf("payment after the reshare: %v %+v", err, r)
 	}
 }
