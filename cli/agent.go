@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -104,6 +105,7 @@ type agentFlags struct {
 	keys       *string
 	wait       *time.Duration
 	expiry     *time.Duration
+	grant      *string
 	logLevel   *string
 }
 
@@ -115,6 +117,7 @@ func addAgentFlags(fs *flag.FlagSet) *agentFlags {
 		keys:       fs.String("keys", "", "comma-separated keys to sign with (key:0x… or addresses; default every key the coordinator lists)"),
 		wait:       fs.Duration("wait", sidecar.DefaultWait, "how long a signing call waits for a guardian before answering with the request id"),
 		expiry:     fs.Duration("expiry", sidecar.DefaultExpiry, "how long each request stays valid for guardians to approve"),
+		grant:      fs.String("grant", "", "a guardian-signed session grant file (custos session grant) to present with every request"),
 		logLevel:   fs.String("log-level", "info", "debug, info, warn or error"),
 	}
 }
@@ -140,7 +143,23 @@ func (f *agentFlags) wallet(env *Env, log *slog.Logger) (*sidecar.Wallet, error)
 		}
 		keys = append(keys, id)
 	}
-	return sidecar.New(sidecar.Config{Client: cl, Credential: cred, Keys: keys, Wait: *f.wait, Expiry: *f.expiry, Logger: log})
+	var grant json.RawMessage
+	if *f.grant != "" {
+		g, err := readGrant(*f.grant)
+		if err != nil {
+			return nil, err
+		}
+		if len(g.Signature) == 0 {
+			return nil, fmt.Errorf("--grant %s: the grant is not signed yet (a guardian runs custos session grant)", *f.grant)
+		}
+		if g.Agent != cred.Agent() {
+			return nil, fmt.Errorf("--grant %s: the grant is for agent %s, the credential is %s's", *f.grant, g.Agent, cred.Agent())
+		}
+		if grant, err = json.Marshal(g); err != nil {
+			return nil, err
+		}
+	}
+	return sidecar.New(sidecar.Config{Client: cl, Credential: cred, Keys: keys, Wait: *f.wait, Expiry: *f.expiry, Grant: grant, Logger: log})
 }
 
 func (f *agentFlags) upstreamURL(env *Env) (string, error) {

@@ -102,6 +102,10 @@ rules:
   - id: sign-in
     when: {chain: 1337, message_prefix: "Sign in to "}
     tier: hot
+  - id: sessions
+    description: what a guardian-signed session grant allows
+    when: {chain: 1337, grant: true, gas_max: 21000, fee_max: 100 gwei}
+    tier: hot
 `
 
 // world is the cluster of one test binary.
