@@ -80,16 +80,19 @@ type Coordinator struct {
 	roles   map[ids.MemberID]ids.Role // the configured members
 	metrics *metrics
 
-	verifier  *agentauth.Verifier
-	limAgent  *httpapi.Limiter
-	limOper   *httpapi.Limiter
-	limAnon   *httpapi.Limiter
-	pol       *policyHolder
-	ctx       context.Context // ends at Close: the work goroutines' lifetime
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	closeOnce sync.Once
-	closeErr  error
+	verifier *agentauth.Verifier
+	limAgent *httpapi.Limiter
+	limOper  *httpapi.Limiter
+	limAnon  *httpapi.Limiter
+	pol      *policyHolder
+	ctx      context.Context // ends at Close: the work goroutines' lifetime
+	// httpCtx is the requests' base context, ended when serving stops.
+	httpCtx    context.Context
+	httpCancel context.CancelFunc
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
+	closeErr   error
 
 	mu sync.Mutex
 	// guarded by mu
@@ -203,6 +206,8 @@ func New(cfg *Config, opts Options) (*Coordinator, error) {
 	}
 	c.url = "http://" + c.ln.Addr().String()
 	c.srv = httpapi.Server(cfg.HTTP.Listen, c.handler(), c.log)
+	c.httpCtx, c.httpCancel = context.WithCancel(context.Background())
+	c.srv.BaseContext = func(net.Listener) context.Context { return c.httpCtx }
 	ok = true
 	return c, nil
 }
@@ -228,16 +233,21 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if err := c.resume(); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	serve, stopServing := context.WithCancel(context.Background())
+	defer stopServing()
 	go func() {
 		select {
 		case <-c.ctx.Done():
-			cancel()
 		case <-ctx.Done():
+		case <-serve.Done():
+			return
 		}
+		// End the requests in flight (a long poll, say) first, so the
+		// shutdown that follows does not wait for them.
+		c.httpCancel()
+		stopServing()
 	}()
-	err := httpapi.Serve(ctx, c.srv, c.ln, 5*time.Second)
+	err := httpapi.Serve(serve, c.srv, c.ln, 5*time.Second)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
@@ -252,6 +262,9 @@ func (c *Coordinator) Close() error {
 		c.mu.Lock()
 		c.cancel()
 		c.mu.Unlock()
+		if c.httpCancel != nil {
+			c.httpCancel()
+		}
 		if c.srv != nil {
 			_ = c.srv.Close()
 		}

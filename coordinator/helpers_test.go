@@ -189,7 +189,9 @@ func (e *env) close() {
 		return
 	}
 	e.cancelRun()
-	<-e.runDone
+	if err := <-e.runDone; err != nil {
+		e.t.Errorf("Run: %v", err)
+	}
 	if err := e.c.Close(); err != nil {
 		e.t.Error(err)
 	}

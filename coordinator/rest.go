@@ -365,10 +365,13 @@ func (c *Coordinator) waitRequest(w http.ResponseWriter, r *http.Request, cl *ca
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
+	// Reads are not cut short by the poll's end: a poll ended by the
+	// timeout or a shutdown still answers with the request as it stands.
+	read := context.WithoutCancel(r.Context())
 	for {
 		id, _ := pathRequest(r)
 		wake := c.watch(string(id))
-		b, err := c.visible(r.Context(), r, cl)
+		b, err := c.visible(read, r, cl)
 		if err != nil {
 			return err
 		}

@@ -108,3 +108,27 @@ func TestRestartResumesOrFails(t *testing.T) {
 		t.Fatalf("no audit entry for the settled session: %+v", entries)
 	}
 }
+
+// TestCloseEndsLongPolls: a long poll in flight ends when the coordinator
+// stops, and Run returns without error (a shutdown that waited for the
+// poll would end with its grace period's deadline error).
+func TestCloseEndsLongPolls(t *testing.T) {
+	e := newEnv(t, "")
+	ctx := context.Background()
+	r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	polled := make(chan error, 1)
+	go func() {
+		_, err := e.op.Wait(ctx, r.ID, MaxWait)
+		polled <- err
+	}()
+	// Give the poll time to reach the server; the answer below shows it
+	// did (a poll that came too late would fail to connect).
+	time.Sleep(300 * time.Millisecond)
+	e.close() // fails the test if Run returns an error
+	if err := <-polled; err != nil {
+		t.Fatalf("the poll in flight: %v", err)
+	}
+}
