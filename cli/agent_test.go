@@ -74,3 +74,18 @@ func TestAgentUsage(t *testing.T) {
 		}
 	}
 }
+
+// Every agent-facing subcommand builds its flags and prints its usage
+// (a flag defined twice would panic here).
+func TestAgentCommandsHelp(t *testing.T) {
+	for _, args := range [][]string{
+		{"agent", "-h"}, {"agent", "init", "-h"}, {"agent", "mcp", "-h"}, {"agent", "pay", "-h"},
+		{"policy", "show", "-h"}, {"policy", "dry-run", "-h"},
+		{"session", "request", "-h"}, {"session", "grant", "-h"}, {"session", "list", "-h"},
+	} {
+		_, out, errs := runCmd(t, args...)
+		if !strings.Contains(out+errs, "Usage: custos "+args[0]) {
+			t.Errorf("%v: no usage printed:\n%s%s", args, out, errs)
+		}
+	}
+}

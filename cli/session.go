@@ -93,7 +93,7 @@ func tokenAmountFlag(name, s string) (*api.Amount, error) {
 }
 
 func sessionRequest(ctx context.Context, env *Env, args []string) error {
-	fs := NewFlags(env, "session request", "session request --key KEY --for 2h [--to A,B] [--value-per-tx 0.01ether] [--value-total 0.1ether] [--token ADDR --amount-per-tx N --amount-total N] [--selectors 0xa9059cbb,...] [--max-count N] [--chain-id N] [--out FILE] [--json]")
+	fs := NewFlags(env, "session request", "session request --key KEY --for 2h [--to A,B] [--value-per-tx 0.01ether] [--value-total 0.1ether] [--erc20 ADDR --amount-per-tx N --amount-total N] [--selectors 0xa9059cbb,...] [--max-count N] [--chain-id N] [--out FILE] [--json]")
 	rf := addRESTFlags(fs)
 	credFile := fs.String("credential", "", "the agent credential file (default $"+EnvAgentCredential+" or "+defaultCredential+"): the grant is for its agent")
 	key := fs.String("key", "", "the key the grant covers (key:0x… or its address)")
@@ -101,7 +101,7 @@ func sessionRequest(ctx context.Context, env *Env, args []string) error {
 	to := fs.String("to", "", "comma-separated destinations (and recipients) the grant allows")
 	vpt := fs.String("value-per-tx", "", "ether per transaction, e.g. 0.01ether")
 	vt := fs.String("value-total", "", "ether in total over the grant")
-	tok := fs.String("token", "", "the one ERC-20 the grant may move")
+	tok := fs.String("erc20", "", "the one ERC-20 token (address) the grant may move")
 	apt := fs.String("amount-per-tx", "", "token base units per transaction")
 	at := fs.String("amount-total", "", "token base units in total")
 	sels := fs.String("selectors", "", "comma-separated 4-byte selectors that may be called (none: plain transfers only)")
@@ -147,7 +147,7 @@ func sessionRequest(ctx context.Context, env *Env, args []string) error {
 	if *tok != "" {
 		a, err := ids.ParseAddress(*tok)
 		if err != nil {
-			return Usagef("--token: %v", err)
+			return Usagef("--erc20: %v", err)
 		}
 		g.Token = &a
 	}
