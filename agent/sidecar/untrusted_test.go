@@ -191,7 +191,9 @@ func TestWalletOutcomes(t *testing.T) {
 	if !errors.As(err, &pe) || pe.RequestID != "req:1" {
 		t.Fatalf("pending: %v", err)
 	}
-	f.answer = func(_ *api.ParsedRequest, r *api.Request) { r.State, r.Reason, r.Signature = api.StateFailed, "no quorum", nil }
+	f.answer = func(_ *api.ParsedRequest, r *api.Request) {
+		r.State, r.Reason, r.Signature = api.StateFailed, "no quorum", nil
+	}
 	if _, err = w.Sign(context.Background(), f.addr, p); !errors.Is(err, sidecar.ErrFailed) || !strings.Contains(err.Error(), "no quorum") {
 		t.Fatalf("failed: %v", err)
 	}
