@@ -169,23 +169,21 @@ func (w *Wallet) Accounts(ctx context.Context) ([]common.Address, error) {
 	return out, nil
 }
 
-// key returns the key of address a, reloading the list once on a miss.
+// key returns the key of address a, reloading the list on a miss (a key
+// made since the last load).
 func (w *Wallet) key(ctx context.Context, a common.Address) (api.Key, error) {
 	w.mu.Lock()
 	k, ok := w.keys[a]
-	loaded := w.keys != nil
 	w.mu.Unlock()
 	if ok {
 		return k, nil
 	}
-	if !loaded || !ok {
-		if _, err := w.Keys(ctx); err != nil {
-			return api.Key{}, err
-		}
-		w.mu.Lock()
-		k, ok = w.keys[a]
-		w.mu.Unlock()
+	if _, err := w.Keys(ctx); err != nil {
+		return api.Key{}, err
 	}
+	w.mu.Lock()
+	k, ok = w.keys[a]
+	w.mu.Unlock()
 	if !ok {
 		return api.Key{}, fmt.Errorf("%w: %s", ErrUnknownAccount, a.Hex())
 	}
