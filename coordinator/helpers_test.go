@@ -65,7 +65,10 @@ type env struct {
 	op        *client.Client
 	bot       *agentauth.Credential
 	helper    *agentauth.Credential
-	guardian  *ecdsa.PrivateKey
+	guardian  *ecdsa.PrivateKey // alice, the guardian member's human
+	bob       *ecdsa.PrivateKey // the second guardian's human, with two
+	names     []string
+	roles     []ids.Role
 	outsider  *ecdsa.PrivateKey
 	members   []ids.MemberID
 	key       tss.KeyInfo
@@ -87,22 +90,27 @@ func memberID(t *testing.T, dir, name string) ids.MemberID {
 	return ids.MemberID(id.String())
 }
 
-func genesisSource(guardian common.Address, bot, helper *agentauth.Credential) string {
+func genesisSource(guardian common.Address, bob *common.Address, bot, helper *agentauth.Credential) string {
+	guardians := fmt.Sprintf("alice: %q", guardian.Hex())
+	if bob != nil {
+		guardians += fmt.Sprintf(", bob: %q", bob.Hex())
+	}
 	return fmt.Sprintf(`version: 1
-guardians: {alice: "%s"}
+guardians: {%s}
 quorum: 1
 agents: {bot: "%s", helper: "%s"}
 tiers: [{name: hot, signers: [agent, policy]}]
 rules: []
-`, guardian.Hex(), agentauth.FormatPublicKey(bot.Public()), agentauth.FormatPublicKey(helper.Public()))
+`, guardians, agentauth.FormatPublicKey(bot.Public()), agentauth.FormatPublicKey(helper.Public()))
 }
 
 // newEnv writes a configuration, opens a coordinator and runs it.
-func newEnv(t *testing.T, extra string) *env { return newEnvWith(t, extra, nil) }
+func newEnv(t *testing.T, extra string) *env { return newEnvWith(t, extra, nil, 1) }
 
 // newEnvWith is newEnv whose members are given addresses by addrs (nil:
-// addresses nothing listens on) before the configuration is written.
-func newEnvWith(t *testing.T, extra string, addrs func(e *env) []string) *env {
+// addresses nothing listens on) before the configuration is written, with
+// one guardian member (alice's) or two (alice's and bob's).
+func newEnvWith(t *testing.T, extra string, addrs func(e *env) []string, guardians int) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), clock: &clock{t: time.Now().UTC().Truncate(time.Second)}}
 	var err error
@@ -114,18 +122,33 @@ func newEnvWith(t *testing.T, extra string, addrs func(e *env) []string) *env {
 	if e.helper, err = agentauth.NewCredential("helper"); err != nil {
 		t.Fatal(err)
 	}
-	src := genesisSource(crypto.PubkeyToAddress(e.guardian.PublicKey), e.bot, e.helper)
+	e.bob, _ = crypto.GenerateKey()
+	var bob *common.Address
+	e.names = []string{"agent", "policy", "guardian"}
+	e.roles = []ids.Role{ids.RoleAgent, ids.RolePolicy, ids.RoleGuardian}
+	if guardians == 2 {
+		b := crypto.PubkeyToAddress(e.bob.PublicKey)
+		bob = &b
+		e.names = append(e.names, "guardian2")
+		e.roles = append(e.roles, ids.RoleGuardian)
+	}
+	src := genesisSource(crypto.PubkeyToAddress(e.guardian.PublicKey), bob, e.bot, e.helper)
 	d, err := policy.ParseDocument([]byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.wallet = d.Hash()
-	for _, n := range []string{"agent", "policy", "guardian"} {
+	var memberAddrs []string
+	for _, n := range e.names {
 		e.members = append(e.members, memberID(t, e.dir, n))
+		memberAddrs = append(memberAddrs, "/ip4/127.0.0.1/tcp/9")
 	}
-	memberAddrs := []string{"/ip4/127.0.0.1/tcp/9", "/ip4/127.0.0.1/tcp/9", "/ip4/127.0.0.1/tcp/9"}
 	if addrs != nil {
 		memberAddrs = addrs(e)
+	}
+	var memberList strings.Builder
+	for i, m := range e.members {
+		fmt.Fprintf(&memberList, "  - {id: %s, role: %s, addrs: [%s]}\n", m, e.roles[i], memberAddrs[i])
 	}
 	keyFile := filepath.Join(e.dir, "store.key")
 	if err := os.WriteFile(keyFile, []byte(strings.Repeat("ab", 32)), 0o600); err != nil {
@@ -136,14 +159,11 @@ store_key: {file: store.key}
 listen: [/ip4/127.0.0.1/tcp/0]
 http: {listen: "127.0.0.1:0"}
 members:
-  - {id: %s, role: agent, addrs: [%s]}
-  - {id: %s, role: policy, addrs: [%s]}
-  - {id: %s, role: guardian, addrs: [%s]}
-operators: [{name: ops, token: %s}]
+%soperators: [{name: ops, token: %s}]
 chain: {chain_id: %d}
 policy: {genesis_hash: "%s"}
 timeouts: {propose: 2s, probe: 1s, session: 5s}
-%s`, e.members[0], memberAddrs[0], e.members[1], memberAddrs[1], e.members[2], memberAddrs[2], testToken, testChainID, e.wallet.Hex(), extra)
+%s`, memberList.String(), testToken, testChainID, e.wallet.Hex(), extra)
 	if err := os.WriteFile(filepath.Join(e.dir, "coordinator.yaml"), []byte(e.cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -203,8 +223,11 @@ func (e *env) close() {
 func (e *env) addKey() {
 	k, _ := crypto.GenerateKey()
 	e.keyPriv = k
-	cm := tss.Committee{Threshold: 1, Members: []tss.Member{
-		{ID: e.members[0], Role: ids.RoleAgent}, {ID: e.members[1], Role: ids.RolePolicy}, {ID: e.members[2], Role: ids.RoleGuardian}}}.Canonical()
+	cm := tss.Committee{Threshold: len(e.members) - 2}
+	for i, m := range e.members {
+		cm.Members = append(cm.Members, tss.Member{ID: m, Role: e.roles[i]})
+	}
+	cm = cm.Canonical()
 	e.key = tss.KeyInfo{Address: crypto.PubkeyToAddress(k.PublicKey), PublicKey: crypto.FromECDSAPub(&k.PublicKey),
 		Committee: cm, GuardianFloor: cm.GuardianFloor()}
 	if err := e.c.putKey(context.Background(), e.key, false); err != nil {

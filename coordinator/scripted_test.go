@@ -39,8 +39,11 @@ type scripted struct {
 	results map[ids.SessionID]*control.Result // what Result answers, once started
 	onStart func(s ids.SessionID) *control.Result
 	refuse  func(m *control.Message) *control.Refusal
-	// approvals is how many approvals the scripted tier needs.
+	// approvals is how many approvals the scripted tier needs, roles the
+	// roles it names (default: policy).
 	approvals int
+	roles     []ids.Role
+	human     *ecdsa.PrivateKey // a guardian member's human, if not alice
 }
 
 func (s *scripted) record(m *control.Message) {
@@ -91,7 +94,11 @@ func (s *scripted) handle(e *env) p2p.Handler {
 		case control.TypeStatus:
 			st := &control.Status{Member: s.id, Role: s.role}
 			if s.role == ids.RoleGuardian {
-				st.Guardian = crypto.PubkeyToAddress(e.guardian.PublicKey).Hex()
+				human := e.guardian
+				if s.human != nil {
+					human = s.human
+				}
+				st.Guardian = crypto.PubkeyToAddress(human.PublicKey).Hex()
 			}
 			rep.Status = st
 		case control.TypeEvaluate:
@@ -100,10 +107,13 @@ func (s *scripted) handle(e *env) p2p.Handler {
 				return nil, err
 			}
 			s.mu.Lock()
-			n := s.approvals
+			n, roles := s.approvals, s.roles
 			s.mu.Unlock()
+			if roles == nil {
+				roles = []ids.Role{ids.RolePolicy}
+			}
 			rep.Decision = &control.Decision{Verdict: "allow", RuleID: "scripted", Reason: "scripted", Tier: "solo",
-				Roles: []ids.Role{ids.RolePolicy}, Approvals: n, Digest: pr.Payload.Digest()}
+				Roles: roles, Approvals: n, Digest: pr.Payload.Digest()}
 		case control.TypePropose:
 			rep.Join = &control.Join{Member: s.id}
 		case control.TypeStart:
@@ -129,7 +139,16 @@ func (s *scripted) handle(e *env) p2p.Handler {
 
 // newScriptedEnv runs the env's three members as scripted members.
 func newScriptedEnv(t *testing.T) (*env, map[ids.Role]*scripted) {
+	e, m, _ := newScriptedEnvN(t, 1)
+	return e, m
+}
+
+// newScriptedEnvN is newScriptedEnv with one or two guardian members; the
+// list holds every member in the env's order (the map the last of each
+// role).
+func newScriptedEnvN(t *testing.T, guardians int) (*env, map[ids.Role]*scripted, []*scripted) {
 	members := map[ids.Role]*scripted{}
+	var list []*scripted
 	var coordID peer.ID
 	e := newEnvWith(t, "", func(e *env) []string {
 		k, err := p2p.LoadOrCreateIdentity(filepath.Join(e.dir, "data", "identity.key"))
@@ -139,8 +158,8 @@ func newScriptedEnv(t *testing.T) (*env, map[ids.Role]*scripted) {
 		coordID, _ = peer.IDFromPrivateKey(k)
 		coord := p2p.Member{ID: coordID}
 		var addrs []string
-		for i, role := range []ids.Role{ids.RoleAgent, ids.RolePolicy, ids.RoleGuardian} {
-			key, err := p2p.LoadIdentity(filepath.Join(e.dir, string([]string{"agent", "policy", "guardian"}[i])+".key"))
+		for i, role := range e.roles {
+			key, err := p2p.LoadIdentity(filepath.Join(e.dir, e.names[i]+".key"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -156,12 +175,16 @@ func newScriptedEnv(t *testing.T) (*env, map[ids.Role]*scripted) {
 			if err := n.RegisterHandler(control.Protocol, control.MaxMessage, s.handle(e)); err != nil {
 				t.Fatal(err)
 			}
+			if i == 3 {
+				s.human = e.bob
+			}
 			members[role] = s
+			list = append(list, s)
 			addrs = append(addrs, addr)
 		}
 		return addrs
-	})
-	return e, members
+	}, guardians)
+	return e, members, list
 }
 
 // TestRetryExcludesCulprits: a session that fails blaming a member is
@@ -523,5 +546,73 @@ func TestGrants(t *testing.T) {
 	}
 	if n := len(m[ids.RoleAgent].calls("policy")); n != 2 {
 		t.Fatalf("agent member got %d policy updates, want the genesis document and the grant", n)
+	}
+}
+
+// TestQuorumPrefersApprovingGuardians: for a tier that needs a guardian,
+// the quorum takes the guardian whose human approved, not the first
+// guardian by id.
+func TestQuorumPrefersApprovingGuardians(t *testing.T) {
+	e, m, list := newScriptedEnvN(t, 2)
+	ctx := context.Background()
+	pol, g1, g2 := m[ids.RolePolicy], list[2], list[3]
+	pol.mu.Lock()
+	pol.approvals, pol.roles = 1, []ids.Role{ids.RoleAgent, ids.RolePolicy, ids.RoleGuardian}
+	pol.mu.Unlock()
+	var mu sync.Mutex
+	var req *api.Request
+	for _, s := range list {
+		s.mu.Lock()
+		s.onStart = func(ids.SessionID) *control.Result {
+			mu.Lock()
+			defer mu.Unlock()
+			sig, err := crypto.Sign(req.Digest[:], e.keyPriv)
+			if err != nil {
+				t.Error(err)
+			}
+			return &control.Result{State: control.StateDone, Signature: sig}
+		}
+		s.mu.Unlock()
+	}
+	r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	req = r
+	mu.Unlock()
+	for r.State == api.StateReceived {
+		if r, err = e.op.Wait(ctx, r.ID, 100*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.State != api.StatePendingApproval {
+		t.Fatalf("request: %+v", r)
+	}
+	// The guardian that comes second by id approves (Select without a
+	// preference takes the first).
+	first, second, human := g1, g2, e.bob
+	if g2.id < g1.id {
+		first, second, human = g2, g1, e.guardian
+	}
+	a := policy.Approval{RequestID: r.ID, Digest: r.Digest, ChainID: bigInt(testChainID), Key: e.key.Address,
+		Issued: e.clock.Now().Add(-time.Minute), Expiry: e.clock.Now().Add(time.Hour)}
+	sig, err := policy.SignTypedData(human, a.TypedData(e.wallet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon, _ := client.New(e.c.URL(), client.Options{})
+	if _, err := anon.Approve(ctx, api.ApprovalFrom(policy.SignedApproval{Approval: a, Signature: sig})); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	got, err := e.op.WaitFinal(wctx, r.ID)
+	if err != nil || got.State != api.StateSigned || len(got.Attempts) != 1 {
+		t.Fatalf("approved request: %v %+v", err, got)
+	}
+	q := got.Attempts[0].Quorum
+	if !slices.Contains(q, second.id) || slices.Contains(q, first.id) {
+		t.Fatalf("quorum %v: want the approving guardian %s, not %s", q, second.id, first.id)
 	}
 }
