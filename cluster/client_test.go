@@ -15,6 +15,7 @@ import (
 	"github.com/custos-wallet/custos/api"
 	"github.com/custos-wallet/custos/cli"
 	"github.com/custos-wallet/custos/client"
+	"github.com/custos-wallet/custos/control"
 	"github.com/custos-wallet/custos/node/admin"
 )
 
@@ -186,6 +187,91 @@ func TestHealthAndMetrics(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != 200 || !strings.Contains(string(body), "# TYPE") {
 			t.Errorf("%s /metrics: HTTP %d\n%.300s", n, resp.StatusCode, body)
+		}
+	}
+}
+
+// A dry run of a request the agent signed returns the rule trace from a
+// policy member without signing or reserving anything; GET /v1/approvals
+// lists a request waiting for guardians until a guardian's denial, from
+// the guardian's own wallet over REST, ends it; GET /v1/audit has the
+// coordinator's record of both.
+func TestDryRunApprovalsListAndAudit(t *testing.T) {
+	c := setup(t)
+	ctx := context.Background()
+	op := c.restClient(t, false)
+	body := signBody(t, hotKey.ID, idem("dry"), c.w.unsignedTx(t, hotKey.Address, vendor1, eth(2)))
+	dr, err := c.restClient(t, true).DryRun(ctx, c.w.bot.Sign("POST", api.SignRequestPath, body, time.Now()))
+	if err != nil {
+		t.Fatalf("dry run: %v", err)
+	}
+	if dr.Decision.RuleID != "small-payments" || dr.Decision.Tier != "hot" || len(dr.Trace) == 0 {
+		t.Errorf("dry run %+v", dr)
+	}
+	matched := false
+	for _, s := range dr.Trace {
+		matched = matched || (s.Rule == "small-payments" && s.Matched)
+	}
+	if !matched {
+		t.Errorf("trace %+v does not show small-payments matching", dr.Trace)
+	}
+	// Nothing reserved, nothing stored under the body's request id.
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatal(err)
+	}
+	id := control.RequestID(agentBot, m["idempotency_key"].(string))
+	if recs := c.ledgerRecords(t, namePolicy, id); len(recs) != 0 {
+		t.Errorf("a dry run reserved budget: %+v", recs)
+	}
+	if _, err := op.Request(ctx, id); !client.IsCode(err, "not_found") {
+		t.Errorf("a dry run stored request %s: %v", id, err)
+	}
+
+	r := c.submit(t, c.w.bot, vaultKey.ID, idem("listed"), c.w.unsignedTx(t, vaultKey.Address, vendor2, eth(800)))
+	if r = c.waitState(t, r.ID, api.StatePendingApproval); r.State != api.StatePendingApproval {
+		t.Fatalf("guarded request: %s", describeRequest(r))
+	}
+	listed := func() bool {
+		list, err := op.Approvals(ctx)
+		if err != nil {
+			t.Fatalf("GET /v1/approvals: %v", err)
+		}
+		for _, p := range list {
+			if p.ID == r.ID {
+				return true
+			}
+		}
+		return false
+	}
+	if !listed() {
+		t.Fatalf("GET /v1/approvals does not list %s", r.ID)
+	}
+	p := c.waitQueued(t, nameGuardian2, r.ID)
+	d, err := admin.NewGuardian(c.w.bob).Deny(c.w.walletID, p, "too much at once", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.Deny(ctx, d); err != nil {
+		t.Fatalf("POST denial: %v", err)
+	}
+	r = c.waitState(t, r.ID)
+	if r.State != api.StateDenied || !strings.Contains(r.Reason, "too much at once") {
+		t.Fatalf("after bob's denial: %s", describeRequest(r))
+	}
+	if listed() {
+		t.Errorf("GET /v1/approvals still lists the denied %s", r.ID)
+	}
+	entries, err := op.Audit(ctx, client.AuditQuery{Request: string(r.ID)})
+	if err != nil {
+		t.Fatalf("GET /v1/audit: %v", err)
+	}
+	if len(entries) == 0 {
+		t.Errorf("the coordinator's audit has nothing on %s", r.ID)
+	}
+	for _, e := range entries {
+		if e.RequestID != "" && e.RequestID != r.ID {
+			t.Errorf("audit query for %s returned an entry of %s", r.ID, e.RequestID)
 		}
 	}
 }
