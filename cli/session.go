@@ -206,7 +206,7 @@ func sessionRequest(ctx context.Context, env *Env, args []string) error {
 		return PrintJSON(env.Stdout, map[string]any{"grant": g, "file": *out, "digest": hexutil.Encode(digest)})
 	}
 	fmt.Fprintf(env.Stdout, "wrote %s: grant %s for agent %s on key %s until %s\n", *out, g.ID, g.Agent, g.Key.Hex(), g.Expiry.Format(time.RFC3339))
-	fmt.Fprintf(env.Stdout, "EIP-712 digest a guardian signs: %s\nA guardian signs and pushes it with: custos session grant %s --keystore FILE --password-file FILE\n", hexutil.Encode(digest), *out)
+	fmt.Fprintf(env.Stdout, "EIP-712 digest a guardian signs: %s (wallet %s)\nA guardian signs and pushes it with: custos session grant %s --wallet-id %s --keystore FILE --password-file FILE\n", hexutil.Encode(digest), p.WalletID.Hex(), *out, p.WalletID.Hex())
 	return nil
 }
 
@@ -247,10 +247,12 @@ func readGrant(path string) (*api.Grant, error) {
 }
 
 func sessionGrant(ctx context.Context, env *Env, args []string) error {
-	fs := NewFlags(env, "session grant", "session grant FILE --keystore FILE --password-file FILE [--token TOKEN] [--json]")
+	fs := NewFlags(env, "session grant", "session grant FILE --keystore FILE --password-file FILE [--wallet-id HASH | --token TOKEN | --credential FILE] [--json]")
 	rf := addRESTFlags(fs)
 	ks := fs.String("keystore", "", "the guardian's identity keystore (go-ethereum JSON)")
 	pw := fs.String("password-file", "", "the keystore's password file")
+	walletFlag := fs.String("wallet-id", "", "the wallet id (genesis document hash) the grant is signed under; default read from the coordinator's policy, which needs --token or --credential")
+	credFile := fs.String("credential", "", "read the policy as this agent instead of with an operator token")
 	pos, err := parseAll(fs, args)
 	if err != nil {
 		return err
@@ -274,20 +276,36 @@ func sessionGrant(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("keystore %s: %w", *ks, err)
 	}
-	cl, err := rf.client(env, client.Options{})
+	var opts client.Options
+	if *credFile != "" {
+		if opts.Agent, err = LoadCredential(*credFile); err != nil {
+			return err
+		}
+	}
+	cl, err := rf.client(env, opts)
 	if err != nil {
 		return err
 	}
-	p, err := cl.Policy(ctx)
-	if err != nil {
-		return fmt.Errorf("session grant: read the policy: %w", err)
+	var wallet common.Hash
+	if *walletFlag != "" {
+		b, err := hexutil.Decode(*walletFlag)
+		if err != nil || len(b) != 32 {
+			return Usagef("--wallet-id %q is not a 32-byte 0x-hex hash", *walletFlag)
+		}
+		wallet = common.BytesToHash(b)
+	} else {
+		p, err := cl.Policy(ctx)
+		if err != nil {
+			return fmt.Errorf("session grant: read the policy for its wallet id (or give --wallet-id): %w", err)
+		}
+		wallet = p.WalletID
 	}
 	g.Signature = make(hexutil.Bytes, 65)
 	sg, err := g.Policy()
 	if err != nil {
 		return fmt.Errorf("session grant %s: %w", pos[0], err)
 	}
-	sig, err := policy.SignTypedData(key.PrivateKey, sg.Grant.TypedData(p.WalletID))
+	sig, err := policy.SignTypedData(key.PrivateKey, sg.Grant.TypedData(wallet))
 	if err != nil {
 		return err
 	}

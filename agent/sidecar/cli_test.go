@@ -179,7 +179,7 @@ func TestCLISessionGrant(t *testing.T) {
 	if code, out, _ := w.runCLI(t, "session", "list", dir); code != 0 || !strings.Contains(out, "unsigned") {
 		t.Fatalf("session list before signing: exit %d\n%s", code, out)
 	}
-	code, out, errs = w.runCLI(t, "session", "grant", grantFile, "--keystore", ks, "--password-file", pw)
+	code, out, errs = w.runCLI(t, "session", "grant", grantFile, "--wallet-id", w.walletID.Hex(), "--keystore", ks, "--password-file", pw)
 	if code != 0 || strings.Contains(out, "refused") {
 		t.Fatalf("session grant: exit %d\n%s%s", code, out, errs)
 	}

@@ -70,19 +70,18 @@ func TestX402PaysUnderPolicy(t *testing.T) {
 		t.Fatalf("receipt settlement %+v", rc.Settlement)
 	}
 
-	refused := func(name string, accepts ...map[string]any) {
+	refused := func(name string, want error, text string, accepts ...map[string]any) {
 		t.Helper()
 		rs := newResourceServer(t, f, 2, accepts...)
 		before := len(f.settledTransfers())
 		_, rc, err := fetch(t, payer, rs.url())
-		if err == nil || rc != nil || rs.payments.Load() != 0 || len(f.settledTransfers()) != before {
-			t.Fatalf("%s: err %v receipt %+v payments %d", name, err, rc, rs.payments.Load())
+		if !errors.Is(err, want) || !strings.Contains(err.Error(), text) || rc != nil || rs.payments.Load() != 0 || len(f.settledTransfers()) != before {
+			t.Fatalf("%s: err %v (want %v mentioning %q) receipt %+v payments %d", name, err, want, text, rc, rs.payments.Load())
 		}
-		t.Logf("%s: %v", name, err)
 	}
-	refused("over the cap", offer("10001", payee1, 60))
-	refused("payee not allowed", offer("1000", stranger, 60))
-	refused("window too short", offer("1000", payee1, 1))
+	refused("over the cap", x402.ErrRefused, "exceeds amount_max", offer("10001", payee1, 60))
+	refused("payee not allowed", x402.ErrRefused, "not in list payees", offer("1000", stranger, 60))
+	refused("window too short", x402.ErrWindow, "", offer("1000", payee1, 1))
 
 	// Several offers: the cheapest is to a stranger and one is over the
 	// cap; the one the policy allows is paid (budget used: 0.015).
