@@ -2,6 +2,11 @@ package cli
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 
 	"github.com/custos-wallet/custos/dev"
 	"github.com/custos-wallet/custos/devchain"
@@ -34,7 +39,34 @@ func runDev(ctx context.Context, env *Env, args []string) error {
 	if fs.NArg() > 0 {
 		return Usagef("dev takes no arguments")
 	}
-	return dev.Run(ctx, dev.Options{Dir: *dir, ChainListen: *chainListen, HTTPListen: *httpListen,
+	program, note := programName()
+	if note != "" {
+		fmt.Fprintln(env.Stdout, note)
+	}
+	return dev.Run(ctx, dev.Options{Program: program, Dir: *dir, ChainListen: *chainListen, HTTPListen: *httpListen,
 		AgentListen: *agentListen, MCPListen: *mcpListen, ChainID: *chainID,
 		Out: env.Stdout, Cores: *cores})
+}
+
+// programName is how the printed steps call this binary: custos when that
+// is what the PATH finds, else its absolute path; a binary that go run
+// built in a temporary directory is gone once it exits, so then custos,
+// with a word on how to install it.
+func programName() (name, note string) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "custos", ""
+	}
+	exe, _ = filepath.EvalSymlinks(exe)
+	if p, err := exec.LookPath("custos"); err == nil {
+		if abs, err := filepath.Abs(p); err == nil {
+			if r, err := filepath.EvalSymlinks(abs); err == nil && r == exe {
+				return "custos", ""
+			}
+		}
+	}
+	if strings.Contains(exe, string(filepath.Separator)+"go-build") {
+		return "custos", "The steps below call custos: `go install ./cmd/custos` puts it on your PATH."
+	}
+	return exe, ""
 }

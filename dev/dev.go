@@ -71,6 +71,9 @@ type Options struct {
 	PreParams func(member string) tss.Generator
 	// Cores is how many cores the progress estimate assumes (default 2).
 	Cores int
+	// Program is how the printed steps name the custos binary (default
+	// "custos").
+	Program string
 }
 
 func (o Options) outOrDiscard() io.Writer {
@@ -92,7 +95,8 @@ type Cluster struct {
 	eth     *ethclient.Client
 	chain   *devchain.Chain
 	sidecar *agentSidecar
-	created bool // the first run laid the directory out
+	created bool   // the first run laid the directory out
+	program string // the custos binary, as the steps name it
 
 	cancel  context.CancelFunc
 	daemons []*daemon
@@ -146,11 +150,14 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.Cores <= 0 {
 		opts.Cores = 2
 	}
+	if opts.Program == "" {
+		opts.Program = "custos"
+	}
 	out := opts.Out
 	if out == nil {
 		out = io.Discard
 	}
-	c := &Cluster{p: paths{root}, out: &lineWriter{w: out}, gate: make(chan struct{}), vaultDone: make(chan struct{}),
+	c := &Cluster{p: paths{root}, program: opts.Program, out: &lineWriter{w: out}, gate: make(chan struct{}), vaultDone: make(chan struct{}),
 		gen: &genTracker{cores: opts.Cores, prior: 35 * time.Second}}
 	st, err := loadState(c.p)
 	if err != nil {
@@ -763,7 +770,7 @@ func Run(ctx context.Context, opts Options) error {
 		c.Close()
 		return err
 	}
-	c.out.printf("\nReady in %s. %s", time.Since(t0).Round(100*time.Millisecond), c.Summary())
+	c.out.printf("\nReady in %s.\n%s", time.Since(t0).Round(100*time.Millisecond), c.Summary())
 	c.out.print(FormatSteps(steps, 1))
 	c.out.printf("Stop with Ctrl-C; the next `custos dev` reuses %s.", c.Dir())
 	go func() {

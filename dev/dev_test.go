@@ -138,7 +138,8 @@ func TestFirstRunThenReuse(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dev")
 	var out syncBuffer
 	first := &fixtures{next: map[string]int{}, list: fixtureOrder}
-	opts := dev.Options{Dir: dir, ChainListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Out: &out, Log: logTo(t),
+	opts := dev.Options{Dir: dir, ChainListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", AgentListen: "127.0.0.1:0", MCPListen: "127.0.0.1:0",
+		Out: &out, Log: logTo(t),
 		PreParams: first.generator}
 	c, err := dev.Start(ctx, opts)
 	if err != nil {

@@ -20,7 +20,7 @@ import (
 )
 
 // Step is one printed next step: what it does and the command, exactly
-// as it runs (Args[0] is "custos" or "curl").
+// as it runs (Args[0] is the custos binary, Options.Program, or "curl").
 type Step struct {
 	Say  string
 	Args []string
@@ -59,7 +59,7 @@ func (c *Cluster) HotSteps(ctx context.Context) ([]Step, error) {
 		{Say: "The agent sidecar's MCP server, for an LLM agent: put this in your MCP client's configuration (Claude Code: .mcp.json):",
 			Text: c.MCPConfig()},
 		{Say: "The keys, as the operator (committees, thresholds, guardian floors):",
-			Args: []string{"custos", "keys", "list", "--url", c.URL(), "--token-file", c.OperatorTokenFile()}},
+			Args: []string{c.program, "keys", "list", "--url", c.URL(), "--token-file", c.OperatorTokenFile()}},
 	}, nil
 }
 
@@ -81,16 +81,16 @@ func (c *Cluster) VaultSteps(ctx context.Context) ([]Step, error) {
 		{Say: fmt.Sprintf("Ask to pay vendor %s %s ETH from the vault key: tier guarded, so it waits for one guardian:", Vendors[1].Hex(), formatEther(GuardedPayment)),
 			Args: c.signArgs(vault, tx, "--idempotency-key", idem, "--wait=false")},
 		{Say: "guardian-1's queue, with the request decoded by its own node (note the request id):",
-			Args: []string{"custos", "guardian", "pending", "--admin", admin}},
+			Args: []string{c.program, "guardian", "pending", "--admin", admin}},
 		{Say: fmt.Sprintf("Approve it as guardian-1 (an EIP-712 signature by its keystore account; password %q, in %s), with the id in place of %s:", GuardianPassword, c.PasswordFile(), RequestIDPlaceholder),
-			Args: []string{"custos", "guardian", "approve", RequestIDPlaceholder, "--admin", admin, "--keystore", c.Keystore(NameGuardian1), "--password-file", c.PasswordFile()}},
+			Args: []string{c.program, "guardian", "approve", RequestIDPlaceholder, "--admin", admin, "--keystore", c.Keystore(NameGuardian1), "--password-file", c.PasswordFile()}},
 		{Say: "Collect the signature and broadcast (the same idempotency key returns the same request):",
 			Args: c.signArgs(vault, tx, "--idempotency-key", idem, "--broadcast")},
 	}, nil
 }
 
 func (c *Cluster) signArgs(k api.Key, tx string, extra ...string) []string {
-	args := []string{"custos", "sign", "--url", c.URL(), "--credential", c.CredentialFile(),
+	args := []string{c.program, "sign", "--url", c.URL(), "--credential", c.CredentialFile(),
 		"--key", k.ID.String(), "--chain-id", fmt.Sprint(c.ChainID()), "--tx", tx}
 	return append(args, extra...)
 }
@@ -122,7 +122,7 @@ func (c *Cluster) Summary() string {
 	g1, _ := GuardianKey(1)
 	g2, _ := GuardianKey(2)
 	hot := c.Hot()
-	fmt.Fprintf(&b, "\n\n  dev chain (JSON-RPC)  %s  chain id %d; dev account 0 %s (key public: dev only)\n", c.ChainURL(), c.ChainID(), acct.Address.Hex())
+	fmt.Fprintf(&b, "\n  dev chain (JSON-RPC)  %s  chain id %d; dev account 0 %s (key public: dev only)\n", c.ChainURL(), c.ChainID(), acct.Address.Hex())
 	fmt.Fprintf(&b, "  coordinator (REST)    %s/v1  operator token in %s\n", c.URL(), c.OperatorTokenFile())
 	fmt.Fprintf(&b, "  agent credential      %s (agent %s)\n", c.CredentialFile(), AgentID)
 	fmt.Fprintf(&b, "  agent sidecar         JSON-RPC %s  MCP %s (bearer token in %s)\n", c.AgentRPCURL(), c.MCPURL(), c.p.mcpToken())
@@ -197,19 +197,43 @@ func readSignedPolicy(path string) (api.PolicyDocument, error) {
 
 // genTracker counts pre-parameter generations for the progress estimate.
 // A set costs about prior of CPU time, but it is found by chance (safe
-// primes), so any estimate is rough; what the estimate does know is how
-// much CPU this process has had so far and how fast it is getting more,
-// which on a busy machine is much less than all of its cores.
+// primes), so any estimate is rough; what the tracker does know is how
+// much CPU this process has had since each set began (shared equally
+// among the sets running) and how fast it gets more, which on a busy
+// machine is much less than all of its cores.
 type genTracker struct {
 	cores int
 	prior time.Duration // CPU time of one set, before any finished here
 
-	mu       sync.Mutex
-	next     int
-	running  map[int]time.Time // guarded by mu
-	done     []time.Duration   // CPU-time estimates of finished sets; guarded by mu
-	batchCPU time.Duration     // process CPU when the running sets began; guarded by mu
-	batchAt  time.Time         // when they began; guarded by mu
+	mu      sync.Mutex
+	next    int
+	running map[int]*genRun // guarded by mu
+	done    []time.Duration // CPU time of the sets finished; guarded by mu
+	lastCPU time.Duration   // process CPU at the last accrual; guarded by mu
+	rateCPU time.Duration   // process CPU and time when sets began running; guarded by mu
+	rateAt  time.Time       // guarded by mu
+}
+
+type genRun struct {
+	start time.Time
+	cpu   time.Duration // its share of the process's CPU so far
+}
+
+// accrueLocked shares the CPU used since the last call among the running
+// sets. It reports whether the process CPU is known.
+func (g *genTracker) accrueLocked() bool {
+	cpu, known := processCPU()
+	if !known {
+		return false
+	}
+	if n := len(g.running); n > 0 {
+		share := (cpu - g.lastCPU) / time.Duration(n)
+		for _, r := range g.running {
+			r.cpu += share
+		}
+	}
+	g.lastCPU = cpu
+	return true
 }
 
 // begin counts a generation as started; the func it returns ends it.
@@ -217,28 +241,26 @@ func (g *genTracker) begin() func(ok bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.running == nil {
-		g.running = map[int]time.Time{}
+		g.running = map[int]*genRun{}
 	}
-	cpu, _ := processCPU()
+	g.accrueLocked()
 	if len(g.running) == 0 {
-		g.batchCPU, g.batchAt = cpu, time.Now()
+		g.rateCPU, g.rateAt = g.lastCPU, time.Now()
 	}
 	id := g.next
 	g.next++
-	start := time.Now()
-	g.running[id] = start
+	r := &genRun{start: time.Now()}
+	g.running[id] = r
 	return func(ok bool) {
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		n := len(g.running)
+		known := g.accrueLocked()
 		delete(g.running, id)
 		if ok {
-			// Its share of the CPU the batch had since it began.
-			now, known := processCPU()
-			if known && n > 0 {
-				g.done = append(g.done, (now-g.batchCPU)/time.Duration(n))
+			if known {
+				g.done = append(g.done, r.cpu)
 			} else {
-				g.done = append(g.done, time.Since(start))
+				g.done = append(g.done, time.Since(r.start))
 			}
 		}
 	}
@@ -251,8 +273,9 @@ func (g *genTracker) completed() int {
 }
 
 // summary is one line of progress with an estimate: the CPU the running
-// sets still need (prior, or the mean of the sets done here), over the
-// rate at which this process has got CPU since they began.
+// sets still need (prior, or the mean of the sets done here, less what
+// each had), over the rate at which this process has got CPU since they
+// began.
 func (g *genTracker) summary() string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -268,29 +291,28 @@ func (g *genTracker) summary() string {
 		}
 		per = sum / time.Duration(len(g.done))
 	}
-	cpu, known := processCPU()
-	rate := float64(min(n, g.cores)) // cores' worth of CPU per second
+	known := g.accrueLocked()
 	now := time.Now()
-	if known && now.Sub(g.batchAt) > 5*time.Second {
-		if r := float64(cpu-g.batchCPU) / float64(now.Sub(g.batchAt)); r > 0.05 {
+	rate := float64(min(n, g.cores)) // cores' worth of CPU per second
+	if known && now.Sub(g.rateAt) > 5*time.Second {
+		if r := float64(g.lastCPU-g.rateCPU) / float64(now.Sub(g.rateAt)); r > 0.05 {
 			rate = r
 		}
 	}
-	need := per * time.Duration(n)
-	if known {
-		need -= cpu - g.batchCPU
-	} else {
-		var oldest time.Time
-		for _, s := range g.running {
-			if oldest.IsZero() || s.Before(oldest) {
-				oldest = s
-			}
+	var need time.Duration
+	for _, r := range g.running {
+		had := r.cpu
+		if !known {
+			had = time.Duration(float64(now.Sub(r.start)) * rate / float64(n))
 		}
-		need -= time.Duration(float64(now.Sub(oldest)) * rate)
+		if l := per - had; l > 0 {
+			need += l
+		}
 	}
 	est := "longer than usual: safe primes are found by chance, any moment now"
 	if need > 0 {
-		left := time.Duration(float64(need) / rate)
+		// The sets run in parallel: no faster than one core each.
+		left := time.Duration(float64(need) / min(rate, float64(n)))
 		est = "about " + left.Round(5*time.Second).String() + " left"
 	}
 	busy := ""
