@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,13 +21,14 @@ import (
 	"github.com/custos-wallet/custos/internal/httpapi"
 	"github.com/custos-wallet/custos/node/admin"
 	"github.com/custos-wallet/custos/policy"
+	"github.com/custos-wallet/custos/tss"
 	"github.com/ethereum/go-ethereum/common"
 )
 
 func init() {
 	register(&Command{
 		Name:    "guardian",
-		Summary: "a guardian's queue and decisions: pending, show, approve, deny, freeze, unfreeze, wallet, keystore",
+		Summary: "a guardian's queue and decisions: pending, show, approve, deny, freeze, unfreeze, wallet, sign-policy, authorize-reshare, keystore",
 		Run:     runGuardian,
 	})
 }
@@ -33,7 +36,7 @@ func init() {
 // guardianNow is the clock the guardian commands sign with; tests leave it.
 var guardianNow = time.Now
 
-const guardianUsage = `guardian <pending|show|approve|deny|freeze|unfreeze|keystore> [flags]
+const guardianUsage = `guardian <pending|show|approve|deny|freeze|unfreeze|wallet|sign-policy|authorize-reshare|keystore> [flags]
 
   pending                         the requests waiting for this node's guardian
   show <request-id>               one of them, in full
@@ -45,13 +48,18 @@ const guardianUsage = `guardian <pending|show|approve|deny|freeze|unfreeze|keyst
                                   who passes it with --add-signature and submits
   wallet                          what guardians sign against: wallet id, policy, guardians,
                                   quorum, active freezes (with the ids an unfreeze names)
+  sign-policy FILE                sign a policy document (YAML) for POST /v1/policy: --genesis for
+                                  a wallet's first, --wallet ID or --admin for a replacement;
+                                  --add-signature merges other guardians' outputs
+  authorize-reshare               sign a reshare authorisation for custos keys reshare --authorization;
+                                  --from-node takes the key's committee from the node (--admin)
   keystore new|show               make or check a keystore file
 
 The node's admin address comes from --admin (unix:///path or http://host:port,
 default $CUSTOS_ADMIN) with --token-file for TCP (default $CUSTOS_ADMIN_TOKEN_FILE).`
 
 func runGuardian(ctx context.Context, env *Env, args []string) error {
-	sub, rest, err := Subcommand("guardian", args, "pending", "show", "approve", "deny", "freeze", "unfreeze", "wallet", "keystore", "help")
+	sub, rest, err := Subcommand("guardian", args, "pending", "show", "approve", "deny", "freeze", "unfreeze", "wallet", "sign-policy", "authorize-reshare", "keystore", "help")
 	if err != nil {
 		return err
 	}
@@ -70,6 +78,10 @@ func runGuardian(ctx context.Context, env *Env, args []string) error {
 		return guardianUnfreeze(ctx, env, rest)
 	case "wallet":
 		return guardianWallet(ctx, env, rest)
+	case "sign-policy":
+		return guardianSignPolicy(ctx, env, rest)
+	case "authorize-reshare":
+		return guardianAuthorizeReshare(ctx, env, rest)
 	case "keystore":
 		return guardianKeystore(ctx, env, rest)
 	}
@@ -872,4 +884,804 @@ func guardianKeystore(_ context.Context, env *Env, args []string) error {
 		fmt.Fprintf(env.Stdout, "%s unlocks guardian account %s.\n", *file, g.Address().Hex())
 	}
 	return nil
+}
+
+// maxSignedInput bounds what --add-signature and a policy file may hold:
+// a document's source at its largest, JSON-escaped, with its signatures.
+const maxSignedInput = 8 * policy.MaxDocumentSize
+
+// readBounded reads a file of at most maxSignedInput bytes.
+func readBounded(file string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSignedInput+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxSignedInput {
+		return nil, fmt.Errorf("%s is larger than %d bytes", file, maxSignedInput)
+	}
+	return b, nil
+}
+
+// readSigned decodes another guardian's output for --add-signature: the
+// JSON itself, or the name of a file holding it.
+func readSigned(v, what string, into any) error {
+	b := []byte(v)
+	if !strings.HasPrefix(strings.TrimSpace(v), "{") {
+		var err error
+		if b, err = readBounded(v); err != nil {
+			return fmt.Errorf("--add-signature %s: %w", v, err)
+		}
+	}
+	if err := httpapi.DecodeBytes(b, into); err != nil {
+		return fmt.Errorf("--add-signature %.40s: not the JSON of %s: %v", v, what, err)
+	}
+	return nil
+}
+
+// writeSigned prints v as JSON, or writes it to file: in full or not at
+// all (a temporary file renamed into place), so a merge may name its
+// input as its output.
+func writeSigned(env *Env, file string, v any) error {
+	if file == "" {
+		return PrintJSON(env.Stdout, v)
+	}
+	var buf strings.Builder
+	if err := PrintJSON(&buf, v); err != nil {
+		return err
+	}
+	dir, base := filepath.Split(file)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp-")
+	if err != nil {
+		return fmt.Errorf("--out %s: %w", file, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(buf.String()); err != nil {
+		tmp.Close()
+		return fmt.Errorf("--out %s: %w", file, err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("--out %s: %w", file, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("--out %s: %w", file, err)
+	}
+	if err := os.Rename(tmp.Name(), file); err != nil {
+		return fmt.Errorf("--out %s: %w", file, err)
+	}
+	return nil
+}
+
+// firstDifference is the offset of the first byte where a and b differ.
+func firstDifference(a, b string) int {
+	n := min(len(a), len(b))
+	for i := 0; i < n; i++ {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
+}
+
+// signedDocument is the --json report of sign-policy when the document
+// itself goes to --out.
+type signedDocument struct {
+	Out      string           `json:"out"`
+	Version  uint64           `json:"version"`
+	Hash     common.Hash      `json:"hash"`
+	WalletID common.Hash      `json:"wallet_id"`
+	Genesis  bool             `json:"genesis"`
+	Signers  []common.Address `json:"signers"`
+	Quorum   int              `json:"quorum"`
+}
+
+func guardianSignPolicy(ctx context.Context, env *Env, args []string) error {
+	fs := NewFlags(env, "guardian sign-policy", "guardian sign-policy FILE --keystore FILE --password-file FILE (--genesis | --wallet ID | --admin ADDR) [--add-signature JSON|FILE ...] [--out FILE] [--yes] [--json]")
+	var af adminFlags
+	var sf signerFlags
+	af.register(fs, env)
+	sf.register(fs, env)
+	genesis := fs.Bool("genesis", false, "the document is a wallet's first: it replaces nothing and its own hash is the wallet id")
+	walletFlag := fs.String("wallet", "", "for a replacement: the wallet id it is signed for (custos guardian wallet shows it); without it, --admin asks the node")
+	out := fs.String("out", "", "write the signed document's JSON to FILE (replaced whole) instead of printing it")
+	var adds stringList
+	fs.Var(&adds, "add-signature", "another guardian's sign-policy output for the same source (JSON, or a file holding it); repeatable")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return Usagef("sign-policy needs exactly one policy document (its YAML file)")
+	}
+	file := pos[0]
+	src, err := readBounded(file)
+	if err != nil {
+		return fmt.Errorf("policy document: %w", err)
+	}
+	doc, err := policy.ParseDocument(src)
+	if err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	pol, err := policy.Compile(doc)
+	if err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+
+	// The wallet id the signature binds: the document's own hash for a
+	// genesis document, the current wallet's for a replacement.
+	var (
+		wallet  common.Hash
+		current *admin.Wallet
+	)
+	switch {
+	case doc.Replaces == "" && !*genesis:
+		return Usagef("%s replaces nothing: it is the genesis document of a new wallet; pass --genesis if that is what you mean to sign", file)
+	case doc.Replaces == "":
+		wallet = pol.Hash()
+		if *walletFlag != "" {
+			w, err := parseHash(*walletFlag)
+			if err != nil {
+				return Usagef("--wallet %q: %v", *walletFlag, err)
+			}
+			if w != wallet {
+				return Usagef("--wallet %s, but a genesis document is signed for its own hash %s", w.Hex(), wallet.Hex())
+			}
+		}
+	case *genesis:
+		return Usagef("--genesis, but %s replaces %s: a replacement is signed for the current wallet id (--wallet ID, or --admin to ask the node)", file, doc.Replaces)
+	case *walletFlag != "":
+		if wallet, err = parseHash(*walletFlag); err != nil {
+			return Usagef("--wallet %q: %v", *walletFlag, err)
+		}
+	default:
+		if af.addr == "" {
+			return Usagef("%s replaces %s: pass the wallet id it is signed for with --wallet ID (custos guardian wallet shows it), or --admin ADDR to ask the node", file, doc.Replaces)
+		}
+		c, err := af.client()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if current, err = c.Wallet(ctx); err != nil {
+			return explain(err)
+		}
+		if doc.Replaces != current.PolicyHash.Hex() || doc.Version != current.PolicyVersion+1 {
+			return fmt.Errorf("not signing: %s is version %d replacing %s, but the node's current policy is version %d %s, so the nodes would refuse it (write version %d with replaces: %s, or pass --wallet to sign regardless)",
+				file, doc.Version, doc.Replaces, current.PolicyVersion, current.PolicyHash.Hex(), current.PolicyVersion+1, current.PolicyHash.Hex())
+		}
+		wallet = current.WalletID
+	}
+
+	pd := api.PolicyDocument{Source: string(src)}
+	for i, v := range adds {
+		var o api.PolicyDocument
+		if err := readSigned(v, "guardian sign-policy", &o); err != nil {
+			return err
+		}
+		if o.Source != pd.Source {
+			return fmt.Errorf("--add-signature %d signs another source than %s (they differ from byte %d on): every guardian signs the same bytes", i+1, file, firstDifference(o.Source, pd.Source))
+		}
+		pd.Signatures = append(pd.Signatures, o.Signatures...)
+	}
+	if len(pd.Signatures) >= policy.MaxSignatures {
+		return fmt.Errorf("--add-signature: %d signatures already; a document takes at most %d", len(pd.Signatures), policy.MaxSignatures)
+	}
+	prior, err := admin.DocumentSigners(wallet, pd)
+	if err != nil {
+		return fmt.Errorf("--add-signature: %w", err)
+	}
+	known := map[common.Address]bool{}
+	for _, a := range pol.Guardians() {
+		known[a] = true
+	}
+	if current != nil {
+		for _, a := range current.Guardians {
+			known[a] = true
+		}
+	}
+	seen := map[common.Address]bool{}
+	for i, a := range prior {
+		if seen[a] {
+			return fmt.Errorf("--add-signature: guardian %s signed twice (signature %d); each guardian signs once", a.Hex(), i+1)
+		}
+		seen[a] = true
+		if !known[a] {
+			return fmt.Errorf("--add-signature: signature %d recovers to %s, not a guardian of this document (signed for another wallet id than %s, or by another account); the nodes would refuse the whole set", i+1, a.Hex(), wallet.Hex())
+		}
+	}
+
+	g, err := sf.open()
+	if err != nil {
+		return err
+	}
+	me := g.Address()
+	if seen[me] {
+		return fmt.Errorf("not signing: %s has signed this document already", me.Hex())
+	}
+	inDoc := slices.Contains(pol.Guardians(), me)
+	switch {
+	case doc.Replaces == "" && !inDoc:
+		return fmt.Errorf("not signing: %s is not a guardian of this genesis document; the nodes would refuse every signature with it", me.Hex())
+	case current != nil && !slices.Contains(current.Guardians, me):
+		return fmt.Errorf("not signing: %s is not a guardian of the current policy v%d; the nodes would refuse every signature with it", me.Hex(), current.PolicyVersion)
+	}
+
+	writeDocument(env.Stderr, file, pol, wallet, current, prior)
+	if !inDoc {
+		fmt.Fprintf(env.Stderr, "Warning: %s is not among this document's guardians; where it changes the guardian set, the nodes count only signatures of guardians in both sets.\n", me.Hex())
+	}
+	if err := confirm(env, sf.yes, fmt.Sprintf("Sign policy document v%d (%s) as %s?", doc.Version, pol.Hash().Hex(), me.Hex())); err != nil {
+		return err
+	}
+	signed, err := g.SignDocument(wallet, pd)
+	if err != nil {
+		return err
+	}
+	signers := append(prior, me)
+	quorum := pol.Quorum()
+	if current != nil {
+		quorum = current.Quorum
+	}
+	if *out != "" || !af.json {
+		if err := writeSigned(env, *out, signed); err != nil {
+			return err
+		}
+	}
+	if *out != "" && af.json {
+		return PrintJSON(env.Stdout, signedDocument{Out: *out, Version: doc.Version, Hash: pol.Hash(), WalletID: wallet, Genesis: doc.Replaces == "", Signers: signers, Quorum: quorum})
+	}
+	if *out == "" && af.json {
+		return PrintJSON(env.Stdout, signed)
+	}
+	where := "the JSON above"
+	if *out != "" {
+		where = *out
+		fmt.Fprintf(env.Stdout, "Wrote %s: policy document v%d signed by %d guardian(s).\n", *out, doc.Version, len(signers))
+	}
+	switch {
+	case doc.Replaces == "" && len(signers) < quorum:
+		fmt.Fprintf(env.Stderr, "Signed: %d of the %d guardian signatures its quorum needs. The next guardian runs\n  custos guardian sign-policy %s --genesis --add-signature <%s> ...\n", len(signers), quorum, file, where)
+	case doc.Replaces == "":
+		fmt.Fprintf(env.Stderr, "Signed by %d guardians, its quorum. The operator posts %s to the coordinator (POST /v1/policy) and pins hash %s (the wallet id) in every node's genesis.\n", len(signers), where, pol.Hash().Hex())
+	case len(signers) < quorum:
+		fmt.Fprintf(env.Stderr, "Signed: %d of the %d guardian signatures a loosening needs (one suffices where it only tightens). The next guardian adds theirs with --add-signature <%s>; then POST /v1/policy.\n", len(signers), quorum, where)
+	default:
+		fmt.Fprintf(env.Stderr, "Signed by %d guardians, the quorum. POST %s to the coordinator's /v1/policy.\n", len(signers), where)
+	}
+	return nil
+}
+
+// writeDocument shows a policy document the way a guardian must read it
+// before signing: what it is, what it replaces, who governs it and what
+// it allows.
+func writeDocument(w io.Writer, file string, pol *policy.Policy, wallet common.Hash, current *admin.Wallet, signed []common.Address) {
+	doc := pol.Document()
+	names := map[common.Address]string{}
+	for n, a := range doc.Guardians {
+		names[common.HexToAddress(a)] = n
+	}
+	who := func(a common.Address) string {
+		if n, ok := names[a]; ok {
+			return n + " " + a.Hex()
+		}
+		return a.Hex()
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "policy document\t%s\n", file)
+	fmt.Fprintf(tw, "version\t%d\n", doc.Version)
+	fmt.Fprintf(tw, "hash\t%s\n", pol.Hash().Hex())
+	if doc.Replaces == "" {
+		fmt.Fprintf(tw, "replaces\tnothing: the genesis document of a new wallet\n")
+		fmt.Fprintf(tw, "wallet id\t%s (its own hash)\n", wallet.Hex())
+	} else {
+		r := doc.Replaces
+		if current != nil {
+			r += fmt.Sprintf(" (the node's current policy v%d)", current.PolicyVersion)
+		}
+		fmt.Fprintf(tw, "replaces\t%s\n", r)
+		fmt.Fprintf(tw, "wallet id\t%s\n", wallet.Hex())
+	}
+	var gs []string
+	for _, a := range pol.Guardians() {
+		gs = append(gs, who(a))
+	}
+	fmt.Fprintf(tw, "guardians\t%s\n", strings.Join(gs, ", "))
+	if current != nil && !slices.Equal(current.Guardians, pol.Guardians()) {
+		var cs []string
+		for _, a := range current.Guardians {
+			cs = append(cs, a.Hex())
+		}
+		fmt.Fprintf(tw, "\tCHANGED from the current %s\n", strings.Join(cs, ", "))
+	}
+	q := fmt.Sprintf("%d of %d", doc.Quorum, len(gs))
+	if current != nil && current.Quorum != doc.Quorum {
+		q += fmt.Sprintf(" (CHANGED from %d)", current.Quorum)
+	}
+	fmt.Fprintf(tw, "quorum\t%s\n", q)
+	for i, t := range pol.Tiers() {
+		k := ""
+		if i == 0 {
+			k = "tiers"
+		}
+		roles := make([]string, len(t.Roles))
+		for j, r := range t.Roles {
+			roles[j] = string(r)
+		}
+		d := fmt.Sprintf("%s: %s sign", t.Name, strings.Join(roles, "+"))
+		if t.Approvals > 0 {
+			d += fmt.Sprintf(", %d guardian approval(s)", t.Approvals)
+		}
+		if t.Delay > 0 {
+			d += ", delay " + t.Delay.String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\n", k, d)
+	}
+	agents := make([]string, 0, len(doc.Agents))
+	for _, a := range pol.Agents() {
+		agents = append(agents, string(a))
+	}
+	if len(agents) == 0 {
+		agents = append(agents, "none")
+	}
+	fmt.Fprintf(tw, "agents\t%s\n", strings.Join(agents, ", "))
+	fmt.Fprintf(tw, "rules\t%d (in order: %s)\n", len(doc.Rules), ruleIDs(doc.Rules))
+	if doc.Breaker != nil {
+		fmt.Fprintf(tw, "circuit breaker\ton\n")
+	}
+	for _, a := range signed {
+		fmt.Fprintf(tw, "signed by\t%s\n", who(a))
+	}
+	tw.Flush()
+}
+
+func ruleIDs(rs []policy.RuleDoc) string {
+	ids := make([]string, len(rs))
+	for i, r := range rs {
+		v := "tier " + r.Tier
+		switch {
+		case r.Allow:
+			v = "allow"
+		case r.Deny:
+			v = "deny"
+		}
+		ids[i] = r.ID + " → " + v
+	}
+	if len(ids) > 12 {
+		ids = append(ids[:12], "…")
+	}
+	return strings.Join(ids, ", ")
+}
+
+// memberList collects committee members written member:role, separated by
+// commas or in repeated flags.
+type memberList []tss.Member
+
+func (l *memberList) String() string { return fmt.Sprint(len(*l)) }
+
+func (l *memberList) Set(v string) error {
+	for _, e := range strings.Split(v, ",") {
+		m, err := parseEntry(strings.TrimSpace(e))
+		if err != nil {
+			return err
+		}
+		*l = append(*l, m)
+	}
+	return nil
+}
+
+// parseEntry reads one member:role entry (policy.CommitteeEntry's form).
+func parseEntry(e string) (tss.Member, error) {
+	id, role, ok := strings.Cut(e, ":")
+	if !ok || id == "" || strings.Contains(role, ":") {
+		return tss.Member{}, fmt.Errorf("%q: want member:role (the member's peer id and its role: agent, policy or guardian)", e)
+	}
+	r, err := ids.ParseRole(role)
+	if err != nil {
+		return tss.Member{}, fmt.Errorf("%q: %v", e, err)
+	}
+	return tss.Member{ID: ids.MemberID(id), Role: r}, nil
+}
+
+// entriesCommittee reads an authorisation's committee back, refusing
+// entries that are malformed or not in the sorted form every old member
+// compares.
+func entriesCommittee(es []string, t int) (tss.Committee, error) {
+	c := tss.Committee{Threshold: t}
+	for _, e := range es {
+		m, err := parseEntry(e)
+		if err != nil {
+			return tss.Committee{}, err
+		}
+		c.Members = append(c.Members, m)
+	}
+	if err := c.Validate(); err != nil {
+		return tss.Committee{}, err
+	}
+	if !slices.Equal(es, admin.CommitteeEntries(c)) {
+		return tss.Committee{}, errors.New("its committee entries are not sorted; every old member would refuse it")
+	}
+	return c, nil
+}
+
+// describeCommittee is "2-of-3: a:agent, b:policy, c:guardian (guardian
+// floor 0)".
+func describeCommittee(c tss.Committee) string {
+	return fmt.Sprintf("%d-of-%d: %s (guardian floor %d)", c.Threshold+1, len(c.Members), strings.Join(admin.CommitteeEntries(c), ", "), c.GuardianFloor())
+}
+
+// differ says how two reshare authorisations differ, or "" if they do not.
+func differ(a, b api.Reshare) string {
+	switch {
+	case a.Key != b.Key:
+		return fmt.Sprintf("key %s, not %s", b.Key.Hex(), a.Key.Hex())
+	case a.Generation != b.Generation:
+		return fmt.Sprintf("generation %d, not %d", b.Generation, a.Generation)
+	case !slices.Equal(a.OldMembers, b.OldMembers) || a.OldThreshold != b.OldThreshold:
+		return fmt.Sprintf("old committee t=%d [%s], not t=%d [%s]", b.OldThreshold, strings.Join(b.OldMembers, " "), a.OldThreshold, strings.Join(a.OldMembers, " "))
+	case !slices.Equal(a.NewMembers, b.NewMembers) || a.NewThreshold != b.NewThreshold:
+		return fmt.Sprintf("new committee t=%d [%s], not t=%d [%s]", b.NewThreshold, strings.Join(b.NewMembers, " "), a.NewThreshold, strings.Join(a.NewMembers, " "))
+	case !a.Expiry.Equal(b.Expiry):
+		return fmt.Sprintf("expiry %s, not %s", b.Expiry.UTC().Format(time.RFC3339), a.Expiry.UTC().Format(time.RFC3339))
+	}
+	return ""
+}
+
+// signedReshare is the --json report of authorize-reshare when the
+// authorisation itself goes to --out.
+type signedReshare struct {
+	Out      string           `json:"out"`
+	Key      common.Address   `json:"key"`
+	WalletID common.Hash      `json:"wallet_id"`
+	Signers  []common.Address `json:"signers"`
+	Quorum   int              `json:"quorum,omitempty"`
+}
+
+func guardianAuthorizeReshare(ctx context.Context, env *Env, args []string) error {
+	fs := NewFlags(env, "guardian authorize-reshare", "guardian authorize-reshare --key KEY --generation N --old member:role,... --old-threshold T --new member:role,... --new-threshold T [--expiry 24h] (--wallet ID | --admin ADDR) [--from-node] [--add-signature JSON|FILE ...] --keystore FILE --password-file FILE [--out FILE] [--yes] [--json]")
+	var af adminFlags
+	var sf signerFlags
+	af.register(fs, env)
+	sf.register(fs, env)
+	keyFlag := fs.String("key", "", "the key to reshare (key:0x… or its address)")
+	genFlag := fs.Int64("generation", -1, "the key's current generation (custos keys show prints it)")
+	var oldFlag, newFlag memberList
+	fs.Var(&oldFlag, "old", "the key's current committee: member:role entries, comma-separated or repeated")
+	oldT := fs.Int("old-threshold", -1, "the current threshold t (any t+1 sign), as custos keys show prints it")
+	fs.Var(&newFlag, "new", "the new committee: member:role entries, comma-separated or repeated")
+	newT := fs.Int("new-threshold", -1, "the new threshold t (any t+1 sign), as custos keys reshare --threshold takes it")
+	expiry := fs.Duration("expiry", 24*time.Hour, "how long the authorisation is good for")
+	walletFlag := fs.String("wallet", "", "the wallet id it is signed for (custos guardian wallet shows it); without it, --admin asks the node")
+	fromNode := fs.Bool("from-node", false, "take the key's generation and current committee from the node (--admin): the key named by --key, or its only key")
+	out := fs.String("out", "", "write the signed authorisation's JSON to FILE (replaced whole) instead of printing it")
+	var adds stringList
+	fs.Var(&adds, "add-signature", "another guardian's authorize-reshare output for the same reshare (JSON, or a file holding it); repeatable")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return Usagef("authorize-reshare takes no arguments; use --key, --old, --new")
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	// What the other guardians signed, if any: every signature is over the
+	// same authorisation.
+	var (
+		r     api.Reshare
+		added bool
+	)
+	for i, v := range adds {
+		var o api.Reshare
+		if err := readSigned(v, "guardian authorize-reshare", &o); err != nil {
+			return err
+		}
+		if i == 0 {
+			r, added = o, true
+			r.Signatures = nil
+		} else if d := differ(r, o); d != "" {
+			return fmt.Errorf("--add-signature %d authorises another reshare than the first: %s", i+1, d)
+		}
+		r.Signatures = append(r.Signatures, o.Signatures...)
+	}
+	if len(r.Signatures) >= policy.MaxSignatures {
+		return fmt.Errorf("--add-signature: %d signatures already; an authorisation takes at most %d", len(r.Signatures), policy.MaxSignatures)
+	}
+
+	// The key: from --key, the added authorisation or the node.
+	var key common.Address
+	if *keyFlag != "" {
+		k, err := ids.ParseKeyID(*keyFlag)
+		if err != nil {
+			return Usagef("--key %q: %v", *keyFlag, err)
+		}
+		key = k.Address()
+		if added && key != r.Key {
+			return fmt.Errorf("--key %s, but the added signatures authorise a reshare of %s", key.Hex(), r.Key.Hex())
+		}
+	} else if added {
+		key = r.Key
+	}
+
+	var (
+		c       *admin.Client
+		current *admin.Wallet
+	)
+	if *fromNode || *walletFlag == "" {
+		if af.addr == "" {
+			if *fromNode {
+				return Usagef("--from-node needs the node's admin address: --admin ADDR")
+			}
+			return Usagef("pass the wallet id the authorisation is signed for with --wallet ID (custos guardian wallet shows it), or --admin ADDR to ask the node")
+		}
+		if c, err = af.client(); err != nil {
+			return err
+		}
+		defer c.Close()
+		if current, err = c.Wallet(ctx); err != nil {
+			return explain(err)
+		}
+	}
+	var wallet common.Hash
+	if *walletFlag != "" {
+		if wallet, err = parseHash(*walletFlag); err != nil {
+			return Usagef("--wallet %q: %v", *walletFlag, err)
+		}
+		if current != nil && current.WalletID != wallet {
+			return fmt.Errorf("--wallet %s, but the node's wallet id is %s", wallet.Hex(), current.WalletID.Hex())
+		}
+	} else {
+		wallet = current.WalletID
+	}
+
+	// The key's current committee: the node's view (--from-node), the
+	// flags, or the added authorisation; any two given must agree.
+	var old tss.Committee
+	haveOld := false
+	var gen uint32
+	haveGen := false
+	if *fromNode {
+		st, err := c.Status(ctx)
+		if err != nil {
+			return explain(err)
+		}
+		info, err := pickKey(st.Keys, key, key != (common.Address{}))
+		if err != nil {
+			return err
+		}
+		key, old, haveOld, gen, haveGen = info.Address, info.Committee, true, info.Generation, true
+		if added && key != r.Key {
+			return fmt.Errorf("the node's key is %s, but the added signatures authorise a reshare of %s", key.Hex(), r.Key.Hex())
+		}
+	}
+	if key == (common.Address{}) {
+		return Usagef("authorize-reshare needs --key KEY (or --from-node, or --add-signature)")
+	}
+	if set["generation"] {
+		if *genFlag < 0 || *genFlag > int64(^uint32(0)) {
+			return Usagef("--generation %d: want 0 to %d", *genFlag, ^uint32(0))
+		}
+		if haveGen && uint32(*genFlag) != gen {
+			return fmt.Errorf("--generation %d, but the node's key %s is at generation %d", *genFlag, key.Hex(), gen)
+		}
+		gen, haveGen = uint32(*genFlag), true
+	}
+	if added {
+		if haveGen && r.Generation != gen {
+			return fmt.Errorf("the added signatures authorise generation %d, but the key is at generation %d", r.Generation, gen)
+		}
+		gen, haveGen = r.Generation, true
+	}
+	if !haveGen {
+		return Usagef("authorize-reshare needs --generation N (custos keys show prints it), or --from-node")
+	}
+	if len(oldFlag) > 0 || set["old-threshold"] {
+		if len(oldFlag) == 0 || !set["old-threshold"] {
+			return Usagef("--old and --old-threshold go together")
+		}
+		fc := tss.Committee{Members: oldFlag, Threshold: *oldT}
+		if err := fc.Validate(); err != nil {
+			return Usagef("--old: %v", err)
+		}
+		if haveOld && !fc.Equal(old) {
+			return fmt.Errorf("--old %s, but the node's key %s has committee %s", describeCommittee(fc), key.Hex(), describeCommittee(old))
+		}
+		old, haveOld = fc, true
+	}
+	if added {
+		ac, err := entriesCommittee(r.OldMembers, r.OldThreshold)
+		if err != nil {
+			return fmt.Errorf("--add-signature: old committee: %w", err)
+		}
+		if haveOld && !ac.Equal(old) {
+			return fmt.Errorf("the added signatures authorise moving the key from %s, but its committee is %s", describeCommittee(ac), describeCommittee(old))
+		}
+		old, haveOld = ac, true
+	}
+	if !haveOld {
+		return Usagef("authorize-reshare needs the key's current committee: --old member:role,... and --old-threshold T, or --from-node")
+	}
+
+	// The new committee: the flags or the added authorisation.
+	var nc tss.Committee
+	haveNew := false
+	if len(newFlag) > 0 || set["new-threshold"] {
+		if len(newFlag) == 0 || !set["new-threshold"] {
+			return Usagef("--new and --new-threshold go together")
+		}
+		nc, haveNew = tss.Committee{Members: newFlag, Threshold: *newT}, true
+		if err := nc.Validate(); err != nil {
+			return Usagef("--new: %v", err)
+		}
+	}
+	if added {
+		ac, err := entriesCommittee(r.NewMembers, r.NewThreshold)
+		if err != nil {
+			return fmt.Errorf("--add-signature: new committee: %w", err)
+		}
+		if haveNew && !ac.Equal(nc) {
+			return fmt.Errorf("--new %s, but the added signatures authorise %s", describeCommittee(nc), describeCommittee(ac))
+		}
+		nc, haveNew = ac, true
+	}
+	if !haveNew {
+		return Usagef("authorize-reshare needs the new committee: --new member:role,... and --new-threshold T")
+	}
+
+	now := guardianNow()
+	var exp time.Time
+	switch {
+	case added && set["expiry"]:
+		return Usagef("--expiry: the expiry is the one the first guardian signed (%s)", r.Expiry.UTC().Format(time.RFC3339))
+	case added:
+		exp = r.Expiry
+	case *expiry <= 0:
+		return Usagef("--expiry %s: must be positive", *expiry)
+	default:
+		exp = now.Add(*expiry).Truncate(time.Second).UTC()
+	}
+	if !exp.After(now) {
+		return fmt.Errorf("the authorisation expired at %s", exp.UTC().Format(time.RFC3339))
+	}
+	want := api.Reshare{
+		Key: key, Generation: gen,
+		OldMembers: admin.CommitteeEntries(old), OldThreshold: old.Threshold,
+		NewMembers: admin.CommitteeEntries(nc), NewThreshold: nc.Threshold,
+		Expiry: exp, Signatures: r.Signatures,
+	}
+	if added {
+		if d := differ(want, r); d != "" {
+			return fmt.Errorf("the added signatures authorise another reshare: %s", d)
+		}
+	}
+
+	prior, err := admin.ReshareSigners(wallet, want)
+	if err != nil {
+		return fmt.Errorf("--add-signature: %w", err)
+	}
+	seen := map[common.Address]bool{}
+	for i, a := range prior {
+		if seen[a] {
+			return fmt.Errorf("--add-signature: guardian %s signed twice (signature %d); each guardian signs once", a.Hex(), i+1)
+		}
+		seen[a] = true
+		if current != nil && !slices.Contains(current.Guardians, a) {
+			return fmt.Errorf("--add-signature: signature %d recovers to %s, not a guardian of the wallet (signed for another wallet id than %s, or by another account); the nodes would refuse the whole set", i+1, a.Hex(), wallet.Hex())
+		}
+	}
+	g, err := sf.open()
+	if err != nil {
+		return err
+	}
+	me := g.Address()
+	if seen[me] {
+		return fmt.Errorf("not signing: %s has signed this authorisation already", me.Hex())
+	}
+	if current != nil && !slices.Contains(current.Guardians, me) {
+		return fmt.Errorf("not signing: %s is not a guardian of the current policy v%d; the nodes would refuse every signature with it", me.Hex(), current.PolicyVersion)
+	}
+
+	writeReshare(env.Stderr, want, old, nc, wallet, prior)
+	if err := confirm(env, sf.yes, fmt.Sprintf("Authorise this reshare as %s?", me.Hex())); err != nil {
+		return err
+	}
+	signed, err := g.SignReshare(wallet, want)
+	if err != nil {
+		return err
+	}
+	signers := append(prior, me)
+	quorum := 0
+	if current != nil {
+		quorum = current.Quorum
+	}
+	switch {
+	case *out != "" && af.json:
+		if err := writeSigned(env, *out, signed); err != nil {
+			return err
+		}
+		return PrintJSON(env.Stdout, signedReshare{Out: *out, Key: key, WalletID: wallet, Signers: signers, Quorum: quorum})
+	case *out != "":
+		if err := writeSigned(env, *out, signed); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "Wrote %s: reshare of %s signed by %d guardian(s).\n", *out, key.Hex(), len(signers))
+	default:
+		if err := writeSigned(env, "", signed); err != nil {
+			return err
+		}
+	}
+	where := "<this JSON>"
+	if *out != "" {
+		where = *out
+	}
+	of := "the quorum's (custos guardian wallet shows it)"
+	if quorum > 0 {
+		of = fmt.Sprintf("%d", quorum)
+	}
+	var members []string
+	for _, m := range nc.Canonical().Members {
+		members = append(members, "--member "+string(m.ID)+":"+string(m.Role))
+	}
+	fmt.Fprintf(env.Stderr, "Signed: %d guardian signature(s) of the %s needed. Each other guardian runs\n  custos guardian authorize-reshare --add-signature %s [--from-node] ...\nand then the operator runs\n  custos keys reshare %s %s --threshold %d --authorization %s\n",
+		len(signers), of, where, ids.KeyIDOf(key), strings.Join(members, " "), nc.Threshold, where)
+	return nil
+}
+
+// pickKey finds key among the node's keys, or its only key when none is
+// named.
+func pickKey(keys []tss.KeyInfo, key common.Address, named bool) (tss.KeyInfo, error) {
+	if named {
+		for _, k := range keys {
+			if k.Address == key {
+				return k, nil
+			}
+		}
+		return tss.KeyInfo{}, fmt.Errorf("the node holds no share of key %s (custos guardian authorize-reshare --from-node asks a node of the key's committee)", key.Hex())
+	}
+	switch len(keys) {
+	case 1:
+		return keys[0], nil
+	case 0:
+		return tss.KeyInfo{}, errors.New("the node holds no key")
+	}
+	var as []string
+	for _, k := range keys {
+		as = append(as, k.Address.Hex())
+	}
+	return tss.KeyInfo{}, Usagef("the node holds %d keys (%s): name one with --key", len(keys), strings.Join(as, ", "))
+}
+
+// writeReshare shows a reshare the way a guardian must read it before
+// authorising it: who holds the key now, who will, and who leaves.
+func writeReshare(w io.Writer, r api.Reshare, old, nc tss.Committee, wallet common.Hash, signed []common.Address) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "reshare of key\t%s\n", r.Key.Hex())
+	fmt.Fprintf(tw, "generation\t%d (the reshare makes %d)\n", r.Generation, r.Generation+1)
+	fmt.Fprintf(tw, "from\t%s\n", describeCommittee(old))
+	fmt.Fprintf(tw, "to\t%s\n", describeCommittee(nc))
+	oldE, newE := admin.CommitteeEntries(old), admin.CommitteeEntries(nc)
+	for _, e := range oldE {
+		if !slices.Contains(newE, e) {
+			fmt.Fprintf(tw, "leaves\t%s\n", e)
+		}
+	}
+	for _, e := range newE {
+		if !slices.Contains(oldE, e) {
+			fmt.Fprintf(tw, "joins\t%s\n", e)
+		}
+	}
+	fmt.Fprintf(tw, "expires\t%s (%s)\n", r.Expiry.UTC().Format(time.RFC3339), until(r.Expiry))
+	fmt.Fprintf(tw, "wallet id\t%s\n", wallet.Hex())
+	for _, a := range signed {
+		fmt.Fprintf(tw, "signed by\t%s\n", a.Hex())
+	}
+	tw.Flush()
 }

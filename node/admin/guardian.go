@@ -7,11 +7,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/custos-wallet/custos/api"
 	"github.com/custos-wallet/custos/policy"
+	"github.com/custos-wallet/custos/tss"
 	"github.com/ethereum/go-ethereum/accounts/keystore"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
@@ -242,4 +244,97 @@ func readSmall(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
 	}
 	return b, nil
+}
+
+// SignDocument adds the guardian's signature to d, a policy document of
+// the wallet wallet, which other guardians may have signed already. For a
+// genesis document wallet is the document's own hash. The source is
+// parsed (with the policy package's bounds) to compute what is signed; a
+// second signature by the same guardian is refused.
+func (g *Guardian) SignDocument(wallet common.Hash, d api.PolicyDocument) (api.PolicyDocument, error) {
+	doc, err := policy.ParseDocument([]byte(d.Source))
+	if err != nil {
+		return api.PolicyDocument{}, err
+	}
+	td := policy.DocumentTypedData(wallet, doc)
+	me := g.Address()
+	for i, s := range d.Signatures {
+		if who, err := policy.RecoverTypedData(td, s); err == nil && who == me {
+			return api.PolicyDocument{}, fmt.Errorf("policy document v%d: signature %d is already %s's", doc.Version, i, me.Hex())
+		}
+	}
+	sig, err := policy.SignTypedData(g.key, td)
+	if err != nil {
+		return api.PolicyDocument{}, fmt.Errorf("policy document v%d: %w", doc.Version, err)
+	}
+	return api.PolicyDocument{Source: d.Source, Signatures: append(append([]hexutil.Bytes(nil), d.Signatures...), sig)}, nil
+}
+
+// DocumentSigners recovers who signed d for the wallet wallet, in order; a
+// signature that recovers to no account is an error naming it.
+func DocumentSigners(wallet common.Hash, d api.PolicyDocument) ([]common.Address, error) {
+	doc, err := policy.ParseDocument([]byte(d.Source))
+	if err != nil {
+		return nil, err
+	}
+	td := policy.DocumentTypedData(wallet, doc)
+	out := make([]common.Address, len(d.Signatures))
+	for i, s := range d.Signatures {
+		who, err := policy.RecoverTypedData(td, s)
+		if err != nil {
+			return nil, fmt.Errorf("policy document signature %d: %w", i, err)
+		}
+		out[i] = who
+	}
+	return out, nil
+}
+
+// SignReshare adds the guardian's signature to r, a reshare authorisation
+// for the wallet wallet that other guardians may have signed already (the
+// same key, generation, committees and expiry). Its expiry is taken in
+// whole seconds, as the typed data carries it. A second signature by the
+// same guardian is refused.
+func (g *Guardian) SignReshare(wallet common.Hash, r api.Reshare) (api.Reshare, error) {
+	r.Expiry = signedTime(r.Expiry)
+	td := r.Policy().Authorization.TypedData(wallet)
+	me := g.Address()
+	for i, s := range r.Signatures {
+		if who, err := policy.RecoverTypedData(td, s); err == nil && who == me {
+			return api.Reshare{}, fmt.Errorf("reshare of %s: signature %d is already %s's", r.Key.Hex(), i, me.Hex())
+		}
+	}
+	sig, err := policy.SignTypedData(g.key, td)
+	if err != nil {
+		return api.Reshare{}, fmt.Errorf("reshare of %s: %w", r.Key.Hex(), err)
+	}
+	out := r
+	out.Signatures = append(append([]hexutil.Bytes(nil), r.Signatures...), sig)
+	return out, nil
+}
+
+// ReshareSigners recovers who signed r for the wallet wallet, in order; a
+// signature that recovers to no account is an error naming it.
+func ReshareSigners(wallet common.Hash, r api.Reshare) ([]common.Address, error) {
+	td := r.Policy().Authorization.TypedData(wallet)
+	out := make([]common.Address, len(r.Signatures))
+	for i, s := range r.Signatures {
+		who, err := policy.RecoverTypedData(td, s)
+		if err != nil {
+			return nil, fmt.Errorf("reshare signature %d: %w", i, err)
+		}
+		out[i] = who
+	}
+	return out, nil
+}
+
+// CommitteeEntries is committee c in a reshare authorisation's form:
+// policy.CommitteeEntry strings sorted as strings, exactly as every old
+// member builds them from its own share before it compares.
+func CommitteeEntries(c tss.Committee) []string {
+	out := make([]string, len(c.Members))
+	for i, m := range c.Members {
+		out[i] = policy.CommitteeEntry(string(m.ID), m.Role)
+	}
+	sort.Strings(out)
+	return out
 }
