@@ -655,13 +655,26 @@ func (c *Coordinator) abort(ctx context.Context, sess ids.SessionID, members []i
 
 // closeAttempt records the end of an attempt that gave no signature.
 func (c *Coordinator) closeAttempt(ctx context.Context, id ids.RequestID, sess ids.SessionID, state string, culprits []ids.MemberID, reason string) {
+	// The audit entry goes first, so whoever sees the attempt closed finds
+	// it in the log.
 	var quorum []ids.MemberID
+	if b, err := c.load(ctx, id); err == nil {
+		for _, a := range b.View.Attempts {
+			if a.Session == sess {
+				quorum = a.Quorum
+			}
+		}
+	}
+	fields := map[string]string{"session": sess.String(), "state": state, "reason": reason, "quorum": joinIDs(quorum)}
+	if len(culprits) > 0 {
+		fields["culprits"] = joinIDs(culprits)
+	}
+	c.audit(ctx, store.Entry{Kind: store.AuditSession, RequestID: id, Decision: state, Fields: fields})
 	_, err := c.update(ctx, id, func(b *reqBody) error {
 		for i := range b.View.Attempts {
 			a := &b.View.Attempts[i]
 			if a.Session == sess {
 				a.State, a.Culprits, a.Error, a.Ended = state, culprits, reason, c.now()
-				quorum = a.Quorum
 			}
 		}
 		b.Excluded = appendNew(b.Excluded, culprits...)
@@ -675,11 +688,6 @@ func (c *Coordinator) closeAttempt(ctx context.Context, id ids.RequestID, sess i
 		return
 	}
 	c.metrics.sessions.WithLabelValues(state).Inc()
-	fields := map[string]string{"session": sess.String(), "state": state, "reason": reason, "quorum": joinIDs(quorum)}
-	if len(culprits) > 0 {
-		fields["culprits"] = joinIDs(culprits)
-	}
-	c.audit(ctx, store.Entry{Kind: store.AuditSession, RequestID: id, Decision: state, Fields: fields})
 }
 
 func joinIDs(list []ids.MemberID) string {
@@ -919,7 +927,24 @@ func (c *Coordinator) signed(ctx context.Context, id ids.RequestID, b *reqBody, 
 		h := tx.Hash()
 		txHash = &h
 	}
-	nb, err := c.update(ctx, id, func(b *reqBody) error {
+	fields := map[string]string{"session": sess.String(), "digest": b.View.Digest.Hex(), "signature": hexutil.Encode(eth)}
+	if cur, err := c.load(ctx, id); err == nil {
+		if cur.View.State == api.StateSigned {
+			return
+		}
+		for _, a := range cur.View.Attempts {
+			if a.Session == sess {
+				fields["quorum"] = joinIDs(a.Quorum)
+			}
+		}
+	}
+	if txHash != nil {
+		fields["tx_hash"] = txHash.Hex()
+	}
+	// The audit entry goes first, so whoever sees the request signed
+	// finds the signature in the log.
+	c.audit(ctx, store.Entry{Kind: store.AuditSignature, RequestID: id, Fields: fields})
+	_, err = c.update(ctx, id, func(b *reqBody) error {
 		if b.View.State == api.StateSigned {
 			return errFinal
 		}
@@ -943,16 +968,6 @@ func (c *Coordinator) signed(ctx context.Context, id ids.RequestID, b *reqBody, 
 	}
 	c.metrics.requests.WithLabelValues(api.StateSigned).Inc()
 	c.metrics.sessions.WithLabelValues(attDone).Inc()
-	fields := map[string]string{"session": sess.String(), "digest": nb.View.Digest.Hex(), "signature": hexutil.Encode(eth)}
-	for _, a := range nb.View.Attempts {
-		if a.Session == sess {
-			fields["quorum"] = joinIDs(a.Quorum)
-		}
-	}
-	if txHash != nil {
-		fields["tx_hash"] = txHash.Hex()
-	}
-	c.audit(ctx, store.Entry{Kind: store.AuditSignature, RequestID: id, Fields: fields})
 	c.log.Info("request signed", "request", id, "session", sess)
 }
 
