@@ -36,6 +36,10 @@ const (
 	// DefaultSigningGrace is how long Sign keeps waiting past the wait
 	// for a request that is no longer waiting for anyone but still signing.
 	DefaultSigningGrace = 2 * time.Minute
+	// DefaultKeysTTL is how long Accounts answers from the key list it
+	// last read: every send checks its from address, and the list changes
+	// only with a key generation.
+	DefaultKeysTTL = 30 * time.Second
 )
 
 // Errors of the Wallet.
@@ -67,6 +71,8 @@ type Config struct {
 	Expiry time.Duration
 	// SigningGrace: see DefaultSigningGrace.
 	SigningGrace time.Duration
+	// KeysTTL: see DefaultKeysTTL.
+	KeysTTL time.Duration
 	// Grant, if set, is a guardian-signed session grant (the policy's JSON
 	// form) attached to every request.
 	Grant json.RawMessage
@@ -82,8 +88,10 @@ type Wallet struct {
 	cl  *client.Client
 	log *slog.Logger
 
-	mu   sync.Mutex
-	keys map[common.Address]api.Key // guarded by mu; nil until first loaded
+	mu       sync.Mutex
+	keys     map[common.Address]api.Key // guarded by mu; nil until first loaded
+	list     []api.Key                  // guarded by mu: in order
+	loadedAt time.Time                  // guarded by mu
 }
 
 // New returns a Wallet for cfg, with defaults filled in.
@@ -105,6 +113,9 @@ func New(cfg Config) (*Wallet, error) {
 	}
 	if cfg.SigningGrace <= 0 {
 		cfg.SigningGrace = DefaultSigningGrace
+	}
+	if cfg.KeysTTL <= 0 {
+		cfg.KeysTTL = DefaultKeysTTL
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -151,16 +162,22 @@ func (w *Wallet) Keys(ctx context.Context) ([]api.Key, error) {
 		m[k.Address] = k
 	}
 	w.mu.Lock()
-	w.keys = m
+	w.keys, w.list, w.loadedAt = m, out, w.cfg.Now()
 	w.mu.Unlock()
 	return out, nil
 }
 
-// Accounts returns the addresses of the agent's keys.
+// Accounts returns the addresses of the agent's keys, from the list read
+// within Config.KeysTTL.
 func (w *Wallet) Accounts(ctx context.Context) ([]common.Address, error) {
-	ks, err := w.Keys(ctx)
-	if err != nil {
-		return nil, err
+	w.mu.Lock()
+	ks, fresh := w.list, w.keys != nil && w.cfg.Now().Sub(w.loadedAt) < w.cfg.KeysTTL
+	w.mu.Unlock()
+	if !fresh {
+		var err error
+		if ks, err = w.Keys(ctx); err != nil {
+			return nil, err
+		}
 	}
 	out := make([]common.Address, 0, len(ks))
 	for _, k := range ks {
