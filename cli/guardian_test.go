@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,9 +20,11 @@ import (
 	"github.com/custos-wallet/custos/chain"
 	"github.com/custos-wallet/custos/control"
 	"github.com/custos-wallet/custos/ids"
+	"github.com/custos-wallet/custos/internal/httpapi"
 	"github.com/custos-wallet/custos/node/admin"
 	"github.com/custos-wallet/custos/policy"
 	"github.com/custos-wallet/custos/store"
+	"github.com/custos-wallet/custos/tss"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
@@ -96,6 +99,8 @@ type engineBackend struct {
 	// entry cannot be made from outside the store package (its values are
 	// sealed), and the store's own tests make one for real.
 	brokenAudit *store.AuditError
+	// keys are what Status reports the node holds.
+	keys []tss.KeyInfo
 
 	mu sync.Mutex
 	// guarded by mu
@@ -222,7 +227,7 @@ func (b *engineBackend) VerifyAudit(ctx context.Context) (int, error) {
 }
 
 func (b *engineBackend) Status(ctx context.Context) (*admin.Status, error) {
-	return &admin.Status{Status: control.Status{Member: "guardian-1", Role: ids.RoleGuardian, PolicyVersion: b.pol.Version(), PolicyHash: b.pol.Hash()}}, nil
+	return &admin.Status{Status: control.Status{Member: "guardian-1", Role: ids.RoleGuardian, Keys: b.keys, PolicyVersion: b.pol.Version(), PolicyHash: b.pol.Hash()}}, nil
 }
 
 func (b *engineBackend) Ready(ctx context.Context) error { return nil }
@@ -791,5 +796,434 @@ func TestGuardianOverTCPWithToken(t *testing.T) {
 	code, _, _ = h.run("", "guardian", "approve", "-h")
 	if code != 0 {
 		t.Fatalf("approve -h: %d", code)
+	}
+}
+
+// genesisSource is the YAML of a new wallet's first document, with a
+// comment (so the source and its canonical form differ).
+func genesisSource() string {
+	return fmt.Sprintf(`# the operations team's wallet
+version: 1
+guardians: {alice: %q, bob: %q, carol: %q}
+agents: {bot: "0x%s"}
+quorum: 2
+tiers:
+  - {name: hot, signers: [agent, policy]}
+  - {name: guarded, signers: [agent, policy, guardian], approvals: 1, delay: 1h}
+rules:
+  - id: small-payments
+    when: {chain: 1, value_max: 1000000000000000}
+    allow: true
+  - id: the-rest
+    when: {chain: 1, calldata: any}
+    tier: guarded
+`, addrOf("alice").Hex(), addrOf("bob").Hex(), addrOf("carol").Hex(), strings.Repeat("ab", 32))
+}
+
+// squash is s with every run of white space made one space, so that a
+// test does not depend on a table's column widths.
+func squash(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func readPolicyDocument(t *testing.T, file string) api.PolicyDocument {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pd api.PolicyDocument
+	if err := json.Unmarshal(b, &pd); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	return pd
+}
+
+func TestGuardianSignGenesisPolicy(t *testing.T) {
+	h := newHarness(t)
+	src := genesisSource()
+	file := filepath.Join(h.dir, "genesis.yaml")
+	os.WriteFile(file, []byte(src), 0o600)
+	doc, err := policy.ParseDocument([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	aliceOut, bothOut := filepath.Join(h.dir, "alice.doc.json"), filepath.Join(h.dir, "both.doc.json")
+
+	// A document that replaces nothing founds a wallet: only with --genesis.
+	code, _, errs := h.run("y\n", args("guardian", "sign-policy", file, "--out", aliceOut, h.as("alice"))...)
+	if code != 2 || !strings.Contains(errs, "--genesis") {
+		t.Fatalf("genesis without --genesis: %d %s", code, errs)
+	}
+	// Declined: the summary was shown, nothing written.
+	code, _, errs = h.run("n\n", args("guardian", "sign-policy", file, "--genesis", "--out", aliceOut, h.as("alice"))...)
+	if code != 1 || !strings.Contains(errs, "not confirmed") {
+		t.Fatalf("declined: %d %s", code, errs)
+	}
+	for _, want := range []string{"version 1 hash " + doc.Hash().Hex(), "genesis document of a new wallet", "alice " + addrOf("alice").Hex(), "2 of 3",
+		"hot: agent+policy sign", "guarded: agent+policy+guardian sign, 1 guardian approval(s), delay 1h0m0s", "agents", "bot", "rules", "2 (in order: small-payments → allow, the-rest → tier guarded)"} {
+		if !strings.Contains(squash(errs), want) {
+			t.Errorf("summary lacks %q:\n%s", want, errs)
+		}
+	}
+	if _, err := os.Stat(aliceOut); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("declined signing wrote %s: %v", aliceOut, err)
+	}
+	// Mallory is no guardian of it: the nodes would refuse the whole set.
+	code, _, errs = h.run("", args("guardian", "sign-policy", file, "--genesis", "--yes", "--out", aliceOut, h.as("mallory"))...)
+	if code != 1 || !strings.Contains(errs, "not a guardian of this genesis document") {
+		t.Fatalf("mallory: %d %s", code, errs)
+	}
+
+	code, out, errs := h.run("", args("guardian", "sign-policy", file, "--genesis", "--yes", "--out", aliceOut, h.as("alice"))...)
+	if code != 0 || !strings.Contains(out, "signed by 1 guardian") || !strings.Contains(errs, "1 of the 2") {
+		t.Fatalf("alice: %d %s %s", code, out, errs)
+	}
+	code, out, errs = h.run("", args("guardian", "sign-policy", file, "--genesis", "--add-signature", aliceOut, "--yes", "--out", bothOut, "--json", h.as("bob"))...)
+	if code != 0 || !strings.Contains(squash(errs), "signed by alice") {
+		t.Fatalf("bob: %d %s %s", code, out, errs)
+	}
+	var rep signedDocument
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Hash != doc.Hash() || rep.WalletID != doc.Hash() || !rep.Genesis ||
+		len(rep.Signers) != 2 || rep.Signers[0] != addrOf("alice") || rep.Signers[1] != addrOf("bob") {
+		t.Fatalf("bob --json: %v %s", err, out)
+	}
+
+	// Two guardians' signatures verify against the pinned hash; the source
+	// is byte for byte the file's, comment included.
+	both := readPolicyDocument(t, bothOut)
+	if both.Source != src || len(both.Signatures) != 2 {
+		t.Fatalf("document: %d signatures, source %q", len(both.Signatures), both.Source)
+	}
+	p, err := policy.VerifyDocument(both.Policy(), policy.Genesis{Hash: doc.Hash()})
+	if err != nil {
+		t.Fatalf("VerifyDocument of the two guardians' document: %v", err)
+	}
+	if p.WalletID() != doc.Hash() || p.Version() != 1 {
+		t.Fatalf("wallet %s version %d", p.WalletID().Hex(), p.Version())
+	}
+	if _, err := policy.VerifyDocument(both.Policy(), policy.Genesis{Hash: common.Hash{1}}); !errors.Is(err, policy.ErrGenesis) {
+		t.Fatalf("another pin: %v", err)
+	}
+	// Alice's alone is short of the quorum of 2.
+	if _, err := policy.VerifyDocument(readPolicyDocument(t, aliceOut).Policy(), policy.Genesis{Hash: doc.Hash()}); !errors.Is(err, policy.ErrQuorum) {
+		t.Fatalf("VerifyDocument with one signature: %v", err)
+	}
+	// The JSON is what POST /v1/policy decodes (strictly).
+	raw, _ := os.ReadFile(bothOut)
+	var strict api.PolicyDocument
+	if err := httpapi.DecodeBytes(raw, &strict); err != nil {
+		t.Fatal(err)
+	}
+
+	// Without --out the document is printed; a --wallet other than the
+	// document's own hash is refused.
+	code, out, errs = h.run("", args("guardian", "sign-policy", file, "--genesis", "--yes", h.as("carol"))...)
+	var printed api.PolicyDocument
+	if code != 0 || json.Unmarshal([]byte(out), &printed) != nil || printed.Source != src || len(printed.Signatures) != 1 {
+		t.Fatalf("carol to stdout: %d %s %s", code, out, errs)
+	}
+	code, _, errs = h.run("", args("guardian", "sign-policy", file, "--genesis", "--wallet", h.backend.pol.WalletID().Hex(), "--yes", h.as("carol"))...)
+	if code != 2 || !strings.Contains(errs, "its own hash") {
+		t.Fatalf("genesis with another --wallet: %d %s", code, errs)
+	}
+}
+
+func TestGuardianSignPolicyMergeRefusals(t *testing.T) {
+	h := newHarness(t)
+	src := genesisSource()
+	file := filepath.Join(h.dir, "genesis.yaml")
+	os.WriteFile(file, []byte(src), 0o600)
+	aliceOut := filepath.Join(h.dir, "alice.doc.json")
+	if code, _, errs := h.run("", args("guardian", "sign-policy", file, "--genesis", "--yes", "--out", aliceOut, h.as("alice"))...); code != 0 {
+		t.Fatal(errs)
+	}
+	// The same document with another comment has the same hash, and
+	// Alice's signature would verify over it: but the source is what the
+	// nodes store and show, so it is refused all the same.
+	other := filepath.Join(h.dir, "other.yaml")
+	os.WriteFile(other, []byte(strings.Replace(src, "operations team", "operations tean", 1)), 0o600)
+	d1, _ := policy.ParseDocument([]byte(src))
+	d2, _ := policy.ParseDocument([]byte(strings.Replace(src, "operations team", "operations tean", 1)))
+	if d1.Hash() != d2.Hash() {
+		t.Fatal("a comment changed the hash")
+	}
+	// A signature by Bob for another wallet id recovers to no guardian.
+	d, _ := policy.ParseDocument([]byte(src))
+	sig, err := policy.SignDocument(testKey("bob"), common.Hash{9}, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongWallet, _ := json.Marshal(api.PolicyDocumentFrom(policy.SignedDocument{Source: []byte(src), Signatures: [][]byte{sig}}))
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{args("guardian", "sign-policy", other, "--genesis", "--add-signature", aliceOut, "--yes", h.as("bob")), "signs another source than " + other + " (they differ from byte 20 on)"},
+		{args("guardian", "sign-policy", file, "--genesis", "--add-signature", aliceOut, "--add-signature", aliceOut, "--yes", h.as("bob")), "guardian " + addrOf("alice").Hex() + " signed twice"},
+		{args("guardian", "sign-policy", file, "--genesis", "--add-signature", aliceOut, "--yes", h.as("alice")), "has signed this document already"},
+		{args("guardian", "sign-policy", file, "--genesis", "--add-signature", string(wrongWallet), "--yes", h.as("alice")), "not a guardian of this document"},
+		{args("guardian", "sign-policy", file, "--genesis", "--add-signature", `{"source": "x"}`, "--yes", h.as("bob")), "signs another source"},
+		{args("guardian", "sign-policy", file, "--genesis", "--add-signature", `{"source": "x", "extra": 1}`, "--yes", h.as("bob")), "not the JSON of guardian sign-policy"},
+		{args("guardian", "sign-policy", filepath.Join(h.dir, "missing.yaml"), "--genesis", "--yes", h.as("bob")), "missing.yaml"},
+	} {
+		out := filepath.Join(h.dir, "merged.json")
+		code, _, errs := h.run("", append(c.args, "--out", out)...)
+		if code == 0 || !strings.Contains(errs, c.want) {
+			t.Errorf("%v: %d %s, want %q", c.args[2:5], code, errs, c.want)
+		}
+		if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%v: a refused merge wrote %s", c.args[2:5], out)
+		}
+	}
+}
+
+// replacementSource is version 2 of the harness's policy: it drops the
+// USDC rule's guardian tier for an outright allow, which loosens it.
+func replacementSource(replaces common.Hash) string {
+	return fmt.Sprintf(`version: 2
+replaces: %q
+guardians: {alice: %q, bob: %q, carol: %q}
+quorum: 2
+tiers:
+  - {name: hot, signers: [agent, policy]}
+  - {name: guarded, signers: [agent, policy, guardian], approvals: 1}
+tokens:
+  USDC: {address: %q, decimals: 6}
+lists:
+  vendors: [%q]
+rules:
+  - id: usdc-to-vendors
+    when: {chain: 1, token: $USDC, call: transfer, recipient: $vendors}
+    allow: true
+`, replaces.Hex(), addrOf("alice").Hex(), addrOf("bob").Hex(), addrOf("carol").Hex(), usdc.Hex(), vendor.Hex())
+}
+
+func TestGuardianSignReplacementPolicy(t *testing.T) {
+	h := newHarness(t)
+	cur := h.backend.pol
+	file := filepath.Join(h.dir, "v2.yaml")
+	os.WriteFile(file, []byte(replacementSource(cur.Hash())), 0o600)
+	aliceOut, bothOut := filepath.Join(h.dir, "alice.v2.json"), filepath.Join(h.dir, "both.v2.json")
+
+	// A replacement needs the wallet id: from --admin, or --wallet.
+	code, _, errs := h.run("", "guardian", "sign-policy", file, "--yes", "--keystore", filepath.Join(h.dir, "alice.json"), "--password-file", filepath.Join(h.dir, "alice.pw"))
+	if code != 2 || !strings.Contains(errs, "--wallet") {
+		t.Fatalf("replacement without a wallet id: %d %s", code, errs)
+	}
+	code, _, errs = h.run("", args("guardian", "sign-policy", file, "--genesis", "--yes", h.as("alice"))...)
+	if code != 2 || !strings.Contains(errs, "--genesis, but") {
+		t.Fatalf("replacement with --genesis: %d %s", code, errs)
+	}
+	// Alice asks her node for the wallet id; the summary says it replaces
+	// the node's current policy.
+	code, _, errs = h.run("", args("guardian", "sign-policy", file, "--yes", "--out", aliceOut, h.as("alice"))...)
+	if code != 0 || !strings.Contains(errs, "the node's current policy v1") || !strings.Contains(errs, cur.WalletID().Hex()) {
+		t.Fatalf("alice: %d %s", code, errs)
+	}
+	// Bob gives it himself.
+	code, _, errs = h.run("", args("guardian", "sign-policy", file, "--wallet", cur.WalletID().Hex(), "--add-signature", aliceOut, "--yes", "--out", bothOut, h.as("bob"))...)
+	if code != 0 {
+		t.Fatalf("bob: %d %s", code, errs)
+	}
+
+	// Alice's alone loosens with one signature: refused by the engine.
+	solo := policy.NewEngine(cur, policy.NewMemLedger())
+	if err := solo.ApplyDocument(readPolicyDocument(t, aliceOut).Policy()); !errors.Is(err, policy.ErrNotTightening) {
+		t.Fatalf("ApplyDocument with one signature: %v", err)
+	}
+	// Both: the engine applies it.
+	if err := h.backend.eng.ApplyDocument(readPolicyDocument(t, bothOut).Policy()); err != nil {
+		t.Fatalf("ApplyDocument of the two guardians' replacement: %v", err)
+	}
+	if v := h.backend.eng.Policy().Version(); v != 2 {
+		t.Fatalf("version %d after the replacement", v)
+	}
+
+	// A document that does not follow the node's current policy is not
+	// signed through --admin.
+	stale := filepath.Join(h.dir, "stale.yaml")
+	os.WriteFile(stale, []byte(replacementSource(common.Hash{7})), 0o600)
+	code, _, errs = h.run("", args("guardian", "sign-policy", stale, "--yes", h.as("carol"))...)
+	if code != 1 || !strings.Contains(errs, "not signing") || !strings.Contains(errs, cur.Hash().Hex()) {
+		t.Fatalf("stale replacement: %d %s", code, errs)
+	}
+	// Mallory is no guardian of the current policy.
+	code, _, errs = h.run("", args("guardian", "sign-policy", file, "--yes", h.as("mallory"))...)
+	if code != 1 || !strings.Contains(errs, "not a guardian of the current policy") {
+		t.Fatalf("mallory: %d %s", code, errs)
+	}
+}
+
+// nodeEntries builds a committee's entries as node/keygen.go does before
+// it compares (policy.CommitteeEntry, sorted as strings), written out
+// here so that the test does not lean on the command's own helper.
+func nodeEntries(c tss.Committee) []string {
+	var out []string
+	for _, m := range c.Members {
+		out = append(out, policy.CommitteeEntry(string(m.ID), m.Role))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// A 2-of-3 key whose members' ids sort differently from their entries:
+// "guardian-2:guardian" comes before "guardian:guardian" as text.
+var (
+	oldCommittee = tss.Committee{Threshold: 1, Members: []tss.Member{
+		{ID: "policy-1", Role: ids.RolePolicy}, {ID: "agent-1", Role: ids.RoleAgent}, {ID: "guardian", Role: ids.RoleGuardian}}}
+	newCommittee = tss.Committee{Threshold: 2, Members: []tss.Member{
+		{ID: "guardian-2", Role: ids.RoleGuardian}, {ID: "agent-1", Role: ids.RoleAgent}, {ID: "guardian", Role: ids.RoleGuardian}, {ID: "policy-2", Role: ids.RolePolicy}}}
+)
+
+func readReshare(t *testing.T, file string) api.Reshare {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Strictly, as custos keys reshare --authorization reads it.
+	var r api.Reshare
+	if err := httpapi.DecodeBytes(b, &r); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	return r
+}
+
+func TestGuardianAuthorizeReshare(t *testing.T) {
+	h := newHarness(t)
+	h.backend.keys = []tss.KeyInfo{{Address: walletKey, Committee: oldCommittee, Generation: 3, GuardianFloor: oldCommittee.GuardianFloor()}}
+	newFlags := []string{"--new", "guardian-2:guardian,agent-1:agent", "--new", "guardian:guardian,policy-2:policy", "--new-threshold", "2"}
+	aliceOut, bothOut := filepath.Join(h.dir, "alice.reshare.json"), filepath.Join(h.dir, "both.reshare.json")
+
+	// Alice takes the key's committee from her node.
+	code, out, errs := h.run("y\n", args("guardian", "authorize-reshare", "--from-node", newFlags, "--expiry", "2h", "--out", aliceOut, h.as("alice"))...)
+	if code != 0 {
+		t.Fatalf("alice: %d %s %s", code, out, errs)
+	}
+	for _, want := range []string{walletKey.Hex(), "3 (the reshare makes 4)", "2-of-3: agent-1:agent, guardian:guardian, policy-1:policy", "3-of-4", "leaves policy-1:policy", "joins guardian-2:guardian", "joins policy-2:policy", "custos keys reshare key:" + walletKey.Hex() + " --member agent-1:agent --member guardian:guardian --member guardian-2:guardian --member policy-2:policy --threshold 2 --authorization " + aliceOut} {
+		if !strings.Contains(squash(errs), want) {
+			t.Errorf("alice's summary lacks %q:\n%s", want, errs)
+		}
+	}
+	// Bob gives everything by hand, as custos keys show prints it, and
+	// adds Alice's.
+	code, out, errs = h.run("", args("guardian", "authorize-reshare", "--key", "key:"+walletKey.Hex(), "--generation", "3", "--old", "agent-1:agent,guardian:guardian,policy-1:policy", "--old-threshold", "1",
+		newFlags, "--add-signature", aliceOut, "--wallet", h.backend.pol.WalletID().Hex(), "--yes", "--out", bothOut, h.as("bob"))...)
+	if code != 0 {
+		t.Fatalf("bob: %d %s %s", code, out, errs)
+	}
+
+	// What an old member builds from its share and the new committee, and
+	// checks: the command's authorisation passes it with two guardians.
+	got := readReshare(t, bothOut)
+	want := policy.ReshareAuthorization{
+		Key: walletKey, Generation: 3,
+		OldMembers: nodeEntries(oldCommittee), OldThreshold: oldCommittee.Threshold,
+		NewMembers: nodeEntries(newCommittee.Canonical()), NewThreshold: newCommittee.Threshold,
+		Expiry: got.Expiry,
+	}
+	if want.NewMembers[0] != "agent-1:agent" || want.NewMembers[1] != "guardian-2:guardian" {
+		t.Fatalf("entries %v: the committee no longer tests the sort", want.NewMembers)
+	}
+	now := time.Now()
+	if err := h.backend.pol.VerifyReshare(want, got.Policy(), now); err != nil {
+		t.Fatalf("VerifyReshare of the two guardians' authorisation: %v", err)
+	}
+	if d := got.Expiry.Sub(now); d > 2*time.Hour || d < time.Hour {
+		t.Fatalf("expiry %s from now", d)
+	}
+	// One guardian is short of the quorum; the next generation or another
+	// committee is not what they signed; past the expiry it is dead.
+	if err := h.backend.pol.VerifyReshare(want, readReshare(t, aliceOut).Policy(), now); !errors.Is(err, policy.ErrQuorum) {
+		t.Fatalf("one signature: %v", err)
+	}
+	next := want
+	next.Generation++
+	if err := h.backend.pol.VerifyReshare(next, got.Policy(), now); !errors.Is(err, policy.ErrAuthorization) {
+		t.Fatalf("next generation: %v", err)
+	}
+	other := want
+	other.NewThreshold = 1
+	if err := h.backend.pol.VerifyReshare(other, got.Policy(), now); !errors.Is(err, policy.ErrAuthorization) {
+		t.Fatalf("another threshold: %v", err)
+	}
+	if err := h.backend.pol.VerifyReshare(want, got.Policy(), got.Expiry); !errors.Is(err, policy.ErrAuthorization) {
+		t.Fatalf("at its expiry: %v", err)
+	}
+}
+
+func TestGuardianAuthorizeReshareRefusals(t *testing.T) {
+	h := newHarness(t)
+	h.backend.keys = []tss.KeyInfo{{Address: walletKey, Committee: oldCommittee, Generation: 3, GuardianFloor: oldCommittee.GuardianFloor()}}
+	newFlags := []string{"--new", "agent-1:agent,guardian:guardian,guardian-2:guardian,policy-2:policy", "--new-threshold", "2"}
+	aliceOut := filepath.Join(h.dir, "alice.reshare.json")
+	if code, _, errs := h.run("", args("guardian", "authorize-reshare", "--from-node", newFlags, "--yes", "--out", aliceOut, h.as("alice"))...); code != 0 {
+		t.Fatal(errs)
+	}
+	alice := readReshare(t, aliceOut)
+	edited := func(f func(*api.Reshare)) string {
+		r := alice
+		r.OldMembers = slices.Clone(r.OldMembers)
+		r.NewMembers = slices.Clone(r.NewMembers)
+		f(&r)
+		b, _ := json.Marshal(r)
+		return string(b)
+	}
+	// Carol's signature of another new committee cannot join Alice's.
+	carolOther, err := admin.NewGuardian(testKey("carol")).SignReshare(h.backend.pol.WalletID(), func() api.Reshare {
+		var r api.Reshare
+		json.Unmarshal([]byte(edited(func(r *api.Reshare) { r.NewThreshold = 1; r.Signatures = nil })), &r)
+		return r
+	}())
+	if err != nil {
+		t.Fatal(err)
+	}
+	carolJSON, _ := json.Marshal(carolOther)
+	unsorted := edited(func(r *api.Reshare) { r.NewMembers[1], r.NewMembers[2] = r.NewMembers[2], r.NewMembers[1] })
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{args("--add-signature", aliceOut, "--add-signature", aliceOut), "guardian " + addrOf("alice").Hex() + " signed twice"},
+		{args("--add-signature", aliceOut, "--add-signature", string(carolJSON)), "authorises another reshare than the first: new committee"},
+		{args("--add-signature", aliceOut, "--from-node", "--new", "agent-1:agent,guardian:guardian,policy-2:policy", "--new-threshold", "1"), "but the added signatures authorise"},
+		{args("--add-signature", aliceOut, "--expiry", "1h"), "the expiry is the one the first guardian signed"},
+		{args("--add-signature", unsorted), "not sorted"},
+		{args("--add-signature", edited(func(r *api.Reshare) { r.Generation = 2 }), "--from-node"), "authorise generation 2, but the key is at generation 3"},
+		{args("--add-signature", edited(func(r *api.Reshare) { r.Expiry = time.Now().Add(-time.Minute) })), "expired"},
+		{args("--from-node", "--old", "agent-1:agent,guardian:guardian,policy-2:policy", "--old-threshold", "1", newFlags), "but the node's key"},
+		{args("--from-node", "--generation", "4", newFlags), "is at generation 3"},
+		{args("--from-node", "--key", vendor.Hex(), newFlags), "holds no share of key"},
+		{args("--from-node", "--new", "agent-1:agent,guardian:guardian", "--new-threshold", "2"), "--new: tss: invalid committee"},
+		{args("--from-node", "--new", "agent-1:agent,guardian:guardian,guardian:guardian", "--new-threshold", "1"), "--new: tss: invalid committee"},
+		{args("--from-node", "--new", "agent-1:agent,guardian", "--new-threshold", "1"), "want member:role"},
+		{args("--from-node", "--new", "agent-1:boss,guardian:guardian", "--new-threshold", "1"), "unknown role"},
+		{args("--key", walletKey.Hex(), "--generation", "3", "--old", "agent-1:agent,guardian:guardian,policy-1:policy", "--old-threshold", "1", newFlags), "--wallet"},
+	} {
+		out := filepath.Join(h.dir, "merged.json")
+		full := args("guardian", "authorize-reshare", c.args, "--yes", "--out", out, h.as("bob"))
+		if c.want == "--wallet" {
+			// no admin address: the wallet id must come from --wallet
+			full = args("guardian", "authorize-reshare", c.args, "--yes", "--out", out, "--keystore", filepath.Join(h.dir, "bob.json"), "--password-file", filepath.Join(h.dir, "bob.pw"))
+		}
+		code, _, errs := h.run("", full...)
+		if code == 0 || !strings.Contains(errs, c.want) {
+			t.Errorf("%v: %d %s, want %q", c.args, code, errs, c.want)
+		}
+		if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%v: a refused authorisation wrote %s", c.args, out)
+		}
+	}
+	// Alice on her own output, and Mallory, are refused.
+	if code, _, errs := h.run("", args("guardian", "authorize-reshare", "--add-signature", aliceOut, "--yes", h.as("alice"))...); code != 1 || !strings.Contains(errs, "has signed this authorisation already") {
+		t.Errorf("alice twice: %d %s", code, errs)
+	}
+	if code, _, errs := h.run("", args("guardian", "authorize-reshare", "--add-signature", aliceOut, "--yes", h.as("mallory"))...); code != 1 || !strings.Contains(errs, "not a guardian of the current policy") {
+		t.Errorf("mallory: %d %s", code, errs)
+	}
+	// Carol merges through stdout and --json-free output.
+	code, out, errs := h.run("y\n", args("guardian", "authorize-reshare", "--add-signature", aliceOut, h.as("carol"))...)
+	var r api.Reshare
+	if code != 0 || httpapi.DecodeBytes([]byte(out), &r) != nil || len(r.Signatures) != 2 {
+		t.Fatalf("carol: %d %s %s", code, out, errs)
 	}
 }
