@@ -47,6 +47,7 @@ const (
 	ruleSession  = "session"
 	ruleSigned   = "request" // a member already signed this request
 	ruleAttempts = "attempts"
+	ruleInternal = "internal" // a member's own fault: not a refusal of the request
 )
 
 // reqBody is a signing request's journal record.
@@ -342,6 +343,10 @@ func (c *Coordinator) evaluate(ctx context.Context, id ids.RequestID, b *reqBody
 		cancel()
 		if err != nil {
 			lastErr = err
+			continue
+		}
+		if r.Refusal != nil && r.Refusal.RuleID == ruleInternal {
+			lastErr = r.Refusal
 			continue
 		}
 		if r.Refusal != nil {
@@ -787,7 +792,9 @@ func (c *Coordinator) attempt(ctx context.Context, id ids.RequestID, b *reqBody)
 			reason := fmt.Sprintf("%s refused (%s): %s", refusal.Member, refusal.RuleID, refusal.Reason)
 			c.closeAttempt(ctx, id, sess, attRefused, nil, reason)
 			switch refusal.RuleID {
-			case ruleSession:
+			case ruleSession, ruleInternal:
+				// A session id the member saw before, or a fault of its
+				// own: another session may go through.
 				return true
 			case ruleSigned:
 				// The member signed this request in an earlier session:

@@ -616,3 +616,51 @@ func TestQuorumPrefersApprovingGuardians(t *testing.T) {
 		t.Fatalf("quorum %v: want the approving guardian %s, not %s", q, second.id, first.id)
 	}
 }
+
+// TestInternalRefusalRetries: a member's internal fault (rule "internal")
+// ends that attempt, not the request: the next session signs.
+func TestInternalRefusalRetries(t *testing.T) {
+	e, m := newScriptedEnv(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var req *api.Request
+	refused := 0
+	pol := m[ids.RolePolicy]
+	pol.mu.Lock()
+	pol.refuse = func(msg *control.Message) *control.Refusal {
+		mu.Lock()
+		defer mu.Unlock()
+		if msg.Type == control.TypePropose && refused == 0 {
+			refused++
+			return &control.Refusal{RuleID: "internal", Reason: "store: write failed"}
+		}
+		return nil
+	}
+	pol.mu.Unlock()
+	for _, s := range m {
+		s.mu.Lock()
+		s.onStart = func(ids.SessionID) *control.Result {
+			mu.Lock()
+			defer mu.Unlock()
+			sig, err := crypto.Sign(req.Digest[:], e.keyPriv)
+			if err != nil {
+				t.Error(err)
+			}
+			return &control.Result{State: control.StateDone, Signature: sig}
+		}
+		s.mu.Unlock()
+	}
+	mu.Lock()
+	r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil))
+	req = r
+	mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	got, err := e.op.WaitFinal(wctx, r.ID)
+	if err != nil || got.State != api.StateSigned || len(got.Attempts) != 2 || got.Attempts[0].State != attRefused {
+		t.Fatalf("after an internal refusal: %v %+v", err, got)
+	}
+}
