@@ -953,7 +953,7 @@ func TestGuardianSignPolicyMergeRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	wrongWallet, _ := json.Marshal(api.PolicyDocumentFrom(policy.SignedDocument{Source: []byte(src), Signatures: [][]byte{sig}}))
-	for _, c := range []struct {
+	for i, c := range []struct {
 		args []string
 		want string
 	}{
@@ -965,7 +965,7 @@ func TestGuardianSignPolicyMergeRefusals(t *testing.T) {
 		{args("guardian", "sign-policy", file, "--genesis", "--add-signature", `{"source": "x", "extra": 1}`, "--yes", h.as("bob")), "not the JSON of guardian sign-policy"},
 		{args("guardian", "sign-policy", filepath.Join(h.dir, "missing.yaml"), "--genesis", "--yes", h.as("bob")), "missing.yaml"},
 	} {
-		out := filepath.Join(h.dir, "merged.json")
+		out := filepath.Join(h.dir, fmt.Sprintf("merged-%d.json", i))
 		code, _, errs := h.run("", append(c.args, "--out", out)...)
 		if code == 0 || !strings.Contains(errs, c.want) {
 			t.Errorf("%v: %d %s, want %q", c.args[2:5], code, errs, c.want)
@@ -1179,7 +1179,7 @@ func TestGuardianAuthorizeReshareRefusals(t *testing.T) {
 	}
 	carolJSON, _ := json.Marshal(carolOther)
 	unsorted := edited(func(r *api.Reshare) { r.NewMembers[1], r.NewMembers[2] = r.NewMembers[2], r.NewMembers[1] })
-	for _, c := range []struct {
+	for i, c := range []struct {
 		args []string
 		want string
 	}{
@@ -1199,7 +1199,7 @@ func TestGuardianAuthorizeReshareRefusals(t *testing.T) {
 		{args("--from-node", "--new", "agent-1:boss,guardian:guardian", "--new-threshold", "1"), "unknown role"},
 		{args("--key", walletKey.Hex(), "--generation", "3", "--old", "agent-1:agent,guardian:guardian,policy-1:policy", "--old-threshold", "1", newFlags), "--wallet"},
 	} {
-		out := filepath.Join(h.dir, "merged.json")
+		out := filepath.Join(h.dir, fmt.Sprintf("merged-%d.json", i))
 		full := args("guardian", "authorize-reshare", c.args, "--yes", "--out", out, h.as("bob"))
 		if c.want == "--wallet" {
 			// no admin address: the wallet id must come from --wallet
