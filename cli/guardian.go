@@ -1116,7 +1116,7 @@ func guardianSignPolicy(ctx context.Context, env *Env, args []string) error {
 
 	writeDocument(env.Stderr, file, pol, wallet, current, prior)
 	if !inDoc {
-		fmt.Fprintf(env.Stderr, "Warning: %s is not among this document's guardians; where it changes the guardian set, the nodes count only signatures of guardians in both sets.\n", me.Hex())
+		fmt.Fprintf(env.Stderr, "Warning: %s is not among this document's guardians; where a quorum changes the guardian set, the nodes refuse it unless every signer is a guardian of both sets.\n", me.Hex())
 	}
 	if err := confirm(env, sf.yes, fmt.Sprintf("Sign policy document v%d (%s) as %s?", doc.Version, pol.Hash().Hex(), me.Hex())); err != nil {
 		return err
