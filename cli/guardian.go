@@ -1094,7 +1094,11 @@ func guardianSignPolicy(ctx context.Context, env *Env, args []string) error {
 		}
 		seen[a] = true
 		if !known[a] {
-			return fmt.Errorf("--add-signature: signature %d recovers to %s, not a guardian of this document (signed for another wallet id than %s, or by another account); the nodes would refuse the whole set", i+1, a.Hex(), wallet.Hex())
+			hint := ""
+			if current == nil && doc.Replaces != "" {
+				hint = " (with --admin instead of --wallet, the current policy's guardians count too)"
+			}
+			return fmt.Errorf("--add-signature: signature %d recovers to %s, not a guardian of this document%s: signed for another wallet id than %s, or by another account; the nodes would refuse the whole set", i+1, a.Hex(), hint, wallet.Hex())
 		}
 	}
 

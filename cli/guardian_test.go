@@ -1094,6 +1094,20 @@ func TestGuardianAuthorizeReshare(t *testing.T) {
 	newFlags := []string{"--new", "guardian-2:guardian,agent-1:agent", "--new", "guardian:guardian,policy-2:policy", "--new-threshold", "2"}
 	aliceOut, bothOut := filepath.Join(h.dir, "alice.reshare.json"), filepath.Join(h.dir, "both.reshare.json")
 
+	// Declined at the prompt: the summary was shown, nothing written.
+	code, _, errs := h.run("n\n", args("guardian", "authorize-reshare", "--from-node", newFlags, "--out", aliceOut, h.as("alice"))...)
+	if code != 1 || !strings.Contains(errs, "not confirmed") || !strings.Contains(errs, "(the reshare makes 4)") {
+		t.Fatalf("declined: %d %s", code, errs)
+	}
+	if _, err := os.Stat(aliceOut); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a declined authorisation wrote %s", aliceOut)
+	}
+	// --from-node needs the node.
+	code, _, errs = h.run("y\n", args("guardian", "authorize-reshare", "--from-node", newFlags, "--keystore", filepath.Join(h.dir, "alice.json"), "--password-file", filepath.Join(h.dir, "alice.pw"))...)
+	if code != 2 || !strings.Contains(errs, "--from-node needs the node's admin address") {
+		t.Fatalf("--from-node without --admin: %d %s", code, errs)
+	}
+
 	// Alice takes the key's committee from her node.
 	code, out, errs := h.run("y\n", args("guardian", "authorize-reshare", "--from-node", newFlags, "--expiry", "2h", "--out", aliceOut, h.as("alice"))...)
 	if code != 0 {
