@@ -773,6 +773,7 @@ func Run(ctx context.Context, opts Options) error {
 	c.out.printf("\nReady in %s.\n%s", time.Since(t0).Round(100*time.Millisecond), c.Summary())
 	c.out.print(FormatSteps(steps, 1))
 	c.out.printf("Stop with Ctrl-C; the next `custos dev` reuses %s.", c.Dir())
+	_, hadVault := c.Vault()
 	go func() {
 		select {
 		case <-c.VaultReady():
@@ -788,7 +789,11 @@ func Run(ctx context.Context, opts Options) error {
 			return
 		}
 		v, _ := c.Vault()
-		c.out.printf("\nThe vault key %s is ready (%s after start): every signature needs a guardian share.", v.Address.Hex(), time.Since(t0).Round(time.Second))
+		if hadVault {
+			c.out.printf("With the vault key %s (every signature needs a guardian share):", v.Address.Hex())
+		} else {
+			c.out.printf("\nThe vault key %s is ready (%s after start): every signature needs a guardian share.", v.Address.Hex(), time.Since(t0).Round(time.Second))
+		}
 		c.out.print(FormatSteps(vs, len(steps)+1))
 	}()
 	<-ctx.Done()

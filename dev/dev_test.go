@@ -399,3 +399,18 @@ func TestShellQuote(t *testing.T) {
 		t.Error("an empty argument is not quoted")
 	}
 }
+
+// A first run that fails while laying the directory out leaves nothing
+// behind: no dev directory, no half-made sibling.
+func TestFailedLayoutLeavesNothing(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "dev")
+	_, err := dev.Start(context.Background(), dev.Options{Dir: dir, ChainListen: "127.0.0.1:0", HTTPListen: "no port here"})
+	if err == nil || !strings.Contains(err.Error(), "REST listen address") {
+		t.Fatalf("Start with a bad REST address: %v", err)
+	}
+	ents, _ := os.ReadDir(parent)
+	for _, e := range ents {
+		t.Errorf("left behind: %s", e.Name())
+	}
+}
