@@ -1247,7 +1247,7 @@ func writeDocument(w io.Writer, file string, pol *policy.Policy, wallet common.H
 }
 
 func ruleIDs(rs []policy.RuleDoc) string {
-	ids := make([]string, len(rs))
+	out := make([]string, len(rs))
 	for i, r := range rs {
 		v := "tier " + r.Tier
 		switch {
@@ -1256,12 +1256,12 @@ func ruleIDs(rs []policy.RuleDoc) string {
 		case r.Deny:
 			v = "deny"
 		}
-		ids[i] = r.ID + " → " + v
+		out[i] = r.ID + " → " + v
 	}
-	if len(ids) > 12 {
-		ids = append(ids[:12], "…")
+	if len(out) > 12 {
+		out = append(out[:12], "…")
 	}
-	return strings.Join(ids, ", ")
+	return strings.Join(out, ", ")
 }
 
 // memberList collects committee members written member:role, separated by
