@@ -278,7 +278,19 @@ func (c *cluster) startNode(name string) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.n, p.cancel, p.done = n, cancel, make(chan error, 1)
 	go func(done chan error) { done <- n.Run(ctx) }(p.done)
-	return nil
+	// Run opens the admin socket in the background: wait until it takes
+	// connections, so that no test dials it too early.
+	wctx, wcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer wcancel()
+	sock := filepath.Join(p.dir, "admin.sock")
+	return waitFor(wctx, 20*time.Millisecond, func() (bool, error) {
+		conn, err := net.Dial("unix", sock)
+		if err != nil {
+			return false, nil
+		}
+		conn.Close()
+		return true, nil
+	})
 }
 
 // stopNode ends the node's Run and waits until it closed its store.
