@@ -348,6 +348,17 @@ func checkMCP(t *testing.T, config string) {
 		if auth && (resp.StatusCode != 200 || !strings.Contains(string(b), "serverInfo")) {
 			t.Errorf("MCP initialize with the printed token: HTTP %d: %s", resp.StatusCode, b)
 		}
+		if sid := resp.Header.Get("Mcp-Session-Id"); auth && sid != "" {
+			// End the session, as a client does when it is done.
+			del, _ := http.NewRequest("DELETE", srv.URL, nil)
+			for k, v := range srv.Headers {
+				del.Header.Set(k, v)
+			}
+			del.Header.Set("Mcp-Session-Id", sid)
+			if resp, err := http.DefaultClient.Do(del); err == nil {
+				resp.Body.Close()
+			}
+		}
 		if !auth && resp.StatusCode != http.StatusUnauthorized {
 			t.Errorf("MCP initialize without a token: HTTP %d, want 401", resp.StatusCode)
 		}
