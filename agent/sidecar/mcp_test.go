@@ -215,6 +215,26 @@ func TestMCPStreamableHTTPBearer(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("no token: HTTP %d", resp.StatusCode)
 	}
+	// With the token, but from a page (Origin) or by a name that is not
+	// loopback (DNS rebinding): refused.
+	for name, set := range map[string]func(*http.Request){
+		"origin":  func(r *http.Request) { r.Header.Set("Origin", "https://evil.example") },
+		"rebound": func(r *http.Request) { r.Host = "evil.example:8547" },
+		"wrong":   func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+strings.ToUpper(token)) },
+	} {
+		req, _ := http.NewRequest("POST", hs+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		set(req)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("%s: HTTP %d", name, resp.StatusCode)
+		}
+	}
 	tr := &sdk.StreamableClientTransport{Endpoint: hs + "/mcp", HTTPClient: &http.Client{Transport: bearer{token}}}
 	cs, err := sdk.NewClient(&sdk.Implementation{Name: "test-host", Version: "1"}, nil).Connect(ctx, tr, nil)
 	if err != nil {
