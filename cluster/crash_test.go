@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/custos-wallet/custos/api"
+	"github.com/custos-wallet/custos/control"
 	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/policy"
 	"github.com/custos-wallet/custos/store"
@@ -82,14 +83,44 @@ func (c *cluster) waitJournal(t *testing.T, name string, id ids.RequestID) {
 	}
 }
 
-// The policy node is closed as soon as it has joined a signing (its budget
-// reserved) and started again on its directory. The request ends cleanly
+// waitRunning waits until the node journals a session of the request as
+// running (its share of the signature being computed), or as ended if it
+// ran too fast to see; it says which.
+func (c *cluster) waitRunning(t *testing.T, name string, id ids.RequestID) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	state := ""
+	err := waitFor(ctx, 2*time.Millisecond, func() (bool, error) {
+		ss, err := c.node(name).Store().RequestSessions(ctx, id)
+		if err != nil {
+			return false, nil
+		}
+		for _, s := range ss {
+			if s.State == control.StateRunning || s.State == control.StateDone || s.State == control.StateFailed {
+				state = s.State
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("%s never ran a session of %s", name, id)
+	}
+	return state
+}
+
+// The policy node is closed while it runs its part of a signing (its
+// budget reserved, the session started) and started again on its
+// directory. The request ends cleanly
 // (signed on a retry, or failed), its budget is in the ledger at most once
 // and committed only if signed, and the audit chain is valid.
 func TestPolicyNodeCrashMidSigning(t *testing.T) {
 	c := setup(t)
 	r := c.submit(t, c.w.bot, hotKey.ID, idem("crash-policy"), c.w.unsignedTx(t, hotKey.Address, vendor1, eth(4)))
-	c.waitJournal(t, namePolicy, r.ID)
+	if st := c.waitRunning(t, namePolicy, r.ID); st != control.StateRunning {
+		t.Logf("the session was %s before the close could catch it running", st)
+	}
 	if err := c.stopNode(namePolicy); err != nil {
 		t.Fatalf("close policy node: %v", err)
 	}
