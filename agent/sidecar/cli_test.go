@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"math/big"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -210,5 +211,83 @@ func TestCLISessionGrant(t *testing.T) {
 	err = rc.CallContext(ctx, &h, "eth_sendTransaction", map[string]any{"from": w.hot.Address, "to": stranger, "value": (*hexutil.Big)(big.NewInt(15e14))})
 	if code, data := errorData(t, err); code != rpc.CodeDenied {
 		t.Fatalf("over the grant's total: code %d data %v (%v)", code, data, err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// custos agent runs the sidecar: the JSON-RPC endpoint and MCP over HTTP
+// with the bearer token from its token file (created on first run), both
+// on the loopback ports it prints; it stops cleanly when its context ends.
+func TestCLIAgentDaemon(t *testing.T) {
+	w := setup(t)
+	tokenFile := filepath.Join(t.TempDir(), "mcp.token")
+	vars := w.cliEnv(t)
+	var out, errb syncBuffer
+	env := &cli.Env{Stdout: &out, Stderr: &errb, Stdin: strings.NewReader(""), Getenv: func(k string) string { return vars[k] }}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	go func() {
+		done <- cli.Run(ctx, env, []string{"agent", "--listen", "127.0.0.1:0", "--mcp-listen", "127.0.0.1:0", "--mcp-token-file", tokenFile, "--keys", w.hot.ID.String(), "--log-level", "warn"})
+	}()
+	var rpcURL, mcpURL string
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	defer wcancel()
+	for rpcURL == "" || mcpURL == "" {
+		select {
+		case code := <-done:
+			t.Fatalf("custos agent exited %d\n%s%s", code, out.String(), errb.String())
+		case <-wctx.Done():
+			t.Fatalf("custos agent printed no addresses:\n%s%s", out.String(), errb.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		for _, line := range strings.Split(out.String(), "\n") {
+			if u, ok := strings.CutPrefix(line, "JSON-RPC wallet endpoint: "); ok {
+				rpcURL, _, _ = strings.Cut(u, " ")
+			}
+			if u, ok := strings.CutPrefix(line, "MCP (streamable HTTP): "); ok {
+				mcpURL, _, _ = strings.Cut(u, " ")
+			}
+		}
+	}
+	rc, _ := dial(t, rpcURL)
+	var accts []common.Address
+	if err := rc.CallContext(ctx, &accts, "eth_accounts"); err != nil || len(accts) != 1 || accts[0] != w.hot.Address {
+		t.Fatalf("eth_accounts from the daemon: %v %v", accts, err)
+	}
+	tok, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &sdk.StreamableClientTransport{Endpoint: mcpURL, HTTPClient: &http.Client{Transport: bearer{strings.TrimSpace(string(tok))}}}
+	cs, err := sdk.NewClient(&sdk.Implementation{Name: "test-host", Version: "1"}, nil).Connect(ctx, tr, nil)
+	if err != nil {
+		t.Fatalf("MCP over HTTP to the daemon: %v", err)
+	}
+	res, o := call(t, cs, "get_wallet", nil)
+	cs.Close()
+	if res.IsError || o["agent"] != "bot" {
+		t.Fatalf("get_wallet from the daemon: %s %v", resultText(res), o)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("custos agent exited %d after cancel\n%s", code, errb.String())
 	}
 }
