@@ -14,8 +14,11 @@ import (
 	"github.com/custos-wallet/custos/agent/mcp"
 	"github.com/custos-wallet/custos/agent/sidecar"
 	"github.com/custos-wallet/custos/ids"
+	"github.com/ethereum/go-ethereum/accounts"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/signer/core/apitypes"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -260,4 +263,54 @@ func httptestServer(t *testing.T, h http.Handler) string {
 	s := httptest.NewServer(h)
 	t.Cleanup(s.Close)
 	return s.URL
+}
+
+// sign_message and sign_typed_data return signatures that recover to the
+// wallet's address; send_transaction with calldata no rule allows is a
+// denial naming the default rule.
+func TestMCPSigningTools(t *testing.T) {
+	w := setup(t)
+	cs, _ := mcpSession(t, w, w.wallet(t, 30*time.Second, w.hot))
+	msg := "Sign in to example.org as the bot"
+	res, out := call(t, cs, "sign_message", map[string]any{"message": msg})
+	if res.IsError || out["status"] != "signed" {
+		t.Fatalf("sign_message: %s %v", resultText(res), out)
+	}
+	sig, _ := hexutil.Decode(out["signature"].(string))
+	if got := recoverAddr(t, accounts.TextHash([]byte(msg)), sig); got != w.hot.Address {
+		t.Fatalf("sign_message recovers to %s", got)
+	}
+	td := map[string]any{
+		"types": map[string]any{
+			"EIP712Domain": []map[string]string{{"name": "name", "type": "string"}, {"name": "chainId", "type": "uint256"}},
+			"Login":        []map[string]string{{"name": "user", "type": "address"}},
+		},
+		"primaryType": "Login",
+		"domain":      map[string]any{"name": "App", "chainId": "1337"},
+		"message":     map[string]any{"user": w.hot.Address.Hex()},
+	}
+	res, out = call(t, cs, "sign_typed_data", map[string]any{"typed_data": td})
+	if res.IsError || out["status"] != "signed" {
+		t.Fatalf("sign_typed_data: %s %v", resultText(res), out)
+	}
+	js, _ := json.Marshal(td)
+	var typed apitypes.TypedData
+	if err := json.Unmarshal(js, &typed); err != nil {
+		t.Fatal(err)
+	}
+	digest, _, err := apitypes.TypedDataAndHash(typed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, _ = hexutil.Decode(out["signature"].(string))
+	if got := recoverAddr(t, digest, sig); got != w.hot.Address {
+		t.Fatalf("sign_typed_data recovers to %s", got)
+	}
+	res, out = call(t, cs, "send_transaction", map[string]any{"to": vendor1.Hex(), "data": "0xdeadbeef"})
+	if !res.IsError || out["status"] != "denied" || out["rule"] != "default" {
+		t.Fatalf("send_transaction with calldata: %s %v", resultText(res), out)
+	}
+	if res, _ := call(t, cs, "send_transaction", map[string]any{"to": vendor1.Hex(), "data": "0xzz"}); !res.IsError || !strings.Contains(resultText(res), "data") {
+		t.Fatalf("send_transaction with bad hex: %s", resultText(res))
+	}
 }
