@@ -42,6 +42,10 @@ const (
 	DefaultKeysTTL = 30 * time.Second
 )
 
+// pollSlice bounds one long poll: a wake-up the coordinator misses then
+// costs at most this long.
+const pollSlice = 15 * time.Second
+
 // Errors of the Wallet.
 var (
 	// ErrUnknownAccount: the address is not one of the agent's keys.
@@ -322,7 +326,7 @@ func (w *Wallet) settle(ctx context.Context, r *api.Request) (*api.Request, erro
 			}
 			return r, fmt.Errorf("sidecar: request %s still %s after %v", r.ID, r.State, w.cfg.Wait+w.cfg.SigningGrace)
 		}
-		next, err := w.cl.Wait(ctx, r.ID, left)
+		next, err := w.cl.Wait(ctx, r.ID, min(left, pollSlice))
 		if err != nil {
 			return r, fmt.Errorf("sidecar: wait for request %s: %w", r.ID, err)
 		}
@@ -391,7 +395,7 @@ func (w *Wallet) WaitFor(ctx context.Context, id ids.RequestID, timeout time.Dur
 		if left <= 0 {
 			return w.Status(ctx, id)
 		}
-		r, err := w.cl.Wait(ctx, id, left)
+		r, err := w.cl.Wait(ctx, id, min(left, pollSlice))
 		if err != nil {
 			return nil, fmt.Errorf("sidecar: wait for request %s: %w", id, err)
 		}
