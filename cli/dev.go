@@ -48,10 +48,10 @@ func runDev(ctx context.Context, env *Env, args []string) error {
 		Out: env.Stdout, Cores: *cores})
 }
 
-// programName is how the printed steps call this binary: custos when that
-// is what the PATH finds, else its absolute path; a binary that go run
-// built in a temporary directory is gone once it exits, so then custos,
-// with a word on how to install it.
+// programName is how the printed steps run this binary: custos when that
+// is what the PATH finds, else its absolute path. A binary that go run
+// built is deleted when it exits: from the module's root the steps then
+// use go run too.
 func programName() (name, note string) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -65,8 +65,11 @@ func programName() (name, note string) {
 			}
 		}
 	}
-	if strings.Contains(exe, string(filepath.Separator)+"go-build") {
-		return "custos", "The steps below call custos: `go install ./cmd/custos` puts it on your PATH."
+	if !strings.Contains(exe, string(filepath.Separator)+"go-build") {
+		return exe, ""
 	}
-	return exe, ""
+	if _, err := os.Stat(filepath.Join("cmd", "custos", "main.go")); err == nil {
+		return "go run ./cmd/custos", "The steps below run custos with go run from this directory; after `go install ./cmd/custos`, plain `custos` does the same."
+	}
+	return "custos", "The steps below call custos: `go install ./cmd/custos` puts it on your PATH."
 }

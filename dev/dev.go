@@ -71,8 +71,8 @@ type Options struct {
 	PreParams func(member string) tss.Generator
 	// Cores is how many cores the progress estimate assumes (default 2).
 	Cores int
-	// Program is how the printed steps name the custos binary (default
-	// "custos").
+	// Program is how the printed steps run the custos binary (default
+	// "custos"; words separated by spaces, as in "go run ./cmd/custos").
 	Program string
 }
 

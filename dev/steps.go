@@ -20,7 +20,7 @@ import (
 )
 
 // Step is one printed next step: what it does and the command, exactly
-// as it runs (Args[0] is the custos binary, Options.Program, or "curl").
+// as it runs (the custos binary as Options.Program names it, or curl).
 type Step struct {
 	Say  string
 	Args []string
@@ -59,7 +59,7 @@ func (c *Cluster) HotSteps(ctx context.Context) ([]Step, error) {
 		{Say: "The agent sidecar's MCP server, for an LLM agent: put this in your MCP client's configuration (Claude Code: .mcp.json):",
 			Text: c.MCPConfig()},
 		{Say: "The keys, as the operator (committees, thresholds, guardian floors):",
-			Args: []string{c.program, "keys", "list", "--url", c.URL(), "--token-file", c.OperatorTokenFile()}},
+			Args: c.command("keys", "list", "--url", c.URL(), "--token-file", c.OperatorTokenFile())},
 	}, nil
 }
 
@@ -81,18 +81,24 @@ func (c *Cluster) VaultSteps(ctx context.Context) ([]Step, error) {
 		{Say: fmt.Sprintf("Ask to pay vendor %s %s ETH from the vault key: tier guarded, so it waits for one guardian:", Vendors[1].Hex(), formatEther(GuardedPayment)),
 			Args: c.signArgs(vault, tx, "--idempotency-key", idem, "--wait=false")},
 		{Say: "guardian-1's queue, with the request decoded by its own node (note the request id):",
-			Args: []string{c.program, "guardian", "pending", "--admin", admin}},
+			Args: c.command("guardian", "pending", "--admin", admin)},
 		{Say: fmt.Sprintf("Approve it as guardian-1 (an EIP-712 signature by its keystore account; password %q, in %s), with the id in place of %s:", GuardianPassword, c.PasswordFile(), RequestIDPlaceholder),
-			Args: []string{c.program, "guardian", "approve", RequestIDPlaceholder, "--admin", admin, "--keystore", c.Keystore(NameGuardian1), "--password-file", c.PasswordFile()}},
+			Args: c.command("guardian", "approve", RequestIDPlaceholder, "--admin", admin, "--keystore", c.Keystore(NameGuardian1), "--password-file", c.PasswordFile())},
 		{Say: "Collect the signature and broadcast (the same idempotency key returns the same request):",
 			Args: c.signArgs(vault, tx, "--idempotency-key", idem, "--broadcast")},
 	}, nil
 }
 
 func (c *Cluster) signArgs(k api.Key, tx string, extra ...string) []string {
-	args := []string{c.program, "sign", "--url", c.URL(), "--credential", c.CredentialFile(),
-		"--key", k.ID.String(), "--chain-id", fmt.Sprint(c.ChainID()), "--tx", tx}
+	args := c.command("sign", "--url", c.URL(), "--credential", c.CredentialFile(),
+		"--key", k.ID.String(), "--chain-id", fmt.Sprint(c.ChainID()), "--tx", tx)
 	return append(args, extra...)
+}
+
+// command is a custos command line, the binary named as Options.Program
+// says (one word, or several such as "go run ./cmd/custos").
+func (c *Cluster) command(args ...string) []string {
+	return append(strings.Fields(c.program), args...)
 }
 
 // paymentTx is an unsigned payment from a key at its next nonce, as the
