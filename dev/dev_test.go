@@ -265,6 +265,33 @@ func TestFirstRunThenReuse(t *testing.T) {
 		t.Fatalf("hot payment step of the second run: exit %d", code)
 	}
 	waitBalance(t, c2.ChainURL(), dev.Vendors[0], new(big.Int).Add(before, dev.HotPayment))
+	if err := c2.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+
+	// The command itself on the same directory: ready, both keys' steps
+	// printed, and stopped cleanly when its context ends (Ctrl-C).
+	var out3 syncBuffer
+	opts.Out = &out3
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- dev.Run(rctx, opts) }()
+	for !strings.Contains(out3.String(), "guardian approve") {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned before it was ready: %v\n%s", err, out3.String())
+		case <-ctx.Done():
+			t.Fatalf("Run never printed the vault steps:\n%s", out3.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after Ctrl-C: %v", err)
+	}
+	if o := out3.String(); !strings.Contains(o, "Reusing") || !strings.Contains(o, "Stopped; everything is kept in") {
+		t.Errorf("Run's output:\n%s", o)
+	}
 }
 
 // runCurl does what a printed curl step does (-s, -H, --data, the URL),
