@@ -22,6 +22,9 @@ type requestState struct {
 	Session ids.SessionID `json:"session"`
 	Key     ids.KeyID     `json:"key"`
 	Digest  common.Hash   `json:"digest"`
+	// Path is the derivation path signed under Key: with Digest and Key it
+	// is what the request id was first proposed for here.
+	Path []uint32 `json:"path,omitempty"`
 	// Reserved: the ledger holds a reservation under the request id.
 	Reserved bool `json:"reserved"`
 	// Started: a session ran while the reservation was held, so this node

@@ -118,6 +118,14 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 	if seen && prevState == reqSigned {
 		return nil, refusef(CheckRequest, "request %s was signed here already (session %s); its signature is available through result", p.RequestID, prev.Session)
 	}
+	// A request id (the agent and its idempotency key) names one payload:
+	// a retry under it that signs anything else would reuse the budget
+	// reserved, and the approvals consumed, for what was first proposed.
+	digest := common.Hash(parsed.Payload.Digest())
+	if seen && prev.Digest != (common.Hash{}) && (prev.Digest != digest || prev.Key != parsed.Key || !slices.Equal(prev.Path, parsed.Path)) {
+		return nil, refusef(CheckRequest, "request %s was proposed here for digest %s of key %s at path %v; this proposal is for digest %s of key %s at path %v, and an idempotency key names one request",
+			p.RequestID, prev.Digest.Hex(), prev.Key, prev.Path, digest.Hex(), parsed.Key, parsed.Path)
+	}
 	var replaced *session
 	n.mu.Lock()
 	if sid, ok := n.requests[p.RequestID]; ok {
@@ -182,7 +190,6 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 	// 6. The policy, evaluated here over this node's own ledger. A held
 	// reservation (a proposal not started, or an attempt that ran and
 	// failed) is reused, never doubled.
-	digest := common.Hash(parsed.Payload.Digest())
 	req := policy.NewRequest(p.RequestID, agent, info.Address, parsed.Payload, grant, now)
 	if replaced != nil {
 		n.dropProposal(replaced, "replaced by session "+p.Session.String())
@@ -213,6 +220,7 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 		Fields: map[string]string{"reason": d.Reason, "policy": d.PolicyHash.Hex(), "reserved": fmt.Sprint(d.Reserved)}})
 	rs := prev
 	rs.Session, rs.Key, rs.Digest, rs.Reserved = p.Session, parsed.Key, digest, d.Reserved
+	rs.Path = slices.Clone(parsed.Path)
 	if d.Reserved && !reuse {
 		rs.Started = false
 	}

@@ -1,0 +1,106 @@
+package node
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/custos-wallet/custos/api"
+	"github.com/custos-wallet/custos/control"
+	"github.com/custos-wallet/custos/ids"
+	"github.com/custos-wallet/custos/policy"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+)
+
+// TestRetryWithAnotherPayloadRefused: the request id is the agent and its
+// idempotency key only, so a retry under it may carry another body. After
+// a session ran with the first body (its reservation kept across a
+// restart), a proposal of a larger payment under the same request id must
+// not reuse that reservation: it is refused.
+func TestRetryWithAnotherPayloadRefused(t *testing.T) {
+	c, key := shared(t)
+	var idem string
+	small, id := requestWith(t, c.w.bot, key, vendor, millis(2), func(r *api.SignRequest) { idem = r.IdempotencyKey })
+	large, _ := requestWith(t, c.w.bot, key, vendor, millis(9), func(r *api.SignRequest) { r.IdempotencyKey = idem })
+	id2 := control.RequestID(large.Agent, idem)
+	if id != id2 {
+		t.Fatalf("request ids differ: %s %s", id, id2)
+	}
+	pol := c.policy()
+	sid := ids.NewSessionID()
+	expectJoined(t, pol.name, c.send(pol, propose(sid, id, small, c.memberIDs(), "hot")))
+	if r := c.send(pol, &control.Message{Type: control.TypeStart, Start: &control.SessionRef{Session: sid}}); r.Refusal != nil {
+		t.Fatal(r.Refusal)
+	}
+	// The node stops while its session runs: the reservation is kept.
+	if err := pol.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.start(pol); err != nil {
+		t.Fatal(err)
+	}
+	before := reservationRows(t, pol, id)
+	if len(before) == 0 {
+		t.Fatal("no reservation kept after the restart")
+	}
+	sid2 := ids.NewSessionID()
+	r := c.send(pol, propose(sid2, id, large, c.memberIDs(), "hot"))
+	if r.Refusal == nil {
+		c.abortAll(sid2, pol)
+	}
+	expectRefused(t, pol.name, r, CheckRequest)
+	// The same body again is still a retry the node takes.
+	sid3 := ids.NewSessionID()
+	expectJoined(t, pol.name, c.send(pol, propose(sid3, id, small, c.memberIDs(), "hot")))
+	c.abortAll(sid3, pol)
+}
+
+// TestFreezeBetweenProposalAndStart: a freeze that arrives after a node
+// joined a proposal holds at the Start (invariant 8): the session does not
+// run, and its reservation is released.
+func TestFreezeBetweenProposalAndStart(t *testing.T) {
+	c, key := shared(t)
+	ctx := context.Background()
+	s, id := request(t, c.w.bot, key, vendor, millis(1))
+	sid := ids.NewSessionID()
+	for _, n := range c.nodes {
+		expectJoined(t, n.name, c.send(n, propose(sid, id, s, c.memberIDs(), "hot")))
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	f := policy.Freeze{Target: policy.AgentTarget("bot"), Reason: "between proposal and start", Issued: now}
+	sig, err := policy.SignTypedData(c.w.carol, f.TypedData(c.w.walletID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.guardian().Freeze(ctx, api.FreezeFrom(f, sig))
+	if err != nil || !res.Applied || len(res.Failed) != 0 {
+		t.Fatalf("freeze: %+v %v", res, err)
+	}
+	defer func() {
+		fid, _ := f.ID(c.w.walletID)
+		u := policy.Unfreeze{Target: f.Target, Freeze: fid, Issued: now.Add(time.Second)}
+		one, _ := policy.SignTypedData(c.w.alice, u.TypedData(c.w.walletID))
+		two, _ := policy.SignTypedData(c.w.bob, u.TypedData(c.w.walletID))
+		uq := api.Unfreeze{Target: u.Target, Freeze: u.Freeze, Issued: u.Issued, Signatures: []hexutil.Bytes{one, two}}
+		for _, n := range c.nodes {
+			if r := c.send(n, &control.Message{Type: control.TypeUnfreeze, Unfreeze: &uq}); r.Refusal != nil {
+				t.Errorf("%s: unfreeze: %v", n.name, r.Refusal)
+			}
+		}
+	}()
+	for _, n := range c.nodes {
+		r := c.send(n, &control.Message{Type: control.TypeStart, Start: &control.SessionRef{Session: sid}})
+		if r.Refusal == nil {
+			c.abortAll(sid, c.nodes...)
+			t.Fatalf("%s started a session of a frozen agent: %+v", n.name, r.Result)
+		}
+		t.Logf("%s refused the start (%s): %s", n.name, r.Refusal.RuleID, r.Refusal.Reason)
+	}
+	for _, n := range c.nodes {
+		r := c.send(n, &control.Message{Type: control.TypeResult, Result: &control.ResultQuery{Session: sid, Wait: control.Duration(5 * time.Second)}})
+		if r.Result == nil || r.Result.State != control.StateFailed {
+			t.Fatalf("%s: result %+v", n.name, r)
+		}
+		assertNoReservation(t, n, id)
+	}
+}
