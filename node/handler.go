@@ -263,6 +263,7 @@ func (n *Node) applyFreeze(ctx context.Context, f api.Freeze) error {
 	if err := n.saveState(ctx, eng); err != nil {
 		return err
 	}
+	n.holdFrozen(ctx, eng)
 	id, _ := pf.ID(eng.Policy().WalletID())
 	n.audit(ctx, store.Entry{Kind: store.AuditPolicy, Decision: "frozen", RuleID: policy.RuleFreeze, Fields: map[string]string{
 		"target": string(pf.Target), "reason": pf.Reason, "freeze": id.Hex()}})

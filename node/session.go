@@ -6,6 +6,7 @@ import (
 
 	"github.com/custos-wallet/custos/control"
 	"github.com/custos-wallet/custos/ids"
+	"github.com/custos-wallet/custos/policy"
 	"github.com/custos-wallet/custos/tss"
 )
 
@@ -30,6 +31,7 @@ type session struct {
 
 	// sign
 	share  *tss.Share
+	req    *policy.Request // as evaluated at the proposal, for freezes that arrive after it
 	digest [32]byte
 	path   []uint32
 	// keygen

@@ -306,7 +306,7 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 	s := &session{
 		id: p.Session, kind: kindSign, request: p.RequestID, key: parsed.Key, members: slices.Clone(p.Quorum),
 		created: now.UTC(), deadline: deadline, from: from,
-		share: share, digest: parsed.Payload.Digest(), path: slices.Clone(parsed.Path),
+		share: share, req: req, digest: parsed.Payload.Digest(), path: slices.Clone(parsed.Path),
 		state: control.StateProposed, done: make(chan struct{}),
 	}
 	if err := n.saveRequest(ctx, p.RequestID, reqProposed, rs); err != nil {
@@ -416,9 +416,59 @@ func (n *Node) dropProposal(s *session, why string) {
 		Fields: map[string]string{"session": s.id.String(), "kind": s.kind, "reason": why}})
 }
 
+// frozen reports whether a freeze now in force holds signing session s.
+func (n *Node) frozen(ctx context.Context, eng *policy.Engine, s *session) (string, bool) {
+	if s.kind != kindSign || s.req == nil || eng == nil {
+		return "", false
+	}
+	if d := eng.DryRun(ctx, s.req); !d.Allowed() && d.RuleID == policy.RuleFreeze {
+		return d.Reason, true
+	}
+	return "", false
+}
+
+// holdFrozen ends the signing sessions a freeze just applied holds: a
+// proposal is dropped, a running session cancelled (invariant 8). With the
+// check in start, a freeze holds whichever of the two comes first.
+func (n *Node) holdFrozen(ctx context.Context, eng *policy.Engine) {
+	n.mu.Lock()
+	var open []*session
+	for _, s := range n.sessions {
+		if s.kind == kindSign && (s.state == control.StateProposed || s.state == control.StateRunning) {
+			open = append(open, s)
+		}
+	}
+	n.mu.Unlock()
+	for _, s := range open {
+		why, ok := n.frozen(ctx, eng, s)
+		if !ok {
+			continue
+		}
+		n.mu.Lock()
+		st, cancel := s.state, s.cancel
+		n.mu.Unlock()
+		switch {
+		case st == control.StateProposed:
+			n.dropProposal(s, "frozen: "+why)
+		case st == control.StateRunning && cancel != nil:
+			cancel()
+		}
+		n.log.Warn("freeze holds a session", "session", s.id, "request", s.request, "state", st)
+	}
+}
+
 // start runs a proposed session in the background.
 func (n *Node) start(ctx context.Context, from string, ref *control.SessionRef) error {
 	n.mu.Lock()
+	if s := n.sessions[ref.Session]; s != nil && s.from == from && s.state == control.StateProposed {
+		n.mu.Unlock()
+		// A freeze that arrived after the proposal holds here.
+		if why, ok := n.frozen(ctx, n.policyEngine(), s); ok {
+			n.dropProposal(s, "frozen: "+why)
+			return refusef(policy.RuleFreeze, "session %s: %s", ref.Session, why)
+		}
+		n.mu.Lock()
+	}
 	s := n.sessions[ref.Session]
 	if s == nil {
 		n.mu.Unlock()
