@@ -23,7 +23,11 @@ import (
 type queued struct {
 	desc   admin.PendingRequest
 	target policy.ApprovalTarget
+	path   []uint32
 }
+
+// maxQueued bounds the guardian queue. A variable for tests.
+var maxQueued = 1024
 
 // pending puts a request awaiting this node's human in the guardian
 // queue, after decoding and checking it here: what the human is shown
@@ -75,13 +79,22 @@ func (n *Node) enqueue(ctx context.Context, p *control.Pending, received time.Ti
 		desc.Tier, desc.Approvals, desc.Delay = claimed.Name, claimed.Approvals, control.Duration(claimed.Delay)
 	}
 	desc.Received, desc.Expiry = received.UTC(), parsed.Expiry
-	q := &queued{desc: desc, target: policy.ApprovalTarget{RequestID: p.RequestID, Digest: desc.Digest, ChainID: parsed.Payload.ChainID(), Key: parsed.Key.Address()}}
+	q := &queued{desc: desc, target: policy.ApprovalTarget{RequestID: p.RequestID, Digest: desc.Digest, ChainID: parsed.Payload.ChainID(), Key: parsed.Key.Address()},
+		path: slices.Clone(parsed.Path)}
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	if old, ok := n.queue[p.RequestID]; ok {
+		// The human saw, and may have approved, the first payload: another
+		// one under the same request id never takes its place.
+		if old.target.Digest != q.target.Digest || old.target.Key != q.target.Key || !slices.Equal(old.path, q.path) {
+			return refusef(CheckRequest, "request %s is queued here for digest %s of key %s at path %v; this one is for digest %s of key %s at path %v, and a request id names one payload",
+				p.RequestID, old.target.Digest.Hex(), old.target.Key.Hex(), old.path, q.target.Digest.Hex(), q.target.Key.Hex(), q.path)
+		}
 		q.desc.Received, q.desc.ApprovedBy = old.desc.Received, old.desc.ApprovedBy
+	} else if len(n.queue) >= maxQueued {
+		return refusef(CheckRequest, "the guardian queue holds %d requests, its bound", len(n.queue))
 	}
 	n.queue[p.RequestID] = q
-	n.mu.Unlock()
 	return nil
 }
 

@@ -47,6 +47,9 @@ func (n *Node) proposeKeygen(ctx context.Context, from string, k *control.Keygen
 	if err := n.checkSessionID(ctx, k.Session); err != nil {
 		return nil, err
 	}
+	if err := n.checkRoom(from); err != nil {
+		return nil, err
+	}
 	if !k.Committee.Has(n.self) {
 		return nil, refusef(CheckKeygen, "the committee does not include this node (%s)", n.self)
 	}
@@ -155,6 +158,9 @@ func committeeEntries(c tss.Committee) []string {
 func (n *Node) proposeReshare(ctx context.Context, from string, r *control.Reshare) (*control.Join, error) {
 	now := n.now()
 	if err := n.checkSessionID(ctx, r.Session); err != nil {
+		return nil, err
+	}
+	if err := n.checkRoom(from); err != nil {
 		return nil, err
 	}
 	eng := n.policyEngine()

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos-wallet/custos/agentauth"
 	"github.com/custos-wallet/custos/api"
 	"github.com/custos-wallet/custos/control"
 	"github.com/custos-wallet/custos/ids"
@@ -102,5 +103,66 @@ func TestFreezeBetweenProposalAndStart(t *testing.T) {
 			t.Fatalf("%s: result %+v", n.name, r)
 		}
 		assertNoReservation(t, n, id)
+	}
+}
+
+// TestOpenProposalsBounded: a coordinator that proposes sessions and never
+// starts them is refused once it has maxOpenProposals open at a node.
+func TestOpenProposalsBounded(t *testing.T) {
+	c, key := shared(t)
+	saved := maxOpenProposals
+	maxOpenProposals = 2
+	defer func() { maxOpenProposals = saved }()
+	n := c.agent()
+	keygen := func() *control.Reply {
+		return c.send(n, &control.Message{Type: control.TypeKeygen, Keygen: &control.Keygen{Session: ids.NewSessionID(),
+			Committee: key.Committee, Deadline: time.Now().Add(time.Hour)}})
+	}
+	var open []ids.SessionID
+	defer func() {
+		for _, sid := range open {
+			c.abortAll(sid, n)
+		}
+	}()
+	for range 2 {
+		expectJoined(t, n.name, keygen())
+	}
+	n.mu.Lock()
+	for id, s := range n.sessions {
+		if s.kind == kindKeygen && s.state == control.StateProposed {
+			open = append(open, id)
+		}
+	}
+	n.mu.Unlock()
+	expectRefused(t, n.name, keygen(), CheckSession)
+	s, id := request(t, c.w.bot, key, vendor, millis(1))
+	expectRefused(t, n.name, c.send(n, propose(ids.NewSessionID(), id, s, c.memberIDs(), "hot")), CheckSession)
+}
+
+// TestQueueKeepsTheFirstPayload: a second Pending under a queued request
+// id with another payload does not replace what the human was shown (and
+// may have approved).
+func TestQueueKeepsTheFirstPayload(t *testing.T) {
+	c, key := shared(t)
+	var idem string
+	first, id := requestWith(t, c.w.bot, key, vendor, millis(500), func(r *api.SignRequest) { idem = r.IdempotencyKey })
+	other, _ := requestWith(t, c.w.bot, key, vendor, millis(900), func(r *api.SignRequest) { r.IdempotencyKey = idem })
+	g := c.guardian()
+	pending := func(s agentauth.Signed) *control.Reply {
+		return c.send(g, &control.Message{Type: control.TypePending, Pending: &control.Pending{RequestID: id, Request: s, Tier: "guarded", RuleID: "larger-payments"}})
+	}
+	if r := pending(first); r.Refusal != nil {
+		t.Fatalf("pending: %v", r.Refusal)
+	}
+	expectRefused(t, g.name, pending(other), CheckRequest)
+	p, err := g.PendingRequest(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Digest != digestOf(t, first) {
+		t.Fatalf("the queue shows digest %s, not the first payload's %s", p.Digest.Hex(), digestOf(t, first).Hex())
+	}
+	if r := pending(first); r.Refusal != nil {
+		t.Fatalf("the same pending again: %v", r.Refusal)
 	}
 }

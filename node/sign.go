@@ -47,6 +47,28 @@ func refusef(rule, format string, args ...any) *refusal {
 	return &refusal{rule: rule, reason: fmt.Sprintf(format, args...)}
 }
 
+// maxOpenProposals bounds the proposals one coordinator may keep open
+// (proposed, not started) at a node, so proposals never started cannot
+// grow the node's memory without bound. A variable for tests.
+var maxOpenProposals = 256
+
+// checkRoom refuses a proposal from a coordinator that has
+// maxOpenProposals open here already.
+func (n *Node) checkRoom(from string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	open := 0
+	for _, s := range n.sessions {
+		if s.from == from && s.state == control.StateProposed {
+			open++
+		}
+	}
+	if open >= maxOpenProposals {
+		return refusef(CheckSession, "coordinator %s has %d proposals open here, not started; start or abort some first", from, open)
+	}
+	return nil
+}
+
 // checkSessionID refuses a session id this node has seen before, in this
 // process or, through the store's registry and journal, an earlier one.
 func (n *Node) checkSessionID(ctx context.Context, id ids.SessionID) error {
@@ -89,8 +111,11 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 				Fields: map[string]string{"reason": rf.reason, "session": p.Session.String(), "coordinator": from, "agent": string(p.Request.Agent)}})
 		}
 	}()
-	// 1. The session id is new.
+	// 1. The session id is new, and the coordinator has room for it.
 	if err := n.checkSessionID(ctx, p.Session); err != nil {
+		return nil, err
+	}
+	if err := n.checkRoom(from); err != nil {
 		return nil, err
 	}
 	// 2 and 3. The request as the agent signed it, decoded here, and its id.
