@@ -166,3 +166,16 @@ func TestQueueKeepsTheFirstPayload(t *testing.T) {
 		t.Fatalf("the same pending again: %v", r.Refusal)
 	}
 }
+
+// TestSigningEndsByTheRequestExpiry: a session started just before the
+// request expires ends at the expiry, not a session timeout later.
+func TestSigningEndsByTheRequestExpiry(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	expiry := now.Add(10 * time.Second)
+	if got := signDeadline(now, 2*time.Minute, expiry); got.After(expiry) {
+		t.Fatalf("a session started %s before the request's expiry runs until %s, past it", expiry.Sub(now), got)
+	}
+	if got := signDeadline(now, time.Second, expiry); !got.Equal(now.Add(time.Second)) {
+		t.Fatalf("deadline %s, want the session timeout %s", got, now.Add(time.Second))
+	}
+}

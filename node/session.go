@@ -27,6 +27,7 @@ type session struct {
 	members  []ids.MemberID
 	created  time.Time
 	deadline time.Time // no Start by then: released
+	expiry   time.Time // sign: the request's expiry, past which no session runs
 	from     string    // the coordinator that proposed it
 
 	// sign

@@ -330,7 +330,7 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 	// Join: journal the proposal, arm its deadline.
 	s := &session{
 		id: p.Session, kind: kindSign, request: p.RequestID, key: parsed.Key, members: slices.Clone(p.Quorum),
-		created: now.UTC(), deadline: deadline, from: from,
+		created: now.UTC(), deadline: deadline, expiry: parsed.Expiry, from: from,
 		share: share, req: req, digest: parsed.Payload.Digest(), path: slices.Clone(parsed.Path),
 		state: control.StateProposed, done: make(chan struct{}),
 	}
@@ -522,7 +522,7 @@ func (n *Node) start(ctx context.Context, from string, ref *control.SessionRef) 
 	}
 	var rctx context.Context
 	if s.kind == kindSign {
-		rctx, s.cancel = context.WithDeadline(n.ctx, minTime(n.now().Add(timeout), s.deadline.Add(timeout)))
+		rctx, s.cancel = context.WithDeadline(n.ctx, signDeadline(n.now(), timeout, s.expiry))
 	} else {
 		rctx, s.cancel = context.WithCancel(n.ctx)
 	}
@@ -555,6 +555,13 @@ func (n *Node) start(ctx context.Context, from string, ref *control.SessionRef) 
 		}
 	}()
 	return nil
+}
+
+// signDeadline is when a signing session started at now ends: after the
+// session timeout, and never after the request's expiry (the agent asked
+// for no signature later than that).
+func signDeadline(now time.Time, timeout time.Duration, expiry time.Time) time.Time {
+	return minTime(now.Add(timeout), expiry)
 }
 
 func minTime(a, b time.Time) time.Time {
