@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -178,4 +179,32 @@ func TestSigningEndsByTheRequestExpiry(t *testing.T) {
 	if got := signDeadline(now, time.Second, expiry); !got.Equal(now.Add(time.Second)) {
 		t.Fatalf("deadline %s, want the session timeout %s", got, now.Add(time.Second))
 	}
+}
+
+// TestGuardianNodeRefusesAnotherPathThanQueued: the guardian's human was
+// shown the request signed by the key itself; a proposal of the same
+// transaction under the same request id at a child path (same digest, so
+// the approval still matches) is refused by the guardian node.
+func TestGuardianNodeRefusesAnotherPathThanQueued(t *testing.T) {
+	c, key := shared(t)
+	var idem string
+	var payload json.RawMessage
+	first, id := requestWith(t, c.w.bot, key, vendor, millis(500), func(r *api.SignRequest) { idem, payload = r.IdempotencyKey, r.Payload })
+	child, _ := requestWith(t, c.w.bot, key, vendor, millis(500), func(r *api.SignRequest) {
+		r.IdempotencyKey, r.Payload, r.Path = idem, payload, []uint32{1}
+	})
+	if digestOf(t, first) != digestOf(t, child) {
+		t.Fatal("the two bodies should sign the same digest")
+	}
+	g := c.guardian()
+	if r := c.send(g, &control.Message{Type: control.TypePending, Pending: &control.Pending{RequestID: id, Request: first, Tier: "guarded", RuleID: "larger-payments"}}); r.Refusal != nil {
+		t.Fatalf("pending: %v", r.Refusal)
+	}
+	a := c.approve(t, c.w.alice, id, digestOf(t, first), key)
+	sid := ids.NewSessionID()
+	r := c.send(g, propose(sid, id, child, c.memberIDs(), "guarded", a))
+	if r.Refusal == nil {
+		c.abortAll(sid, g)
+	}
+	expectRefused(t, g.name, r, CheckRequest)
 }

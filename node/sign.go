@@ -151,6 +151,14 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 		return nil, refusef(CheckRequest, "request %s was proposed here for digest %s of key %s at path %v; this proposal is for digest %s of key %s at path %v, and an idempotency key names one request",
 			p.RequestID, prev.Digest.Hex(), prev.Key, prev.Path, digest.Hex(), parsed.Key, parsed.Path)
 	}
+	// The same for what this guardian node's human was shown.
+	n.mu.Lock()
+	q := n.queue[p.RequestID]
+	n.mu.Unlock()
+	if q != nil && (q.target.Digest != digest || q.target.Key != parsed.Key.Address() || !slices.Equal(q.path, parsed.Path)) {
+		return nil, refusef(CheckRequest, "request %s waits in this guardian's queue for digest %s of key %s at path %v; this proposal is for digest %s at path %v",
+			p.RequestID, q.target.Digest.Hex(), q.target.Key.Hex(), q.path, digest.Hex(), parsed.Path)
+	}
 	var replaced *session
 	n.mu.Lock()
 	if sid, ok := n.requests[p.RequestID]; ok {
