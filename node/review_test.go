@@ -208,3 +208,61 @@ func TestGuardianNodeRefusesAnotherPathThanQueued(t *testing.T) {
 	}
 	expectRefused(t, g.name, r, CheckRequest)
 }
+
+// TestFailedSessionKeepsItsReservation: a signing session that ran and
+// failed keeps its reservation, since this node may have sent its last
+// share and a member that withheld its own could finish the signature
+// alone. Here a freeze cancels the running session (it holds before the
+// next signature); a retry reuses the reservation once unfrozen.
+func TestFailedSessionKeepsItsReservation(t *testing.T) {
+	c, key := shared(t)
+	ctx := context.Background()
+	s, id := request(t, c.w.bot, key, vendor, millis(3))
+	sid := ids.NewSessionID()
+	for _, n := range c.nodes {
+		expectJoined(t, n.name, c.send(n, propose(sid, id, s, c.memberIDs(), "hot")))
+	}
+	pol := c.policy()
+	if r := c.send(pol, &control.Message{Type: control.TypeStart, Start: &control.SessionRef{Session: sid}}); r.Refusal != nil {
+		t.Fatal(r.Refusal)
+	}
+	c.abortAll(sid, c.agent(), c.guardian())
+	before := reservationRows(t, pol, id)
+	if len(before) == 0 {
+		t.Fatal("no reservation while the session runs")
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	f := policy.Freeze{Target: policy.AgentTarget("bot"), Reason: "during a running session", Issued: now}
+	sig, err := policy.SignTypedData(c.w.carol, f.TypedData(c.w.walletID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.send(pol, &control.Message{Type: control.TypeFreeze, Freeze: ptr(api.FreezeFrom(f, sig))}); r.Refusal != nil {
+		t.Fatalf("freeze: %v", r.Refusal)
+	}
+	r := c.send(pol, &control.Message{Type: control.TypeResult, Result: &control.ResultQuery{Session: sid, Wait: control.Duration(control.MaxResultWait)}})
+	if r.Result == nil || r.Result.State != control.StateFailed {
+		t.Fatalf("the freeze did not end the running session: %+v", r)
+	}
+	if after := reservationRows(t, pol, id); len(after) != len(before) {
+		t.Fatalf("%d reservation rows after the failed session, %d before: released while a signature may exist", len(after), len(before))
+	}
+	fid, _ := f.ID(c.w.walletID)
+	u := policy.Unfreeze{Target: f.Target, Freeze: fid, Issued: now.Add(time.Second)}
+	one, _ := policy.SignTypedData(c.w.alice, u.TypedData(c.w.walletID))
+	two, _ := policy.SignTypedData(c.w.bob, u.TypedData(c.w.walletID))
+	uq := api.Unfreeze{Target: u.Target, Freeze: u.Freeze, Issued: u.Issued, Signatures: []hexutil.Bytes{one, two}}
+	if r := c.send(pol, &control.Message{Type: control.TypeUnfreeze, Unfreeze: &uq}); r.Refusal != nil {
+		t.Fatalf("unfreeze: %v", r.Refusal)
+	}
+	_, got := signWith(t, c, s, id, "hot")
+	recovers(t, digestOf(t, s), got, key.Address)
+	if rows := reservationRows(t, pol, id); len(rows) != len(before) {
+		t.Fatalf("after the retry %d rows, want %d: reserved twice", len(rows), len(before))
+	}
+	if n, err := pol.Store().VerifyAudit(ctx); err != nil {
+		t.Fatalf("audit chain: %v after %d", err, n)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

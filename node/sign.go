@@ -623,16 +623,11 @@ func (n *Node) runSign(ctx context.Context, s *session) {
 		n.mu.Unlock()
 		return
 	}
-	// The attempt failed: its reservation is released (the engine could
-	// not finish, so no signature exists from it) and a retry reserves
-	// anew.
-	if eng := n.policyEngine(); eng != nil && rs.Reserved {
-		if rerr := eng.Release(bg, s.request); rerr != nil && !errors.Is(rerr, policy.ErrUnknownRequest) {
-			n.log.Error("ledger release", "request", s.request, "err", rerr)
-		} else {
-			rs.Reserved, rs.Started = false, false
-		}
-	}
+	// The attempt failed after this node took part: it may have sent its
+	// last-round share, and a member that withheld its own could then
+	// complete the signature alone. So the reservation stays (Started) and
+	// a retry of the request reuses it; releasing it here would let that
+	// member spend the budget again.
 	rs.Error = err.Error()
 	if jerr := n.saveRequest(bg, s.request, reqFailed, rs); jerr != nil {
 		n.log.Error("journal failure", "request", s.request, "err", jerr)
