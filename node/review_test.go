@@ -266,3 +266,58 @@ func TestFailedSessionKeepsItsReservation(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestRetryAtTheBudgetEdge: the retry of a request whose session ran and
+// failed reuses its held reservation and is judged without counting that
+// reservation twice, so a request that used a rule's last unit of budget
+// can still be retried. A cluster of its own: the coffee rule allows one
+// request a day.
+func TestRetryAtTheBudgetEdge(t *testing.T) {
+	c, err := newCluster(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	key, err := c.keygen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, id := request(t, c.w.bot, key, cafe, millis(1))
+	sid := ids.NewSessionID()
+	for _, n := range c.nodes {
+		expectJoined(t, n.name, c.send(n, propose(sid, id, s, c.memberIDs(), "hot")))
+	}
+	pol := c.policy()
+	if r := c.send(pol, &control.Message{Type: control.TypeStart, Start: &control.SessionRef{Session: sid}}); r.Refusal != nil {
+		t.Fatal(r.Refusal)
+	}
+	c.abortAll(sid, c.agent(), c.guardian())
+	// A freeze ends the running session; the quorum's unfreeze lifts it.
+	now := time.Now().UTC().Truncate(time.Second)
+	f := policy.Freeze{Target: policy.AgentTarget("bot"), Reason: "end the session", Issued: now}
+	sig, err := policy.SignTypedData(c.w.carol, f.TypedData(c.w.walletID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.send(pol, &control.Message{Type: control.TypeFreeze, Freeze: ptr(api.FreezeFrom(f, sig))}); r.Refusal != nil {
+		t.Fatalf("freeze: %v", r.Refusal)
+	}
+	if r := c.send(pol, &control.Message{Type: control.TypeResult, Result: &control.ResultQuery{Session: sid, Wait: control.Duration(control.MaxResultWait)}}); r.Result == nil || r.Result.State != control.StateFailed {
+		t.Fatalf("result: %+v", r)
+	}
+	fid, _ := f.ID(c.w.walletID)
+	u := policy.Unfreeze{Target: f.Target, Freeze: fid, Issued: now.Add(time.Second)}
+	one, _ := policy.SignTypedData(c.w.alice, u.TypedData(c.w.walletID))
+	two, _ := policy.SignTypedData(c.w.bob, u.TypedData(c.w.walletID))
+	uq := api.Unfreeze{Target: u.Target, Freeze: u.Freeze, Issued: u.Issued, Signatures: []hexutil.Bytes{one, two}}
+	if r := c.send(pol, &control.Message{Type: control.TypeUnfreeze, Unfreeze: &uq}); r.Refusal != nil {
+		t.Fatalf("unfreeze: %v", r.Refusal)
+	}
+	_, got := signWith(t, c, s, id, "hot")
+	recovers(t, digestOf(t, s), got, key.Address)
+	// The budget is spent once: a second request to the cafe is refused.
+	s2, id2 := request(t, c.w.bot, key, cafe, millis(1))
+	if r := c.send(pol, propose(ids.NewSessionID(), id2, s2, c.memberIDs(), "hot")); r.Refusal == nil || r.Refusal.RuleID != "coffee" {
+		t.Fatalf("a second coffee: %+v, want the coffee budget's refusal", r)
+	}
+}

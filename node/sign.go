@@ -232,14 +232,17 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 	}
 	reuse := seen && prev.Reserved
 	var d policy.Decision
+	var serr error
 	n.policyMu.Lock()
 	if reuse {
-		d = eng.DryRun(ctx, req)
+		d, serr = n.reevaluate(ctx, eng, req)
 		d.Reserved = true
 	} else {
 		d = eng.Authorize(ctx, req)
 	}
-	serr := n.saveState(ctx, eng)
+	if serr == nil {
+		serr = n.saveState(ctx, eng)
+	}
 	n.policyMu.Unlock()
 	n.audit(ctx, store.Entry{Kind: store.AuditRequest, RequestID: p.RequestID, Fields: map[string]string{
 		"agent": string(agent), "key": parsed.Key.String(), "chain": fmt.Sprint(parsed.ChainID), "kind": parsed.Kind,
