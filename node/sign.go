@@ -47,24 +47,25 @@ func refusef(rule, format string, args ...any) *refusal {
 	return &refusal{rule: rule, reason: fmt.Sprintf(format, args...)}
 }
 
-// maxOpenProposals bounds the proposals one coordinator may keep open
-// (proposed, not started) at a node, so proposals never started cannot
-// grow the node's memory without bound. A variable for tests.
+// maxOpenProposals bounds the sessions one coordinator may keep open
+// (proposed or running) at a node, so proposals never started, and
+// keygens waiting for pre-parameters, cannot grow the node's memory
+// without bound. A variable for tests.
 var maxOpenProposals = 256
 
 // checkRoom refuses a proposal from a coordinator that has
-// maxOpenProposals open here already.
+// maxOpenProposals sessions open here already.
 func (n *Node) checkRoom(from string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	open := 0
 	for _, s := range n.sessions {
-		if s.from == from && s.state == control.StateProposed {
+		if s.from == from && (s.state == control.StateProposed || s.state == control.StateRunning) {
 			open++
 		}
 	}
 	if open >= maxOpenProposals {
-		return refusef(CheckSession, "coordinator %s has %d proposals open here, not started; start or abort some first", from, open)
+		return refusef(CheckSession, "coordinator %s has %d sessions open here (proposed or running), the bound; let them end or abort some first", from, open)
 	}
 	return nil
 }
