@@ -36,6 +36,11 @@ func (n *Node) pending(ctx context.Context, p *control.Pending) error {
 	if n.set.role != ids.RoleGuardian {
 		return refusef(CheckMessage, "this node is a %s node; only guardian nodes keep a queue for their human", n.set.role)
 	}
+	if denied, err := n.deniedHere(ctx, p.RequestID); err != nil {
+		return err
+	} else if denied {
+		return refusef(CheckApproval, "request %s was denied by a guardian through this node", p.RequestID)
+	}
 	if err := n.enqueue(ctx, p, n.now()); err != nil {
 		return err
 	}
@@ -197,7 +202,7 @@ func (n *Node) Deny(ctx context.Context, dn api.Denial) (*admin.Delivery, error)
 	n.mu.Lock()
 	delete(n.queue, dn.RequestID)
 	n.mu.Unlock()
-	n.dequeue(ctx, dn.RequestID)
+	n.endQueued(ctx, dn.RequestID, queueDenied)
 	n.audit(ctx, store.Entry{Kind: store.AuditApproval, RequestID: dn.RequestID, Decision: "denied", Fields: map[string]string{
 		"guardian": by.Hex(), "reason": dn.Reason}})
 	d := &admin.Delivery{RequestID: dn.RequestID, Guardian: by}

@@ -182,6 +182,9 @@ const (
 	queuePrefix   = "queue/"
 	queueWaiting  = "queued"
 	queueFinished = "dequeued"
+	// queueDenied: this node's guardian denied the request; the node joins
+	// no session of it afterwards, even with approvals given before.
+	queueDenied = "denied"
 )
 
 func queueRecordID(id ids.RequestID) ids.RequestID { return ids.RequestID(queuePrefix + string(id)) }
@@ -197,10 +200,16 @@ func (n *Node) saveQueued(ctx context.Context, p *control.Pending) error {
 	return n.saveRecord(ctx, queueRecordID(p.RequestID), queueWaiting, body)
 }
 
-// dequeue marks a queued request finished (signed, denied or expired).
-func (n *Node) dequeue(ctx context.Context, id ids.RequestID) {
+// dequeue marks a queued request finished (signed or expired).
+func (n *Node) dequeue(ctx context.Context, id ids.RequestID) { n.endQueued(ctx, id, queueFinished) }
+
+// endQueued marks a queued request finished in state (queueFinished or
+// queueDenied); a denial is never turned back into a plain finish.
+func (n *Node) endQueued(ctx context.Context, id ids.RequestID, state string) {
 	_, err := n.st.UpdateRequest(context.WithoutCancel(ctx), queueRecordID(id), func(r *store.RequestRecord) error {
-		r.State = queueFinished
+		if r.State != queueDenied {
+			r.State = state
+		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -245,4 +254,16 @@ func (n *Node) saveRecord(ctx context.Context, id ids.RequestID, state string, b
 		return fmt.Errorf("node: journal %s: %w", id, err)
 	}
 	return nil
+}
+
+// deniedHere reports whether this node's guardian denied request id.
+func (n *Node) deniedHere(ctx context.Context, id ids.RequestID) (bool, error) {
+	rec, err := n.st.Request(ctx, queueRecordID(id))
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return rec.State == queueDenied, nil
 }

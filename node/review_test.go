@@ -321,3 +321,36 @@ func TestRetryAtTheBudgetEdge(t *testing.T) {
 		t.Fatalf("a second coffee: %+v, want the coffee budget's refusal", r)
 	}
 }
+
+// TestDenialAfterApprovalHolds: a guardian who approved and then denied
+// ends the request at its node: the approval given before no longer makes
+// the guardian node join, and the request cannot be queued again.
+func TestDenialAfterApprovalHolds(t *testing.T) {
+	c, key := shared(t)
+	ctx := context.Background()
+	s, id := request(t, c.w.bot, key, vendor, millis(500))
+	g := c.guardian()
+	pending := &control.Message{Type: control.TypePending, Pending: &control.Pending{RequestID: id, Request: s, Tier: "guarded", RuleID: "larger-payments"}}
+	if r := c.send(g, pending); r.Refusal != nil {
+		t.Fatal(r.Refusal)
+	}
+	a := c.approve(t, c.w.alice, id, digestOf(t, s), key)
+	if _, err := g.Approve(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	dn := policy.Denial{RequestID: id, Digest: digestOf(t, s), Reason: "changed my mind", Issued: time.Now().UTC().Truncate(time.Second)}
+	sig, err := policy.SignTypedData(c.w.alice, dn.TypedData(c.w.walletID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Deny(ctx, api.DenialFrom(policy.SignedDenial{Denial: dn, Signature: sig})); err != nil {
+		t.Fatal(err)
+	}
+	sid := ids.NewSessionID()
+	r := c.send(g, propose(sid, id, s, c.memberIDs(), "guarded", a))
+	if r.Refusal == nil {
+		c.abortAll(sid, g)
+	}
+	expectRefused(t, g.name, r, CheckApproval)
+	expectRefused(t, g.name+" queueing it again", c.send(g, pending), CheckApproval)
+}

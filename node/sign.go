@@ -152,6 +152,13 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 		return nil, refusef(CheckRequest, "request %s was proposed here for digest %s of key %s at path %v; this proposal is for digest %s of key %s at path %v, and an idempotency key names one request",
 			p.RequestID, prev.Digest.Hex(), prev.Key, prev.Path, digest.Hex(), parsed.Key, parsed.Path)
 	}
+	// A request this node's guardian denied ends here, whatever
+	// approvals were given before the denial.
+	if denied, err := n.deniedHere(ctx, p.RequestID); err != nil {
+		return nil, err
+	} else if denied {
+		return nil, refusef(CheckApproval, "request %s was denied by a guardian through this node", p.RequestID)
+	}
 	// The same for what this guardian node's human was shown.
 	n.mu.Lock()
 	q := n.queue[p.RequestID]
