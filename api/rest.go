@@ -1,10 +1,12 @@
 package api
 
 import (
-	"github.com/custos-wallet/custos/agentauth"
+	"fmt"
 	"time"
 
+	"github.com/custos-wallet/custos/agentauth"
 	"github.com/custos-wallet/custos/ids"
+	"github.com/custos-wallet/custos/policy"
 	"github.com/custos-wallet/custos/tss"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
@@ -272,4 +274,29 @@ type Health struct {
 // policy member evaluates without signing or reserving anything.
 type DryRunRequest struct {
 	Request agentauth.Signed `json:"request"`
+}
+
+// Revocation is the body of POST /v1/revocations: one guardian's
+// EIP-712 signature withdrawing a session grant (policy.Revocation's
+// typed data under the wallet id). The signature is the credential.
+type Revocation struct {
+	GrantID   string        `json:"grant_id"`
+	Issued    time.Time     `json:"issued"`
+	Signature hexutil.Bytes `json:"signature"`
+}
+
+// Policy checks the revocation's shape and returns it as the policy
+// package has it, with its signature.
+func (r Revocation) Policy() (policy.Revocation, []byte, error) {
+	switch {
+	case r.GrantID == "":
+		return policy.Revocation{}, nil, fmt.Errorf("revocation: grant_id is empty")
+	case len(r.GrantID) > 128:
+		return policy.Revocation{}, nil, fmt.Errorf("revocation: grant_id is longer than 128 bytes")
+	case r.Issued.IsZero():
+		return policy.Revocation{}, nil, fmt.Errorf("revocation %s: issued is missing", r.GrantID)
+	case len(r.Signature) != 65:
+		return policy.Revocation{}, nil, fmt.Errorf("revocation %s: signature is %d bytes, want 65", r.GrantID, len(r.Signature))
+	}
+	return policy.Revocation{GrantID: r.GrantID, Issued: r.Issued}, r.Signature, nil
 }

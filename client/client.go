@@ -321,6 +321,13 @@ func (c *Client) Grant(ctx context.Context, g api.Grant) (*api.Pushed, error) {
 	return &out, c.do(ctx, "POST", "/v1/grants", authNone, nil, g, &out)
 }
 
+// Revoke is POST /v1/revocations: a guardian-signed revocation of a
+// session grant, pushed to every member.
+func (c *Client) Revoke(ctx context.Context, r api.Revocation) (*api.Pushed, error) {
+	var out api.Pushed
+	return &out, c.do(ctx, "POST", "/v1/revocations", authNone, nil, r, &out)
+}
+
 // Freeze is POST /v1/freezes: one guardian's freeze, pushed to every member
 // before the answer.
 func (c *Client) Freeze(ctx context.Context, f api.Freeze) (*api.Pushed, error) {

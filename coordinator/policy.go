@@ -167,3 +167,11 @@ func checkUnfreeze(p *policy.Policy, u policy.Unfreeze, sigs [][]byte) error {
 	}
 	return nil
 }
+
+// checkRevocation checks that one guardian of p signed r.
+func checkRevocation(p *policy.Policy, r policy.Revocation, sig []byte) error {
+	if _, err := guardianOf(p, r.TypedData(p.WalletID()), sig); err != nil {
+		return fmt.Errorf("revocation of grant %s: %w", r.GrantID, err)
+	}
+	return nil
+}

@@ -94,6 +94,7 @@ func (c *Coordinator) routes() []route {
 		{"POST", "/v1/policy", operator, policyBody, c.postPolicy},
 		{"POST", "/v1/policy/dry-run", authed, 2 * api.MaxSignRequestBody, c.postDryRun},
 		{"POST", "/v1/grants", anyone, smallBody, c.postGrant},
+		{"POST", "/v1/revocations", anyone, smallBody, c.postRevocation},
 		{"POST", "/v1/freezes", anyone, smallBody, c.postFreeze},
 		{"POST", "/v1/unfreezes", anyone, smallBody, c.postUnfreeze},
 		{"GET", "/v1/audit", operator, noBody, c.getAudit},
@@ -690,4 +691,30 @@ func mentions(e store.Entry, member string) bool {
 		}
 	}
 	return false
+}
+
+// postRevocation checks a guardian's revocation of a session grant against
+// the current policy and pushes it to every member; each member verifies
+// the signature again before it refuses the grant.
+func (c *Coordinator) postRevocation(w http.ResponseWriter, r *http.Request, _ *caller, body []byte) error {
+	var rv api.Revocation
+	if err := httpapi.Decode(r, body, &rv); err != nil {
+		return err
+	}
+	pr, sig, err := rv.Policy()
+	if err != nil {
+		return badRequest("%v", err)
+	}
+	p := c.pol.current()
+	if p == nil {
+		return httpapi.Errorf(http.StatusConflict, httpapi.CodeConflict, "no policy yet: a revocation cannot be checked")
+	}
+	if err := checkRevocation(p, pr, sig); err != nil {
+		return badRequest("%v", err)
+	}
+	acks := c.push(r.Context(), &control.Message{Type: control.TypePolicy, Policy: &control.PolicyUpdate{Revocation: &control.Revocation{
+		GrantID: rv.GrantID, Issued: rv.Issued, Signature: rv.Signature}}})
+	c.audit(r.Context(), store.Entry{Kind: store.AuditPolicy, Decision: "revocation", Fields: map[string]string{"grant": rv.GrantID, "acknowledged": ackList(acks)}})
+	httpapi.WriteJSON(w, http.StatusOK, api.Pushed{Members: acks})
+	return nil
 }

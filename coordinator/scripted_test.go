@@ -664,3 +664,35 @@ func TestInternalRefusalRetries(t *testing.T) {
 		t.Fatalf("after an internal refusal: %v %+v", err, got)
 	}
 }
+
+// TestRevocations: a grant's revocation is checked against the policy's
+// guardians and pushed to every member only once a guardian signed it.
+func TestRevocations(t *testing.T) {
+	e, m := newScriptedEnv(t)
+	ctx := context.Background()
+	anon, _ := client.New(e.c.URL(), client.Options{})
+	rv := policy.Revocation{GrantID: "g1", Issued: e.clock.Now().UTC().Truncate(time.Second)}
+	for _, k := range []*ecdsa.PrivateKey{e.outsider, e.guardian} {
+		sig, err := policy.SignTypedData(k, rv.TypedData(e.wallet))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pushed, err := anon.Revoke(ctx, api.Revocation{GrantID: rv.GrantID, Issued: rv.Issued, Signature: sig})
+		switch {
+		case k == e.outsider && (!client.IsCode(err, httpapi.CodeBadRequest) || !strings.Contains(err.Error(), "not a guardian")):
+			t.Fatalf("revocation by an outsider: %v", err)
+		case k == e.outsider && len(m[ids.RoleAgent].calls("policy")) != 1:
+			t.Fatal("a revocation by an outsider was pushed")
+		case k == e.guardian && (err != nil || len(pushed.Members) != 3 || !pushed.Members[0].Accepted):
+			t.Fatalf("revocation by a guardian: %v %+v", err, pushed)
+		}
+	}
+	if _, err := anon.Revoke(ctx, api.Revocation{GrantID: "g1", Issued: rv.Issued}); !client.IsCode(err, httpapi.CodeBadRequest) || !strings.Contains(err.Error(), "signature") {
+		t.Fatalf("revocation without a signature: %v", err)
+	}
+	for _, s := range m {
+		if n := len(s.calls("policy")); n != 2 {
+			t.Fatalf("%s got %d policy updates, want the genesis document and the revocation", s.id, n)
+		}
+	}
+}
