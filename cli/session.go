@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -30,7 +31,7 @@ import (
 func init() {
 	register(&Command{
 		Name:    "session",
-		Summary: "session grants: an agent's request for one, a guardian's signature pushing it, the grants held (request, grant, list)",
+		Summary: "session grants: an agent's request for one, a guardian's signature pushing it, its revocation, the grants held (request, grant, revoke, list)",
 		Run:     runSession,
 	})
 }
@@ -39,7 +40,7 @@ func init() {
 const maxGrantFile = 64 << 10
 
 func runSession(ctx context.Context, env *Env, args []string) error {
-	sub, rest, err := Subcommand("session", args, "request", "grant", "list")
+	sub, rest, err := Subcommand("session", args, "request", "grant", "revoke", "list")
 	if err != nil {
 		return err
 	}
@@ -48,6 +49,8 @@ func runSession(ctx context.Context, env *Env, args []string) error {
 		return sessionRequest(ctx, env, rest)
 	case "grant":
 		return sessionGrant(ctx, env, rest)
+	case "revoke":
+		return sessionRevoke(ctx, env, rest)
 	}
 	return sessionList(env, rest)
 }
@@ -335,6 +338,104 @@ func sessionGrant(ctx context.Context, env *Env, args []string) error {
 	}
 	if refused > 0 {
 		return fmt.Errorf("session grant %s: %d member(s) refused it", g.ID, refused)
+	}
+	return nil
+}
+
+// signRevocation is a guardian's signed revocation of grant id under the
+// wallet wallet, issued at issued (whole seconds: the typed data carries
+// Unix seconds).
+func signRevocation(key *ecdsa.PrivateKey, wallet common.Hash, id string, issued time.Time) (api.Revocation, error) {
+	r := api.Revocation{GrantID: id, Issued: issued.UTC().Truncate(time.Second), Signature: make(hexutil.Bytes, 65)}
+	pr, _, err := r.Policy()
+	if err != nil {
+		return api.Revocation{}, err
+	}
+	sig, err := policy.SignTypedData(key, pr.TypedData(wallet))
+	if err != nil {
+		return api.Revocation{}, err
+	}
+	r.Signature = sig
+	return r, nil
+}
+
+func sessionRevoke(ctx context.Context, env *Env, args []string) error {
+	fs := NewFlags(env, "session revoke", "session revoke GRANT_ID --keystore FILE --password-file FILE [--wallet-id HASH | --token TOKEN | --credential FILE] [--url URL] [--json]")
+	rf := addRESTFlags(fs)
+	ks := fs.String("keystore", "", "the guardian's identity keystore (go-ethereum JSON)")
+	pw := fs.String("password-file", "", "the keystore's password file")
+	walletFlag := fs.String("wallet-id", "", "the wallet id (genesis document hash) the revocation is signed under; default read from the coordinator's policy, which needs --token or --credential")
+	credFile := fs.String("credential", "", "read the policy as this agent instead of with an operator token")
+	pos, err := parseAll(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || *ks == "" || *pw == "" {
+		return Usagef("session revoke needs the grant id, --keystore and --password-file")
+	}
+	id := pos[0]
+	if id == "" {
+		return Usagef("session revoke: the grant id is empty")
+	}
+	var wallet common.Hash
+	if *walletFlag != "" {
+		b, err := hexutil.Decode(*walletFlag)
+		if err != nil || len(b) != 32 {
+			return Usagef("--wallet-id %q is not a 32-byte 0x-hex hash", *walletFlag)
+		}
+		wallet = common.BytesToHash(b)
+	}
+	password, err := admin.ReadPassword(*pw)
+	if err != nil {
+		return err
+	}
+	kb, err := os.ReadFile(*ks)
+	if err != nil {
+		return fmt.Errorf("keystore: %w", err)
+	}
+	key, err := keystore.DecryptKey(kb, password)
+	if err != nil {
+		return fmt.Errorf("keystore %s: %w", *ks, err)
+	}
+	var opts client.Options
+	if *credFile != "" {
+		if opts.Agent, err = LoadCredential(*credFile); err != nil {
+			return err
+		}
+	}
+	cl, err := rf.client(env, opts)
+	if err != nil {
+		return err
+	}
+	if *walletFlag == "" {
+		p, err := cl.Policy(ctx)
+		if err != nil {
+			return fmt.Errorf("session revoke: read the policy for its wallet id (or give --wallet-id): %w", err)
+		}
+		wallet = p.WalletID
+	}
+	r, err := signRevocation(key.PrivateKey, wallet, id, time.Now())
+	if err != nil {
+		return fmt.Errorf("session revoke %s: %w", id, err)
+	}
+	pushed, err := cl.Revoke(ctx, r)
+	if err != nil {
+		return fmt.Errorf("session revoke %s: %w", id, err)
+	}
+	if *rf.json {
+		return PrintJSON(env.Stdout, map[string]any{"revocation": r, "pushed": pushed})
+	}
+	fmt.Fprintf(env.Stdout, "revoked grant %s as %s and pushed the revocation\n", id, key.Address.Hex())
+	refused := 0
+	for _, m := range pushed.Members {
+		state := "accepted"
+		if !m.Accepted {
+			state, refused = "refused ("+m.RuleID+"): "+m.Reason, refused+1
+		}
+		fmt.Fprintf(env.Stdout, "  %s %s\n", m.Member, state)
+	}
+	if refused > 0 {
+		return fmt.Errorf("session revoke %s: %d member(s) refused it", id, refused)
 	}
 	return nil
 }
