@@ -223,6 +223,9 @@ type DryRun struct {
 	Decision Decision    `json:"decision"`
 	Digest   common.Hash `json:"digest"`
 	Trace    []TraceStep `json:"trace"`
+	// Budgets is what remains of the deciding rule's budget for the
+	// request's agent and key, as the evaluating member's ledger has it.
+	Budgets []BudgetLeft `json:"budgets,omitempty"`
 }
 
 // TraceStep is one line of a rule trace.
@@ -299,4 +302,19 @@ func (r Revocation) Policy() (policy.Revocation, []byte, error) {
 		return policy.Revocation{}, nil, fmt.Errorf("revocation %s: signature is %d bytes, want 65", r.GrantID, len(r.Signature))
 	}
 	return policy.Revocation{GrantID: r.GrantID, Issued: r.Issued}, r.Signature, nil
+}
+
+// BudgetLeft is one budget bucket of the rule a dry run named: amounts
+// are decimal base units of Asset ("native": wei; else the ERC-20's
+// address). Limit and Left are empty when the bucket caps only the
+// number of requests; Window is a Go duration ("24h0m0s").
+type BudgetLeft struct {
+	Rule       string `json:"rule"`
+	Window     string `json:"window,omitempty"`
+	Asset      string `json:"asset"`
+	Limit      string `json:"limit,omitempty"`
+	Used       string `json:"used"`
+	Left       string `json:"left,omitempty"`
+	CountLimit uint64 `json:"count_limit,omitempty"`
+	CountUsed  uint64 `json:"count_used"`
 }

@@ -278,6 +278,23 @@ type Decision struct {
 	PolicyHash    common.Hash `json:"policy_hash"`
 	PolicyVersion uint64      `json:"policy_version"`
 	Trace         []Step      `json:"trace,omitempty"`
+	// Budgets is what remains of the deciding rule's budget for the
+	// request's agent and key, from the member's own ledger.
+	Budgets []BudgetLeft `json:"budgets,omitempty"`
+}
+
+// BudgetLeft is one budget bucket of a rule: amounts in decimal base
+// units of the asset ("native" is wei, else the token's address); Limit
+// and Left are empty when the bucket caps only the count.
+type BudgetLeft struct {
+	Rule       string   `json:"rule"`
+	Window     Duration `json:"window,omitempty"`
+	Asset      string   `json:"asset"`
+	Limit      string   `json:"limit,omitempty"`
+	Used       string   `json:"used"`
+	Left       string   `json:"left,omitempty"`
+	CountLimit uint64   `json:"count_limit,omitempty"`
+	CountUsed  uint64   `json:"count_used"`
 }
 
 // Step is one line of a rule trace.

@@ -548,6 +548,13 @@ func (c *Coordinator) postDryRun(w http.ResponseWriter, r *http.Request, _ *call
 		for _, s := range d.Trace {
 			out.Trace = append(out.Trace, api.TraceStep{Rule: s.Rule, Matched: s.Matched, Detail: s.Detail})
 		}
+		for _, b := range d.Budgets {
+			ab := api.BudgetLeft{Rule: b.Rule, Asset: b.Asset, Limit: b.Limit, Used: b.Used, Left: b.Left, CountLimit: b.CountLimit, CountUsed: b.CountUsed}
+			if b.Window > 0 {
+				ab.Window = time.Duration(b.Window).String()
+			}
+			out.Budgets = append(out.Budgets, ab)
+		}
 		httpapi.WriteJSON(w, http.StatusOK, out)
 		return nil
 	}

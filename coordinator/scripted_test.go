@@ -113,7 +113,8 @@ func (s *scripted) handle(e *env) p2p.Handler {
 				roles = []ids.Role{ids.RolePolicy}
 			}
 			rep.Decision = &control.Decision{Verdict: "allow", RuleID: "scripted", Reason: "scripted", Tier: "solo",
-				Roles: roles, Approvals: n, Digest: pr.Payload.Digest()}
+				Roles: roles, Approvals: n, Digest: pr.Payload.Digest(),
+				Budgets: []control.BudgetLeft{{Rule: "scripted", Window: control.Duration(time.Hour), Asset: "native", Limit: "1000", Used: "300", Left: "700", CountLimit: 5, CountUsed: 1}}}
 		case control.TypePropose:
 			rep.Join = &control.Join{Member: s.id}
 		case control.TypeStart:
@@ -430,6 +431,9 @@ func TestDryRunAndPolicy(t *testing.T) {
 	}
 	if n := len(e.requests()); n != 0 {
 		t.Fatalf("a dry run stored %d requests", n)
+	}
+	if want := (api.BudgetLeft{Rule: "scripted", Window: "1h0m0s", Asset: "native", Limit: "1000", Used: "300", Left: "700", CountLimit: 5, CountUsed: 1}); len(dr.Budgets) != 1 || dr.Budgets[0] != want {
+		t.Fatalf("dry run budgets: %+v", dr.Budgets)
 	}
 	other := e.bot.Sign("POST", "/v1/policy/dry-run", e.body(nil), e.clock.Now())
 	if _, err := e.op.DryRun(ctx, other); !client.IsCode(err, httpapi.CodeBadRequest) || !strings.Contains(err.Error(), "not POST /v1/requests") {

@@ -137,7 +137,29 @@ func (n *Node) evaluate(ctx context.Context, e *control.Evaluate) (*control.Deci
 		return nil, err
 	}
 	d := eng.DryRun(ctx, req)
-	return decisionOf(d, common.Hash(parsed.Payload.Digest())), nil
+	out := decisionOf(d, common.Hash(parsed.Payload.Digest()))
+	out.Budgets = n.budgetsLeft(ctx, eng, req, d.RuleID)
+	return out, nil
+}
+
+// budgetsLeft is what remains of rule's budget for req, from this node's
+// ledger; a ledger that cannot answer leaves the dry run without it.
+func (n *Node) budgetsLeft(ctx context.Context, eng *policy.Engine, req *policy.Request, rule string) []control.BudgetLeft {
+	bl, err := eng.BudgetsLeft(ctx, req, rule)
+	if err != nil {
+		n.log.Warn("dry run: budget left", "rule", rule, "err", err)
+		return nil
+	}
+	var out []control.BudgetLeft
+	for _, b := range bl {
+		c := control.BudgetLeft{Rule: b.Rule, Window: control.Duration(b.Window), Asset: string(b.Asset), Used: b.Used.String(),
+			CountLimit: b.CountLimit, CountUsed: b.CountUsed}
+		if b.Limit != nil {
+			c.Limit, c.Left = b.Limit.String(), b.Left.String()
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 func decisionOf(d policy.Decision, digest common.Hash) *control.Decision {
