@@ -184,13 +184,13 @@ func (s *Server) register() {
 		// A signature can move funds (a permit, an authorization).
 		return &sdk.ToolAnnotations{Title: title, DestructiveHint: boolPtr(true), OpenWorldHint: boolPtr(false)}
 	}
-	sdk.AddTool(s.sdk, &sdk.Tool{Name: "get_wallet", Description: "The wallet's addresses, chain, policy tiers and the rules (limits and budgets) that apply to this agent.", Annotations: read}, s.getWallet)
+	sdk.AddTool(s.sdk, &sdk.Tool{Name: "get_wallet", Description: "The wallet's addresses, chain, policy tiers and the rules (limits and budgets) that apply to this agent; with to (and amount, token), how much budget is left under the rule that would apply to that transfer.", Annotations: read}, s.getWallet)
 	sdk.AddTool(s.sdk, &sdk.Tool{Name: "get_balance", Description: "Balance of an address (default: the wallet's first) in ether, or in a token named by the policy (e.g. USDC), in token units.", Annotations: read}, s.getBalance)
 	sdk.AddTool(s.sdk, &sdk.Tool{Name: "transfer", Description: "Send ether or a token named by the policy, in human units (\"0.01\"). The policy decides; a denial says which rule and what to do instead.", Annotations: moves("Transfer funds")}, s.transfer)
 	sdk.AddTool(s.sdk, &sdk.Tool{Name: "send_transaction", Description: "Send a contract call (calldata as 0x-hex) with optional ether value, under the policy.", Annotations: moves("Send a transaction")}, s.sendTransaction)
 	sdk.AddTool(s.sdk, &sdk.Tool{Name: "sign_message", Description: "Sign a personal message (EIP-191, personal_sign) under the policy.", Annotations: signs("Sign a message")}, s.signMessage)
 	sdk.AddTool(s.sdk, &sdk.Tool{Name: "sign_typed_data", Description: "Sign EIP-712 typed data (eth_signTypedData_v4 JSON) under the policy; permits and authorizations count as spending.", Annotations: signs("Sign typed data")}, s.signTypedData)
-	sdk.AddTool(s.sdk, &sdk.Tool{Name: "explain", Description: "Dry run of a transfer or call: would the policy allow it, at which tier, by which rule, and why. Signs nothing.", Annotations: read}, s.explain)
+	sdk.AddTool(s.sdk, &sdk.Tool{Name: "explain", Description: "Dry run of a transfer or call: would the policy allow it, at which tier, by which rule, why, and how much of that rule's budget remains. Signs nothing.", Annotations: read}, s.explain)
 	sdk.AddTool(s.sdk, &sdk.Tool{Name: "request_status", Description: "State of a signing request by id (as returned by a pending or denied call).", Annotations: read}, s.requestStatus)
 	sdk.AddTool(s.sdk, &sdk.Tool{Name: "wait_for_approval", Description: "Wait for a request that needs a guardian's approval, up to timeout_seconds; once signed, a transaction is sent.", Annotations: &sdk.ToolAnnotations{Title: "Wait for approval", DestructiveHint: boolPtr(true), OpenWorldHint: boolPtr(true)}}, s.waitForApproval)
 	sdk.AddTool(s.sdk, &sdk.Tool{Name: "pay_x402", Description: "Fetch a URL, paying an HTTP 402 (x402) price from the wallet if the policy allows it; pays at most once per call.", Annotations: moves("Pay for a resource (x402)")}, s.payX402)
@@ -351,7 +351,11 @@ func isNative(name string) bool {
 
 // ---- get_wallet
 
-type GetWalletIn struct{}
+type GetWalletIn struct {
+	To     string `json:"to,omitempty" jsonschema:"optional: a recipient, to see how much budget is left under the rule that would apply to a transfer to it"`
+	Amount string `json:"amount,omitempty" jsonschema:"optional, with to: the transfer's amount in human units (default 0)"`
+	Token  string `json:"token,omitempty" jsonschema:"optional, with to: a token symbol the policy names; default ether"`
+}
 
 type Account struct {
 	Address       string `json:"address"`
@@ -384,9 +388,13 @@ type GetWalletOut struct {
 	Tiers         []Tier    `json:"tiers"`
 	Rules         []Rule    `json:"rules" jsonschema:"the rules that apply to this agent, in evaluation order"`
 	Tokens        []string  `json:"tokens,omitempty" jsonschema:"tokens the policy names, usable by symbol"`
+	// BudgetRule and Budgets answer the optional to (amount, token): the
+	// rule that would decide such a transfer and what is left of its budget.
+	BudgetRule string       `json:"budget_rule,omitempty" jsonschema:"with to: the rule that would decide the transfer"`
+	Budgets    []BudgetLeft `json:"budgets,omitempty" jsonschema:"with to: what is left of that rule's budget for this agent"`
 }
 
-func (s *Server) getWallet(ctx context.Context, _ *sdk.CallToolRequest, _ GetWalletIn) (*sdk.CallToolResult, GetWalletOut, error) {
+func (s *Server) getWallet(ctx context.Context, _ *sdk.CallToolRequest, in GetWalletIn) (*sdk.CallToolResult, GetWalletOut, error) {
 	var out GetWalletOut
 	keys, err := s.cfg.Wallet.Keys(ctx)
 	if err != nil {
@@ -439,8 +447,23 @@ func (s *Server) getWallet(ctx context.Context, _ *sdk.CallToolRequest, _ GetWal
 	for _, a := range out.Accounts {
 		addrs = append(addrs, a.Address)
 	}
-	return text("Agent %s has %d address(es) on chain %d (%s) under policy version %d with %d rule(s) that apply to it; call explain before moving funds.",
-		out.Agent, len(out.Accounts), out.ChainID, strings.Join(addrs, ", "), out.PolicyVersion, len(out.Rules)), out, nil
+	left := " Pass to (and amount) to see the budget left under the rule that would apply."
+	if in.To != "" {
+		amount := in.Amount
+		if amount == "" {
+			amount = "0"
+		}
+		_, ex, err := s.explain(ctx, nil, ExplainIn{To: in.To, Amount: amount, Token: in.Token})
+		if err != nil {
+			return nil, out, fmt.Errorf("budget left for a transfer to %s: %w", in.To, err)
+		}
+		out.BudgetRule, out.Budgets = ex.Rule, ex.Budgets
+		if left = describeBudgets(ex.Budgets); left == "" {
+			left = fmt.Sprintf(" A transfer to %s would be decided by rule %q, which has no budget.", in.To, ex.Rule)
+		}
+	}
+	return text("Agent %s has %d address(es) on chain %d (%s) under policy version %d with %d rule(s) that apply to it; call explain before moving funds.%s",
+		out.Agent, len(out.Accounts), out.ChainID, strings.Join(addrs, ", "), out.PolicyVersion, len(out.Rules), left), out, nil
 }
 
 // ruleAppliesTo reports whether a rule could apply to the agent: it names
@@ -654,6 +677,8 @@ type ExplainOut struct {
 	Rule      string `json:"rule"`
 	Reason    string `json:"reason"`
 	Trace     []Step `json:"trace,omitempty" jsonschema:"each rule considered, with why it matched or not (budgets left included)"`
+	// Budgets is what remains of the deciding rule's budget.
+	Budgets []BudgetLeft `json:"budgets,omitempty" jsonschema:"what is left of the deciding rule's budget for this agent and address"`
 }
 
 func (s *Server) explain(ctx context.Context, _ *sdk.CallToolRequest, in ExplainIn) (*sdk.CallToolResult, ExplainOut, error) {
@@ -682,13 +707,17 @@ func (s *Server) explain(ctx context.Context, _ *sdk.CallToolRequest, in Explain
 	for _, st := range d.Trace {
 		out.Trace = append(out.Trace, Step{Rule: st.Rule, Matched: st.Matched, Detail: st.Detail})
 	}
+	if out.Budgets, err = s.budgetsLeft(ctx, d.Budgets); err != nil {
+		return nil, out, err
+	}
+	left := describeBudgets(out.Budgets)
 	switch {
 	case !out.Allowed:
-		return text("Would be denied: %s is refused by rule %q: %s. Lower the amount or pick a destination the policy allows.", what, out.Rule, out.Reason), out, nil
+		return text("Would be denied: %s is refused by rule %q: %s. Lower the amount or pick a destination the policy allows.%s", what, out.Rule, out.Reason, left), out, nil
 	case out.Approvals > 0:
-		return text("Allowed with approval: %s is tier %s by rule %q and needs %d guardian approval(s); sending it will wait for them.", what, out.Tier, out.Rule, out.Approvals), out, nil
+		return text("Allowed with approval: %s is tier %s by rule %q and needs %d guardian approval(s); sending it will wait for them.%s", what, out.Tier, out.Rule, out.Approvals, left), out, nil
 	}
-	return text("Would be allowed: %s is tier %s by rule %q (%s); it signs without a guardian.", what, out.Tier, out.Rule, out.Reason), out, nil
+	return text("Would be allowed: %s is tier %s by rule %q (%s); it signs without a guardian.%s", what, out.Tier, out.Rule, out.Reason, left), out, nil
 }
 
 // ---- sign_message, sign_typed_data
