@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+
+	"github.com/custos-wallet/custos/chain"
 )
 
 // Native units accepted in amounts, with their decimals.
@@ -53,23 +55,7 @@ func isDigits(s string) bool {
 }
 
 // formatUnits renders v with dec decimals, trimming trailing zeros.
-func formatUnits(v *big.Int, dec int) string {
-	if v == nil {
-		return "0"
-	}
-	s := v.String()
-	if dec == 0 {
-		return s
-	}
-	if len(s) <= dec {
-		s = strings.Repeat("0", dec-len(s)+1) + s
-	}
-	whole, frac := s[:len(s)-dec], strings.TrimRight(s[len(s)-dec:], "0")
-	if frac == "" {
-		return whole
-	}
-	return whole + "." + frac
-}
+func formatUnits(v *big.Int, dec int) string { return chain.FormatUnits(v, dec) }
 
 // formatEther renders wei as "0.05 ether".
 func formatEther(v *big.Int) string { return formatUnits(v, 18) + " ether" }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/custos-wallet/custos/api"
+	"github.com/custos-wallet/custos/chain"
 	"github.com/ethereum/go-ethereum/common"
 )
 
@@ -46,7 +47,7 @@ func budgetsOf(in []api.BudgetLeft, decimalsOf func(common.Address) (string, int
 			if !ok || v.Sign() < 0 {
 				return "", fmt.Errorf("budget of rule %q: %s %q is not a decimal amount", b.Rule, field, s)
 			}
-			return FormatUnits(v, dec), nil
+			return chain.FormatUnits(v, dec), nil
 		}
 		o := BudgetLeft{Rule: b.Rule, Window: b.Window, Asset: sym, CountLimit: b.CountLimit, CountUsed: b.CountUsed}
 		var err error

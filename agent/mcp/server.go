@@ -519,7 +519,7 @@ func (s *Server) getBalance(ctx context.Context, _ *sdk.CallToolRequest, in GetB
 		if err != nil {
 			return nil, out, fmt.Errorf("balance: %w", err)
 		}
-		out.Asset, out.Raw, out.Decimals, out.Balance = "ETH", b.String(), 18, FormatUnits(b, 18)
+		out.Asset, out.Raw, out.Decimals, out.Balance = "ETH", b.String(), 18, chain.FormatUnits(b, 18)
 		return text("%s holds %s ETH.", out.Address, out.Balance), out, nil
 	}
 	t, err := s.lookupToken(ctx, in.Token)
@@ -535,7 +535,7 @@ func (s *Server) getBalance(ctx context.Context, _ *sdk.CallToolRequest, in GetB
 		return nil, out, fmt.Errorf("%s balanceOf answered %d bytes, not 32: is %s a token contract?", t.Symbol, len(res), t.Address.Hex())
 	}
 	b := new(big.Int).SetBytes(res)
-	out.Asset, out.Raw, out.Decimals, out.Balance = t.Symbol, b.String(), t.Decimals, FormatUnits(b, t.Decimals)
+	out.Asset, out.Raw, out.Decimals, out.Balance = t.Symbol, b.String(), t.Decimals, chain.FormatUnits(b, t.Decimals)
 	return text("%s holds %s %s.", out.Address, out.Balance, t.Symbol), out, nil
 }
 
@@ -572,7 +572,7 @@ func (s *Server) transferArgs(ctx context.Context, in TransferIn) (rpc.Transacti
 			return a, "", err
 		}
 		a.To, a.Value = &to, (*hexutil.Big)(v)
-		return a, fmt.Sprintf("a transfer of %s ETH to %s", FormatUnits(v, 18), to.Hex()), nil
+		return a, fmt.Sprintf("a transfer of %s ETH to %s", chain.FormatUnits(v, 18), to.Hex()), nil
 	}
 	t, err := s.lookupToken(ctx, in.Token)
 	if err != nil {
@@ -584,7 +584,7 @@ func (s *Server) transferArgs(ctx context.Context, in TransferIn) (rpc.Transacti
 	}
 	data := hexutil.Bytes(chain.EncodeCall(chain.SelTransfer, to, v))
 	a.To, a.Data = &t.Address, &data
-	return a, fmt.Sprintf("a transfer of %s %s to %s", FormatUnits(v, t.Decimals), t.Symbol, to.Hex()), nil
+	return a, fmt.Sprintf("a transfer of %s %s to %s", chain.FormatUnits(v, t.Decimals), t.Symbol, to.Hex()), nil
 }
 
 func (s *Server) send(ctx context.Context, a rpc.TransactionArgs, what string) (*sdk.CallToolResult, SendOut, error) {

@@ -48,27 +48,3 @@ func ParseUnits(s string, decimals int) (*big.Int, error) {
 	v.Div(v, big.NewInt(10))
 	return v, nil
 }
-
-// FormatUnits writes base units v with decimals places in human units,
-// without trailing zeros ("0.05", "12").
-func FormatUnits(v *big.Int, decimals int) string {
-	if v == nil {
-		return "0"
-	}
-	neg := v.Sign() < 0
-	s := new(big.Int).Abs(v).String()
-	if decimals > 0 {
-		if len(s) <= decimals {
-			s = strings.Repeat("0", decimals-len(s)+1) + s
-		}
-		whole, frac := s[:len(s)-decimals], strings.TrimRight(s[len(s)-decimals:], "0")
-		s = whole
-		if frac != "" {
-			s += "." + frac
-		}
-	}
-	if neg {
-		s = "-" + s
-	}
-	return s
-}

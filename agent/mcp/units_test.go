@@ -4,6 +4,8 @@ import (
 	"math/big"
 	"strings"
 	"testing"
+
+	"github.com/custos-wallet/custos/chain"
 )
 
 func TestParseUnits(t *testing.T) {
@@ -66,8 +68,8 @@ func TestFormatUnits(t *testing.T) {
 		{-1500000, 6, "-1.5"},
 	}
 	for _, c := range cases {
-		if got := FormatUnits(big.NewInt(c.v), c.dec); got != c.want {
-			t.Errorf("FormatUnits(%d, %d) = %q, want %q", c.v, c.dec, got, c.want)
+		if got := chain.FormatUnits(big.NewInt(c.v), c.dec); got != c.want {
+			t.Errorf("chain.FormatUnits(%d, %d) = %q, want %q", c.v, c.dec, got, c.want)
 		}
 		if c.v >= 0 {
 			back, err := ParseUnits(c.want, c.dec)

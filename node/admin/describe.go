@@ -40,7 +40,7 @@ func DescribePayload(pol *policy.Policy, p *chain.Payload) PendingRequest {
 			v = new(big.Int)
 		}
 		out.Value = v.String()
-		out.ValueEther = FormatUnits(v, 18)
+		out.ValueEther = chain.FormatUnits(v, 18)
 		if tx.Call != nil {
 			out.Selector = hexutil.Encode(tx.Call.Selector[:])
 			out.Method = tx.Call.Method
@@ -72,7 +72,7 @@ func DescribePayload(pol *policy.Policy, p *chain.Payload) PendingRequest {
 		if t, ok := tokens[s.Token]; ok {
 			m.Symbol = t.symbol
 			if s.Amount != nil {
-				m.Amount = FormatUnits(s.Amount, t.decimals)
+				m.Amount = chain.FormatUnits(s.Amount, t.decimals)
 			}
 		}
 		if s.Unlimited {
@@ -99,30 +99,6 @@ func tokensOf(pol *policy.Policy) map[common.Address]tokenInfo {
 		}
 	}
 	return out
-}
-
-// FormatUnits writes v base units of a token with dec decimals in whole
-// units, without trailing zeros: FormatUnits(1500000, 6) is "1.5".
-func FormatUnits(v *big.Int, dec int) string {
-	if v == nil {
-		return "0"
-	}
-	neg := v.Sign() < 0
-	s := new(big.Int).Abs(v).String()
-	if dec > 0 {
-		if len(s) <= dec {
-			s = strings.Repeat("0", dec-len(s)+1) + s
-		}
-		whole, frac := s[:len(s)-dec], strings.TrimRight(s[len(s)-dec:], "0")
-		s = whole
-		if frac != "" {
-			s += "." + frac
-		}
-	}
-	if neg {
-		s = "-" + s
-	}
-	return s
 }
 
 // CheckPending decodes p.Payload itself and checks that the request's

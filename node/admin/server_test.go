@@ -580,16 +580,4 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-func TestDescribeFormatUnits(t *testing.T) {
-	for _, c := range []struct {
-		v    int64
-		dec  int
-		want string
-	}{{1500000, 6, "1.5"}, {1, 6, "0.000001"}, {0, 18, "0"}, {12, 0, "12"}, {-25, 1, "-2.5"}, {1000000, 6, "1"}} {
-		if got := FormatUnits(bigInt(c.v), c.dec); got != c.want {
-			t.Errorf("FormatUnits(%d, %d) = %q, want %q", c.v, c.dec, got, c.want)
-		}
-	}
-}
-
 func bigInt(v int64) *big.Int { return big.NewInt(v) }
