@@ -135,6 +135,17 @@ func TestKeyCreation(t *testing.T) {
 			}
 		}
 	}
+	// Invariant 1: the coordinator drove both key generations and holds no
+	// share and no pre-parameters of its own.
+	c.coord.mu.Lock()
+	cst := c.coord.c.Store()
+	c.coord.mu.Unlock()
+	if held, err := cst.ShareKeys(ctx); err != nil || len(held) != 0 {
+		t.Errorf("the coordinator's store holds shares %+v (%v)", held, err)
+	}
+	if n, err := cst.CountPreParams(ctx); err != nil || n != 0 {
+		t.Errorf("the coordinator's store holds %d pre-parameter sets (%v)", n, err)
+	}
 	// An agent credential cannot create keys.
 	body := []byte(`{"committee":[{"id":"` + string(c.memberID(nameAgent)) + `","role":"agent"}],"threshold":0}`)
 	err := c.callAgent(ctx, c.w.bot, "POST", "/v1/keys", body, nil)
