@@ -257,8 +257,7 @@ func (c *Coordinator) proposeOp(ctx context.Context, id ids.RequestID, b *opBody
 	answers := c.callAll(pctx, b.Members, msg)
 	cancel()
 	var problems []string
-	var joined []ids.MemberID
-	ready := true
+	var joined, unready []ids.MemberID
 	for _, a := range answers {
 		switch {
 		case a.err != nil:
@@ -269,12 +268,21 @@ func (c *Coordinator) proposeOp(ctx context.Context, id ids.RequestID, b *opBody
 			problems = append(problems, fmt.Sprintf("%s answered with neither join nor refusal", a.member))
 		default:
 			joined = append(joined, a.member)
-			ready = ready && a.reply.Join.PreParams
+			if !a.reply.Join.PreParams {
+				unready = append(unready, a.member)
+			}
 		}
 	}
 	if len(problems) > 0 {
 		c.abort(ctx, sess, joined)
 		return nil, fmt.Errorf("%s not joined: %s", b.View.Kind, strings.Join(problems, "; "))
+	}
+	// A member that starts while another still makes its pre-parameters
+	// waits for that member's first message, and gives up when its engine's
+	// idle timeout passes: so nobody starts before every member has them.
+	if err := c.awaitPreParams(ctx, id, unready, deadline); err != nil {
+		c.abort(ctx, sess, joined)
+		return nil, fmt.Errorf("%s not started: %w", b.View.Kind, err)
 	}
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.Timeouts.Propose)
 	for _, a := range c.callAll(sctx, b.Members, func(ids.MemberID) *control.Message {
@@ -285,11 +293,43 @@ func (c *Coordinator) proposeOp(ctx context.Context, id ids.RequestID, b *opBody
 		}
 	}
 	cancel()
-	phase := b.View.Kind
-	if !ready {
-		phase = "pre_params"
+	return c.updateOp(ctx, id, func(b *opBody) { b.Started, b.View.Phase = true, b.View.Kind })
+}
+
+// awaitPreParams waits until every member of unready reports a
+// pre-parameter set in its pool, showing which ones it still waits for in
+// the operation's progress. It gives up at deadline.
+func (c *Coordinator) awaitPreParams(ctx context.Context, id ids.RequestID, unready []ids.MemberID, deadline time.Time) error {
+	for len(unready) > 0 {
+		progress := map[ids.MemberID]string{}
+		var still []ids.MemberID
+		for m, st := range c.probe(ctx, unready) {
+			switch {
+			case st == nil:
+				progress[m] = "unreachable while making pre-parameters"
+				still = append(still, m)
+			case st.PreParams == 0:
+				progress[m] = "making pre-parameters (none ready yet)"
+				still = append(still, m)
+			}
+		}
+		if len(still) == 0 {
+			return nil
+		}
+		slices.Sort(still)
+		unready = still
+		if _, err := c.updateOp(ctx, id, func(b *opBody) { b.View.Progress, b.View.Phase = progress, "pre_params" }); err != nil {
+			return err
+		}
+		wait := min(2*time.Second, deadline.Sub(c.now()))
+		if wait <= 0 {
+			return fmt.Errorf("pre-parameters of %s not ready by %s", joinIDs(unready), deadline.UTC().Format(time.RFC3339))
+		}
+		if sleep(ctx, wait, nil); ctx.Err() != nil {
+			return ctx.Err()
+		}
 	}
-	return c.updateOp(ctx, id, func(b *opBody) { b.Started, b.View.Phase = true, phase })
+	return nil
 }
 
 // collectOp asks every member for the session's outcome once (each

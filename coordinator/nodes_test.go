@@ -95,8 +95,8 @@ type nodeCluster struct {
 func (nc *nodeCluster) stop() { nc.stopFn() }
 
 // startNodes starts the cluster; node i draws the pre-parameter fixtures
-// fixtures[i], in order.
-func startNodes(t *testing.T, fixtures [3][]int) *nodeCluster {
+// fixtures[i], in order. Each tune, if any, may change node i's options.
+func startNodes(t *testing.T, fixtures [3][]int, tune ...func(i int, o *node.Options)) *nodeCluster {
 	nc := &nodeCluster{stopFn: func() {}}
 	ctx := context.Background()
 	root := t.TempDir()
@@ -240,7 +240,11 @@ rules:
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, err := node.New(ncfg, node.Options{Generate: (&fixtureGen{list: fixtures[i]}).Generate})
+		nopts := node.Options{Generate: (&fixtureGen{list: fixtures[i]}).Generate}
+		for _, f := range tune {
+			f(i, &nopts)
+		}
+		n, err := node.New(ncfg, nopts)
 		if err != nil {
 			t.Fatal(err)
 		}
