@@ -113,65 +113,65 @@ func Compile(d *Document) (*Policy, error) {
 		lists:     map[string]map[common.Address]struct{}{},
 	}
 	if d.Version == 0 {
-		return nil, fmt.Errorf("policy: compile: version must be at least 1")
+		return nil, errorf("compile: version must be at least 1")
 	}
 	if d.Replaces != "" && !isHash(d.Replaces) {
-		return nil, fmt.Errorf("policy: compile: replaces %q is not a 32-byte hex hash", d.Replaces)
+		return nil, errorf("compile: replaces %q is not a 32-byte hex hash", d.Replaces)
 	}
 	// Maps are read in sorted order throughout, so that every node compiles
 	// a document the same way and fails on it with the same error.
 	for _, name := range sortedKeys(d.Guardians) {
 		addr, err := parseAddress(d.Guardians[name])
 		if err != nil {
-			return nil, fmt.Errorf("policy: compile: guardian %s: %w", name, err)
+			return nil, errorf("compile: guardian %s: %w", name, err)
 		}
 		if other, dup := p.guardians[addr]; dup {
-			return nil, fmt.Errorf("policy: compile: guardians %s and %s: address %s listed twice", other, name, addr.Hex())
+			return nil, errorf("compile: guardians %s and %s: address %s listed twice", other, name, addr.Hex())
 		}
 		p.guardians[addr] = name
 	}
 	if err := p.compileAgents(d); err != nil {
-		return nil, fmt.Errorf("policy: compile: %w", err)
+		return nil, errorf("compile: %w", err)
 	}
 	if len(d.Guardians) > MaxSignatures {
-		return nil, fmt.Errorf("policy: compile: %d guardians, at most %d", len(d.Guardians), MaxSignatures)
+		return nil, errorf("compile: %d guardians, at most %d", len(d.Guardians), MaxSignatures)
 	}
 	if d.Quorum < 1 || d.Quorum > len(p.guardians) {
-		return nil, fmt.Errorf("policy: compile: quorum %d of %d guardians", d.Quorum, len(p.guardians))
+		return nil, errorf("compile: quorum %d of %d guardians", d.Quorum, len(p.guardians))
 	}
 	if len(d.Tiers) == 0 {
-		return nil, fmt.Errorf("policy: compile: no tiers")
+		return nil, errorf("compile: no tiers")
 	}
 	for i, t := range d.Tiers {
 		ts := &TierSpec{Name: t.Name, Rank: i, Approvals: t.Approvals}
 		if t.Name == "" || p.tierByKey[t.Name] != nil {
-			return nil, fmt.Errorf("policy: compile: tier %d: missing or duplicate name %q", i, t.Name)
+			return nil, errorf("compile: tier %d: missing or duplicate name %q", i, t.Name)
 		}
 		for _, s := range t.Signers {
 			switch r := ids.Role(s); r {
 			case ids.RoleAgent, ids.RolePolicy, ids.RoleGuardian:
 				ts.Roles = append(ts.Roles, r)
 			default:
-				return nil, fmt.Errorf("policy: compile: tier %s: unknown role %q", t.Name, s)
+				return nil, errorf("compile: tier %s: unknown role %q", t.Name, s)
 			}
 		}
 		if t.Approvals < 0 || t.Approvals > len(p.guardians) {
-			return nil, fmt.Errorf("policy: compile: tier %s: %d approvals of %d guardians", t.Name, t.Approvals, len(p.guardians))
+			return nil, errorf("compile: tier %s: %d approvals of %d guardians", t.Name, t.Approvals, len(p.guardians))
 		}
 		if t.Approvals > 0 && !hasRole(ts.Roles, ids.RoleGuardian) {
-			return nil, fmt.Errorf("policy: compile: tier %s: approvals without the guardian role", t.Name)
+			return nil, errorf("compile: tier %s: approvals without the guardian role", t.Name)
 		}
 		if t.Delay != "" {
 			dl, err := time.ParseDuration(string(t.Delay))
 			if err != nil || dl < 0 {
-				return nil, fmt.Errorf("policy: compile: tier %s: delay %q", t.Name, t.Delay)
+				return nil, errorf("compile: tier %s: delay %q", t.Name, t.Delay)
 			}
 			ts.Delay = dl
 		}
 		if ts.Delay > 0 && ts.Approvals == 0 {
 			// The delay runs from the guardian approvals: without any it
 			// would be a wait that nothing enforces.
-			return nil, fmt.Errorf("policy: compile: tier %s: a delay without approvals", t.Name)
+			return nil, errorf("compile: tier %s: a delay without approvals", t.Name)
 		}
 		if i > 0 {
 			// Rank is compared wherever "more demanding" is judged, so the
@@ -179,11 +179,11 @@ func Compile(d *Document) (*Policy, error) {
 			prev := p.tiers[i-1]
 			for _, r := range prev.Roles {
 				if !hasRole(ts.Roles, r) {
-					return nil, fmt.Errorf("policy: compile: tier %s: drops role %s of the less demanding tier %s before it (tiers must be listed least demanding first)", t.Name, r, prev.Name)
+					return nil, errorf("compile: tier %s: drops role %s of the less demanding tier %s before it (tiers must be listed least demanding first)", t.Name, r, prev.Name)
 				}
 			}
 			if ts.Approvals < prev.Approvals || ts.Delay < prev.Delay {
-				return nil, fmt.Errorf("policy: compile: tier %s: fewer approvals or a shorter delay than tier %s before it (tiers must be listed least demanding first)", t.Name, prev.Name)
+				return nil, errorf("compile: tier %s: fewer approvals or a shorter delay than tier %s before it (tiers must be listed least demanding first)", t.Name, prev.Name)
 			}
 		}
 		p.tiers = append(p.tiers, ts)
@@ -193,15 +193,15 @@ func Compile(d *Document) (*Policy, error) {
 		t := d.Tokens[sym]
 		a, err := parseAddress(t.Address)
 		if err != nil {
-			return nil, fmt.Errorf("policy: compile: token %s: %w", sym, err)
+			return nil, errorf("compile: token %s: %w", sym, err)
 		}
 		if t.Decimals < 0 || t.Decimals > 77 {
-			return nil, fmt.Errorf("policy: compile: token %s: decimals %d", sym, t.Decimals)
+			return nil, errorf("compile: token %s: decimals %d", sym, t.Decimals)
 		}
 		if other, dup := p.tokenAddr[a]; dup {
 			// One contract under two symbols would make amounts and
 			// reasons depend on which symbol a node happened to read last.
-			return nil, fmt.Errorf("policy: compile: tokens %s and %s: address %s declared twice", other.symbol, sym, a.Hex())
+			return nil, errorf("compile: tokens %s and %s: address %s declared twice", other.symbol, sym, a.Hex())
 		}
 		ti := &tokenInfo{symbol: sym, addr: a, decimals: t.Decimals}
 		p.tokens[sym] = ti
@@ -212,13 +212,13 @@ func Compile(d *Document) (*Policy, error) {
 		if _, ok := d.Tokens[name]; ok {
 			// $NAME must mean one thing, or a change to the lists could
 			// silently change what a rule refers to.
-			return nil, fmt.Errorf("policy: compile: list %s has the name of a token", name)
+			return nil, errorf("compile: list %s has the name of a token", name)
 		}
 		set := map[common.Address]struct{}{}
 		for _, e := range entries {
 			a, err := p.addrOrToken(string(e))
 			if err != nil {
-				return nil, fmt.Errorf("policy: compile: list %s: %w", name, err)
+				return nil, errorf("compile: list %s: %w", name, err)
 			}
 			set[a] = struct{}{}
 		}
@@ -229,12 +229,12 @@ func Compile(d *Document) (*Policy, error) {
 		var err error
 		if df.FeeMax != "" {
 			if p.feeMax, err = p.nativeAmount(df.FeeMax); err != nil {
-				return nil, fmt.Errorf("policy: compile: defaults: fee_max: %w", err)
+				return nil, errorf("compile: defaults: fee_max: %w", err)
 			}
 		}
 		if df.TipMax != "" {
 			if p.tipMax, err = p.nativeAmount(df.TipMax); err != nil {
-				return nil, fmt.Errorf("policy: compile: defaults: tip_max: %w", err)
+				return nil, errorf("compile: defaults: tip_max: %w", err)
 			}
 		}
 	}
@@ -242,18 +242,18 @@ func Compile(d *Document) (*Policy, error) {
 	for i := range d.Rules {
 		rd := &d.Rules[i]
 		if rd.ID == "" || seen[rd.ID] || isEngineRule(rd.ID) {
-			return nil, fmt.Errorf("policy: compile: rule %d: missing, duplicate or reserved id %q", i, rd.ID)
+			return nil, errorf("compile: rule %d: missing, duplicate or reserved id %q", i, rd.ID)
 		}
 		seen[rd.ID] = true
 		r, err := p.compileRule(rd)
 		if err != nil {
-			return nil, fmt.Errorf("policy: compile: rule %q: %w", rd.ID, err)
+			return nil, errorf("compile: rule %q: %w", rd.ID, err)
 		}
 		p.rules = append(p.rules, r)
 	}
 	bc, err := compileBreaker(d.Breaker)
 	if err != nil {
-		return nil, fmt.Errorf("policy: compile: breaker: %w", err)
+		return nil, errorf("compile: breaker: %w", err)
 	}
 	p.breaker = bc
 	return p, nil

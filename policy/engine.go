@@ -230,7 +230,7 @@ func (e *Engine) Prune(ctx context.Context, now time.Time) (int, error) {
 	e.mu.Unlock()
 	n, err := e.ledger.Prune(ctx, now.Add(-MaxWindow))
 	if err != nil {
-		return n, fmt.Errorf("policy: prune ledger: %w", err)
+		return n, errorf("prune ledger: %w", err)
 	}
 	return n, nil
 }
@@ -277,7 +277,7 @@ func (e *Engine) Revoke(r Revocation, sig []byte) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if _, err := e.policy.guardianSigners(r.TypedData(e.policy.wallet), [][]byte{sig}); err != nil {
-		return fmt.Errorf("policy: revoke grant %s: %w", r.GrantID, err)
+		return errorf("revoke grant %s: %w", r.GrantID, err)
 	}
 	if _, ok := e.revoked[r.GrantID]; !ok {
 		e.revoked[r.GrantID] = r

@@ -149,27 +149,27 @@ func (e *Engine) Freeze(f Freeze, sig []byte, now time.Time) error {
 	td := f.TypedData(e.policy.wallet)
 	signers, err := e.policy.guardianSigners(td, [][]byte{sig})
 	if err != nil {
-		return fmt.Errorf("policy: freeze %s: %w", f.Target, err)
+		return errorf("freeze %s: %w", f.Target, err)
 	}
 	if err := checkTarget(f.Target); err != nil {
 		return err
 	}
 	issued := signedTime(f.Issued)
 	if issued.After(now.Add(MaxClockSkew)) {
-		return fmt.Errorf("policy: freeze %s: issued %s, in the future (now %s)", f.Target, fmtTime(issued), fmtTime(now))
+		return errorf("freeze %s: issued %s, in the future (now %s)", f.Target, fmtTime(issued), fmtTime(now))
 	}
 	if issued.Before(now.Add(-FreezeRetention)) {
-		return fmt.Errorf("policy: freeze %s: issued %s, more than %s ago", f.Target, fmtTime(issued), FreezeRetention)
+		return errorf("freeze %s: issued %s, more than %s ago", f.Target, fmtTime(issued), FreezeRetention)
 	}
 	id, err := typedHash(td)
 	if err != nil {
-		return fmt.Errorf("policy: freeze %s: %w", f.Target, err)
+		return errorf("freeze %s: %w", f.Target, err)
 	}
 	if _, ok := e.freezeLog[id]; ok {
 		if cur, ok := e.freezes[f.Target]; ok && cur.ID == id {
 			return nil // already the current freeze
 		}
-		return fmt.Errorf("policy: freeze %s: freeze %s was already applied (a replay)", f.Target, shortHash(id))
+		return errorf("freeze %s: freeze %s was already applied (a replay)", f.Target, shortHash(id))
 	}
 	at := issued
 	if now.After(at) {
@@ -194,31 +194,31 @@ func (e *Engine) Unfreeze(u Unfreeze, sigs [][]byte, now time.Time) error {
 	td := u.TypedData(p.wallet)
 	signers, err := p.guardianSigners(td, sigs)
 	if err != nil {
-		return fmt.Errorf("policy: unfreeze %s: %w", u.Target, err)
+		return errorf("unfreeze %s: %w", u.Target, err)
 	}
 	if len(signers) < p.doc.Quorum {
-		return fmt.Errorf("policy: unfreeze %s: %w: %d of %d", u.Target, ErrQuorum, len(signers), p.doc.Quorum)
+		return errorf("unfreeze %s: %w: %d of %d", u.Target, ErrQuorum, len(signers), p.doc.Quorum)
 	}
 	issued := signedTime(u.Issued)
 	if issued.After(now.Add(MaxClockSkew)) {
-		return fmt.Errorf("policy: unfreeze %s: issued %s, in the future (now %s)", u.Target, fmtTime(issued), fmtTime(now))
+		return errorf("unfreeze %s: issued %s, in the future (now %s)", u.Target, fmtTime(issued), fmtTime(now))
 	}
 	if issued.Before(now.Add(-FreezeRetention)) {
-		return fmt.Errorf("policy: unfreeze %s: issued %s, more than %s ago", u.Target, fmtTime(issued), FreezeRetention)
+		return errorf("unfreeze %s: issued %s, more than %s ago", u.Target, fmtTime(issued), FreezeRetention)
 	}
 	hash, err := typedHash(td)
 	if err != nil {
-		return fmt.Errorf("policy: unfreeze %s: %w", u.Target, err)
+		return errorf("unfreeze %s: %w", u.Target, err)
 	}
 	if _, used := e.usedUnfreezes[hash]; used {
-		return fmt.Errorf("policy: unfreeze %s: this unfreeze was already used", u.Target)
+		return errorf("unfreeze %s: this unfreeze was already used", u.Target)
 	}
 	r, ok := e.freezes[u.Target]
 	if !ok {
-		return fmt.Errorf("policy: unfreeze %s: not frozen", u.Target)
+		return errorf("unfreeze %s: not frozen", u.Target)
 	}
 	if r.ID != u.Freeze {
-		return fmt.Errorf("policy: unfreeze %s: it lifts freeze %s, but the current freeze is %s (%s)", u.Target, shortHash(u.Freeze), shortHash(r.ID), p.describeFreeze(r))
+		return errorf("unfreeze %s: it lifts freeze %s, but the current freeze is %s (%s)", u.Target, shortHash(u.Freeze), shortHash(r.ID), p.describeFreeze(r))
 	}
 	e.pruneLocked(now)
 	e.usedUnfreezes[hash] = issued
@@ -252,7 +252,7 @@ func checkTarget(t Target) error {
 	case strings.HasPrefix(s, "key:") && validKeyTarget(t):
 		return nil
 	}
-	return fmt.Errorf("policy: bad freeze target %q (want all, agent:<id> or key:<checksummed address>)", s)
+	return errorf("bad freeze target %q (want all, agent:<id> or key:<checksummed address>)", s)
 }
 
 // validKeyTarget reports whether t is a key target in its one text form.

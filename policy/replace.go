@@ -9,7 +9,7 @@ import "fmt"
 // change; a single current guardian may only tighten (see docs/policy.md).
 func (e *Engine) ApplyDocument(sd SignedDocument) error {
 	if err := checkSignatureCount(sd.Signatures); err != nil {
-		return fmt.Errorf("policy: apply document: %w", err)
+		return errorf("apply document: %w", err)
 	}
 	np, err := ParseAndCompile(sd.Source)
 	if err != nil {
@@ -33,23 +33,23 @@ func (e *Engine) ApplyDocument(sd SignedDocument) error {
 	td := DocumentTypedData(np.wallet, np.doc)
 	signers, err := cur.guardianSigners(td, sd.Signatures)
 	if err != nil {
-		return fmt.Errorf("policy: apply document v%d: %w", np.Version(), err)
+		return errorf("apply document v%d: %w", np.Version(), err)
 	}
 	if len(signers) == 0 {
-		return fmt.Errorf("policy: apply document v%d: %w: none", np.Version(), ErrQuorum)
+		return errorf("apply document v%d: %w: none", np.Version(), ErrQuorum)
 	}
 	if len(signers) >= cur.doc.Quorum {
 		if !sameGuardians(cur, np) {
 			own, err := np.guardianSigners(td, sd.Signatures)
 			if err != nil || len(own) < np.doc.Quorum {
-				return fmt.Errorf("policy: apply document v%d: %w of the new guardian set (%d needed)", np.Version(), ErrQuorum, np.doc.Quorum)
+				return errorf("apply document v%d: %w of the new guardian set (%d needed)", np.Version(), ErrQuorum, np.doc.Quorum)
 			}
 		}
 		e.policy = np
 		return nil
 	}
 	if err := checkTightening(cur, np); err != nil {
-		return fmt.Errorf("policy: apply document v%d: %d of %d guardian signatures suffice only to tighten: %w", np.Version(), len(signers), cur.doc.Quorum, err)
+		return errorf("apply document v%d: %d of %d guardian signatures suffice only to tighten: %w", np.Version(), len(signers), cur.doc.Quorum, err)
 	}
 	e.policy = np
 	return nil
