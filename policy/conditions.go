@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/custos-wallet/custos/chain"
 	"github.com/custos-wallet/custos/ids"
@@ -708,4 +709,83 @@ func compileRuleBudget(b *ruleBuild) error {
 	id := b.r.id
 	b.add("budget", func(c *evalCtx) (bool, string) { return c.checkBudget(id, bg) })
 	return nil
+}
+
+func kindMask(ks ...Kind) uint8 {
+	var m uint8
+	for _, k := range ks {
+		m |= 1 << k
+	}
+	return m
+}
+
+func (p *Policy) compileBudget(bd *BudgetDoc, t *tokenInfo) (*budget, error) {
+	w, err := time.ParseDuration(string(bd.Window))
+	if err != nil || w <= 0 || w > MaxWindow {
+		return nil, fmt.Errorf("window %q (at most %s)", bd.Window, MaxWindow)
+	}
+	b := &budget{window: w, count: bd.Count}
+	if bd.Value != "" {
+		if b.value, err = p.nativeAmount(bd.Value); err != nil {
+			return nil, fmt.Errorf("value: %w", err)
+		}
+	}
+	if bd.Amount != "" {
+		if t == nil {
+			return nil, fmt.Errorf("amount needs token to name exactly one declared token")
+		}
+		b.token = t
+		if b.amount, err = p.tokenAmount(bd.Amount, t); err != nil {
+			return nil, fmt.Errorf("amount: %w", err)
+		}
+	}
+	if b.value == nil && b.amount == nil && b.count == 0 {
+		return nil, fmt.Errorf("no value, amount or count")
+	}
+	return b, nil
+}
+
+// hasCalldata reports whether tx calls code: any data, decoded or not.
+func hasCalldata(tx *chain.Tx) bool { return tx.Call != nil || len(tx.Data) > 0 }
+
+func chainSet(l List) (map[uint64]bool, error) {
+	set := map[uint64]bool{}
+	for _, c := range l {
+		v, err := strconv.ParseUint(string(c), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a chain id", c)
+		}
+		set[v] = true
+	}
+	return set, nil
+}
+
+func parseSelector(s string) ([4]byte, error) {
+	var sel [4]byte
+	if !strings.HasPrefix(s, "0x") {
+		// YAML reads an unquoted 0x12345678 as a number.
+		v, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			return sel, fmt.Errorf("%q is not a 4-byte selector", s)
+		}
+		sel[0], sel[1], sel[2], sel[3] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
+		return sel, nil
+	}
+	b, err := hex.DecodeString(s[2:])
+	if err != nil || len(b) != 4 {
+		return sel, fmt.Errorf("%q is not a 4-byte selector", s)
+	}
+	copy(sel[:], b)
+	return sel, nil
+}
+
+func joinScalars(l List) string {
+	parts := make([]string, len(l))
+	for i, s := range l {
+		parts[i] = string(s)
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
 }
