@@ -123,7 +123,7 @@ func (p *Policy) VerifyApprovals(target ApprovalTarget, approvals []SignedApprov
 		}
 		signers, err := p.guardianSigners(a.TypedData(p.wallet), [][]byte{sa.Signature})
 		if err != nil {
-			return nil, fmt.Errorf("%w: approval %d: %w", ErrApproval, i, err)
+			return nil, errorf("%w: approval %d: %w", ErrApproval, i, err)
 		}
 		g := signers[0]
 		if t, ok := issued[g]; !ok || a.Issued.Before(t) {
@@ -157,7 +157,7 @@ func (p *Policy) VerifyDenial(target ApprovalTarget, d SignedDenial) (common.Add
 	}
 	signers, err := p.guardianSigners(d.Denial.TypedData(p.wallet), [][]byte{d.Signature})
 	if err != nil {
-		return common.Address{}, fmt.Errorf("%w: denial: %w", ErrApproval, err)
+		return common.Address{}, errorf("%w: denial: %w", ErrApproval, err)
 	}
 	return signers[0], nil
 }
@@ -213,17 +213,17 @@ type SignedReshare struct {
 func (p *Policy) VerifyReshare(want ReshareAuthorization, s SignedReshare, now time.Time) error {
 	got := s.Authorization
 	if err := sameReshare(want, got); err != nil {
-		return fmt.Errorf("%w: %v", ErrAuthorization, err)
+		return errorf("%w: %v", ErrAuthorization, err)
 	}
 	if !now.Before(got.Expiry) {
 		return fmt.Errorf("%w: expired at %s", ErrAuthorization, got.Expiry.UTC().Format(time.RFC3339))
 	}
 	signers, err := p.guardianSigners(got.TypedData(p.wallet), s.Signatures)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrAuthorization, err)
+		return errorf("%w: %w", ErrAuthorization, err)
 	}
 	if len(signers) < p.doc.Quorum {
-		return fmt.Errorf("%w: %w: %d of %d guardians signed", ErrAuthorization, ErrQuorum, len(signers), p.doc.Quorum)
+		return errorf("%w: %w: %d of %d guardians signed", ErrAuthorization, ErrQuorum, len(signers), p.doc.Quorum)
 	}
 	return nil
 }

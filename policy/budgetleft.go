@@ -2,7 +2,6 @@ package policy
 
 import (
 	"context"
-	"fmt"
 	"math/big"
 	"strings"
 	"time"
@@ -46,7 +45,7 @@ func (e *Engine) BudgetsLeft(ctx context.Context, req *Request, ruleID string) (
 	for _, en := range c.budgetEntries(r.id, r.budget) {
 		u, err := c.usage(en.Bucket, en.Window)
 		if err != nil {
-			return nil, fmt.Errorf("policy: budget of rule %q: %w", r.id, err)
+			return nil, errorf("budget of rule %q: %w", r.id, err)
 		}
 		b := BudgetLeft{Rule: r.id, Window: en.Window, Asset: bucketAsset(en.Bucket), Used: new(big.Int).Set(u.Amount),
 			CountLimit: en.LimitCount, CountUsed: u.Count}

@@ -217,11 +217,11 @@ func (l *List) UnmarshalYAML(unmarshal func(any) error) error {
 // aliases, merge keys, tags or fractional numbers.
 func ParseDocument(src []byte) (*Document, error) {
 	if err := checkSource(src); err != nil {
-		return nil, fmt.Errorf("policy: parse document: %w", err)
+		return nil, errorf("parse document: %w", err)
 	}
 	var d Document
 	if err := yaml.UnmarshalWithOptions(src, &d, yaml.DisallowUnknownField()); err != nil {
-		return nil, fmt.Errorf("policy: parse document: %w", err)
+		return nil, errorf("parse document: %w", err)
 	}
 	return &d, nil
 }

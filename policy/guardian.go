@@ -105,11 +105,11 @@ func unix(t time.Time) *big.Int { return big.NewInt(t.Unix()) }
 func SignTypedData(key *ecdsa.PrivateKey, td apitypes.TypedData) ([]byte, error) {
 	h, _, err := apitypes.TypedDataAndHash(td)
 	if err != nil {
-		return nil, fmt.Errorf("policy: hash %s: %w", td.PrimaryType, err)
+		return nil, errorf("hash %s: %w", td.PrimaryType, err)
 	}
 	sig, err := crypto.Sign(h, key)
 	if err != nil {
-		return nil, fmt.Errorf("policy: sign %s: %w", td.PrimaryType, err)
+		return nil, errorf("sign %s: %w", td.PrimaryType, err)
 	}
 	sig[64] += 27
 	return sig, nil
@@ -122,7 +122,7 @@ func RecoverTypedData(td apitypes.TypedData, sig []byte) (common.Address, error)
 	}
 	h, _, err := apitypes.TypedDataAndHash(td)
 	if err != nil {
-		return common.Address{}, fmt.Errorf("policy: hash %s: %w", td.PrimaryType, err)
+		return common.Address{}, errorf("hash %s: %w", td.PrimaryType, err)
 	}
 	s := append([]byte{}, sig...)
 	if s[64] >= 27 {
@@ -168,10 +168,10 @@ func (p *Policy) guardianSigners(td apitypes.TypedData, sigs [][]byte) ([]common
 	for i, sig := range sigs {
 		a, err := RecoverTypedData(td, sig)
 		if err != nil {
-			return nil, fmt.Errorf("signature %d: %w", i, err)
+			return nil, wrapf("signature %d: %w", i, err)
 		}
 		if _, ok := p.guardians[a]; !ok {
-			return nil, fmt.Errorf("signature %d by %s: %w", i, a.Hex(), ErrNotGuardian)
+			return nil, wrapf("signature %d by %s: %w", i, a.Hex(), ErrNotGuardian)
 		}
 		if !seen[a] {
 			seen[a] = true
@@ -242,7 +242,7 @@ var ErrGenesis = errors.New("policy: genesis document does not match the pinned 
 // document and re-applies the replacements it stored, in order.
 func VerifyDocument(sd SignedDocument, g Genesis) (*Policy, error) {
 	if err := checkSignatureCount(sd.Signatures); err != nil {
-		return nil, fmt.Errorf("policy: verify document: %w", err)
+		return nil, errorf("verify document: %w", err)
 	}
 	p, err := ParseAndCompile(sd.Source)
 	if err != nil {
@@ -279,11 +279,11 @@ func VerifyDocument(sd SignedDocument, g Genesis) (*Policy, error) {
 	p.wallet = p.hash
 	signers, err := p.guardianSigners(DocumentTypedData(p.wallet, p.doc), sd.Signatures)
 	if err != nil {
-		return nil, fmt.Errorf("policy: verify document v%d: %w", p.Version(), err)
+		return nil, errorf("verify document v%d: %w", p.Version(), err)
 	}
 	need := max(p.doc.Quorum, g.Quorum)
 	if len(signers) < need {
-		return nil, fmt.Errorf("policy: verify document v%d: %w: %d of %d", p.Version(), ErrQuorum, len(signers), need)
+		return nil, errorf("verify document v%d: %w: %d of %d", p.Version(), ErrQuorum, len(signers), need)
 	}
 	return p, nil
 }

@@ -186,7 +186,7 @@ func NewMemLedger(records ...Record) *MemLedger {
 // Reserve implements Ledger.
 func (l *MemLedger) Reserve(ctx context.Context, r Reservation) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("policy: reserve %s: %w", r.ID, err)
+		return errorf("reserve %s: %w", r.ID, err)
 	}
 	if err := r.check(); err != nil {
 		return err
@@ -232,7 +232,7 @@ func (l *MemLedger) Reserve(ctx context.Context, r Reservation) error {
 // Commit implements Ledger.
 func (l *MemLedger) Commit(ctx context.Context, id ids.RequestID) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("policy: commit %s: %w", id, err)
+		return errorf("commit %s: %w", id, err)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -250,7 +250,7 @@ func (l *MemLedger) Commit(ctx context.Context, id ids.RequestID) error {
 // signature exists.
 func (l *MemLedger) Release(ctx context.Context, id ids.RequestID) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("policy: release %s: %w", id, err)
+		return errorf("release %s: %w", id, err)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -288,7 +288,7 @@ func (l *MemLedger) dropLocked(id ids.RequestID, recs []*Record) {
 // Usage implements Ledger.
 func (l *MemLedger) Usage(ctx context.Context, bucket Bucket, window time.Duration, now time.Time) (Usage, error) {
 	if err := ctx.Err(); err != nil {
-		return Usage{}, fmt.Errorf("policy: usage %s: %w", bucket, err)
+		return Usage{}, errorf("usage %s: %w", bucket, err)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -298,7 +298,7 @@ func (l *MemLedger) Usage(ctx context.Context, bucket Bucket, window time.Durati
 // Prune implements Ledger.
 func (l *MemLedger) Prune(ctx context.Context, before time.Time) (int, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("policy: prune: %w", err)
+		return 0, errorf("prune: %w", err)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

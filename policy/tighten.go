@@ -30,11 +30,11 @@ var encodeJSON = json.Marshal
 func sameJSON(a, b any) (bool, error) {
 	x, err := encodeJSON(a)
 	if err != nil {
-		return false, fmt.Errorf("policy: encode for comparison: %w", err)
+		return false, errorf("encode for comparison: %w", err)
 	}
 	y, err := encodeJSON(b)
 	if err != nil {
-		return false, fmt.Errorf("policy: encode for comparison: %w", err)
+		return false, errorf("encode for comparison: %w", err)
 	}
 	return string(x) == string(y), nil
 }
@@ -153,7 +153,7 @@ func checkTightening(old, nw *Policy) error {
 		if o.verdict == Deny {
 			same, err := sameLimits(o, n)
 			if err != nil {
-				return fmt.Errorf("%w: deny rule %q: %v", ErrNotTightening, o.id, err)
+				return errorf("%w: deny rule %q: %v", ErrNotTightening, o.id, err)
 			}
 			if n.verdict != Deny || !same {
 				return fmt.Errorf("%w: deny rule %q changed", ErrNotTightening, o.id)
@@ -183,7 +183,7 @@ func checkTightening(old, nw *Policy) error {
 		}
 		same, err := sameLimits(o, n)
 		if err != nil {
-			return fmt.Errorf("%w: rule %q: %v", ErrNotTightening, o.id, err)
+			return errorf("%w: rule %q: %v", ErrNotTightening, o.id, err)
 		}
 		if narrowed || !same {
 			if err := fallthroughSafe(i); err != nil {
