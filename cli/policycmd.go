@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/big"
 	"os"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/custos-wallet/custos/agentauth"
 	"github.com/custos-wallet/custos/api"
+	"github.com/custos-wallet/custos/chain"
 	"github.com/custos-wallet/custos/client"
 	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/policy"
@@ -238,4 +240,39 @@ func printDryRun(w io.Writer, d *api.DryRun) {
 		}
 		fmt.Fprintf(w, "  %-5s %s: %s\n", mark, st.Rule, st.Detail)
 	}
+	for _, b := range d.Budgets {
+		fmt.Fprintf(w, "  budget    %s\n", describeBudget(b))
+	}
+}
+
+// describeBudget is one budget bucket for people: ether in ether, a
+// token in its base units (the policy names its decimals, not the dry
+// run).
+func describeBudget(b api.BudgetLeft) string {
+	asset, dec := "ETH", 18
+	if b.Asset != "native" {
+		asset, dec = b.Asset+" (base units)", 0
+	}
+	units := func(s string) string {
+		v, ok := new(big.Int).SetString(s, 10)
+		if !ok {
+			return s
+		}
+		return chain.FormatUnits(v, dec)
+	}
+	var parts []string
+	if b.Limit != "" {
+		parts = append(parts, fmt.Sprintf("%s of %s %s left (%s used)", units(b.Left), units(b.Limit), asset, units(b.Used)))
+	}
+	if b.CountLimit > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d requests used", b.CountUsed, b.CountLimit))
+	}
+	if len(parts) == 0 {
+		parts = append(parts, fmt.Sprintf("%s %s used", units(b.Used), asset))
+	}
+	s := fmt.Sprintf("rule %q: %s", b.Rule, strings.Join(parts, ", "))
+	if b.Window != "" {
+		s += " per " + b.Window
+	}
+	return s
 }
