@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"github.com/custos-wallet/custos/agent/x402/x402test"
 	"math/big"
 	"net/http"
 	"os"
@@ -106,11 +107,11 @@ func TestCLIPolicyShowAndDryRun(t *testing.T) {
 // a payee outside the policy is refused with nothing paid.
 func TestCLIAgentPay(t *testing.T) {
 	w := setup(t)
-	f := newFacilitator(t, &clock{})
-	bad := newResourceServer(t, f, 2, offer("1000", stranger, 60))
-	code, out, errs := w.runCLI(t, "agent", "pay", bad.url(), "--keys", w.hot.ID.String())
-	if code == 0 || bad.payments.Load() != 0 || !strings.Contains(errs, "policy allows none") {
-		t.Fatalf("agent pay to a stranger: exit %d payments %d\n%s%s", code, bad.payments.Load(), out, errs)
+	f := x402test.NewFacilitator(t, clock{}.Now)
+	bad := x402test.NewResourceServer(t, f, 2, offer("1000", stranger, 60))
+	code, out, errs := w.runCLI(t, "agent", "pay", bad.URL(), "--keys", w.hot.ID.String())
+	if code == 0 || bad.Payments.Load() != 0 || !strings.Contains(errs, "policy allows none") {
+		t.Fatalf("agent pay to a stranger: exit %d payments %d\n%s%s", code, bad.Payments.Load(), out, errs)
 	}
 }
 

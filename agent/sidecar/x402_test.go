@@ -3,6 +3,7 @@ package sidecar_test
 import (
 	"context"
 	"errors"
+	"github.com/custos-wallet/custos/agent/x402/x402test"
 	"io"
 	"net/http"
 	"strings"
@@ -54,17 +55,17 @@ func TestX402PaysUnderPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := newFacilitator(t, &clock{})
+	f := x402test.NewFacilitator(t, clock{}.Now)
 
 	// 0.01 USDC to payee1: paid once, resource served (budget used: 0.01).
-	rs := newResourceServer(t, f, 2, offer("10000", payee1, 60))
-	body, rc, err := fetch(t, payer, rs.url())
+	rs := x402test.NewResourceServer(t, f, 2, offer("10000", payee1, 60))
+	body, rc, err := fetch(t, payer, rs.URL())
 	if err != nil || body != "the resource" || rc == nil {
 		t.Fatalf("paid fetch: %q %v %+v", body, err, rc)
 	}
-	st := f.settledTransfers()
-	if len(st) != 1 || st[0].From != w.hot.Address || st[0].To != payee1 || st[0].Value.Int64() != 10000 || rs.payments.Load() != 1 {
-		t.Fatalf("settled %+v, payments %d", st, rs.payments.Load())
+	st := f.Settled()
+	if len(st) != 1 || st[0].From != w.hot.Address || st[0].To != payee1 || st[0].Value.Int64() != 10000 || rs.Payments.Load() != 1 {
+		t.Fatalf("settled %+v, payments %d", st, rs.Payments.Load())
 	}
 	if rc.Settlement == nil || !rc.Settlement.Success {
 		t.Fatalf("receipt settlement %+v", rc.Settlement)
@@ -72,11 +73,11 @@ func TestX402PaysUnderPolicy(t *testing.T) {
 
 	refused := func(name string, want error, text string, accepts ...map[string]any) {
 		t.Helper()
-		rs := newResourceServer(t, f, 2, accepts...)
-		before := len(f.settledTransfers())
-		_, rc, err := fetch(t, payer, rs.url())
-		if !errors.Is(err, want) || !strings.Contains(err.Error(), text) || rc != nil || rs.payments.Load() != 0 || len(f.settledTransfers()) != before {
-			t.Fatalf("%s: err %v (want %v mentioning %q) receipt %+v payments %d", name, err, want, text, rc, rs.payments.Load())
+		rs := x402test.NewResourceServer(t, f, 2, accepts...)
+		before := len(f.Settled())
+		_, rc, err := fetch(t, payer, rs.URL())
+		if !errors.Is(err, want) || !strings.Contains(err.Error(), text) || rc != nil || rs.Payments.Load() != 0 || len(f.Settled()) != before {
+			t.Fatalf("%s: err %v (want %v mentioning %q) receipt %+v payments %d", name, err, want, text, rc, rs.Payments.Load())
 		}
 	}
 	refused("over the cap", x402.ErrRefused, "exceeds amount_max", offer("10001", payee1, 60))
@@ -85,36 +86,36 @@ func TestX402PaysUnderPolicy(t *testing.T) {
 
 	// Several offers: the cheapest is to a stranger and one is over the
 	// cap; the one the policy allows is paid (budget used: 0.015).
-	multi := newResourceServer(t, f, 2, offer("1000", stranger, 60), offer("20000", payee2, 60), offer("5000", payee2, 60))
-	if _, rc, err := fetch(t, payer, multi.url()); err != nil || rc.Requirement.Index != 2 || rc.Requirement.PayTo != payee2 {
+	multi := x402test.NewResourceServer(t, f, 2, offer("1000", stranger, 60), offer("20000", payee2, 60), offer("5000", payee2, 60))
+	if _, rc, err := fetch(t, payer, multi.URL()); err != nil || rc.Requirement.Index != 2 || rc.Requirement.PayTo != payee2 {
 		t.Fatalf("multi-offer: %v %+v", err, rc)
 	}
 
 	// The MCP tool pays a 0.005 USDC resource (budget used: 0.02).
 	cs, _ := mcpSession(t, w, wl)
-	again := newResourceServer(t, f, 2, offer("5000", payee1, 60))
-	res, out := call(t, cs, "pay_x402", map[string]any{"url": again.url()})
+	again := x402test.NewResourceServer(t, f, 2, offer("5000", payee1, 60))
+	res, out := call(t, cs, "pay_x402", map[string]any{"url": again.URL()})
 	if res.IsError || out["paid"] != true || out["body"] != "the resource" || out["amount"] != "5000" {
 		t.Fatalf("pay_x402: %s %v", resultText(res), out)
 	}
 	// A second 402 for the same resource is paid again, within budget
 	// (0.025)...
-	if _, rc, err := fetch(t, payer, again.url()); err != nil || rc == nil {
+	if _, rc, err := fetch(t, payer, again.URL()); err != nil || rc == nil {
 		t.Fatalf("second payment within budget: %v", err)
 	}
-	if again.payments.Load() != 2 {
-		t.Fatalf("payments %d, want 2", again.payments.Load())
+	if again.Payments.Load() != 2 {
+		t.Fatalf("payments %d, want 2", again.Payments.Load())
 	}
 	// ...and a third is refused by the budget, with nothing signed.
-	_, rc, err = fetch(t, payer, again.url())
-	if !errors.Is(err, x402.ErrRefused) || rc != nil || again.payments.Load() != 2 || !strings.Contains(err.Error(), "budget") {
-		t.Fatalf("over budget: %v %+v payments %d", err, rc, again.payments.Load())
+	_, rc, err = fetch(t, payer, again.URL())
+	if !errors.Is(err, x402.ErrRefused) || rc != nil || again.Payments.Load() != 2 || !strings.Contains(err.Error(), "budget") {
+		t.Fatalf("over budget: %v %+v payments %d", err, rc, again.Payments.Load())
 	}
-	res, out = call(t, cs, "pay_x402", map[string]any{"url": again.url()})
+	res, out = call(t, cs, "pay_x402", map[string]any{"url": again.URL()})
 	if !res.IsError || out["paid"] != false || !strings.Contains(resultText(res), "budget") {
 		t.Fatalf("pay_x402 over budget: isError %v %s %v", res.IsError, resultText(res), out)
 	}
-	if n := len(f.settledTransfers()); n != 4 {
+	if n := len(f.Settled()); n != 4 {
 		t.Fatalf("%d transfers settled, want 4", n)
 	}
 }

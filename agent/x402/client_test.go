@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/custos-wallet/custos/agent/x402/x402test"
 	"io"
 	"math/big"
 	"net/http"
@@ -49,8 +50,8 @@ func limits() Limits {
 type env struct {
 	clock  *clock
 	signer *keySigner
-	fac    *facilitator
-	rs     *resourceServer
+	fac    *x402test.Facilitator
+	rs     *x402test.ResourceServer
 	client *Client
 }
 
@@ -59,8 +60,8 @@ type env struct {
 func setup(t *testing.T, version int, choose Chooser, accepts ...map[string]any) *env {
 	t.Helper()
 	e := &env{clock: newClock(), signer: newKeySigner(t)}
-	e.fac = newFacilitator(t, e.clock)
-	e.rs = newResourceServer(t, e.fac, version, accepts...)
+	e.fac = x402test.NewFacilitator(t, e.clock.Now)
+	e.rs = x402test.NewResourceServer(t, e.fac, version, accepts...)
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
 	var err error
@@ -73,7 +74,7 @@ func setup(t *testing.T, version int, choose Chooser, accepts ...map[string]any)
 
 func (e *env) get(t *testing.T) (*http.Response, *Receipt, error) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, e.rs.url(), nil)
+	req, err := http.NewRequest(http.MethodGet, e.rs.URL(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,10 +134,10 @@ func TestPaysOnceAndGetsResource(t *testing.T) {
 			if n := e.signer.calls.Load(); n != 1 {
 				t.Fatalf("signer called %d times, want 1", n)
 			}
-			if n := e.rs.payments.Load(); n != 1 {
+			if n := e.rs.Payments.Load(); n != 1 {
 				t.Fatalf("server saw %d payments, want 1", n)
 			}
-			got := e.fac.settledTransfers()
+			got := e.fac.Settled()
 			if len(got) != 1 {
 				t.Fatalf("facilitator settled %d transfers, want 1", len(got))
 			}
@@ -207,7 +208,7 @@ func TestRefusedWithoutSigning(t *testing.T) {
 			if n := e.signer.calls.Load(); n != 0 {
 				t.Fatalf("signer called %d times", n)
 			}
-			if n := e.rs.payments.Load(); n != 0 {
+			if n := e.rs.Payments.Load(); n != 0 {
 				t.Fatalf("server saw %d payments", n)
 			}
 		})
@@ -233,7 +234,7 @@ func TestCheapestAllowedIsChosen(t *testing.T) {
 	if v := e.signer.lastSigned(t).Message["value"]; v != "800" {
 		t.Fatalf("signed value %v, want 800", v)
 	}
-	if got := e.fac.settledTransfers(); len(got) != 1 || got[0].Value.Cmp(big.NewInt(800)) != 0 {
+	if got := e.fac.Settled(); len(got) != 1 || got[0].Value.Cmp(big.NewInt(800)) != 0 {
 		t.Fatalf("settled %+v", got)
 	}
 }
@@ -280,18 +281,18 @@ func TestSecond402IsNotPaidAgain(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := setup(t, tc.version, Cap(limits()), tc.offer)
-			e.rs.always402 = true
+			e.rs.Always402 = true
 			resp, rec, err := e.get(t)
 			if !errors.Is(err, ErrPaidButRefused) || resp != nil {
 				t.Fatalf("err %v, resp %v", err, resp)
 			}
-			if !strings.Contains(err.Error(), e.rs.url()) || !strings.Contains(err.Error(), `"pay again"`) {
+			if !strings.Contains(err.Error(), e.rs.URL()) || !strings.Contains(err.Error(), `"pay again"`) {
 				t.Fatalf("error does not name the resource and the server's reason: %v", err)
 			}
 			if rec == nil || rec.Signature == nil {
 				t.Fatal("no receipt for the authorization the server holds")
 			}
-			if s, p := e.signer.calls.Load(), e.rs.payments.Load(); s != 1 || p != 1 {
+			if s, p := e.signer.calls.Load(), e.rs.Payments.Load(); s != 1 || p != 1 {
 				t.Fatalf("signed %d, sent %d payments; want 1 and 1", s, p)
 			}
 		})
@@ -334,11 +335,11 @@ func TestLaterCallPaysAgainWithFreshNonce(t *testing.T) {
 		seen[rec.Transfer.Nonce] = true
 		last = rec
 	}
-	if got := e.fac.settledTransfers(); len(got) != 3 {
+	if got := e.fac.Settled(); len(got) != 3 {
 		t.Fatalf("settled %d, want 3", len(got))
 	}
 	// Replay the last payment header by hand.
-	o := &offer{v2: &PaymentRequired{X402Version: 2, Resource: &ResourceInfo{URL: e.rs.url()}}}
+	o := &offer{v2: &PaymentRequired{X402Version: 2, Resource: &ResourceInfo{URL: e.rs.URL()}}}
 	js := mustJSON(t, offerV2("10", vendor, 60))
 	var pr PaymentRequirements
 	if err := decodeJSON(js, &pr); err != nil {
@@ -349,7 +350,7 @@ func TestLaterCallPaysAgainWithFreshNonce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest(http.MethodGet, e.rs.url(), nil)
+	req, _ := http.NewRequest(http.MethodGet, e.rs.URL(), nil)
 	req.Header.Set(HeaderPaymentSignature, h)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -366,7 +367,7 @@ func TestRequestBodyIsReplayed(t *testing.T) {
 	e := setup(t, 2, Cap(limits()), offerV2("10", vendor, 60))
 	const body = `{"query":"latest market data"}`
 	// A plain reader has no GetBody: the client buffers it.
-	req, _ := http.NewRequest(http.MethodPost, e.rs.url(), io.NopCloser(strings.NewReader(body)))
+	req, _ := http.NewRequest(http.MethodPost, e.rs.URL(), io.NopCloser(strings.NewReader(body)))
 	req.GetBody = nil
 	resp, _, err := e.client.Do(context.Background(), req)
 	if err != nil {
@@ -374,13 +375,13 @@ func TestRequestBodyIsReplayed(t *testing.T) {
 	}
 	resp.Body.Close()
 	// strings.Reader gets a GetBody from NewRequest.
-	req, _ = http.NewRequest(http.MethodPost, e.rs.url(), strings.NewReader(body))
+	req, _ = http.NewRequest(http.MethodPost, e.rs.URL(), strings.NewReader(body))
 	resp, _, err = e.client.Do(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	got := e.rs.seenBodies()
+	got := e.rs.Bodies()
 	if len(got) != 4 {
 		t.Fatalf("server saw %d requests, want 4", len(got))
 	}
@@ -394,12 +395,12 @@ func TestRequestBodyIsReplayed(t *testing.T) {
 func TestRequestBodyOverLimit(t *testing.T) {
 	e := setup(t, 2, Cap(limits()), offerV2("10", vendor, 60))
 	e.client.cfg.MaxRequestBody = 8
-	req, _ := http.NewRequest(http.MethodPost, e.rs.url(), io.NopCloser(strings.NewReader("123456789")))
+	req, _ := http.NewRequest(http.MethodPost, e.rs.URL(), io.NopCloser(strings.NewReader("123456789")))
 	req.GetBody = nil
 	if _, _, err := e.client.Do(context.Background(), req); !errors.Is(err, ErrRequestBodyTooLarge) {
 		t.Fatalf("err %v", err)
 	}
-	if n := len(e.rs.seenBodies()); n != 0 {
+	if n := len(e.rs.Bodies()); n != 0 {
 		t.Fatalf("server saw %d requests", n)
 	}
 }
@@ -446,7 +447,7 @@ func TestSignatureMustRecoverToPayer(t *testing.T) {
 	if !errors.Is(err, ErrBadSignature) || rec != nil {
 		t.Fatalf("err %v", err)
 	}
-	if e.rs.payments.Load() != 0 {
+	if e.rs.Payments.Load() != 0 {
 		t.Fatal("a bad signature was sent")
 	}
 }
@@ -460,7 +461,7 @@ func TestWindowRunsOutWhileSigning(t *testing.T) {
 	if !errors.Is(err, ErrWindow) || !strings.Contains(err.Error(), "after signing") {
 		t.Fatalf("err %v", err)
 	}
-	if e.rs.payments.Load() != 0 {
+	if e.rs.Payments.Load() != 0 {
 		t.Fatal("an expiring authorization was sent")
 	}
 }
@@ -479,7 +480,7 @@ func TestPaidRetryFollowsNoRedirect(t *testing.T) {
 			http.Redirect(w, r, elsewhere.URL, http.StatusTemporaryRedirect)
 			return
 		}
-		e.rs.serve(w, r)
+		e.rs.ServeHTTP(w, r)
 	}))
 	defer redirecting.Close()
 	req, _ := http.NewRequest(http.MethodGet, redirecting.URL, nil)
@@ -495,7 +496,7 @@ func TestPaidRetryFollowsNoRedirect(t *testing.T) {
 
 func TestPaymentHeaderAlreadySet(t *testing.T) {
 	e := setup(t, 2, Cap(limits()), offerV2("10", vendor, 60))
-	req, _ := http.NewRequest(http.MethodGet, e.rs.url(), nil)
+	req, _ := http.NewRequest(http.MethodGet, e.rs.URL(), nil)
 	req.Header.Set(HeaderPaymentV1, "x")
 	if _, _, err := e.client.Do(context.Background(), req); err == nil || !strings.Contains(err.Error(), "already carries") {
 		t.Fatalf("err %v", err)
