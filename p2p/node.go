@@ -439,6 +439,8 @@ func (n *Node) warn(p peer.ID, reason, msg string, args ...any) {
 	}
 }
 
+// limitsLocked returns the read rate limits of p, made on first use. n.mu
+// is held.
 func (n *Node) limitsLocked(p peer.ID) *peerLimits {
 	l := n.limits[p]
 	if l == nil {

@@ -233,9 +233,8 @@ func (b *pendingBuffer) stats() (sessions, frames, bytes int) {
 	return len(b.sessions), frames, b.bytes
 }
 
-// reportExpiredLocked counts and logs the pending sessions that expired.
-// n.mu is held.
-func (n *Node) reportExpiredLocked(expired []expiredSession) {
+// reportExpired counts and logs the pending sessions that expired.
+func (n *Node) reportExpired(expired []expiredSession) {
 	for _, e := range expired {
 		for range e.frames {
 			n.counters.drop(DropExpired)
@@ -249,7 +248,7 @@ func (n *Node) reportExpiredLocked(expired []expiredSession) {
 func (n *Node) bufferLocked(f *Frame, size int) {
 	members := n.peers.Load().members
 	drop, expired := n.pending.add(f, size, time.Now(), len(members), members[f.From] != nil)
-	n.reportExpiredLocked(expired)
+	n.reportExpired(expired)
 	if drop != nil {
 		n.applyDrop(*drop)
 	}
@@ -257,7 +256,7 @@ func (n *Node) bufferLocked(f *Frame, size int) {
 
 // expireLocked drops what the pre-open buffer holds past its time. n.mu is
 // held.
-func (n *Node) expireLocked(now time.Time) { n.reportExpiredLocked(n.pending.expire(now)) }
+func (n *Node) expireLocked(now time.Time) { n.reportExpired(n.pending.expire(now)) }
 
 // PendingStats reports the frames and bytes buffered for unopened sessions.
 func (n *Node) PendingStats() (sessions, frames, bytes int) {
