@@ -52,6 +52,17 @@
 //     held broadcasts; per-peer frame and byte rate limits on reading; and
 //     rate-limited logs of drops.
 //
+// # Shape
+//
+// The broadcast logic of a session (echoes, ordering, duplicates,
+// equivocation, queue shares) is a state machine without locks, goroutines
+// or clocks (machine.go): it is stepped with verified frames and returns
+// actions (deliver, echo, hold, drop, end) that the session carries out in
+// order. Frames for sessions not open yet wait in a pre-open buffer that
+// takes the time as an input (pending.go). Locks, channels, streams and
+// goroutines live in the layer around them (session.go, node.go, out.go).
+// Methods named ...Locked are called with Node.mu held.
+//
 // # Delivery and the equivocation window
 //
 // Broadcasts are delivered to the engine as soon as they arrive in sequence

@@ -226,7 +226,7 @@ func (fl *faultyLinks) stop() {
 	fl.wg.Wait()
 }
 
-func (fl *faultyLinks) hook() *sendHook {
+func (fl *faultyLinks) hook() sendHook {
 	h := sendHook(func(to peer.ID, f *Frame, write func([]byte) error) error {
 		raw := f.Encode()
 		fl.mu.Lock()
@@ -257,7 +257,7 @@ func (fl *faultyLinks) hook() *sendHook {
 		}
 		return write(raw)
 	})
-	return &h
+	return h
 }
 
 func (fl *faultyLinks) later(d time.Duration, write func([]byte) error, raw []byte) {
@@ -272,11 +272,11 @@ func TestSignWithDuplicatedReorderedDelayedFrames(t *testing.T) {
 	memberIDs := c.ids()
 	var fl faultyLinks
 	for _, i := range []int{0, 2} {
-		c.nodes[i].hook.Store(fl.hook())
+		c.nodes[i].tap.set(fl.hook())
 	}
 	defer func() {
 		for _, i := range []int{0, 2} {
-			c.nodes[i].hook.Store(nil)
+			c.nodes[i].tap.set(nil)
 		}
 		fl.stop()
 	}()
@@ -307,7 +307,7 @@ func TestMemberStopsMidSession(t *testing.T) {
 		}
 		return write(f.Encode())
 	})
-	victim.hook.Store(&h)
+	victim.tap.set(h)
 	// Long enough that honest members do not time out on each other on a
 	// loaded machine; the bound below is loose for the same reason.
 	const idle = 5 * time.Second
@@ -365,8 +365,8 @@ func TestEquivocatingSignerNamed(t *testing.T) {
 		}
 		return write(g.Encode())
 	})
-	liar.hook.Store(&h)
-	defer liar.hook.Store(nil)
+	liar.tap.set(h)
+	defer liar.tap.set(nil)
 	// B and C detect the equivocation at once; the idle timeout only ends
 	// the liar's own session, and is long so that a loaded machine does not
 	// make honest members time out before the detection.

@@ -3,15 +3,19 @@ package p2p
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"go.uber.org/goleak"
@@ -33,15 +37,21 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer is a log sink that tests can read while nodes write to it.
+// syncBuffer is a log sink that tests can read, and wait on, while nodes
+// write to it.
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{} // closed (and replaced) on every write
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
 	return s.b.Write(p)
 }
 
@@ -51,6 +61,36 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// count returns how many times substr occurs in the log, and a channel
+// closed at the next write.
+func (s *syncBuffer) count(substr string) (int, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.changed == nil {
+		s.changed = make(chan struct{})
+	}
+	return strings.Count(s.b.String(), substr), s.changed
+}
+
+// waitLog waits until the node has logged substr at least n times. Nodes
+// count a drop or a refusal before they log it, so the count holds by then.
+// The time limit only keeps a broken test from hanging.
+func (t *testNode) waitLog(tb testing.TB, substr string, n int) {
+	tb.Helper()
+	limit := time.After(20 * time.Second)
+	for {
+		got, changed := t.logs.count(substr)
+		if got >= n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-limit:
+			tb.Fatalf("the node logged %q %d times, waited for %d", substr, got, n)
+		}
+	}
+}
+
 // testNode is one member host with what a test needs to restart it.
 type testNode struct {
 	*Node
@@ -58,6 +98,7 @@ type testNode struct {
 	key      crypto.PrivKey
 	logs     *syncBuffer
 	sessions SessionRegistry // kept across restarts, as a node's store is
+	tap      *tap            // faults on the frames it writes (see tap_test.go)
 }
 
 // cluster is a set of member nodes on loopback that know each other.
@@ -134,7 +175,8 @@ func (c *cluster) start(tb testing.TB, i int, tune func(*Config)) {
 	if tune != nil {
 		tune(&cfg)
 	}
-	node, err := New(cfg)
+	t.tap = new(tap)
+	node, err := newNode(cfg, t.tap.wrap)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -195,25 +237,97 @@ func recv(tb testing.TB, conn tss.Conn, within time.Duration) tss.Incoming {
 	return tss.Incoming{}
 }
 
-// expectNone checks that conn yields no message for a while.
-func expectNone(tb testing.TB, conn tss.Conn, within time.Duration) {
+// expectDrained checks that conn holds no message for the engine: none
+// queued, none in the pump's hands. Callers first make sure that every
+// frame they sent was handled (syncPeers, syncRaw), so that no message can
+// still be on its way.
+func expectDrained(tb testing.TB, conn tss.Conn) {
 	tb.Helper()
+	s := sessionOf(conn)
+	s.mu.Lock()
+	queued, n := s.m.queued, len(s.queue)
+	s.mu.Unlock()
+	if queued != 0 || n != 0 {
+		tb.Fatalf("session holds %d messages for the engine (%d queued)", queued, n)
+	}
 	select {
 	case m := <-conn.Incoming():
 		tb.Fatalf("unexpected message from %s: %q", m.From, m.Payload)
-	case <-time.After(within):
+	default:
 	}
 }
 
-// waitFor polls cond until it holds or the time is up.
-func waitFor(tb testing.TB, within time.Duration, what string, cond func() bool) {
+// syncPeers returns once every frame that from queued for to before the
+// call has been handled at to: it sends a frame of a new session of the
+// two over the same outbound queue and stream, and waits for it at to,
+// which reads that stream in order.
+func syncPeers(tb testing.TB, from, to *testNode) {
 	tb.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
+	sid := ids.NewSessionID()
+	members := []ids.MemberID{from.Self(), to.Self()}
+	cf, err := from.Open(context.Background(), sid, members)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer cf.Close(nil)
+	ct, err := to.Open(context.Background(), sid, members)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ct.Close(nil)
+	if err := cf.Send(context.Background(), to.Self(), []byte("sync")); err != nil {
+		tb.Fatal(err)
+	}
+	if m := recv(tb, ct, 20*time.Second); string(m.Payload) != "sync" {
+		tb.Fatalf("sync got %q", m.Payload)
+	}
+}
+
+// syncRaw returns once every frame written on s, a raw session stream
+// from from to to, has been handled at to, in the same way as syncPeers.
+func syncRaw(tb testing.TB, s network.Stream, from, to *testNode) {
+	tb.Helper()
+	sid := ids.NewSessionID()
+	ct, err := to.Open(context.Background(), sid, []ids.MemberID{from.Self(), to.Self()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ct.Close(nil)
+	f := &Frame{Kind: KindDirect, Session: sid, Seq: 1, From: from.ID(), To: to.ID(), Payload: []byte("sync")}
+	if err := f.Sign(from.key); err != nil {
+		tb.Fatal(err)
+	}
+	raw := f.Encode()
+	if _, err := s.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(raw))), raw...)); err != nil {
+		tb.Fatal(err)
+	}
+	if m := recv(tb, ct, 20*time.Second); string(m.Payload) != "sync" {
+		tb.Fatalf("sync got %q", m.Payload)
+	}
+}
+
+// waitDisconnected waits until h has no connection to p, checking again at
+// every disconnection h reports.
+func waitDisconnected(tb testing.TB, h host.Host, p peer.ID) {
+	tb.Helper()
+	gone := make(chan struct{}, 1)
+	nb := &network.NotifyBundle{DisconnectedF: func(_ network.Network, c network.Conn) {
+		if c.RemotePeer() == p {
+			select {
+			case gone <- struct{}{}:
+			default:
+			}
 		}
-		time.Sleep(10 * time.Millisecond)
+	}}
+	h.Network().Notify(nb)
+	defer h.Network().StopNotify(nb)
+	limit := time.After(20 * time.Second)
+	for len(h.Network().ConnsToPeer(p)) > 0 {
+		select {
+		case <-gone:
+		case <-limit:
+			tb.Fatalf("%d connections to %s remain", len(h.Network().ConnsToPeer(p)), p)
+		}
 	}
 }
 

@@ -52,27 +52,15 @@ type Node struct {
 	peers atomic.Pointer[peerSet]
 	setMu sync.Mutex
 
-	// hook, if set, replaces the write of each outbound frame (tests only).
-	hook atomic.Pointer[sendHook]
-	// onReplay, if set, runs after each frame Open replays (tests only).
-	onReplay func()
-
-	mu              sync.Mutex
-	closed          bool                             // guarded by mu
-	sessions        map[ids.SessionID]*session       // guarded by mu
-	pending         map[ids.SessionID]*pendingSess   // guarded by mu
-	pendingN        int                              // bytes in pending, guarded by mu
-	pendingBySender map[peer.ID]senderPending        // each sender's use of pending, guarded by mu
-	ended           map[ids.SessionID]time.Time      // recently closed sessions, guarded by mu
-	limits          map[peer.ID]*peerLimits          // guarded by mu
-	inbound         map[network.Stream]inboundStream // guarded by mu
-	protocols       map[protocol.ID]bool             // request protocols registered, guarded by mu
+	// Methods whose names end in Locked are called with mu held.
+	mu        sync.Mutex
+	closed    bool                             // guarded by mu
+	sessions  map[ids.SessionID]*session       // guarded by mu
+	pending   pendingBuffer                    // frames of sessions not open yet, sessions ended lately; guarded by mu
+	limits    map[peer.ID]*peerLimits          // guarded by mu
+	inbound   map[network.Stream]inboundStream // guarded by mu
+	protocols map[protocol.ID]bool             // request protocols registered, guarded by mu
 }
-
-// sendHook receives every outbound frame with the function that writes it.
-// It runs on the peer's writer goroutine; write may also be called later
-// from another goroutine.
-type sendHook func(to peer.ID, f *Frame, write func(raw []byte) error) error
 
 type peerLimits struct {
 	frames *rate.Limiter
@@ -83,7 +71,11 @@ var _ tss.Transport = (*Node)(nil)
 
 // New starts a node: a libp2p host listening on cfg.ListenAddrs that talks
 // to cfg.Members only.
-func New(cfg Config) (*Node, error) {
+func New(cfg Config) (*Node, error) { return newNode(cfg, nil) }
+
+// newNode is New with the libp2p host passed through wrap, if set: tests
+// put a fault-injecting host around the real one there.
+func newNode(cfg Config, wrap func(host.Host) host.Host) (*Node, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -98,20 +90,18 @@ func New(cfg Config) (*Node, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
-		cfg:             cfg,
-		key:             cfg.Identity,
-		self:            self,
-		log:             cfg.Logger.With("node", self.String()),
-		counters:        new(Counters),
-		ctx:             ctx,
-		cancel:          cancel,
-		sessions:        make(map[ids.SessionID]*session),
-		pending:         make(map[ids.SessionID]*pendingSess),
-		pendingBySender: make(map[peer.ID]senderPending),
-		ended:           make(map[ids.SessionID]time.Time),
-		limits:          make(map[peer.ID]*peerLimits),
-		inbound:         make(map[network.Stream]inboundStream),
-		protocols:       make(map[protocol.ID]bool),
+		cfg:       cfg,
+		key:       cfg.Identity,
+		self:      self,
+		log:       cfg.Logger.With("node", self.String()),
+		counters:  new(Counters),
+		ctx:       ctx,
+		cancel:    cancel,
+		sessions:  make(map[ids.SessionID]*session),
+		pending:   newPendingBuffer(cfg),
+		limits:    make(map[peer.ID]*peerLimits),
+		inbound:   make(map[network.Stream]inboundStream),
+		protocols: make(map[protocol.ID]bool),
 	}
 	initial := &peerSet{members: make(map[peer.ID]*peerOut), coordinators: make(map[peer.ID]bool)}
 	for p, k := range kinds {
@@ -152,6 +142,9 @@ func New(cfg Config) (*Node, error) {
 			cfg.Registerer.Unregister(n.counters)
 		}
 		return nil, fmt.Errorf("p2p: start host: %w", err)
+	}
+	if wrap != nil {
+		h = wrap(h)
 	}
 	n.host = h
 	for _, m := range append(append([]Member(nil), cfg.Members...), cfg.Coordinators...) {
@@ -276,9 +269,6 @@ func (n *Node) Open(ctx context.Context, id ids.SessionID, members []ids.MemberI
 		shutCh:   make(chan struct{}),
 		notify:   make(chan struct{}, 1),
 		out:      make(map[peer.ID]*peerOut, len(members)),
-		direct:   make(map[seqKey]*Frame),
-		bcast:    make(map[seqKey]*bcastRecord),
-		senders:  make(map[peer.ID]*senderState),
 	}
 	hasSelf := false
 	for _, m := range members {
@@ -300,7 +290,6 @@ func (n *Node) Open(ctx context.Context, id ids.SessionID, members []ids.MemberI
 		}
 		s.members[p] = true
 		s.others = append(s.others, p)
-		s.senders[p] = &senderState{next: 1, held: make(map[uint64]heldFrame)}
 	}
 	if !hasSelf {
 		return nil, fmt.Errorf("p2p: open %s: this node %s is not among the members", id, n.self)
@@ -310,10 +299,11 @@ func (n *Node) Open(ctx context.Context, id ids.SessionID, members []ids.MemberI
 	if err := s.attach(n.peers.Load()); err != nil {
 		return nil, fmt.Errorf("p2p: open %s: %w", id, err)
 	}
-	if k := len(s.others); k > 0 {
-		s.shareFrames = max(n.cfg.SessionQueue/k, 1)
-		s.shareBytes = max(n.cfg.SessionQueueBytes/k, n.cfg.MaxFrameSize)
-	}
+	s.m = newMachine(machineConfig{
+		session: id, self: n.self, key: n.key, others: s.others,
+		window: n.cfg.BroadcastWindow, slots: n.cfg.SessionSlots,
+		queueFrames: n.cfg.SessionQueue, queueBytes: n.cfg.SessionQueueBytes, maxFrameSize: n.cfg.MaxFrameSize,
+	})
 	if err := n.cfg.Sessions.Claim(ctx, id); err != nil {
 		return nil, fmt.Errorf("p2p: open %s: %w", id, err)
 	}
@@ -329,7 +319,7 @@ func (n *Node) Open(ctx context.Context, id ids.SessionID, members []ids.MemberI
 	case n.sessions[id] != nil:
 		n.mu.Unlock()
 		return nil, fmt.Errorf("p2p: open %s: session is already open", id)
-	case !n.ended[id].IsZero():
+	case n.pending.hasEnded(id):
 		n.mu.Unlock()
 		return nil, fmt.Errorf("p2p: open %s: session has already ended here; session ids must not be reused", id)
 	}
@@ -340,20 +330,12 @@ func (n *Node) Open(ctx context.Context, id ids.SessionID, members []ids.MemberI
 		return nil, fmt.Errorf("p2p: open %s: %w", id, err)
 	}
 	n.sessions[id] = s
-	early := n.pending[id]
-	if early != nil {
-		n.dropPendingLocked(id, early)
-	}
+	early := n.pending.take(id)
 	n.wg.Add(1)
 	n.mu.Unlock()
 	go s.pump()
-	if early != nil {
-		for _, pf := range early.frames {
-			s.handleLocked(pf.f, pf.size)
-			if n.onReplay != nil {
-				n.onReplay()
-			}
-		}
+	for _, pf := range early {
+		s.process(pf.f, pf.size)
 	}
 	return s, nil
 }
@@ -365,7 +347,7 @@ func (n *Node) endSession(s *session) {
 	defer n.mu.Unlock()
 	if n.sessions[s.id] == s {
 		delete(n.sessions, s.id)
-		n.ended[s.id] = time.Now()
+		n.pending.end(s.id, time.Now())
 	}
 }
 
@@ -457,6 +439,8 @@ func (n *Node) warn(p peer.ID, reason, msg string, args ...any) {
 	}
 }
 
+// limitsLocked returns the read rate limits of p, made on first use. n.mu
+// is held.
 func (n *Node) limitsLocked(p peer.ID) *peerLimits {
 	l := n.limits[p]
 	if l == nil {

@@ -47,7 +47,7 @@ type peerOut struct {
 	bytes int           // guarded by mu; encoded bytes in queue
 	room  chan struct{} // guarded by mu; closed (and replaced) when the queue shrinks
 
-	smu       sync.Mutex     // serialises writes on s (the writer, and test hooks that write later)
+	smu       sync.Mutex     // serialises writes on s
 	s         network.Stream // guarded by smu
 	downUntil time.Time      // guarded by smu; no stream open attempt before then
 	retry     bool           // guarded by smu; the next open clears the swarm's dial backoff
@@ -190,13 +190,7 @@ func (o *peerOut) run() {
 			o.n.counters.Unsent.Add(1)
 			continue
 		}
-		var err error
-		if h := o.n.hook.Load(); h != nil {
-			err = (*h)(o.to, it.f, o.write)
-		} else {
-			err = o.write(it.raw)
-		}
-		if err != nil {
+		if err := o.write(it.raw); err != nil {
 			o.n.counters.Unsent.Add(1)
 			if o.ctx.Err() == nil && o.n.logs.allow(o.to, "unsent") {
 				o.n.log.Warn("p2p: could not send to member", "peer", o.to.String(), "frame", it.f.Describe(), "err", err)

@@ -134,7 +134,9 @@ func (n *Node) SetPeers(members, coordinators []Member) error {
 		if next.members[p] == nil {
 			removed = append(removed, o)
 			delete(n.limits, p)
-			n.dropPendingFromLocked(p)
+			for range n.pending.dropFrom(p) {
+				n.counters.drop(DropNotMember)
+			}
 		}
 	}
 	n.peers.Store(next)

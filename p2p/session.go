@@ -17,7 +17,11 @@ import (
 // frameOverhead bounds the bytes a frame adds to its payload.
 const frameOverhead = 3 + 16 + 8 + 3*10 + 2*maxIDLen + maxSigLen
 
-// session is one node's end of one session. It implements tss.Conn.
+// session is one node's end of one session. It implements tss.Conn. It is
+// the layer around the session machine (machine.go): it owns the locks,
+// the channel to the engine, the pump that feeds it and the outbound
+// queues, steps the machine with each received frame and carries out the
+// actions it returns.
 type session struct {
 	n        *Node
 	id       ids.SessionID
@@ -29,12 +33,10 @@ type session struct {
 	shutCh   chan struct{} // closed by Close: stops the pump
 	notify   chan struct{} // wakes the pump
 
-	// Each other member's share of the queue (fixed at Open).
-	shareFrames, shareBytes int
-
-	// hmu serialises the handling of received frames: Open holds it while
-	// it replays the frames buffered before Open, so they come first.
-	// Handling never waits on the network, so holding it is cheap.
+	// hmu serialises the handling of received frames, from the step of the
+	// machine to the last of its actions: Open holds it while it replays
+	// the frames buffered before Open, so they come first. Handling never
+	// waits on the network, so holding it is cheap.
 	hmu sync.Mutex
 
 	// echoLost is set (under the peer queue's lock) to the member an echo
@@ -42,23 +44,12 @@ type session struct {
 	// the session may then be queued, or it would overtake the lost echo.
 	echoLost atomic.Pointer[peer.ID]
 
-	mu        sync.Mutex
-	err       error                    // guarded by mu; set once, with done closed
-	shutDown  bool                     // guarded by mu
-	shutAt    time.Time                // guarded by mu; when shutDown was set
-	queue     []queued                 // guarded by mu; received, not yet read
-	qBytes    int                      // guarded by mu; bytes in queue
-	senders   map[peer.ID]*senderState // guarded by mu; one per other member
-	seqDirect uint64                   // guarded by mu
-	seqBcast  uint64                   // guarded by mu
-	seqEcho   uint64                   // guarded by mu
-	direct    map[seqKey]*Frame        // guarded by mu; direct frames seen, header only
-	bcast     map[seqKey]*bcastRecord  // guarded by mu; broadcasts seen directly or by echo
-}
-
-type seqKey struct {
-	from peer.ID
-	seq  uint64
+	mu       sync.Mutex
+	m        *machine  // guarded by mu
+	err      error     // guarded by mu; set once, with done closed
+	shutDown bool      // guarded by mu
+	shutAt   time.Time // guarded by mu; when shutDown was set
+	queue    []queued  // guarded by mu; delivered by the machine, not yet read
 }
 
 // queued is a message for the engine with what it costs its sender's share.
@@ -66,26 +57,6 @@ type queued struct {
 	m    tss.Incoming
 	from peer.ID
 	size int
-}
-
-// senderState is what a session keeps per other member.
-type senderState struct {
-	next         uint64               // its next broadcast to deliver
-	held         map[uint64]heldFrame // broadcasts received ahead of next
-	heldBytes    int
-	queuedFrames int // its messages in the queue
-	queuedBytes  int
-}
-
-type heldFrame struct {
-	f    *Frame
-	size int
-}
-
-// bcastRecord is what this node knows of one broadcast slot.
-type bcastRecord struct {
-	first    *Frame // header only: the first validly signed version seen
-	received bool   // received directly (held or delivered)
 }
 
 var _ tss.Conn = (*session)(nil)
@@ -128,16 +99,6 @@ func (s *session) Err() error {
 	return s.err
 }
 
-// usableLocked returns why the session cannot send, or nil. After the
-// transport ended the session, sends are dropped without an error: Done and
-// Err report the reason, with its culprits, to the engine.
-func (s *session) usableLocked() error {
-	if s.shutDown {
-		return fmt.Errorf("p2p: session %s: %w", s.id, ErrClosed)
-	}
-	return nil
-}
-
 func (s *session) checkPayload(payload []byte) error {
 	if len(payload)+frameOverhead > s.n.cfg.MaxFrameSize {
 		return fmt.Errorf("p2p: session %s: payload of %d bytes exceeds the frame limit %d", s.id, len(payload), s.n.cfg.MaxFrameSize)
@@ -177,18 +138,17 @@ func (s *session) Send(ctx context.Context, to ids.MemberID, payload []byte) err
 // why).
 func (s *session) nextFrame(kind Kind, to peer.ID, payload []byte) (*Frame, error) {
 	s.mu.Lock()
-	if err := s.usableLocked(); err != nil || s.err != nil {
+	if s.shutDown {
 		s.mu.Unlock()
-		return nil, err
+		return nil, fmt.Errorf("p2p: session %s: %w", s.id, ErrClosed)
 	}
-	f := &Frame{Kind: kind, Session: s.id, From: s.n.self, To: to, Payload: payload}
-	if kind == KindDirect {
-		s.seqDirect++
-		f.Seq = s.seqDirect
-	} else {
-		s.seqBcast++
-		f.Seq = s.seqBcast
+	if s.err != nil {
+		// The transport ended the session: sends are dropped without an
+		// error; Done and Err report the reason, with its culprits.
+		s.mu.Unlock()
+		return nil, nil
 	}
+	f := s.m.next(kind, to, payload)
 	s.mu.Unlock()
 	if err := f.Sign(s.n.key); err != nil {
 		return nil, err
@@ -313,10 +273,7 @@ func (s *session) shut() {
 		s.shutDown = true
 		s.shutAt = time.Now()
 		s.queue = nil
-		s.qBytes = 0
-		for _, st := range s.senders {
-			*st = senderState{}
-		}
+		s.m.shut()
 		close(s.shutCh)
 	}
 }
@@ -345,6 +302,7 @@ func (s *session) fail(err error) {
 		return
 	}
 	s.err = err
+	s.m.end()
 	close(s.done)
 	s.mu.Unlock()
 	s.n.log.Error("p2p: session ended by the transport", "session", s.id, "err", err)
@@ -360,11 +318,6 @@ func (s *session) pump() {
 			q := s.queue[0]
 			s.queue[0] = queued{}
 			s.queue = s.queue[1:]
-			s.qBytes -= q.size
-			if st := s.senders[q.from]; st != nil {
-				st.queuedFrames--
-				st.queuedBytes -= q.size
-			}
 			s.mu.Unlock()
 			select {
 			case s.incoming <- q.m:
@@ -372,6 +325,11 @@ func (s *session) pump() {
 			case <-s.shutCh:
 				return
 			}
+			// Counted against its sender until the engine has it, the
+			// message in hand included.
+			s.mu.Lock()
+			s.m.read(q.from, q.size)
+			s.mu.Unlock()
 			continue
 		}
 		s.mu.Unlock()
@@ -383,220 +341,58 @@ func (s *session) pump() {
 	}
 }
 
-// roomLocked reports whether the sender's share of the queue (with its held
-// broadcasts) and the whole queue can take size more bytes.
-func (s *session) roomLocked(st *senderState, size int) bool {
-	return st.queuedFrames+len(st.held) < s.shareFrames &&
-		st.queuedBytes+st.heldBytes+size <= s.shareBytes &&
-		len(s.queue) < s.n.cfg.SessionQueue &&
-		s.qBytes+size <= s.n.cfg.SessionQueueBytes
-}
-
-// nextRoomLocked reports whether the sender's next expected broadcast fits:
-// its queued messages, not counting its held broadcasts, are within its
-// share. Otherwise held broadcasts could fill the share and keep out the
-// one broadcast that releases them, stalling the sender for good. With it,
-// a sender's queued and held messages stay within its share plus
-// BroadcastWindow frames and twice its share of bytes.
-func (s *session) nextRoomLocked(st *senderState, size int) bool {
-	return st.queuedFrames < s.shareFrames && st.queuedBytes+size <= s.shareBytes
-}
-
-// enqueueLocked hands f's payload to the pump. The caller checked room.
-func (s *session) enqueueLocked(st *senderState, f *Frame, size int) {
-	m := tss.Incoming{From: ids.MemberID(f.From.String()), Broadcast: f.Kind == KindBroadcast, Payload: f.Payload}
-	s.queue = append(s.queue, queued{m: m, from: f.From, size: size})
-	s.qBytes += size
-	st.queuedFrames++
-	st.queuedBytes += size
-	select {
-	case s.notify <- struct{}{}:
-	default:
-	}
-}
-
-func (s *session) queueFullLocked(f *Frame) {
-	s.n.dropWarn(DropQueueFull, f.From, "p2p: dropped message: the engine is not reading, or the sender floods", "session", s.id, "frame", f.Describe())
-}
-
 // handle takes one verified frame (sender authenticated and checked against
 // the signature) for this session; size is its length on the wire.
 func (s *session) handle(f *Frame, size int) {
 	s.hmu.Lock()
 	defer s.hmu.Unlock()
-	s.handleLocked(f, size)
+	s.process(f, size)
 }
 
-// handleLocked is handle with s.hmu held.
-func (s *session) handleLocked(f *Frame, size int) {
-	if !s.members[f.From] {
-		s.n.dropWarn(DropNotMember, f.From, "p2p: dropped frame from a non-member of the session", "frame", f.Describe())
-		return
-	}
-	// An echo's own number is not used (handleEcho goes by the inner
-	// frame's slot, which it bounds): our echo count grows with the
-	// broadcasts received from everyone, so a cap on it would let a member
-	// push our echoes over it and hide an equivocation.
-	if f.Kind != KindEcho && f.Seq > s.n.cfg.SessionSlots {
-		s.n.dropWarn(DropSeqLimit, f.From, "p2p: dropped frame: sequence number over the session limit", "frame", f.Describe(), "limit", s.n.cfg.SessionSlots)
-		return
-	}
-	switch f.Kind {
-	case KindDirect:
-		s.handleDirect(f, size)
-	case KindBroadcast:
-		s.handleBroadcast(f, size)
-	case KindEcho:
-		s.handleEcho(f)
-	}
-}
-
-func (s *session) handleDirect(f *Frame, size int) {
+// process steps the machine with f and carries out its actions in order.
+// s.hmu is held: the actions of one frame are all carried out before the
+// next frame is stepped.
+func (s *session) process(f *Frame, size int) {
 	s.mu.Lock()
-	if s.shutDown || s.err != nil {
-		s.mu.Unlock()
-		s.n.counters.drop(DropClosed)
-		return
+	acts := s.m.step(f, size)
+	s.mu.Unlock()
+	for _, a := range acts {
+		s.apply(a)
 	}
-	k := seqKey{f.From, f.Seq}
-	if prev := s.direct[k]; prev != nil {
-		s.mu.Unlock()
-		if prev.PayloadHash == f.PayloadHash {
-			s.n.counters.drop(DropDuplicate)
+}
+
+// apply carries out one action of the machine.
+func (s *session) apply(a action) {
+	switch a.kind {
+	case actDeliver:
+		s.mu.Lock()
+		if s.shutDown || s.err != nil {
+			// Ended while the actions before it ran (an echo that could
+			// not be queued): nothing more reaches the engine.
+			s.mu.Unlock()
 			return
 		}
-		s.equivocation(prev, f)
-		return
-	}
-	st := s.senders[f.From]
-	if !s.roomLocked(st, size) {
-		s.queueFullLocked(f)
+		f := a.frame
+		m := tss.Incoming{From: ids.MemberID(f.From.String()), Broadcast: f.Kind == KindBroadcast, Payload: f.Payload}
+		s.queue = append(s.queue, queued{m: m, from: f.From, size: a.size})
 		s.mu.Unlock()
-		return
-	}
-	s.direct[k] = f.HeaderOnly()
-	s.enqueueLocked(st, f, size)
-	s.mu.Unlock()
-}
-
-// handleBroadcast records a broadcast, echoes its header to the other
-// members and delivers the sender's broadcasts in sequence: #k only after
-// #k-1, never past a gap. Otherwise a sender could number one payload #1
-// for one member and another #2 for a second member: the echoes would
-// land in different slots and never conflict.
-func (s *session) handleBroadcast(f *Frame, size int) {
-	s.mu.Lock()
-	if s.shutDown || s.err != nil {
-		s.mu.Unlock()
-		s.n.counters.drop(DropClosed)
-		return
-	}
-	k := seqKey{f.From, f.Seq}
-	rec := s.bcast[k]
-	if rec != nil && rec.first.PayloadHash != f.PayloadHash {
-		s.mu.Unlock()
-		s.equivocation(rec.first, f)
-		return
-	}
-	st := s.senders[f.From]
-	if (rec != nil && rec.received) || f.Seq < st.next {
-		s.mu.Unlock()
-		s.n.counters.drop(DropDuplicate)
-		return
-	}
-	if f.Seq-st.next >= s.n.cfg.BroadcastWindow {
-		s.mu.Unlock()
-		s.n.dropWarn(DropBroadcastGap, f.From, "p2p: dropped broadcast far ahead of the sender's next", "session", s.id, "frame", f.Describe(), "next", st.next)
-		return
-	}
-	if !s.roomLocked(st, size) && (f.Seq != st.next || !s.nextRoomLocked(st, size)) {
-		s.queueFullLocked(f)
-		s.mu.Unlock()
-		return
-	}
-	if rec == nil {
-		rec = &bcastRecord{first: f.HeaderOnly()}
-		s.bcast[k] = rec
-	}
-	rec.received = true
-	st.held[f.Seq] = heldFrame{f: f, size: size}
-	st.heldBytes += size
-	echo := s.echoLocked(rec.first)
-	s.mu.Unlock()
-
-	// Echo before delivering: our later messages to each member then
-	// follow our echo in the same outbound queue.
-	s.sendEcho(echo, f.From)
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.shutDown || s.err != nil {
-		return
-	}
-	for {
-		h, ok := st.held[st.next]
-		if !ok {
-			return
-		}
-		delete(st.held, st.next)
-		st.heldBytes -= h.size
-		st.next++
-		s.enqueueLocked(st, h.f, h.size)
-	}
-}
-
-func (s *session) handleEcho(f *Frame) {
-	inner, err := DecodeFrame(f.Payload)
-	if err == nil {
-		switch {
-		case !inner.HashOnly || inner.Kind != KindBroadcast:
-			err = errors.New("echo does not carry a broadcast header")
-		case inner.Session != s.id:
-			err = fmt.Errorf("echo of a frame of session %s", inner.Session)
-		case inner.From == f.From || inner.From == s.n.self || !s.members[inner.From]:
-			err = fmt.Errorf("echo of a broadcast by %s", inner.From)
-		case inner.Seq > s.n.cfg.SessionSlots:
-			err = fmt.Errorf("echo of broadcast #%d, over the session limit", inner.Seq)
+		select {
+		case s.notify <- struct{}{}:
 		default:
-			err = inner.Verify()
 		}
+	case actEcho:
+		if a.fault != nil {
+			s.n.log.Error("p2p: sign echo", "session", s.id, "err", a.fault)
+			return
+		}
+		s.sendEcho(a.frame, a.skip)
+	case actHold:
+		// The broadcast waits in the machine for its predecessors.
+	case actDrop:
+		s.n.applyDrop(a)
+	case actEnd:
+		s.fail(a.err)
 	}
-	if err != nil {
-		s.n.dropWarn(DropBadEcho, f.From, "p2p: dropped bad echo", "session", s.id, "err", err)
-		return
-	}
-	s.mu.Lock()
-	if s.shutDown || s.err != nil {
-		s.mu.Unlock()
-		return
-	}
-	k := seqKey{inner.From, inner.Seq}
-	rec := s.bcast[k]
-	if rec == nil {
-		s.bcast[k] = &bcastRecord{first: inner}
-		s.mu.Unlock()
-		return
-	}
-	s.mu.Unlock()
-	if rec.first.PayloadHash != inner.PayloadHash {
-		s.equivocation(rec.first, inner)
-	}
-}
-
-// echoLocked returns a signed echo of the broadcast header inner, or nil
-// when there is nobody to cross-check with (the sender is the only other
-// member). s.mu is held.
-func (s *session) echoLocked(inner *Frame) *Frame {
-	if len(s.others) < 2 {
-		return nil
-	}
-	s.seqEcho++
-	echo := &Frame{Kind: KindEcho, Session: s.id, Seq: s.seqEcho, From: s.n.self, Payload: inner.HeaderOnly().Encode()}
-	if err := echo.Sign(s.n.key); err != nil {
-		s.n.log.Error("p2p: sign echo", "session", s.id, "err", err)
-		return nil
-	}
-	return echo
 }
 
 // sendEcho queues echo for the other members but skip, without waiting.
@@ -622,22 +418,5 @@ func (s *session) failEchoLost() {
 	if p := s.echoLost.Load(); p != nil {
 		s.fail(&tss.SessionError{Session: s.id, Kind: tss.FailTransport, Waiting: []ids.MemberID{ids.MemberID(p.String())},
 			Err: fmt.Errorf("p2p: outbound queue to %s full, echo allowance included: an echo was not queued", *p)})
-	}
-}
-
-// equivocation ends the session naming the sender of a and b, two validly
-// signed frames for the same slot with different payloads. For a broadcast
-// it also echoes both versions to the other members: a member that learnt
-// of the conflict before echoing what it received would otherwise leave the
-// others unaware of it.
-func (s *session) equivocation(a, b *Frame) {
-	ev := &Evidence{Sender: ids.MemberID(a.From.String()), First: a.HeaderOnly(), Second: b.HeaderOnly()}
-	s.fail(&tss.SessionError{Session: s.id, Kind: tss.FailMisbehaviour, Culprits: []ids.MemberID{ev.Sender}, Err: ev})
-	if a.Kind == KindBroadcast {
-		s.mu.Lock()
-		ea, eb := s.echoLocked(a), s.echoLocked(b)
-		s.mu.Unlock()
-		s.sendEcho(ea, a.From)
-		s.sendEcho(eb, a.From)
 	}
 }
