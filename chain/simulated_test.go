@@ -12,6 +12,7 @@ import (
 	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/internal/testfixtures"
 	"github.com/custos-wallet/custos/tss"
+	"github.com/custos-wallet/custos/tss/tsstest"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
@@ -22,7 +23,7 @@ import (
 // thresholdKey is a 2-of-3 key made by the real engine, signing over an
 // in-process network.
 type thresholdKey struct {
-	net    *tss.MemNetwork
+	net    *tsstest.MemNetwork
 	shares map[ids.MemberID]*tss.Share
 	addr   common.Address
 }
@@ -49,7 +50,7 @@ func newThresholdKey(t *testing.T) *thresholdKey {
 	c := tss.Committee{Members: []tss.Member{
 		{ID: "agent-1", Role: ids.RoleAgent}, {ID: "policy-1", Role: ids.RolePolicy}, {ID: "guardian-1", Role: ids.RoleGuardian},
 	}, Threshold: 1}
-	k := &thresholdKey{net: tss.NewMemNetwork(), shares: map[ids.MemberID]*tss.Share{}}
+	k := &thresholdKey{net: tsstest.NewMemNetwork(), shares: map[ids.MemberID]*tss.Share{}}
 	sid := ids.NewSessionID()
 	var mu sync.Mutex
 	err := run(c.IDs(), func(i int, id ids.MemberID) error {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/tss"
+	"github.com/custos-wallet/custos/tss/tsstest"
 )
 
 // Benchmarks of 2-of-3 signing, over libp2p between three hosts and over the
@@ -35,7 +36,7 @@ func benchSign(b *testing.B, trs func(ids.MemberID) tss.Transport, shares map[id
 }
 
 func memTransports() func(ids.MemberID) tss.Transport {
-	net := tss.NewMemNetwork()
+	net := tsstest.NewMemNetwork()
 	return func(id ids.MemberID) tss.Transport { return net.Endpoint(id) }
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/custos-wallet/custos/internal/testfixtures"
 	"github.com/custos-wallet/custos/p2p"
 	"github.com/custos-wallet/custos/tss"
+	"github.com/custos-wallet/custos/tss/tsstest"
 )
 
 func fixture(t *testing.T, i int) *tss.PreParams {
@@ -46,7 +47,7 @@ func testShares(t *testing.T) []*tss.Share {
 		c := tss.Committee{Threshold: 1, Members: []tss.Member{
 			{ID: "agent-1", Role: ids.RoleAgent}, {ID: "policy-1", Role: ids.RolePolicy}, {ID: "guardian-1", Role: ids.RoleGuardian},
 		}}
-		net := tss.NewMemNetwork()
+		net := tsstest.NewMemNetwork()
 		sid := ids.NewSessionID()
 		out := make([]*tss.Share, 3)
 		errs := make([]error, 3)

@@ -1,17 +1,19 @@
-package tss
+package tss_test
 
 import (
 	"context"
 	"testing"
 
 	"github.com/custos-wallet/custos/ids"
+	. "github.com/custos-wallet/custos/tss" //nolint:staticcheck // the tests read as if in package tss
+	"github.com/custos-wallet/custos/tss/tsstest"
 )
 
 // BenchmarkSign2of3 measures one in-process 2-of-3 signature, both parties
 // in this process: the floor that networked signing is compared against.
 func BenchmarkSign2of3(b *testing.B) {
 	shares := shared2of3(b)
-	net := NewMemNetwork()
+	net := tsstest.NewMemNetwork()
 	signers := []ids.MemberID{agent.ID, policy.ID}
 	digest := digestOf("bench")
 	b.ResetTimer()
@@ -35,6 +37,6 @@ func BenchmarkSign2of3(b *testing.B) {
 func BenchmarkKeygen2of3(b *testing.B) {
 	c := Committee{Members: []Member{agent, policy, guardian}, Threshold: 1}
 	for b.Loop() {
-		keygenAll(b, NewMemNetwork(), c, 0)
+		keygenAll(b, tsstest.NewMemNetwork(), c, 0)
 	}
 }

@@ -13,7 +13,18 @@
 // and a reshare ends with a confirmation round so that it counts as
 // complete only when every new member holds its share and the proof.
 //
+// Each protocol run at one node is a Session, a pure core in the manner of
+// etcd's raft: the caller (Engine, or a test) calls Start, then Step for
+// each message and Tick for each clock tick, and after each call
+//
+//  1. sends Ready.Messages, in order;
+//  2. stops when Ready.Err is set (the failure, with culprits) or Ready.Done
+//     is (the result, Share or Signature, is on that same Ready).
+//
+// Keygen, signing and resharing each have a file with their session's
+// constructor, rounds and routing rules.
+//
 // The package does not know libp2p, badger or HTTP: package p2p implements
-// Transport over the network, and an in-process implementation (MemNetwork)
-// serves tests and benchmarks.
+// Transport over the network, and package tsstest an in-process network for
+// tests and benchmarks.
 package tss

@@ -1,26 +1,16 @@
-package tss
+package tss_test
 
 import (
 	"context"
 	"errors"
-	"math/big"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/custos-wallet/custos/ids"
-	"github.com/ethereum/go-ethereum/common"
+	. "github.com/custos-wallet/custos/tss" //nolint:staticcheck // the tests read as if in package tss
+	"github.com/custos-wallet/custos/tss/tsstest"
 	"github.com/ethereum/go-ethereum/crypto"
 )
-
-func recoverAddress(t *testing.T, digest [32]byte, sig Signature) common.Address {
-	t.Helper()
-	pub, err := crypto.SigToPub(digest[:], sig[:])
-	if err != nil {
-		t.Fatalf("recover: %v", err)
-	}
-	return crypto.PubkeyToAddress(*pub)
-}
 
 func TestKeygenAndSign2of3EveryQuorum(t *testing.T) {
 	shares := shared2of3(t)
@@ -33,7 +23,7 @@ func TestKeygenAndSign2of3EveryQuorum(t *testing.T) {
 	if key.GuardianFloor != 0 {
 		t.Fatalf("guardian floor %d, want 0 for {agent, policy, guardian} 2-of-3", key.GuardianFloor)
 	}
-	net := NewMemNetwork()
+	net := tsstest.NewMemNetwork()
 	quorums := [][]ids.MemberID{
 		{agent.ID, policy.ID}, {agent.ID, guardian.ID}, {policy.ID, guardian.ID},
 		{agent.ID, policy.ID, guardian.ID},
@@ -57,7 +47,7 @@ func TestKeygenAndSign3of5(t *testing.T) {
 		t.Skip("five-party keygen takes tens of seconds")
 	}
 	c := Committee{Members: []Member{agent, policy, guardian, guardian2, guardian3}, Threshold: 2}
-	net := NewMemNetwork()
+	net := tsstest.NewMemNetwork()
 	shares := keygenAll(t, net, c, 0)
 	key := shares[agent.ID].Key()
 	if key.GuardianFloor != 1 {
@@ -73,7 +63,7 @@ func TestKeygenAndSign3of5(t *testing.T) {
 
 func TestSignRefusesBadQuorumBeforeSending(t *testing.T) {
 	shares := shared2of3(t)
-	net := NewMemNetwork()
+	net := tsstest.NewMemNetwork()
 	eng := NewEngine(net.Endpoint(agent.ID), testConfig())
 	cases := map[string][]ids.MemberID{
 		"fewer than t+1":    {agent.ID},
@@ -119,7 +109,7 @@ func TestChildKeySigning(t *testing.T) {
 		t.Fatal(err)
 	}
 	digest := digestOf("child payment")
-	for id, sig := range signAll(t, NewMemNetwork(), shares, []ids.MemberID{agent.ID, policy.ID}, digest, path) {
+	for id, sig := range signAll(t, tsstest.NewMemNetwork(), shares, []ids.MemberID{agent.ID, policy.ID}, digest, path) {
 		if got := recoverAddress(t, digest, sig); got != child.Address {
 			t.Fatalf("%s: child signature recovers to %s, want child %s (parent %s)", id, got.Hex(), child.Address.Hex(), key.Address.Hex())
 		}
@@ -131,7 +121,7 @@ func TestChildKeySigning(t *testing.T) {
 
 func TestSilentMemberNamedOnTimeout(t *testing.T) {
 	shares := shared2of3(t)
-	net := NewMemNetwork()
+	net := tsstest.NewMemNetwork()
 	cfg := testConfig()
 	cfg.IdleTimeout = 500 * cfg.TickInterval / 50 // 500ms
 	_, err := NewEngine(net.Endpoint(agent.ID), cfg).Sign(context.Background(),
@@ -144,78 +134,6 @@ func TestSilentMemberNamedOnTimeout(t *testing.T) {
 		t.Fatalf("waiting for %v, want [%s]", se.Waiting, policy.ID)
 	}
 	t.Log(err)
-}
-
-func TestShareRoundTripAndRedaction(t *testing.T) {
-	sh := shared2of3(t)[policy.ID]
-	b, err := sh.MarshalSecret()
-	if err != nil {
-		t.Fatal(err)
-	}
-	back, err := UnmarshalShare(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if back.Key().Address != sh.Key().Address || back.Self() != sh.Self() || back.data.Xi.Cmp(sh.data.Xi) != 0 {
-		t.Fatal("share changed in a round trip")
-	}
-	if s := sh.String(); len(s) > 120 || strings.Contains(s, sh.data.Xi.String()[:8]) {
-		t.Fatalf("String leaks: %q", s)
-	}
-	// A share claimed by another member, or with its data altered, is
-	// refused; so is anything after the share.
-	tampers := map[string]func(*Share){
-		"holder":           func(s *Share) { s.self = agent.ID },
-		"secret":           func(s *Share) { s.data.Xi = new(big.Int).Add(s.data.Xi, big.NewInt(1)) },
-		"party key":        func(s *Share) { s.data.Ks[0] = new(big.Int).Add(s.data.Ks[0], big.NewInt(1)) },
-		"public share":     func(s *Share) { s.data.BigXj[0] = s.data.BigXj[1] },
-		"missing paillier": func(s *Share) { s.data.PaillierPKs[2] = nil },
-		"threshold":        func(s *Share) { s.key.Committee.Threshold = 2; s.key.GuardianFloor = 1 },
-		"own n-tilde": func(s *Share) {
-			s.data.NTildej = slices.Clone(s.data.NTildej)
-			s.data.NTildej[indexOfKey(s)] = s.data.H1i
-		},
-	}
-	for name, tamper := range tampers {
-		c, err := UnmarshalShare(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tamper(c)
-		bad, err := c.MarshalSecret()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := UnmarshalShare(bad); err == nil {
-			t.Errorf("share with altered %s accepted", name)
-		} else if strings.Contains(err.Error(), sh.data.Xi.String()[:8]) {
-			t.Errorf("%s: error leaks the secret: %v", name, err)
-		}
-	}
-	if _, err := UnmarshalShare(append([]byte(`{"unknown":1,`), b[1:]...)); err == nil {
-		t.Fatal("unknown field accepted")
-	}
-	if _, err := UnmarshalShare(b[:len(b)/2]); err == nil {
-		t.Fatal("truncated share accepted")
-	}
-	if _, err := UnmarshalShare(append(append([]byte(nil), b...), []byte(`{"x":1}`)...)); err == nil {
-		t.Fatal("data after the share accepted")
-	}
-	k := sh.Key()
-	k.Committee.Members[0].Role = ids.RoleGuardian
-	k.PublicKey[1] ^= 1
-	if sh.Key().Committee.Members[0].Role == ids.RoleGuardian || sh.Key().PublicKey[1] == k.PublicKey[1] {
-		t.Fatal("Key() hands out the share's own slices")
-	}
-}
-
-func indexOfKey(s *Share) int {
-	for j, k := range s.data.Ks {
-		if k.Cmp(s.data.ShareID) == 0 {
-			return j
-		}
-	}
-	return -1
 }
 
 // lateBlame is a transport that finds misbehaviour only when the session
@@ -245,7 +163,7 @@ func (c lateBlameConn) Close(cause error) error {
 
 func TestCulpritNamedAtCloseIsKept(t *testing.T) {
 	shares := shared2of3(t)
-	net := NewMemNetwork()
+	net := tsstest.NewMemNetwork()
 	signers := []ids.MemberID{agent.ID, policy.ID}
 	sid := ids.NewSessionID()
 	blame := &SessionError{Session: sid, Kind: FailMisbehaviour, Culprits: []ids.MemberID{policy.ID}, Err: errors.New("equivocated")}
@@ -263,5 +181,21 @@ func TestCulpritNamedAtCloseIsKept(t *testing.T) {
 	}
 	if errs[policy.ID] != nil {
 		t.Fatalf("policy: %v", errs[policy.ID])
+	}
+}
+
+func TestPreParamsServeOneSessionOnly(t *testing.T) {
+	pp := fixture(t, 0)
+	if err := TakePreParams(pp); err != nil {
+		t.Fatal(err)
+	}
+	net := tsstest.NewMemNetwork()
+	c := Committee{Members: []Member{agent, policy, guardian}, Threshold: 1}
+	_, err := NewEngine(net.Endpoint(agent.ID), testConfig()).Keygen(context.Background(), KeygenRequest{Session: ids.NewSessionID(), Committee: c, PreParams: pp})
+	if err == nil || !strings.Contains(err.Error(), "already used") {
+		t.Fatalf("keygen with used pre-parameters: %v", err)
+	}
+	if net.Sent() != 0 {
+		t.Fatal("a refused keygen sent messages")
 	}
 }

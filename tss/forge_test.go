@@ -1,13 +1,10 @@
 package tss
 
 import (
-	"context"
 	"math/big"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/bnb-chain/tss-lib/v2/crypto/modproof"
 	"github.com/bnb-chain/tss-lib/v2/crypto/mta"
@@ -16,83 +13,33 @@ import (
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
 	"github.com/bnb-chain/tss-lib/v2/tss"
 	"github.com/custos-wallet/custos/ids"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// forge rewrites, in flight, every message from forger whose content
-// mutate changes (mutate returns true): the forged message is still sent by
-// the forger, as a real member would send it.
-func forge(t *testing.T, net *MemNetwork, forger ids.MemberID, mutate func(tss.MessageContent) bool) {
+// runForged runs the protocol that build sets up on the scripted
+// environment, every message forger sends rewritten by mutate (a nil
+// mutate leaves them alone), until every session ended or timed out; it
+// returns the honest members' outcomes.
+func runForged(t *testing.T, forger ids.MemberID, mutate func(tss.MessageContent) bool, build func(e *env) error) map[ids.MemberID]error {
 	t.Helper()
-	dummy := tss.NewPartyID("x", "x", big.NewInt(1))
-	dummy.Index = 0
-	net.SetFilter(func(m MemMessage) []MemMessage {
-		if m.From != forger {
-			return []MemMessage{m}
+	return runScripted(t, forger, func(e *env) error {
+		if mutate != nil {
+			e.forgers[forger] = mutate
 		}
-		env, err := decodeEnvelope(m.Payload)
-		if err != nil {
-			t.Errorf("forge: %v", err)
-			return nil
-		}
-		msg, err := tss.ParseWireMessage(env.Wire, dummy, env.Broadcast)
-		if err != nil {
-			t.Errorf("forge: %v", err)
-			return nil
-		}
-		c := msg.Content()
-		if !mutate(c) {
-			return []MemMessage{m}
-		}
-		a, err := anypb.New(c)
-		if err != nil {
-			t.Errorf("forge: %v", err)
-			return nil
-		}
-		if env.Wire, err = proto.Marshal(a); err != nil {
-			t.Errorf("forge: %v", err)
-			return nil
-		}
-		m.Payload = env.encode()
-		return []MemMessage{m}
+		return build(e)
 	})
 }
 
-// runWithForger runs f for every member; the forger's run is cancelled once
-// the honest members have ended. It returns the honest members' errors.
-func runWithForger(members []ids.MemberID, forger ids.MemberID, f func(ctx context.Context, i int, id ids.MemberID) error) map[ids.MemberID]error {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	honest := make(chan struct{})
-	go func() {
-		<-honest
-		cancel()
-	}()
-	var honestIDs []ids.MemberID
-	for _, id := range members {
-		if id != forger {
-			honestIDs = append(honestIDs, id)
-		}
+// runScripted sets up a run with build (which may install a filter) and
+// runs it to its end; it returns the outcomes of every member but skip.
+func runScripted(t *testing.T, skip ids.MemberID, build func(e *env) error) map[ids.MemberID]error {
+	t.Helper()
+	e := newEnv(t)
+	if err := build(e); err != nil {
+		t.Fatal(err)
 	}
-	forgerDone := make(chan struct{})
-	go func() {
-		defer close(forgerDone)
-		f(ctx, indexOf(members, forger), forger)
-	}()
-	errs := runAll(honestIDs, func(_ int, id ids.MemberID) error { return f(context.Background(), indexOf(members, id), id) })
-	close(honest)
-	<-forgerDone
-	return errs
-}
-
-func indexOf(memberIDs []ids.MemberID, id ids.MemberID) int {
-	for i, x := range memberIDs {
-		if x == id {
-			return i
-		}
-	}
-	return -1
+	e.start()
+	e.settle()
+	return e.outcomes(skip)
 }
 
 // wantCaught checks that every honest member aborted naming the forger,
@@ -121,13 +68,7 @@ func wantCaught(t *testing.T, errs map[ids.MemberID]error, forger ids.MemberID, 
 
 func forgedKeygen(t *testing.T, forger ids.MemberID, check string, mutate func(tss.MessageContent) bool) {
 	c := Committee{Members: []Member{agent, policy, guardian}, Threshold: 1}
-	net := NewMemNetwork()
-	forge(t, net, forger, mutate)
-	sid := ids.NewSessionID()
-	errs := runWithForger(c.IDs(), forger, func(ctx context.Context, i int, id ids.MemberID) error {
-		_, err := NewEngine(net.Endpoint(id), testConfig()).Keygen(ctx, KeygenRequest{Session: sid, Committee: c, PreParams: fixture(t, i)})
-		return err
-	})
+	errs := runForged(t, forger, mutate, func(e *env) error { return e.keygen(c.IDs(), c.Threshold, 0) })
 	wantCaught(t, errs, forger, check)
 }
 
@@ -190,9 +131,9 @@ func TestForgedKeygenShortNTilde(t *testing.T) {
 
 func forgedSign(t *testing.T, check string, mutate func(*mta.RangeProofAlice)) {
 	shares := shared2of3(t)
-	net := NewMemNetwork()
 	forger := policy.ID
-	forge(t, net, forger, func(c tss.MessageContent) bool {
+	signers := []ids.MemberID{agent.ID, policy.ID, guardian.ID}
+	errs := runForged(t, forger, func(c tss.MessageContent) bool {
 		m, ok := c.(*signing.SignRound1Message1)
 		if ok {
 			pf, err := m.UnmarshalRangeProofAlice()
@@ -205,13 +146,7 @@ func forgedSign(t *testing.T, check string, mutate func(*mta.RangeProofAlice)) {
 			m.RangeProofAlice = b[:]
 		}
 		return ok
-	})
-	signers := []ids.MemberID{agent.ID, policy.ID, guardian.ID}
-	sid := ids.NewSessionID()
-	errs := runWithForger(signers, forger, func(ctx context.Context, _ int, id ids.MemberID) error {
-		_, err := NewEngine(net.Endpoint(id), testConfig()).Sign(ctx, SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("forged")})
-		return err
-	})
+	}, func(e *env) error { return e.sign(shares, signers, digestOf("forged"), nil) })
 	wantCaught(t, errs, forger, check)
 }
 
@@ -236,21 +171,9 @@ func forgedReshare(t *testing.T, forger ids.MemberID, check string, mutate func(
 // mutate, and returns the honest members' errors.
 func runForgedReshare(t *testing.T, forger ids.MemberID, mutate func(tss.MessageContent) bool) map[ids.MemberID]error {
 	old := shared2of3(t)
-	key := old[agent.ID].Key()
-	net := NewMemNetwork()
-	forge(t, net, forger, mutate)
 	oldSigners := []ids.MemberID{policy.ID, guardian.ID}
-	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}
-	everyone := []ids.MemberID{agent2.ID, policy.ID, guardian.ID}
-	sid := ids.NewSessionID()
-	return runWithForger(everyone, forger, func(ctx context.Context, i int, id ids.MemberID) error {
-		req := ReshareRequest{Session: sid, Key: key, OldSigners: oldSigners, NewCommittee: nc, PreParams: fixture(t, 3+i)}
-		if id != agent2.ID {
-			req.OldShare = old[id]
-		}
-		_, err := NewEngine(net.Endpoint(id), testConfig()).Reshare(ctx, req)
-		return err
-	})
+	newMembers := []ids.MemberID{agent2.ID, policy.ID, guardian.ID}
+	return runForged(t, forger, mutate, func(e *env) error { return e.reshare(old, oldSigners, newMembers, 1, 3) })
 }
 
 func TestForgedReshareVSSCommitmentCount(t *testing.T) {
@@ -320,13 +243,17 @@ func TestForgedReshareSSIDBlamesOnlyTheForger(t *testing.T) {
 // the first message and blame nobody.
 func TestMembersGivenDifferentRequestsStopAtOnce(t *testing.T) {
 	shares := shared2of3(t)
-	net := NewMemNetwork()
 	signers := []ids.MemberID{agent.ID, policy.ID}
 	sid := ids.NewSessionID()
-	errs := runAll(signers, func(_ int, id ids.MemberID) error {
-		_, err := NewEngine(net.Endpoint(id), testConfig()).Sign(context.Background(),
-			SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("pay " + string(id))})
-		return err
+	errs := runScripted(t, "", func(e *env) error {
+		for _, id := range signers {
+			s, err := newSignSession(id, SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("pay " + string(id))}, e.maxIdle)
+			if err != nil {
+				return err
+			}
+			e.add(id, s)
+		}
+		return nil
 	})
 	for id, err := range errs {
 		se, ok := AsSessionError(err)
@@ -338,105 +265,94 @@ func TestMembersGivenDifferentRequestsStopAtOnce(t *testing.T) {
 
 func TestConflictingDuplicateIsMisbehaviour(t *testing.T) {
 	shares := shared2of3(t)
-	net := NewMemNetwork()
 	forger := guardian.ID
-	dummy := tss.NewPartyID("x", "x", big.NewInt(1))
-	dummy.Index = 0
-	net.SetFilter(func(m MemMessage) []MemMessage {
-		env, _ := decodeEnvelope(m.Payload)
-		msg, err := tss.ParseWireMessage(env.Wire, dummy, env.Broadcast)
-		if m.From != forger || err != nil {
-			return []MemMessage{m}
-		}
-		r3, ok := msg.Content().(*signing.SignRound3Message)
-		if !ok {
-			return []MemMessage{m}
-		}
-		// Send the real message, then a second, different one.
-		r3.Theta = append([]byte{1}, r3.Theta...)
-		a, _ := anypb.New(r3)
-		env.Wire, _ = proto.Marshal(a)
-		alt := m
-		alt.Payload = env.encode()
-		return []MemMessage{m, alt}
-	})
 	signers := []ids.MemberID{agent.ID, policy.ID, guardian.ID}
-	sid := ids.NewSessionID()
-	errs := runWithForger(signers, forger, func(ctx context.Context, _ int, id ids.MemberID) error {
-		_, err := NewEngine(net.Endpoint(id), testConfig()).Sign(ctx, SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("dup")})
-		return err
+	errs := runScripted(t, forger, func(e *env) error {
+		e.filter = func(m *inflight) []*inflight {
+			r3, ok := contentOf(m.payload).(*signing.SignRound3Message)
+			if m.from != forger || !ok {
+				return []*inflight{m}
+			}
+			// Send the real message, then a second, different one.
+			r3.Theta = append([]byte{1}, r3.Theta...)
+			alt := *m
+			alt.payload, alt.note = withContent(t, m.payload, r3), "forged"
+			return []*inflight{m, &alt}
+		}
+		return e.sign(shares, signers, digestOf("dup"), nil)
 	})
 	wantCaught(t, errs, forger, "two different")
 }
 
 func TestMessageBoundToAnotherSession(t *testing.T) {
 	shares := shared2of3(t)
-	net := NewMemNetwork()
 	forger := policy.ID
 	other := ids.NewSessionID()
-	net.SetFilter(func(m MemMessage) []MemMessage {
-		if m.From == forger {
-			env, _ := decodeEnvelope(m.Payload)
-			env.Session = other
-			m.Payload = env.encode()
-		}
-		return []MemMessage{m}
-	})
 	signers := []ids.MemberID{agent.ID, policy.ID}
-	sid := ids.NewSessionID()
-	errs := runWithForger(signers, forger, func(ctx context.Context, _ int, id ids.MemberID) error {
-		_, err := NewEngine(net.Endpoint(id), testConfig()).Sign(ctx, SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("x")})
-		return err
+	errs := runScripted(t, forger, func(e *env) error {
+		e.filter = func(m *inflight) []*inflight {
+			if m.from == forger {
+				env, _ := decodeEnvelope(m.payload)
+				env.Session = other
+				m.payload = env.encode()
+			}
+			return []*inflight{m}
+		}
+		return e.sign(shares, signers, digestOf("x"), nil)
 	})
 	wantCaught(t, errs, forger, "bound to session")
 }
 
+// Every message arrives twice (the copy an exact duplicate, dropped) and
+// in an order shuffled by a seeded source, so the run is the same each
+// time; every signer still signs.
 func TestDuplicatedReorderedDelayedMessagesStillSign(t *testing.T) {
 	shares := shared2of3(t)
-	net := NewMemNetwork()
-	rng := rand.New(rand.NewPCG(1, 2))
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	net.SetFilter(func(m MemMessage) []MemMessage {
-		mu.Lock()
-		delay := time.Duration(rng.IntN(40)) * time.Millisecond
-		mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			time.Sleep(delay)
-			for range 2 { // the copy is an exact duplicate: dropped
-				if err := net.Inject(m); err != nil {
-					t.Errorf("inject: %v", err)
-				}
-			}
-		}()
-		return nil
-	})
+	signers := []ids.MemberID{agent.ID, policy.ID, guardian.ID}
 	digest := digestOf("chaos")
+	e := newEnv(t)
+	if err := e.sign(shares, signers, digest, nil); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	e.start()
+	for len(e.queue) > 0 {
+		rng.Shuffle(len(e.queue), func(i, j int) { e.queue[i], e.queue[j] = e.queue[j], e.queue[i] })
+		m := e.queue[0]
+		e.queue = e.queue[1:]
+		e.deliver(m)
+		e.deliver(m)
+	}
 	key := shares[agent.ID].Key()
-	for id, sig := range signAll(t, net, shares, []ids.MemberID{agent.ID, policy.ID, guardian.ID}, digest, nil) {
-		if got := recoverAddress(t, digest, sig); got != key.Address {
+	for id, err := range e.outcomes("") {
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		if e.nodes[id].s.dups == 0 {
+			t.Fatalf("%s dropped no duplicate", id)
+		}
+		if got := recoverAddress(t, digest, *e.nodes[id].rd.Signature); got != key.Address {
 			t.Fatalf("%s: recovers to %s", id, got.Hex())
 		}
 	}
-	wg.Wait()
 }
 
+// A member that starts late finds the messages sent before it started.
 func TestEarlyMessagesAreBuffered(t *testing.T) {
 	shares := shared2of3(t)
-	net := NewMemNetwork()
 	signers := []ids.MemberID{agent.ID, policy.ID}
-	sid := ids.NewSessionID()
-	digest := digestOf("late joiner")
-	errs := runAll(signers, func(_ int, id ids.MemberID) error {
-		if id == policy.ID {
-			time.Sleep(300 * time.Millisecond) // agent's round 1 arrives first
-		}
-		_, err := NewEngine(net.Endpoint(id), testConfig()).Sign(context.Background(), SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digest})
-		return err
-	})
-	for id, err := range errs {
+	e := newEnv(t)
+	if err := e.sign(shares, signers, digestOf("late joiner"), nil); err != nil {
+		t.Fatal(err)
+	}
+	e.start(agent.ID) // agent's round 1 arrives first
+	e.stabilize()
+	if len(e.nodes[policy.ID].s.pre) == 0 {
+		t.Fatal("no message held before start")
+	}
+	e.start(policy.ID)
+	e.stabilize()
+	for id, err := range e.outcomes("") {
 		if err != nil {
 			t.Fatalf("%s: %v", id, err)
 		}

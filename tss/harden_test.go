@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,8 +19,6 @@ import (
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
 	"github.com/bnb-chain/tss-lib/v2/tss"
 	"github.com/custos-wallet/custos/ids"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // An even Paillier modulus of the right length passes tss-lib's keygen
@@ -86,14 +83,8 @@ func TestForgedKeygenOversizedField(t *testing.T) {
 // rewritten by mutate, and returns the honest members' errors.
 func forgedSignWith(t *testing.T, mutate func(tss.MessageContent) bool) map[ids.MemberID]error {
 	shares := shared2of3(t)
-	net := NewMemNetwork()
-	forge(t, net, policy.ID, mutate)
 	signers := []ids.MemberID{agent.ID, policy.ID, guardian.ID}
-	sid := ids.NewSessionID()
-	return runWithForger(signers, policy.ID, func(ctx context.Context, _ int, id ids.MemberID) error {
-		_, err := NewEngine(net.Endpoint(id), testConfig()).Sign(ctx, SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("forged")})
-		return err
-	})
+	return runForged(t, policy.ID, mutate, func(e *env) error { return e.sign(shares, signers, digestOf("forged"), nil) })
 }
 
 // C = N is no unit mod N^2: tss-lib's range-proof check raises it to a
@@ -126,18 +117,14 @@ func TestForgedSignOversizedTheta(t *testing.T) {
 // inverse. The culprit cannot be named; every honest signer ends cleanly.
 func TestForgedSignThetaSumZero(t *testing.T) {
 	shares := shared2of3(t)
-	net := NewMemNetwork()
 	forger := policy.ID
 	signers := []ids.MemberID{agent.ID, policy.ID, guardian.ID}
-	dummy := tss.NewPartyID("x", "x", big.NewInt(1))
-	dummy.Index = 0
 	var (
-		mu     sync.Mutex
 		thetas = map[ids.MemberID]*big.Int{} // honest signers' thetas
-		held   []MemMessage                  // the forger's round-3 broadcast
+		held   []*inflight                   // the forger's round-3 broadcast
 		sent   bool
 	)
-	release := func() []MemMessage { // with mu held
+	release := func() []*inflight {
 		if sent || len(held) < len(signers)-1 || len(thetas) < len(signers)-1 {
 			return nil
 		}
@@ -147,51 +134,30 @@ func TestForgedSignThetaSumZero(t *testing.T) {
 			theta.Sub(theta, th)
 		}
 		theta.Mod(theta, curveQ)
-		out := make([]MemMessage, len(held))
+		out := make([]*inflight, len(held))
 		for i, m := range held {
-			env, _ := decodeEnvelope(m.Payload)
-			a, _ := anypb.New(&signing.SignRound3Message{Theta: theta.Bytes()})
-			env.Wire, _ = proto.Marshal(a)
-			m.Payload = env.encode()
+			m.payload, m.note = withContent(t, m.payload, &signing.SignRound3Message{Theta: theta.Bytes()}), "forged"
 			out[i] = m
 		}
 		return out
 	}
-	net.SetFilter(func(m MemMessage) []MemMessage {
-		env, err := decodeEnvelope(m.Payload)
-		if err != nil {
-			return []MemMessage{m}
-		}
-		msg, err := tss.ParseWireMessage(env.Wire, dummy, env.Broadcast)
-		if err != nil {
-			return []MemMessage{m}
-		}
-		r3, ok := msg.Content().(*signing.SignRound3Message)
-		if !ok {
-			return []MemMessage{m}
-		}
-		mu.Lock()
-		if m.From == forger {
-			held = append(held, m)
-		} else {
-			thetas[m.From] = new(big.Int).SetBytes(r3.Theta)
-		}
-		out := release()
-		mu.Unlock()
-		if m.From == forger {
-			return out
-		}
-		for _, f := range out {
-			if err := net.Inject(f); err != nil {
-				t.Errorf("inject: %v", err)
+	errs := runScripted(t, forger, func(e *env) error {
+		e.filter = func(m *inflight) []*inflight {
+			r3, ok := contentOf(m.payload).(*signing.SignRound3Message)
+			if !ok {
+				return []*inflight{m}
 			}
+			if m.from == forger {
+				held = append(held, m)
+				return release()
+			}
+			thetas[m.from] = new(big.Int).SetBytes(r3.Theta)
+			for _, f := range release() {
+				e.inject(f)
+			}
+			return []*inflight{m}
 		}
-		return []MemMessage{m}
-	})
-	sid := ids.NewSessionID()
-	errs := runWithForger(signers, forger, func(ctx context.Context, _ int, id ids.MemberID) error {
-		_, err := NewEngine(net.Endpoint(id), testConfig()).Sign(ctx, SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("theta")})
-		return err
+		return e.sign(shares, signers, digestOf("theta"), nil)
 	})
 	if !sent {
 		t.Fatal("the forged theta was never sent")
@@ -215,7 +181,7 @@ func (panicParty) Update(tss.ParsedMessage) (bool, *tss.Error) { panic("boom") }
 func TestSessionSurvivesPanic(t *testing.T) {
 	digest := digestOf("panic")
 	signers := []ids.MemberID{agent.ID, policy.ID}
-	sessions, _ := signSessions(t, signers, digest)
+	sessions := signSessions(t, signers, digest)
 	victim := sessions[policy.ID]
 	victim.local[0].party = panicParty{victim.local[0].party}
 	rd := sessions[agent.ID].Start()
@@ -369,32 +335,16 @@ func TestForgedReshareLongPaillierModulus(t *testing.T) {
 // and only it.
 func TestWithheldRound1NamesTheWithholder(t *testing.T) {
 	shares := shared2of3(t)
-	net := NewMemNetwork()
 	forger, victim := policy.ID, agent.ID
-	dummy := tss.NewPartyID("x", "x", big.NewInt(1))
-	dummy.Index = 0
-	net.SetFilter(func(m MemMessage) []MemMessage {
-		if m.From != forger || m.To != victim {
-			return []MemMessage{m}
-		}
-		env, err := decodeEnvelope(m.Payload)
-		if err != nil || env.Notice {
-			return []MemMessage{m}
-		}
-		if msg, err := tss.ParseWireMessage(env.Wire, dummy, env.Broadcast); err == nil {
-			if _, ok := msg.Content().(*signing.SignRound1Message1); ok {
+	signers := []ids.MemberID{agent.ID, policy.ID, guardian.ID}
+	errs := runScripted(t, forger, func(e *env) error {
+		e.filter = func(m *inflight) []*inflight {
+			if _, ok := contentOf(m.payload).(*signing.SignRound1Message1); ok && m.from == forger && m.to == victim {
 				return nil
 			}
+			return []*inflight{m}
 		}
-		return []MemMessage{m}
-	})
-	cfg := testConfig()
-	cfg.IdleTimeout = 2 * time.Second
-	signers := []ids.MemberID{agent.ID, policy.ID, guardian.ID}
-	sid := ids.NewSessionID()
-	errs := runWithForger(signers, forger, func(ctx context.Context, _ int, id ids.MemberID) error {
-		_, err := NewEngine(net.Endpoint(id), cfg).Sign(ctx, SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digestOf("withheld")})
-		return err
+		return e.sign(shares, signers, digestOf("withheld"), nil)
 	})
 	for id, err := range errs {
 		se, ok := AsSessionError(err)
@@ -407,7 +357,7 @@ func TestWithheldRound1NamesTheWithholder(t *testing.T) {
 
 // Culprits from tss-lib are named once each, never this node.
 func TestFailProtocolNamesEachCulpritOnce(t *testing.T) {
-	sessions, _ := signSessions(t, []ids.MemberID{agent.ID, policy.ID, guardian.ID}, digestOf("culprits"))
+	sessions := signSessions(t, []ids.MemberID{agent.ID, policy.ID, guardian.ID}, digestOf("culprits"))
 	s := sessions[agent.ID]
 	p := s.parties
 	pids := []*tss.PartyID{p[partyRef{policy.ID, tagMain}], p[partyRef{agent.ID, tagMain}], p[partyRef{policy.ID, tagMain}], p[partyRef{guardian.ID, tagMain}]}
@@ -477,18 +427,15 @@ func TestForgedKeygenCopiedSetupBlamesOnlyTheCopier(t *testing.T) {
 	byIndex := c.IDs()
 	slices.SortFunc(byIndex, func(a, b ids.MemberID) int { return partyKey(a, 0).Cmp(partyKey(b, 0)) })
 	forger, third, victim := byIndex[0], byIndex[1], byIndex[2]
-	net := NewMemNetwork()
-	copySetup(t, net, forger, victim, func(dst, src tss.MessageContent) bool {
-		d, ok := dst.(*keygen.KGRound1Message)
-		if s, _ := src.(*keygen.KGRound1Message); ok && s != nil {
-			d.NTilde, d.H1, d.H2, d.Dlnproof_1, d.Dlnproof_2 = s.NTilde, s.H1, s.H2, s.Dlnproof_1, s.Dlnproof_2
-		}
-		return ok
-	})
-	sid := ids.NewSessionID()
-	errs := runWithForger(c.IDs(), forger, func(ctx context.Context, i int, id ids.MemberID) error {
-		_, err := NewEngine(net.Endpoint(id), testConfig()).Keygen(ctx, KeygenRequest{Session: sid, Committee: c, PreParams: fixture(t, i)})
-		return err
+	errs := runScripted(t, forger, func(e *env) error {
+		copySetup(t, e, forger, victim, func(dst, src tss.MessageContent) bool {
+			d, ok := dst.(*keygen.KGRound1Message)
+			if s, _ := src.(*keygen.KGRound1Message); ok && s != nil {
+				d.NTilde, d.H1, d.H2, d.Dlnproof_1, d.Dlnproof_2 = s.NTilde, s.H1, s.H2, s.Dlnproof_1, s.Dlnproof_2
+			}
+			return ok
+		})
+		return e.keygen(c.IDs(), c.Threshold, 0)
 	})
 	wantCopierBlamed(t, errs, forger, third, victim)
 }
@@ -502,23 +449,16 @@ func TestForgedReshareCopiedSetupBlamesOnlyTheCopier(t *testing.T) {
 	byIndex := nc.IDs()
 	slices.SortFunc(byIndex, func(a, b ids.MemberID) int { return partyKey(a, gen).Cmp(partyKey(b, gen)) })
 	forger, third, victim := byIndex[0], byIndex[1], byIndex[2]
-	net := NewMemNetwork()
-	copySetup(t, net, forger, victim, func(dst, src tss.MessageContent) bool {
-		d, ok := dst.(*resharing.DGRound2Message1)
-		if s, _ := src.(*resharing.DGRound2Message1); ok && s != nil {
-			d.NTilde, d.H1, d.H2, d.Dlnproof_1, d.Dlnproof_2 = s.NTilde, s.H1, s.H2, s.Dlnproof_1, s.Dlnproof_2
-		}
-		return ok
-	})
 	oldSigners := []ids.MemberID{policy.ID, guardian.ID}
-	sid := ids.NewSessionID()
-	errs := runWithForger(nc.IDs(), forger, func(ctx context.Context, i int, id ids.MemberID) error {
-		req := ReshareRequest{Session: sid, Key: key, OldSigners: oldSigners, NewCommittee: nc, PreParams: fixture(t, 3+i)}
-		if id != agent2.ID {
-			req.OldShare = old[id]
-		}
-		_, err := NewEngine(net.Endpoint(id), testConfig()).Reshare(ctx, req)
-		return err
+	errs := runScripted(t, forger, func(e *env) error {
+		copySetup(t, e, forger, victim, func(dst, src tss.MessageContent) bool {
+			d, ok := dst.(*resharing.DGRound2Message1)
+			if s, _ := src.(*resharing.DGRound2Message1); ok && s != nil {
+				d.NTilde, d.H1, d.H2, d.Dlnproof_1, d.Dlnproof_2 = s.NTilde, s.H1, s.H2, s.Dlnproof_1, s.Dlnproof_2
+			}
+			return ok
+		})
+		return e.reshare(old, oldSigners, nc.IDs(), nc.Threshold, 3)
 	})
 	wantCopierBlamed(t, errs, forger, third, victim)
 }
@@ -526,60 +466,44 @@ func TestForgedReshareCopiedSetupBlamesOnlyTheCopier(t *testing.T) {
 // copySetup holds forger's messages that copy reports as setup messages
 // (copy(m, nil)) until victim's has passed, then sends them with victim's
 // setup copied in (copy(m, victim's)).
-func copySetup(t *testing.T, net *MemNetwork, forger, victim ids.MemberID, copy func(dst, src tss.MessageContent) bool) {
-	dummy := tss.NewPartyID("x", "x", big.NewInt(1))
-	dummy.Index = 0
+func copySetup(t *testing.T, e *env, forger, victim ids.MemberID, copy func(dst, src tss.MessageContent) bool) {
 	var (
-		mu     sync.Mutex
-		held   []MemMessage
+		held   []*inflight
 		copied tss.MessageContent
 	)
-	parse := func(m MemMessage) (envelope, tss.MessageContent) {
-		env, err := decodeEnvelope(m.Payload)
-		if err != nil {
-			return env, nil
+	setup := func(m *inflight) tss.MessageContent {
+		c := contentOf(m.payload)
+		if c == nil || !copy(c, nil) {
+			return nil
 		}
-		msg, err := tss.ParseWireMessage(env.Wire, dummy, env.Broadcast)
-		if err != nil || !copy(msg.Content(), nil) {
-			return env, nil
-		}
-		return env, msg.Content()
+		return c
 	}
-	rewrite := func(m MemMessage) MemMessage {
-		env, c := parse(m)
+	rewrite := func(m *inflight) *inflight {
+		c := setup(m)
 		copy(c, copied)
-		a, err := anypb.New(c)
-		if err != nil {
-			t.Errorf("forge: %v", err)
-		}
-		if env.Wire, err = proto.Marshal(a); err != nil {
-			t.Errorf("forge: %v", err)
-		}
-		m.Payload = env.encode()
+		m.payload, m.note = withContent(t, m.payload, c), "forged"
 		return m
 	}
-	net.SetFilter(func(m MemMessage) []MemMessage {
-		mu.Lock()
-		defer mu.Unlock()
-		_, c := parse(m)
+	e.filter = func(m *inflight) []*inflight {
+		c := setup(m)
 		switch {
 		case c == nil:
-		case m.From == forger && copied == nil:
+		case m.from == forger && copied == nil:
 			held = append(held, m) // until the victim's values are known
 			return nil
-		case m.From == forger:
-			return []MemMessage{rewrite(m)}
-		case m.From == victim && copied == nil:
+		case m.from == forger:
+			return []*inflight{rewrite(m)}
+		case m.from == victim && copied == nil:
 			copied = c
-			out := []MemMessage{m}
+			out := []*inflight{m}
 			for _, h := range held {
 				out = append(out, rewrite(h))
 			}
 			held = nil
 			return out
 		}
-		return []MemMessage{m}
-	})
+		return []*inflight{m}
+	}
 }
 
 func wantCopierBlamed(t *testing.T, errs map[ids.MemberID]error, forger, third, victim ids.MemberID) {

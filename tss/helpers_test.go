@@ -1,7 +1,6 @@
 package tss
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +10,8 @@ import (
 
 	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/internal/testfixtures"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
 )
 
 // fixture returns test-only pre-parameters number i.
@@ -40,71 +41,6 @@ func testConfig() Config {
 	return Config{IdleTimeout: 30 * time.Second, TickInterval: 50 * time.Millisecond}
 }
 
-// keygenAll runs a key generation with every member of c on net, member i
-// using fixture first+i, and returns the shares.
-func keygenAll(t testing.TB, net *MemNetwork, c Committee, first int) map[ids.MemberID]*Share {
-	t.Helper()
-	sid := ids.NewSessionID()
-	shares := map[ids.MemberID]*Share{}
-	errs := runAll(c.IDs(), func(i int, id ids.MemberID) error {
-		sh, err := NewEngine(net.Endpoint(id), testConfig()).Keygen(context.Background(),
-			KeygenRequest{Session: sid, Committee: c, PreParams: fixture(t, first+i)})
-		if err == nil {
-			runMu.Lock()
-			shares[id] = sh
-			runMu.Unlock()
-		}
-		return err
-	})
-	for id, err := range errs {
-		if err != nil {
-			t.Fatalf("keygen at %s: %v", id, err)
-		}
-	}
-	return shares
-}
-
-var runMu sync.Mutex
-
-// runAll calls f for every member concurrently and returns each one's error.
-func runAll(members []ids.MemberID, f func(i int, id ids.MemberID) error) map[ids.MemberID]error {
-	var wg sync.WaitGroup
-	errs := map[ids.MemberID]error{}
-	for i, id := range members {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := f(i, id)
-			runMu.Lock()
-			errs[id] = err
-			runMu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return errs
-}
-
-// signAll signs digest with the given signers and returns each signature.
-func signAll(t testing.TB, net *MemNetwork, shares map[ids.MemberID]*Share, signers []ids.MemberID, digest [32]byte, path []uint32) map[ids.MemberID]Signature {
-	t.Helper()
-	sid := ids.NewSessionID()
-	sigs := map[ids.MemberID]Signature{}
-	errs := runAll(signers, func(_ int, id ids.MemberID) error {
-		sig, err := NewEngine(net.Endpoint(id), testConfig()).Sign(context.Background(),
-			SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digest, Path: path})
-		runMu.Lock()
-		sigs[id] = sig
-		runMu.Unlock()
-		return err
-	})
-	for id, err := range errs {
-		if err != nil {
-			t.Fatalf("sign at %s: %v", id, err)
-		}
-	}
-	return sigs
-}
-
 var (
 	sharedOnce   sync.Once
 	sharedShares map[ids.MemberID]*Share
@@ -119,12 +55,41 @@ func shared2of3(t testing.TB) map[ids.MemberID]*Share {
 			sharedShares = loadShares(t, dir)
 			return
 		}
-		sharedShares = keygenAll(t, NewMemNetwork(), Committee{Members: []Member{agent, policy, guardian}, Threshold: 1}, 0)
+		sharedShares = keygenScripted(t, Committee{Members: []Member{agent, policy, guardian}, Threshold: 1}, 0)
 	})
 	if sharedShares == nil {
 		t.Fatal("shared keygen failed earlier")
 	}
 	return sharedShares
+}
+
+// keygenScripted runs a key generation of c on the scripted environment,
+// member i using fixture first+i, and returns the shares.
+func keygenScripted(t testing.TB, c Committee, first int) map[ids.MemberID]*Share {
+	t.Helper()
+	e := newEnv(t)
+	if err := e.keygen(c.IDs(), c.Threshold, first); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	e.stabilize()
+	shares := map[ids.MemberID]*Share{}
+	for id, err := range e.outcomes("") {
+		if err != nil {
+			t.Fatalf("keygen at %s: %v", id, err)
+		}
+		shares[id] = e.nodes[id].rd.Share
+	}
+	return shares
+}
+
+func recoverAddress(t testing.TB, digest [32]byte, sig Signature) common.Address {
+	t.Helper()
+	pub, err := crypto.SigToPub(digest[:], sig[:])
+	if err != nil {
+		t.Fatalf("recover: %v", err)
+	}
+	return crypto.PubkeyToAddress(*pub)
 }
 
 func loadShares(t testing.TB, dir string) map[ids.MemberID]*Share {

@@ -3,13 +3,11 @@ package tss
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/custos-wallet/custos/ids"
 	"go.uber.org/goleak"
 )
 
@@ -188,21 +186,5 @@ func TestPreParamsRefusesShortOrIncomplete(t *testing.T) {
 	}
 	if s := fixture(t, 1).String(); s != "preparams{secret redacted}" {
 		t.Fatalf("String = %q", s)
-	}
-}
-
-func TestPreParamsServeOneSessionOnly(t *testing.T) {
-	pp := fixture(t, 0)
-	if err := pp.take(); err != nil {
-		t.Fatal(err)
-	}
-	net := NewMemNetwork()
-	c := Committee{Members: []Member{agent, policy, guardian}, Threshold: 1}
-	_, err := NewEngine(net.Endpoint(agent.ID), testConfig()).Keygen(context.Background(), KeygenRequest{Session: ids.NewSessionID(), Committee: c, PreParams: pp})
-	if err == nil || !strings.Contains(err.Error(), "already used") {
-		t.Fatalf("keygen with used pre-parameters: %v", err)
-	}
-	if net.Sent() != 0 {
-		t.Fatal("a refused keygen sent messages")
 	}
 }

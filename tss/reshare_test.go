@@ -1,25 +1,25 @@
-package tss
+package tss_test
 
 import (
 	"context"
 	"crypto/ecdsa"
 	"errors"
-	"math/big"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
 	"github.com/bnb-chain/tss-lib/v2/tss"
 	"github.com/custos-wallet/custos/ids"
+	. "github.com/custos-wallet/custos/tss" //nolint:staticcheck // the tests read as if in package tss
+	"github.com/custos-wallet/custos/tss/tsstest"
 	"github.com/ethereum/go-ethereum/crypto"
 )
 
 // reshareAll runs a reshare of key from oldSigners to nc; new member i uses
 // fixture first+i. Old signers pass their share from old.
-func reshareAll(t *testing.T, net *MemNetwork, old map[ids.MemberID]*Share, oldSigners []ids.MemberID, nc Committee, first int) map[ids.MemberID]*ReshareResult {
+func reshareAll(t *testing.T, net *tsstest.MemNetwork, old map[ids.MemberID]*Share, oldSigners []ids.MemberID, nc Committee, first int) map[ids.MemberID]*ReshareResult {
 	t.Helper()
 	var key KeyInfo
 	for _, sh := range old {
@@ -106,7 +106,7 @@ func TestReshareRotatesAgentNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	net := NewMemNetwork()
+	net := tsstest.NewMemNetwork()
 	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}
 	results := reshareAll(t, net, old, []ids.MemberID{agent.ID, policy.ID}, nc, 3)
 	shares := newShares(results)
@@ -143,7 +143,7 @@ func TestReshareToLargerCommitteeWithHigherThreshold(t *testing.T) {
 	}
 	old := shared2of3(t)
 	key := old[agent.ID].Key()
-	net := NewMemNetwork()
+	net := tsstest.NewMemNetwork()
 	nc := Committee{Members: []Member{agent, policy, guardian, guardian2, guardian3}, Threshold: 2}
 	results := reshareAll(t, net, old, []ids.MemberID{agent.ID, policy.ID, guardian.ID}, nc, 2)
 	shares := newShares(results)
@@ -167,7 +167,7 @@ func TestReshareToLargerCommitteeWithHigherThreshold(t *testing.T) {
 func TestReshareRefusesBadRequests(t *testing.T) {
 	old := shared2of3(t)
 	key := old[agent.ID].Key()
-	net := NewMemNetwork()
+	net := tsstest.NewMemNetwork()
 	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}
 	cases := map[string]ReshareRequest{
 		"too few old signers":      {Key: key, OldShare: old[policy.ID], OldSigners: []ids.MemberID{policy.ID}, NewCommittee: nc, PreParams: fixture(t, 0)},
@@ -192,7 +192,7 @@ func TestReshareRefusesBadRequests(t *testing.T) {
 }
 
 func withThreshold(k KeyInfo, t int) KeyInfo {
-	k = k.clone()
+	k = CloneKey(k)
 	k.Committee.Threshold = t
 	k.GuardianFloor = k.Committee.GuardianFloor()
 	return k
@@ -204,16 +204,16 @@ func withThreshold(k KeyInfo, t int) KeyInfo {
 func TestReshareJoinerGivenWrongPublicKey(t *testing.T) {
 	old := shared2of3(t)
 	key := old[policy.ID].Key()
-	wrong := key.clone()
+	wrong := CloneKey(key)
 	g := tss.S256().Params()
 	wrong.PublicKey = crypto.FromECDSAPub(&ecdsa.PublicKey{Curve: crypto.S256(), X: g.Gx, Y: g.Gy})
-	net := NewMemNetwork()
+	net := tsstest.NewMemNetwork()
 	var joinerSent atomic.Bool
-	net.SetFilter(func(m MemMessage) []MemMessage {
+	net.SetFilter(func(m tsstest.MemMessage) []tsstest.MemMessage {
 		if m.From == agent2.ID {
 			joinerSent.Store(true)
 		}
-		return []MemMessage{m}
+		return []tsstest.MemMessage{m}
 	})
 	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}
 	oldSigners := []ids.MemberID{policy.ID, guardian.ID}
@@ -255,28 +255,17 @@ func TestReshareJoinerGivenWrongPublicKey(t *testing.T) {
 func TestReshareStrandedMemberIsNamedUnconfirmed(t *testing.T) {
 	old := shared2of3(t)
 	key := old[agent.ID].Key()
-	net := NewMemNetwork()
+	net := tsstest.NewMemNetwork()
 	forger, victim := agent2.ID, guardian.ID
 	sid := ids.NewSessionID()
 	proofSession := sid.Derive("reshare-proof")
-	dummy := tss.NewPartyID("x", "x", big.NewInt(1))
-	dummy.Index = 0
 	var withheld atomic.Bool
-	net.SetFilter(func(m MemMessage) []MemMessage {
-		if m.Session != proofSession || m.From != forger || m.To != victim {
-			return []MemMessage{m}
+	net.SetFilter(func(m tsstest.MemMessage) []tsstest.MemMessage {
+		if m.Session == proofSession && m.From == forger && m.To == victim && TypeOf(m.Payload) == "SignRound9Message" {
+			withheld.Store(true)
+			return nil
 		}
-		env, err := decodeEnvelope(m.Payload)
-		if err != nil {
-			return []MemMessage{m}
-		}
-		if msg, err := tss.ParseWireMessage(env.Wire, dummy, env.Broadcast); err == nil {
-			if _, ok := msg.Content().(*signing.SignRound9Message); ok {
-				withheld.Store(true)
-				return nil
-			}
-		}
-		return []MemMessage{m}
+		return []tsstest.MemMessage{m}
 	})
 	oldSigners := []ids.MemberID{policy.ID, guardian.ID}
 	nc := Committee{Members: []Member{agent2, policy, guardian}, Threshold: 1}

@@ -9,9 +9,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
-	"github.com/bnb-chain/tss-lib/v2/ecdsa/resharing"
-	"github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
 	"github.com/bnb-chain/tss-lib/v2/tss"
 	"github.com/custos-wallet/custos/ids"
 	"google.golang.org/protobuf/proto"
@@ -53,13 +50,31 @@ type Session struct {
 
 	noticed bool                    // this node sent a stall notice since its last progress
 	notices map[ids.MemberID]notice // what each member last said it waits for
+
+	// Set by the protocol's constructor (keygen.go, sign.go, reshare.go).
+	rounds func(tag) []round                        // what a party of each committee must receive, in order
+	rule   func(tss.MessageContent) (msgRule, bool) // how each message type must travel
+	finish func(*Ready) error                       // fills the outcome once every local party finished
 }
 
-// Ready is what a call into a Session hands back.
+// Ready is what a call into a Session hands back: the messages to send
+// and, once, the outcome: Done with the protocol's result, or Err naming
+// the culprits or the members it waited for.
 type Ready struct {
 	Messages []Outbound    // to send, in order
-	Done     bool          // every local party finished; read the result
+	Done     bool          // every local party finished; the result is below
 	Err      *SessionError // the session failed; final for this attempt
+
+	// Share is this node's new share: after a keygen, and after a reshare
+	// at a member of the new committee whose share passed its checks.
+	Share *Share
+	// ShareErr is why a reshare's new share failed its checks (Share is
+	// nil): the reshare still goes on to its confirmation round, which
+	// reports it, rather than failing here.
+	ShareErr error
+	// Signature is a signing session's signature, checked to recover to
+	// the key (or the child key) it was asked for.
+	Signature *Signature
 }
 
 // Outbound is one message to send: to one member, or broadcast.
@@ -120,6 +135,8 @@ type sessionConfig struct {
 	maxIdle int
 	parties int // in all committees of the session
 	hard    *hardener
+	rounds  func(tag) []round
+	rule    func(tss.MessageContent) (msgRule, bool)
 }
 
 // maxEarly bounds the messages a Session holds when stepped before Start.
@@ -145,6 +162,8 @@ func newSession(cfg sessionConfig) *Session {
 		seen:    map[dedupKey][32]byte{},
 		recv:    map[recvKey]bool{},
 		notices: map[ids.MemberID]notice{},
+		rounds:  cfg.rounds,
+		rule:    cfg.rule,
 	}
 }
 
@@ -399,7 +418,7 @@ func (s *Session) missing() waiting {
 			continue
 		}
 		found := false
-		for _, r := range roundsFor(s.proto, lp.ref.Tag) {
+		for _, r := range s.rounds(lp.ref.Tag) {
 			for _, pid := range s.committees[r.from] {
 				ref := s.refs[pid]
 				if ref == lp.ref {
@@ -450,47 +469,6 @@ type round struct {
 const maxStep = 10
 
 func typeOf(c proto.Message) string { return string(proto.MessageName(c)) }
-
-var (
-	keygenRounds = []round{
-		{1, tagMain, []string{typeOf(&keygen.KGRound1Message{})}},
-		{2, tagMain, []string{typeOf(&keygen.KGRound2Message1{}), typeOf(&keygen.KGRound2Message2{})}},
-		{3, tagMain, []string{typeOf(&keygen.KGRound3Message{})}},
-	}
-	signRounds = []round{
-		{1, tagMain, []string{typeOf(&signing.SignRound1Message1{}), typeOf(&signing.SignRound1Message2{})}},
-		{2, tagMain, []string{typeOf(&signing.SignRound2Message{})}},
-		{3, tagMain, []string{typeOf(&signing.SignRound3Message{})}},
-		{4, tagMain, []string{typeOf(&signing.SignRound4Message{})}},
-		{5, tagMain, []string{typeOf(&signing.SignRound5Message{})}},
-		{6, tagMain, []string{typeOf(&signing.SignRound6Message{})}},
-		{7, tagMain, []string{typeOf(&signing.SignRound7Message{})}},
-		{8, tagMain, []string{typeOf(&signing.SignRound8Message{})}},
-		{9, tagMain, []string{typeOf(&signing.SignRound9Message{})}},
-	}
-	reshareOldRounds = []round{
-		{2, tagNew, []string{typeOf(&resharing.DGRound2Message2{})}},
-		{4, tagNew, []string{typeOf(&resharing.DGRound4Message2{})}},
-	}
-	reshareNewRounds = []round{
-		{1, tagOld, []string{typeOf(&resharing.DGRound1Message{})}},
-		{2, tagNew, []string{typeOf(&resharing.DGRound2Message1{})}},
-		{3, tagOld, []string{typeOf(&resharing.DGRound3Message1{}), typeOf(&resharing.DGRound3Message2{})}},
-		{4, tagNew, []string{typeOf(&resharing.DGRound4Message1{}), typeOf(&resharing.DGRound4Message2{})}},
-	}
-)
-
-func roundsFor(p protocol, t tag) []round {
-	switch {
-	case p == protoKeygen:
-		return keygenRounds
-	case p == protoSign:
-		return signRounds
-	case t == tagOld:
-		return reshareOldRounds
-	}
-	return reshareNewRounds
-}
 
 func (s *Session) take() Ready {
 	r := s.ready
@@ -563,7 +541,7 @@ func (s *Session) receive(in Incoming) {
 		s.misbehaved(in.From, "undecodable %s message: %v", s.proto, err)
 		return
 	}
-	rule, ok := s.ruleFor(msg.Content())
+	rule, ok := s.rule(msg.Content())
 	if !ok {
 		s.misbehaved(in.From, "unexpected message type %s in %s", msg.Type(), s.proto)
 		return
@@ -678,6 +656,13 @@ func (s *Session) drain() {
 	if allDone && !s.over {
 		s.over = true
 		s.ready.Done = true
+		if s.finish == nil {
+			return
+		}
+		if err := s.finish(&s.ready); err != nil {
+			s.over, s.ready.Done = false, false
+			s.fail(&SessionError{Kind: FailLocal, Err: err})
+		}
 	}
 }
 
@@ -755,45 +740,4 @@ type msgRule struct {
 	broadcast bool
 	from      tag
 	to        toMask
-}
-
-func (s *Session) ruleFor(c tss.MessageContent) (msgRule, bool) {
-	main := maskOf(tagMain)
-	bcast := msgRule{true, tagMain, main}
-	direct := msgRule{false, tagMain, main}
-	switch s.proto {
-	case protoKeygen:
-		switch c.(type) {
-		case *keygen.KGRound1Message, *keygen.KGRound2Message2, *keygen.KGRound3Message:
-			return bcast, true
-		case *keygen.KGRound2Message1:
-			return direct, true
-		}
-	case protoSign:
-		switch c.(type) {
-		case *signing.SignRound1Message1, *signing.SignRound2Message:
-			return direct, true
-		case *signing.SignRound1Message2, *signing.SignRound3Message, *signing.SignRound4Message,
-			*signing.SignRound5Message, *signing.SignRound6Message, *signing.SignRound7Message,
-			*signing.SignRound8Message, *signing.SignRound9Message:
-			return bcast, true
-		}
-	case protoReshare:
-		toNew, toOld := maskOf(tagNew), maskOf(tagOld)
-		switch c.(type) {
-		case *resharing.DGRound1Message, *resharing.DGRound3Message2:
-			return msgRule{true, tagOld, toNew}, true
-		case *resharing.DGRound3Message1:
-			return msgRule{false, tagOld, toNew}, true
-		case *resharing.DGRound2Message1:
-			return msgRule{true, tagNew, toNew}, true
-		case *resharing.DGRound2Message2:
-			return msgRule{true, tagNew, toOld}, true
-		case *resharing.DGRound4Message1:
-			return msgRule{false, tagNew, toNew}, true
-		case *resharing.DGRound4Message2:
-			return msgRule{true, tagNew, maskOf(tagOld, tagNew)}, true
-		}
-	}
-	return msgRule{}, false
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/bnb-chain/tss-lib/v2/crypto/paillier"
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
 	"github.com/bnb-chain/tss-lib/v2/tss"
+	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/crypto"
 )
 
@@ -104,4 +105,76 @@ func TestShareChecksEveryPublicShareAndSetup(t *testing.T) {
 			t.Errorf("%s: got %v, want an error containing %q", name, err, tc.want)
 		}
 	}
+}
+
+func TestShareRoundTripAndRedaction(t *testing.T) {
+	sh := shared2of3(t)[policy.ID]
+	b, err := sh.MarshalSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := UnmarshalShare(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Key().Address != sh.Key().Address || back.Self() != sh.Self() || back.data.Xi.Cmp(sh.data.Xi) != 0 {
+		t.Fatal("share changed in a round trip")
+	}
+	if s := sh.String(); len(s) > 120 || strings.Contains(s, sh.data.Xi.String()[:8]) {
+		t.Fatalf("String leaks: %q", s)
+	}
+	// A share claimed by another member, or with its data altered, is
+	// refused; so is anything after the share.
+	tampers := map[string]func(*Share){
+		"holder":           func(s *Share) { s.self = agent.ID },
+		"secret":           func(s *Share) { s.data.Xi = new(big.Int).Add(s.data.Xi, big.NewInt(1)) },
+		"party key":        func(s *Share) { s.data.Ks[0] = new(big.Int).Add(s.data.Ks[0], big.NewInt(1)) },
+		"public share":     func(s *Share) { s.data.BigXj[0] = s.data.BigXj[1] },
+		"missing paillier": func(s *Share) { s.data.PaillierPKs[2] = nil },
+		"threshold":        func(s *Share) { s.key.Committee.Threshold = 2; s.key.GuardianFloor = 1 },
+		"own n-tilde": func(s *Share) {
+			s.data.NTildej = slices.Clone(s.data.NTildej)
+			s.data.NTildej[indexOfKey(s)] = s.data.H1i
+		},
+	}
+	for name, tamper := range tampers {
+		c, err := UnmarshalShare(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tamper(c)
+		bad, err := c.MarshalSecret()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := UnmarshalShare(bad); err == nil {
+			t.Errorf("share with altered %s accepted", name)
+		} else if strings.Contains(err.Error(), sh.data.Xi.String()[:8]) {
+			t.Errorf("%s: error leaks the secret: %v", name, err)
+		}
+	}
+	if _, err := UnmarshalShare(append([]byte(`{"unknown":1,`), b[1:]...)); err == nil {
+		t.Fatal("unknown field accepted")
+	}
+	if _, err := UnmarshalShare(b[:len(b)/2]); err == nil {
+		t.Fatal("truncated share accepted")
+	}
+	if _, err := UnmarshalShare(append(append([]byte(nil), b...), []byte(`{"x":1}`)...)); err == nil {
+		t.Fatal("data after the share accepted")
+	}
+	k := sh.Key()
+	k.Committee.Members[0].Role = ids.RoleGuardian
+	k.PublicKey[1] ^= 1
+	if sh.Key().Committee.Members[0].Role == ids.RoleGuardian || sh.Key().PublicKey[1] == k.PublicKey[1] {
+		t.Fatal("Key() hands out the share's own slices")
+	}
+}
+
+func indexOfKey(s *Share) int {
+	for j, k := range s.data.Ks {
+		if k.Cmp(s.data.ShareID) == 0 {
+			return j
+		}
+	}
+	return -1
 }

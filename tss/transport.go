@@ -7,8 +7,8 @@ import (
 )
 
 // Transport carries the engine's session traffic between member nodes. The
-// engine never learns how: package p2p implements it over libp2p, MemNetwork
-// in process.
+// engine never learns how: package p2p implements it over libp2p,
+// tsstest.MemNetwork in process for tests.
 //
 // A Transport must:
 //   - set Incoming.From from the authenticated sender, never from the payload;

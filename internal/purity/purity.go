@@ -58,3 +58,47 @@ func Check(t testing.TB, direct, deps func(path string) bool, patterns ...string
 func NetworkOrStorage(path string) bool {
 	return strings.Contains(path, "libp2p") || strings.Contains(path, "dgraph-io/badger")
 }
+
+// NotImported fails t if any package of the module other than pkg (and the
+// packages under it) depends on pkg outside its tests: for test-support
+// packages (fixtures, in-process networks) that must never end up in a
+// binary. go list leaves test imports out of Deps, so tests may import pkg.
+func NotImported(t testing.TB, pkg string) {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-e", "-f", "{{.ImportPath}} {{join .Deps \" \"}}", "github.com/custos-wallet/custos/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	if bad := ImportersOf(string(out), pkg); len(bad) > 0 {
+		t.Fatalf("non-test packages depend on %s: %v", pkg, bad)
+	}
+}
+
+// ImportersOf returns the packages in list (lines of an import path and
+// its dependencies) that depend on pkg, other than pkg and the packages
+// under it; an empty list is reported as an error line, so that a broken
+// listing does not pass.
+func ImportersOf(list, pkg string) []string {
+	var bad []string
+	n := 0
+	for line := range strings.Lines(list) {
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		n++
+		if fields[0] == pkg || strings.HasPrefix(fields[0], pkg+"/") {
+			continue
+		}
+		for _, dep := range fields[1:] {
+			if dep == pkg {
+				bad = append(bad, fields[0])
+				break
+			}
+		}
+	}
+	if n == 0 {
+		return []string{"(go list listed no packages)"}
+	}
+	return bad
+}

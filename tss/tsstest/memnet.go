@@ -1,4 +1,8 @@
-package tss
+// Package tsstest holds what tests of the threshold engine and of the
+// packages built on it share: an in-process network with a fault filter.
+// Only tests import it; internal/purity checks that no production package
+// does.
+package tsstest
 
 import (
 	"context"
@@ -8,9 +12,10 @@ import (
 	"sync"
 
 	"github.com/custos-wallet/custos/ids"
+	"github.com/custos-wallet/custos/tss"
 )
 
-// MemNetwork is an in-process Transport for tests and benchmarks: every
+// MemNetwork is an in-process tss.Transport for tests and benchmarks: every
 // endpoint is a member, senders are authenticated by construction, and a
 // filter can drop, duplicate, reorder or alter messages in flight. It keeps
 // a record of every closed session, so it is not meant for long-lived use.
@@ -48,7 +53,7 @@ func NewMemNetwork() *MemNetwork {
 }
 
 // Endpoint returns the transport of member id.
-func (n *MemNetwork) Endpoint(id ids.MemberID) Transport { return memEndpoint{n: n, self: id} }
+func (n *MemNetwork) Endpoint(id ids.MemberID) tss.Transport { return memEndpoint{n: n, self: id} }
 
 // SetFilter installs f, which sees every message and returns what to
 // deliver in its place (nil drops it). Tests use it to inject faults.
@@ -90,8 +95,8 @@ func (n *MemNetwork) push(msgs []MemMessage) error {
 			continue
 		}
 		if c, ok := n.conns[k]; ok {
-			if !c.push(Incoming{From: m.From, Broadcast: m.Broadcast, Payload: m.Payload}) {
-				return fmt.Errorf("tss: memnet: %s's queue for %s is full", m.To, m.Session)
+			if !c.push(tss.Incoming{From: m.From, Broadcast: m.Broadcast, Payload: m.Payload}) {
+				return fmt.Errorf("tsstest: memnet: %s's queue for %s is full", m.To, m.Session)
 			}
 			continue
 		}
@@ -112,20 +117,20 @@ type memEndpoint struct {
 
 func (e memEndpoint) Self() ids.MemberID { return e.self }
 
-func (e memEndpoint) Open(ctx context.Context, id ids.SessionID, members []ids.MemberID) (Conn, error) {
+func (e memEndpoint) Open(ctx context.Context, id ids.SessionID, members []ids.MemberID) (tss.Conn, error) {
 	if !slices.Contains(members, e.self) {
-		return nil, fmt.Errorf("tss: memnet: %s is not among the session's members", e.self)
+		return nil, fmt.Errorf("tsstest: memnet: %s is not among the session's members", e.self)
 	}
 	n := e.n
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	k := connKey{e.self, id}
 	if _, ok := n.conns[k]; ok || n.closed[k] {
-		return nil, fmt.Errorf("tss: memnet: %s already opened %s", e.self, id)
+		return nil, fmt.Errorf("tsstest: memnet: %s already opened %s", e.self, id)
 	}
-	c := &memConn{n: n, key: k, members: slices.Clone(members), in: make(chan Incoming, 4096), done: make(chan struct{})}
+	c := &memConn{n: n, key: k, members: slices.Clone(members), in: make(chan tss.Incoming, 4096), done: make(chan struct{})}
 	for _, m := range n.early[k] {
-		c.push(Incoming{From: m.From, Broadcast: m.Broadcast, Payload: m.Payload})
+		c.push(tss.Incoming{From: m.From, Broadcast: m.Broadcast, Payload: m.Payload})
 	}
 	delete(n.early, k)
 	n.conns[k] = c
@@ -136,11 +141,11 @@ type memConn struct {
 	n       *MemNetwork
 	key     connKey
 	members []ids.MemberID
-	in      chan Incoming
+	in      chan tss.Incoming
 	done    chan struct{}
 }
 
-func (c *memConn) push(in Incoming) bool {
+func (c *memConn) push(in tss.Incoming) bool {
 	select {
 	case c.in <- in:
 		return true
@@ -151,7 +156,7 @@ func (c *memConn) push(in Incoming) bool {
 
 func (c *memConn) Send(ctx context.Context, to ids.MemberID, payload []byte) error {
 	if !slices.Contains(c.members, to) {
-		return fmt.Errorf("tss: memnet: %s is not a member of %s", to, c.key.session)
+		return fmt.Errorf("tsstest: memnet: %s is not a member of %s", to, c.key.session)
 	}
 	return c.n.deliver(MemMessage{Session: c.key.session, From: c.key.member, To: to, Payload: slices.Clone(payload)})
 }
@@ -169,9 +174,9 @@ func (c *memConn) Broadcast(ctx context.Context, payload []byte) error {
 	return nil
 }
 
-func (c *memConn) Incoming() <-chan Incoming { return c.in }
-func (c *memConn) Done() <-chan struct{}     { return c.done }
-func (c *memConn) Err() error                { return errors.New("tss: memnet: session closed") }
+func (c *memConn) Incoming() <-chan tss.Incoming { return c.in }
+func (c *memConn) Done() <-chan struct{}         { return c.done }
+func (c *memConn) Err() error                    { return errors.New("tsstest: memnet: session closed") }
 
 func (c *memConn) Close(cause error) error {
 	c.n.mu.Lock()
