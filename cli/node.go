@@ -13,7 +13,7 @@ import (
 func init() {
 	register(&Command{
 		Name:    "node",
-		Summary: "run a node (custos node --config FILE), or write a starter one (custos node init)",
+		Summary: "run a node (custos node --config FILE), write a starter one (custos node init), seal pre-parameters into it (custos node import-preparams)",
 		Run:     runNode,
 	})
 }
@@ -21,6 +21,9 @@ func init() {
 func runNode(ctx context.Context, env *Env, args []string) error {
 	if len(args) > 0 && args[0] == "init" {
 		return nodeInit(env, args[1:])
+	}
+	if len(args) > 0 && args[0] == "import-preparams" {
+		return nodeImportPreParams(ctx, env, args[1:])
 	}
 	fs := NewFlags(env, "node", "node --config FILE  |  node init --dir DIR --role ROLE [flags]")
 	cfgPath := fs.String("config", "", "the node's configuration file (YAML); CUSTOS_NODE_* variables override its keys")
@@ -106,5 +109,26 @@ func nodeInit(env *Env, args []string) error {
 	}
 	fmt.Fprintf(env.Stdout, "wrote %s\nmember id (peer id): %s\nrole: %s\n", path, peerID, cfg.Role)
 	fmt.Fprintln(env.Stdout, "next: list the other members and the coordinators in it, pin genesis.hash, then: custos node --config", path)
+	return nil
+}
+
+func nodeImportPreParams(ctx context.Context, env *Env, args []string) error {
+	fs := NewFlags(env, "node import-preparams", "node import-preparams --config FILE PREPARAMS.json...")
+	cfgPath := fs.String("config", "", "the stopped node's configuration file (YAML); CUSTOS_NODE_* variables override its keys")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *cfgPath == "" || fs.NArg() == 0 {
+		return Usagef("node import-preparams needs --config FILE and at least one pre-parameter file")
+	}
+	cfg, err := node.LoadConfig(*cfgPath, env.Getenv)
+	if err != nil {
+		return err
+	}
+	n, err := node.ImportPreParams(ctx, cfg, env.Getenv, fs.Args())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "imported %d pre-parameter sets; the pool holds %d\n", fs.NArg(), n)
 	return nil
 }

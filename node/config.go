@@ -95,11 +95,18 @@ type GenesisConfig struct {
 	Quorum    int      `yaml:"quorum,omitempty"`
 }
 
-// PoolConfig sizes the pre-parameter pool.
+// PoolConfig sizes the pre-parameter pool. Generate false makes the node
+// use only the sets imported into it (custos node import-preparams): a
+// key generation waits for an import when the pool is empty.
 type PoolConfig struct {
-	Target      int `yaml:"target"`
-	Concurrency int `yaml:"concurrency"`
+	Target      int   `yaml:"target"`
+	Concurrency int   `yaml:"concurrency"`
+	Generate    *bool `yaml:"generate,omitempty"`
 }
+
+// Generates says whether the node makes pre-parameters itself (the
+// default).
+func (p PoolConfig) Generates() bool { return p.Generate == nil || *p.Generate }
 
 // LogConfig chooses the log level (debug, info, warn, error) and format
 // (text, json).
@@ -147,6 +154,7 @@ const (
 	EnvPassphraseEnv = "CUSTOS_NODE_STORE_PASSPHRASE_ENV" // store_key.passphrase_env (clears the other sources)
 	EnvGenesisHash   = "CUSTOS_NODE_GENESIS_HASH"         // genesis.hash
 	EnvPoolTarget    = "CUSTOS_NODE_POOL_TARGET"          // pool.target
+	EnvPoolGenerate  = "CUSTOS_NODE_POOL_GENERATE"        // pool.generate (true or false)
 	EnvLogLevel      = "CUSTOS_NODE_LOG_LEVEL"            // log.level
 	EnvLogFormat     = "CUSTOS_NODE_LOG_FORMAT"           // log.format
 )
@@ -211,6 +219,13 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 			return fmt.Errorf("%s=%q is not a number", EnvPoolTarget, v)
 		}
 		c.Pool.Target = n
+	}
+	if v := getenv(EnvPoolGenerate); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%s=%q is not true or false", EnvPoolGenerate, v)
+		}
+		c.Pool.Generate = &b
 	}
 	set(EnvLogLevel, &c.Log.Level)
 	set(EnvLogFormat, &c.Log.Format)

@@ -164,8 +164,12 @@ func New(cfg *Config, opts Options) (*Node, error) {
 	if err := n.loadPolicy(n.ctx); err != nil {
 		return nil, err
 	}
+	gen := opts.Generate
+	if !cfg.Pool.Generates() {
+		gen = importedOnly
+	}
 	n.pool, err = tss.NewPool(n.ctx, tss.PoolConfig{
-		Target: cfg.Pool.Target, Concurrency: cfg.Pool.Concurrency, Generate: opts.Generate,
+		Target: cfg.Pool.Target, Concurrency: cfg.Pool.Concurrency, Generate: gen,
 		Store: st.PreParams(), Logger: log.With("component", "pool"),
 	})
 	if err != nil {

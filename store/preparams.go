@@ -189,3 +189,78 @@ func (s *Store) CountPreParams(ctx context.Context) (int, error) {
 	})
 	return n, err
 }
+
+// ErrPreParamsHeld: a pre-parameter set offered for import is in the store
+// already.
+var ErrPreParamsHeld = errors.New("store: pre-parameter set already held")
+
+// ImportError says which of the sets given to ImportPreParams was refused.
+type ImportError struct {
+	Index int // into the sets given
+	Err   error
+}
+
+func (e *ImportError) Error() string { return fmt.Sprintf("set %d: %v", e.Index, e.Err) }
+
+func (e *ImportError) Unwrap() error { return e.Err }
+
+// ImportPreParams adds sets made elsewhere to the stored pool, all of them
+// or, on any refusal, none. It refuses a set the store holds already
+// (ErrPreParamsHeld), one that was taken once (ErrPreParamsTaken), and a
+// set given twice: pre-parameters are used once. Run it while no pool
+// serves the store (the node is stopped): a running pool would not see the
+// sets until it restarts.
+func (s *Store) ImportPreParams(ctx context.Context, sets []*tss.PreParams) error {
+	type entry struct {
+		id string
+		b  []byte
+	}
+	entries := make([]entry, 0, len(sets))
+	defer func() {
+		for _, e := range entries {
+			clear(e.b)
+		}
+	}()
+	first := map[string]int{}
+	for i, set := range sets {
+		b, err := set.MarshalSecret()
+		if err != nil {
+			return fmt.Errorf("store: import pre-parameters: %w", &ImportError{Index: i, Err: err})
+		}
+		id := preParamsID(b)
+		entries = append(entries, entry{id, b})
+		if j, dup := first[id]; dup {
+			return fmt.Errorf("store: import pre-parameters: %w", &ImportError{Index: i, Err: fmt.Errorf("the same set as set %d", j)})
+		}
+		first[id] = i
+	}
+	s.prepMu.Lock()
+	defer s.prepMu.Unlock()
+	now := time.Now().UTC()
+	err := s.update(ctx, func(txn *badgerTxn) error {
+		for i, e := range entries {
+			held, err := exists(txn, append(preParamsPrefix, e.id...))
+			if err != nil {
+				return err
+			}
+			if held {
+				return &ImportError{Index: i, Err: fmt.Errorf("%w (%s)", ErrPreParamsHeld, e.id[:16])}
+			}
+			taken, err := exists(txn, append(preTakenPrefix, e.id...))
+			if err != nil {
+				return err
+			}
+			if taken {
+				return &ImportError{Index: i, Err: fmt.Errorf("%w (%s)", ErrPreParamsTaken, e.id[:16])}
+			}
+			if err := s.putJSON(txn, recPreParams, append(preParamsPrefix, e.id...), storedPreParams{Added: now, Set: e.b}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: import pre-parameters: %w", err)
+	}
+	return nil
+}

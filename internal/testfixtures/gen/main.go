@@ -27,6 +27,7 @@ func main() {
 	n := flag.Int("n", 7, "number of parties to generate pre-parameters for")
 	dir := flag.String("dir", "internal/testfixtures/preparams", "output directory")
 	workers := flag.Int("workers", 2, "sets generated at once")
+	from := flag.Int("from", 0, "first fixture number to write (keeps the ones below it)")
 	flag.Parse()
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
 		log.Fatal(err)
@@ -55,7 +56,7 @@ func main() {
 			}
 		}()
 	}
-	for i := 0; i < *n; i++ {
+	for i := *from; i < *n; i++ {
 		jobs <- i
 	}
 	close(jobs)
