@@ -363,7 +363,7 @@ func ComposeSetup(ctx context.Context, o ComposeSetupOptions) (*ComposeKeys, err
 			}
 			phase := ""
 			op, err = rest.WaitOperation(ctx, op.ID, 500*time.Millisecond, func(op *api.Operation) {
-				if op.Phase != phase {
+				if op.Phase != phase && op.Phase != "" {
 					phase = op.Phase
 					out.printf("  %s key: %s", k.name, describePhase(op.Phase))
 				}
