@@ -130,15 +130,20 @@ type Timeouts struct {
 	// Probe bounds the status query that tells whether a member is
 	// reachable.
 	Probe time.Duration `yaml:"probe"`
+	// Unreachable bounds how long a request being signed waits for the
+	// members its tier needs when too few of them can be reached; then it
+	// fails, naming the members it could not reach.
+	Unreachable time.Duration `yaml:"unreachable"`
 }
 
 // Defaults.
 const (
-	DefaultHTTPListen = "127.0.0.1:8080"
-	DefaultPropose    = 15 * time.Second
-	DefaultSession    = 2 * time.Minute
-	DefaultKeygen     = 15 * time.Minute
-	DefaultProbe      = 3 * time.Second
+	DefaultHTTPListen  = "127.0.0.1:8080"
+	DefaultPropose     = 15 * time.Second
+	DefaultSession     = 2 * time.Minute
+	DefaultKeygen      = 15 * time.Minute
+	DefaultProbe       = 3 * time.Second
+	DefaultUnreachable = 15 * time.Second
 )
 
 // The environment overrides, each named CUSTOS_COORDINATOR_ and the field.
@@ -328,7 +333,7 @@ func (c *Config) checkOnce() error {
 	for _, d := range []struct {
 		v   *time.Duration
 		def time.Duration
-	}{{&t.Propose, DefaultPropose}, {&t.Session, DefaultSession}, {&t.Keygen, DefaultKeygen}, {&t.Probe, DefaultProbe}} {
+	}{{&t.Propose, DefaultPropose}, {&t.Session, DefaultSession}, {&t.Keygen, DefaultKeygen}, {&t.Probe, DefaultProbe}, {&t.Unreachable, DefaultUnreachable}} {
 		if *d.v < 0 {
 			return errors.New("timeouts: negative duration")
 		}

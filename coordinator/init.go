@@ -99,7 +99,7 @@ func Init(dir string, opts InitOptions) (*InitResult, error) {
 		b.WriteString("policy: {genesis_hash: \"\"}  # the genesis policy document's hash, or {guardians: [...], quorum: N}\n")
 		missing = append(missing, "policy.genesis_hash")
 	}
-	b.WriteString("timeouts: {propose: 15s, session: 2m, keygen: 15m, probe: 3s}\nlog_level: info\n")
+	b.WriteString("timeouts: {propose: 15s, session: 2m, keygen: 15m, probe: 3s, unreachable: 15s}\nlog_level: info\n")
 	if err := os.WriteFile(cfgPath, []byte(b.String()), 0o600); err != nil {
 		return nil, fmt.Errorf("coordinator init: %w", err)
 	}

@@ -40,14 +40,16 @@ const maxAttempts = 8
 
 // Rule ids the coordinator itself reports.
 const (
-	ruleExpired  = "expiry"
-	ruleQuorum   = "quorum"
-	ruleTier     = "tier"
-	ruleGuardian = "guardian-denial"
-	ruleSession  = "session"
-	ruleSigned   = "request" // a member already signed this request
-	ruleAttempts = "attempts"
-	ruleInternal = "internal" // a member's own fault: not a refusal of the request
+	ruleExpired = "expiry"
+	ruleQuorum  = "quorum"
+	// ruleUnreachable: the members a tier needs stayed out of reach.
+	ruleUnreachable = "unreachable"
+	ruleTier        = "tier"
+	ruleGuardian    = "guardian-denial"
+	ruleSession     = "session"
+	ruleSigned      = "request" // a member already signed this request
+	ruleAttempts    = "attempts"
+	ruleInternal    = "internal" // a member's own fault: not a refusal of the request
 )
 
 // reqBody is a signing request's journal record.
@@ -60,6 +62,9 @@ type reqBody struct {
 	Tier   *tierSpec        `json:"tier_spec,omitempty"`
 	// Excluded are the members failed sessions blamed.
 	Excluded []ids.MemberID `json:"excluded,omitempty"`
+	// Unreachable is when the request began to wait for members it could
+	// not reach (zero: it is not waiting).
+	Unreachable time.Time `json:"unreachable,omitzero"`
 }
 
 // tierSpec is policy.TierSpec as stored.
@@ -748,8 +753,32 @@ func (c *Coordinator) attempt(ctx context.Context, id ids.RequestID, b *reqBody)
 			c.finish(ctx, id, api.StateFailed, "", ruleQuorum, fmt.Sprintf("no quorum left for tier %s without the members failed sessions blamed (%s): %v", spec.Name, joinIDs(b.Excluded), err2))
 			return false
 		}
-		c.note(ctx, id, fmt.Sprintf("waiting for members: %v", err))
+		var missing []string
+		for _, m := range ki.Committee.IDs() {
+			if !reach(m) {
+				missing = append(missing, fmt.Sprintf("%s member %s", ki.Committee.Role(m), m))
+			}
+		}
+		reason := fmt.Sprintf("cannot reach %s: %v", strings.Join(missing, ", "), err)
+		since := b.Unreachable
+		if since.IsZero() {
+			since = c.now()
+			_, _ = c.update(ctx, id, func(b *reqBody) error {
+				if b.Unreachable.IsZero() {
+					b.Unreachable = since
+				}
+				return nil
+			})
+		}
+		if c.now().Sub(since) >= c.cfg.Timeouts.Unreachable {
+			c.finish(ctx, id, api.StateFailed, "", ruleUnreachable, fmt.Sprintf("no quorum for tier %s after %s: %s", spec.Name, c.cfg.Timeouts.Unreachable, reason))
+			return false
+		}
+		c.note(ctx, id, "waiting: "+reason)
 		return true
+	}
+	if !b.Unreachable.IsZero() {
+		_, _ = c.update(ctx, id, func(b *reqBody) error { b.Unreachable = time.Time{}; return nil })
 	}
 	sess := ids.NewSessionID()
 	started := c.now()

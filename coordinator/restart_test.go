@@ -86,7 +86,7 @@ func TestRestartResumesOrFails(t *testing.T) {
 		if r, err = e.op.Request(ctx, long.ID); err != nil {
 			t.Fatal(err)
 		}
-		if len(r.Attempts) > 0 && r.Attempts[0].State == attFailed && strings.HasPrefix(r.Reason, "waiting for members") {
+		if len(r.Attempts) > 0 && r.Attempts[0].State == attFailed && strings.HasPrefix(r.Reason, "waiting: cannot reach") {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -106,6 +106,18 @@ func TestRestartResumesOrFails(t *testing.T) {
 	}
 	if !sawSession {
 		t.Fatalf("no audit entry for the settled session: %+v", entries)
+	}
+
+	// Members that stay out of reach end the request, naming them, instead
+	// of leaving it to wait until its expiry hours away.
+	e.clock.Add(DefaultUnreachable)
+	got, err = e.op.WaitFinal(ctx, long.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != api.StateFailed || got.RuleID != ruleUnreachable || !strings.Contains(got.Reason, string(e.members[1])) ||
+		!strings.Contains(got.Reason, "cannot reach") {
+		t.Fatalf("request whose members stayed unreachable: state %s rule %s reason %q", got.State, got.RuleID, got.Reason)
 	}
 }
 

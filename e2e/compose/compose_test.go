@@ -1,10 +1,12 @@
 package compose
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/big"
 	"os"
 	"os/exec"
@@ -30,11 +32,14 @@ import (
 // imports: distinct sets for distinct nodes, one per key generation or
 // reshare it takes part in.
 var fixtures = map[string][]string{
-	dev.NameAgent:     {"00", "01"},
-	dev.NamePolicy:    {"02", "03"},
-	dev.NameGuardian1: {"04", "05"},
-	dev.NameGuardian2: {"06"},
+	dev.NameAgent:     {"00", "01"},       // hot, vault
+	dev.NamePolicy:    {"02", "03", "04"}, // hot, vault, the reshare of hot
+	dev.NameGuardian1: {"05", "06", "07"}, // hot, vault, the reshare of hot
+	dev.NameGuardian2: {"08"},             // vault
 }
+
+// spareFixtures are agent-2's, imported when it is brought in.
+var spareFixtures = []string{"09"}
 
 // world is the running compose cluster as the test sees it.
 type world struct {
@@ -49,6 +54,7 @@ type world struct {
 	keys    dev.ComposeKeys
 	cred    *agentauth.Credential
 	agent   *client.Client // signs as the agent
+	rest    *client.Client // the operator
 	eth     *ethclient.Client
 	chainID *big.Int
 }
@@ -85,7 +91,12 @@ func TestCompose(t *testing.T) {
 	ok = ok && t.Run("b_hot_payment", w.phaseHot)
 	ok = ok && t.Run("c_guarded_payment_approved_in_container", w.phaseGuarded)
 	ok = ok && t.Run("d_guardian_1_stopped", w.phaseGuardianDown)
-	_ = ok && t.Run("e_policy_stopped", w.phasePolicyDown)
+	ok = ok && t.Run("e_policy_stopped", w.phasePolicyDown)
+	ok = ok && t.Run("f_policy_killed_during_signing", w.phasePolicyKilled)
+	// h before g: the vault key's committee holds the agent node that g
+	// destroys.
+	ok = ok && t.Run("h_guardian_partitioned_during_approval", w.phasePartition)
+	_ = ok && t.Run("g_agent_node_replaced_by_reshare", w.phaseReshare)
 }
 
 func (w *world) phaseUp(t *testing.T) {
@@ -131,12 +142,7 @@ func (w *world) phaseUp(t *testing.T) {
 
 	w.composeRun(t, "run", "--rm", "init")
 	for name, sets := range fixtures {
-		args := []string{"run", "--rm", "--no-deps", "-v", filepath.Join(w.repo, "internal/testfixtures/preparams") + ":/fx:ro",
-			name, "node", "import-preparams", "--config", "/data/node.yaml"}
-		for _, s := range sets {
-			args = append(args, "/fx/"+s+".json")
-		}
-		w.composeRun(t, args...)
+		w.importPreParams(t, name, sets)
 	}
 	w.composeRun(t, "up", "-d")
 	for _, s := range []string{"devchain", "coordinator"} {
@@ -156,6 +162,14 @@ func (w *world) phaseUp(t *testing.T) {
 	}
 	url := "http://" + w.port(t, "coordinator", 8080)
 	if w.agent, err = client.New(url, client.Options{Agent: w.cred}); err != nil {
+		t.Fatal(err)
+	}
+	// The operator token, out of the coordinator's volume (the image has
+	// no shell to cat it with).
+	id := strings.TrimSpace(w.composeRun(t, "ps", "-q", "coordinator"))
+	tok := w.run(t, "docker", "cp", id+":/data/operator.token", "-")
+	token := tarFile(t, tok)
+	if w.rest, err = client.New(url, client.Options{Token: strings.TrimSpace(token)}); err != nil {
 		t.Fatal(err)
 	}
 	if w.eth, err = ethclient.Dial("http://" + w.port(t, "devchain", 8545)); err != nil {
@@ -249,6 +263,243 @@ func (w *world) phasePolicyDown(t *testing.T) {
 	w.waitHealthy(t, dev.NamePolicy)
 }
 
+// phaseKill: the policy node is killed (SIGKILL) while a hot payment is
+// being signed, and restarted. The request ends signed or failed, and the
+// policy node's ledger holds at most one reservation for it: exactly one
+// if it was signed.
+func (w *world) phasePolicyKilled(t *testing.T) {
+	start := time.Now()
+	defer func() { t.Logf("phase f took %s", time.Since(start).Round(100*time.Millisecond)) }()
+	before := w.countUsed(t)
+	r := w.submit(t, w.keys.Hot, dev.Vendors[0], dev.HotPayment)
+	w.run(t, "docker", "kill", "-s", "KILL", strings.TrimSpace(w.composeRun(t, "ps", "-q", dev.NamePolicy)))
+	w.composeRun(t, "start", dev.NamePolicy)
+	w.waitHealthy(t, dev.NamePolicy)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r, err := w.agent.WaitFinal(ctx, r.ID)
+	if err != nil {
+		t.Fatalf("request %s after the kill: %v", r.ID, err)
+	}
+	after := w.countUsed(t)
+	t.Logf("request %s ended %s (%s: %s); policy ledger count %d -> %d", r.ID, r.State, r.RuleID, r.Reason, before, after)
+	switch r.State {
+	case "signed":
+		if after-before != 1 {
+			t.Fatalf("signed once, but the ledger counts %d reservations for it", after-before)
+		}
+		if r, err = w.agent.Broadcast(ctx, r.ID); err != nil {
+			t.Fatal(err)
+		}
+		w.mined(t, r)
+	case "failed", "denied":
+		if after-before > 1 {
+			t.Fatalf("failed, but the ledger counts %d reservations for it", after-before)
+		}
+	default:
+		t.Fatalf("request ended %s", r.State)
+	}
+}
+
+// countUsed is the hot rule's count of payments used, from the policy
+// node's ledger (a dry run reports it).
+func (w *world) countUsed(t *testing.T) uint64 {
+	t.Helper()
+	body := w.requestBody(t, w.keys.Hot, dev.Vendors[0], dev.HotPayment, time.Hour)
+	d, err := w.agent.DryRun(context.Background(), w.cred.Sign(api.SignRequestMethod, api.SignRequestPath, body, time.Now()))
+	if err != nil {
+		t.Fatalf("dry run: %v", err)
+	}
+	if string(d.Decision.Member) != string(w.cluster.Nodes[dev.NamePolicy].ID) {
+		t.Fatalf("dry run answered by %s, not the policy node", d.Decision.Member)
+	}
+	for _, b := range d.Budgets {
+		if b.CountLimit > 0 {
+			return b.CountUsed
+		}
+	}
+	t.Fatalf("dry run reports no count budget: %+v", d.Budgets)
+	return 0
+}
+
+// phasePartition: guardian-1 is cut off the network while a guarded
+// payment waits for it; it approves in its container, the network heals,
+// and the request ends signed (then mined) or expired, nothing else.
+func (w *world) phasePartition(t *testing.T) {
+	start := time.Now()
+	defer func() { t.Logf("phase h took %s", time.Since(start).Round(100*time.Millisecond)) }()
+	body := w.requestBody(t, w.keys.Vault, dev.Vendors[1], dev.GuardedPayment, 3*time.Minute)
+	r, err := w.agent.SubmitBody(context.Background(), w.cred, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	// Wait until guardian-1's node has the request: then cut it off.
+	for {
+		out, err := w.composeOut("exec", "-T", dev.NameGuardian1, "/custos", "guardian", "show", string(r.ID))
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("guardian-1 never got %s: %s", r.ID, out)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	network := w.project + "_default"
+	g1 := strings.TrimSpace(w.composeRun(t, "ps", "-q", dev.NameGuardian1))
+	w.run(t, "docker", "network", "disconnect", network, g1)
+	out, err := w.composeOut("exec", "-T", dev.NameGuardian1, "/custos", "guardian", "approve", string(r.ID), "--yes")
+	t.Logf("approve while partitioned: err %v: %s", err, lastLines(out, 3))
+	w.run(t, "docker", "network", "connect", "--alias", dev.NameGuardian1, network, g1)
+	if cur, err := w.agent.Request(ctx, r.ID); err == nil && cur.State == "pending_approval" {
+		w.approve(t, ctx, dev.NameGuardian1, r.ID)
+	}
+	r, err = w.agent.WaitFinal(ctx, r.ID)
+	if err != nil {
+		t.Fatalf("request %s after the partition: %v", r.ID, err)
+	}
+	t.Logf("request %s ended %s (%s: %s)", r.ID, r.State, r.RuleID, r.Reason)
+	switch r.State {
+	case "signed":
+		if r, err = w.agent.Broadcast(ctx, r.ID); err != nil {
+			t.Fatal(err)
+		}
+		w.mined(t, r)
+	case "expired":
+	default:
+		t.Fatalf("request ended %s: %s", r.State, r.Reason)
+	}
+	w.waitHealthy(t, dev.NameGuardian1)
+}
+
+// phaseReshare: the agent node's container and volume are destroyed; the
+// spare agent-2 is brought in by a reshare of the hot key that both
+// guardians authorise, and the same address signs again.
+func (w *world) phaseReshare(t *testing.T) {
+	start := time.Now()
+	defer func() { t.Logf("phase g took %s", time.Since(start).Round(100*time.Millisecond)) }()
+	w.composeRun(t, "rm", "-s", "-f", dev.NameAgent)
+	w.run(t, "docker", "volume", "rm", w.project+"_"+dev.NameAgent)
+
+	w.importPreParams(t, dev.ServiceAgent2, spareFixtures)
+	w.composeRun(t, "--profile", "spare", "up", "-d", "--no-recreate", dev.ServiceAgent2)
+	doc, err := os.ReadFile(filepath.Join(w.out, "policy.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pd api.PolicyDocument
+	if err := json.Unmarshal(doc, &pd); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	agent2 := w.cluster.Nodes[dev.ServiceAgent2].ID
+	for {
+		p, err := w.rest.ProposePolicy(ctx, pd)
+		took := false
+		if err == nil {
+			for _, m := range p.Members {
+				took = took || (m.Member == agent2 && m.Accepted)
+			}
+		}
+		if took {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("agent-2 never took the policy: %v %+v", err, p)
+		}
+		time.Sleep(time.Second)
+	}
+	w.waitHealthy(t, dev.ServiceAgent2)
+
+	hot := w.keys.Hot
+	newCommittee := []api.CommitteeMember{
+		{ID: agent2, Role: ids.RoleAgent},
+		{ID: w.cluster.Nodes[dev.NamePolicy].ID, Role: ids.RolePolicy},
+		{ID: w.cluster.Nodes[dev.NameGuardian1].ID, Role: ids.RoleGuardian},
+	}
+	var spec []string
+	for _, m := range newCommittee {
+		spec = append(spec, string(m.ID)+":"+string(m.Role))
+	}
+	first := w.composeRun(t, "exec", "-T", dev.NameGuardian1, "/custos", "guardian", "authorize-reshare", "--from-node",
+		"--key", hot.ID.String(), "--new", strings.Join(spec, ","), "--new-threshold", "1", "--expiry", "1h", "--yes")
+	both := w.composeRun(t, "exec", "-T", dev.NameGuardian2, "/custos", "guardian", "authorize-reshare",
+		"--add-signature", strings.TrimSpace(jsonPart(first)), "--yes")
+	var auth api.Reshare
+	if err := json.Unmarshal([]byte(jsonPart(both)), &auth); err != nil {
+		t.Fatalf("authorisation: %v\n%s", err, both)
+	}
+	if len(auth.Signatures) != 2 {
+		t.Fatalf("authorisation carries %d signatures", len(auth.Signatures))
+	}
+	op, err := w.rest.Reshare(ctx, hot.ID, api.ReshareKey{Committee: newCommittee, Threshold: 1, Authorization: auth})
+	if err != nil {
+		t.Fatalf("reshare: %v", err)
+	}
+	if op, err = w.rest.WaitOperation(ctx, op.ID, 500*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	if op.State != api.OpDone || op.Key == nil || op.Key.Address != hot.Address {
+		t.Fatalf("reshare ended %s: %s (%+v)", op.State, op.Error, op.Key)
+	}
+	t.Logf("reshare took %s; key %s generation %d", time.Since(start).Round(100*time.Millisecond), op.Key.Address.Hex(), op.Key.Generation)
+	w.keys.Hot = *op.Key
+	r := w.pay(t, w.keys.Hot, dev.Vendors[0], dev.HotPayment, "")
+	if r.State != "signed" {
+		t.Fatalf("hot payment after the reshare: %s (%s: %s)", r.State, r.RuleID, r.Reason)
+	}
+	w.mined(t, r)
+}
+
+func (w *world) importPreParams(t *testing.T, service string, sets []string) {
+	t.Helper()
+	args := []string{"--profile", "spare", "run", "--rm", "--no-deps", "-v", filepath.Join(w.repo, "internal/testfixtures/preparams") + ":/fx:ro",
+		service, "node", "import-preparams", "--config", "/data/node.yaml"}
+	for _, s := range sets {
+		args = append(args, "/fx/"+s+".json")
+	}
+	w.composeRun(t, args...)
+}
+
+// jsonPart is the JSON object a command printed, without what came
+// before it.
+func jsonPart(s string) string {
+	i := strings.Index(s, "{")
+	if i < 0 {
+		return s
+	}
+	var v json.RawMessage
+	if err := json.NewDecoder(strings.NewReader(s[i:])).Decode(&v); err != nil {
+		return s[i:]
+	}
+	return string(v)
+}
+
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, " | ")
+}
+
+// tarFile is the content of the one file in a tar stream (docker cp's
+// output).
+func tarFile(t *testing.T, s string) string {
+	t.Helper()
+	tr := tar.NewReader(strings.NewReader(s))
+	if _, err := tr.Next(); err != nil {
+		t.Fatalf("docker cp: %v", err)
+	}
+	b, err := io.ReadAll(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 // pay asks for a payment, has guardian approve it through its CLI in its
 // container when one is named, and waits for the request's end; a signed
 // one is broadcast.
@@ -274,6 +525,17 @@ func (w *world) pay(t *testing.T, k api.Key, to common.Address, value *big.Int, 
 
 func (w *world) submit(t *testing.T, k api.Key, to common.Address, value *big.Int) *api.Request {
 	t.Helper()
+	r, err := w.agent.SubmitBody(context.Background(), w.cred, w.requestBody(t, k, to, value, 30*time.Minute))
+	if err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	return r
+}
+
+// requestBody is a signing request for a payment from k at its next
+// nonce.
+func (w *world) requestBody(t *testing.T, k api.Key, to common.Address, value *big.Int, expiry time.Duration) []byte {
+	t.Helper()
 	ctx := context.Background()
 	nonce, err := w.eth.PendingNonceAt(ctx, k.Address)
 	if err != nil {
@@ -287,12 +549,12 @@ func (w *world) submit(t *testing.T, k api.Key, to common.Address, value *big.In
 	}
 	req := api.SignRequest{Key: k.ID, ChainID: w.chainID.Uint64(), Kind: "transaction",
 		Payload:        []byte(fmt.Sprintf("%q", hexutil.Encode(raw))),
-		IdempotencyKey: fmt.Sprintf("e2e-%d", time.Now().UnixNano()), Expiry: time.Now().Add(30 * time.Minute).UTC().Truncate(time.Second)}
-	r, err := w.agent.Submit(ctx, w.cred, req)
+		IdempotencyKey: fmt.Sprintf("e2e-%d", time.Now().UnixNano()), Expiry: time.Now().Add(expiry).UTC().Truncate(time.Second)}
+	b, err := json.Marshal(req)
 	if err != nil {
-		t.Fatalf("submit: %v", err)
+		t.Fatal(err)
 	}
-	return r
+	return b
 }
 
 // approve runs custos guardian approve inside the guardian's container

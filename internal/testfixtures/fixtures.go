@@ -5,7 +5,7 @@
 // they are test-only key material and must never reach a node. Regenerate them
 // with:
 //
-//	go run ./internal/testfixtures/gen -n 7
+//	go run ./internal/testfixtures/gen -n 11
 package testfixtures
 
 import (

@@ -2,7 +2,7 @@
 // tests of the threshold engine and the network load instead of waiting for
 // safe primes.
 //
-//	go run ./internal/testfixtures/gen -n 7
+//	go run ./internal/testfixtures/gen -n 11
 //
 // The files hold Paillier secret keys. They are test-only key material: never
 // load them in a node.
