@@ -96,7 +96,23 @@ func TestCompose(t *testing.T) {
 	// h before g: the vault key's committee holds the agent node that g
 	// destroys.
 	ok = ok && t.Run("h_guardian_partitioned_during_approval", w.phasePartition)
-	_ = ok && t.Run("g_agent_node_replaced_by_reshare", w.phaseReshare)
+	ok = ok && t.Run("g_agent_node_replaced_by_reshare", w.phaseReshare)
+	_ = ok && t.Run("i_down", w.phaseDown)
+}
+
+// phaseDown brings the cluster down with its volumes (t.Cleanup does the
+// same on any failure) and checks that nothing of the project is left.
+func (w *world) phaseDown(t *testing.T) {
+	start := time.Now()
+	defer func() { t.Logf("phase i took %s", time.Since(start).Round(100*time.Millisecond)) }()
+	w.composeRun(t, "--profile", "spare", "--profile", "init", "--profile", "setup", "down", "-v", "--remove-orphans", "-t", "10")
+	label := "label=com.docker.compose.project=" + w.project
+	if left := strings.TrimSpace(w.run(t, "docker", "ps", "-aq", "--filter", label)); left != "" {
+		t.Fatalf("containers left: %s", left)
+	}
+	if left := strings.TrimSpace(w.run(t, "docker", "volume", "ls", "-q", "--filter", label)); left != "" {
+		t.Fatalf("volumes left: %s", left)
+	}
 }
 
 func (w *world) phaseUp(t *testing.T) {
@@ -272,6 +288,19 @@ func (w *world) phasePolicyKilled(t *testing.T) {
 	defer func() { t.Logf("phase f took %s", time.Since(start).Round(100*time.Millisecond)) }()
 	before := w.countUsed(t)
 	r := w.submit(t, w.keys.Hot, dev.Vendors[0], dev.HotPayment)
+	// Kill once the coordinator is signing (the tier is known and the
+	// session proposed), or as soon as it is over if it was quicker.
+	for {
+		cur, err := w.agent.Request(context.Background(), r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cur.State == "signing" || api.Final(cur.State) {
+			t.Logf("killing the policy node with request %s %s", r.ID, cur.State)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	w.run(t, "docker", "kill", "-s", "KILL", strings.TrimSpace(w.composeRun(t, "ps", "-q", dev.NamePolicy)))
 	w.composeRun(t, "start", dev.NamePolicy)
 	w.waitHealthy(t, dev.NamePolicy)
