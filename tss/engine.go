@@ -24,14 +24,21 @@ type Config struct {
 	// TickInterval is the resolution of IdleTimeout. Default 100ms.
 	TickInterval time.Duration
 	Logger       *slog.Logger
+	// MaxPresignatures bounds the presignatures parked at once; parking
+	// one more burns the oldest. Default 32.
+	MaxPresignatures int
+	// PresignMaxAge burns a parked presignature this old. Default 1h.
+	PresignMaxAge time.Duration
 }
 
 // Engine runs keygen, signing and resharing sessions for one node over a
 // Transport. It is safe for concurrent use: each call runs its own session.
 type Engine struct {
-	tr  Transport
-	cfg Config
-	log *slog.Logger
+	tr      Transport
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time // the presignatures' clock; tests replace it
+	presign presignStore
 }
 
 // NewEngine makes an engine for the node behind tr.
@@ -42,11 +49,17 @@ func NewEngine(tr Transport, cfg Config) *Engine {
 	if cfg.TickInterval <= 0 {
 		cfg.TickInterval = 100 * time.Millisecond
 	}
+	if cfg.MaxPresignatures <= 0 {
+		cfg.MaxPresignatures = 32
+	}
+	if cfg.PresignMaxAge <= 0 {
+		cfg.PresignMaxAge = time.Hour
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{tr: tr, cfg: cfg, log: log.With("member", tr.Self())}
+	return &Engine{tr: tr, cfg: cfg, log: log.With("member", tr.Self()), now: time.Now}
 }
 
 // maxIdle is IdleTimeout in ticks of TickInterval.
@@ -72,7 +85,12 @@ func sortedIDs(memberIDs []ids.MemberID) []ids.MemberID {
 
 // run drives s over the transport until it ends, and returns the Ready
 // that says Done, with the outcome.
-func (e *Engine) run(ctx context.Context, s *Session) (done Ready, err error) {
+func (e *Engine) run(ctx context.Context, s *Session) (Ready, error) { return e.drive(ctx, s, s.Start) }
+
+// drive opens s's transport session, sends what first returns, and steps
+// s until it ends or parks (a presignature after round 4); it returns the
+// Ready that says Done or Parked.
+func (e *Engine) drive(ctx context.Context, s *Session, first func() Ready) (done Ready, err error) {
 	start := time.Now()
 	log := e.log.With("session", s.id, "protocol", s.proto)
 	conn, err := e.tr.Open(ctx, s.id, s.members())
@@ -98,7 +116,7 @@ func (e *Engine) run(ctx context.Context, s *Session) (done Ready, err error) {
 	}()
 	ticker := time.NewTicker(e.cfg.TickInterval)
 	defer ticker.Stop()
-	rd := s.Start()
+	rd := first()
 	for {
 		for _, m := range rd.Messages {
 			var serr error
@@ -125,7 +143,7 @@ func (e *Engine) run(ctx context.Context, s *Session) (done Ready, err error) {
 		if rd.Err != nil {
 			return Ready{}, rd.Err
 		}
-		if rd.Done {
+		if rd.Done || rd.Parked {
 			return rd, nil
 		}
 		select {

@@ -1,8 +1,14 @@
 package tss
 
 import (
+	"math/big"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/bnb-chain/tss-lib/v2/tss"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/custos-wallet/custos/ids"
 )
@@ -39,4 +45,38 @@ func TypeOf(payload []byte) string {
 	}
 	t := typeName(env.Wire)
 	return t[strings.LastIndex(t, ".")+1:]
+}
+
+// PresignPlaceholder is the digest presignatures run rounds 1-4 with.
+var PresignPlaceholder = presignPlaceholder
+
+// SetPresignClock replaces e's clock for presignature ages.
+func SetPresignClock(e *Engine, now func() time.Time) { e.now = now }
+
+// RewritePayload decodes the tss-lib message in a session payload, lets
+// mutate change it (true if it did) and encodes it again, still bound to
+// its session: a forged message as a real member would send it.
+func RewritePayload(payload []byte, mutate func(tss.MessageContent) bool) ([]byte, error) {
+	env, err := decodeEnvelope(payload)
+	if err != nil || env.Notice {
+		return payload, err
+	}
+	dummy := tss.NewPartyID("x", "x", big.NewInt(1))
+	dummy.Index = 0
+	msg, err := tss.ParseWireMessage(env.Wire, dummy, env.Broadcast)
+	if err != nil {
+		return nil, err
+	}
+	c := msg.Content()
+	if !mutate(c) {
+		return payload, nil
+	}
+	a, err := anypb.New(c)
+	if err != nil {
+		return nil, err
+	}
+	if env.Wire, err = proto.Marshal(a); err != nil {
+		return nil, err
+	}
+	return env.encode(), nil
 }

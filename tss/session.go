@@ -55,6 +55,8 @@ type Session struct {
 	rounds func(tag) []round                        // what a party of each committee must receive, in order
 	rule   func(tss.MessageContent) (msgRule, bool) // how each message type must travel
 	finish func(*Ready) error                       // fills the outcome once every local party finished
+
+	pre4 *presignPhase // a presignature: rounds 1-4 park, 5-9 run later; see presign.go
 }
 
 // Ready is what a call into a Session hands back: the messages to send
@@ -63,6 +65,7 @@ type Session struct {
 type Ready struct {
 	Messages []Outbound    // to send, in order
 	Done     bool          // every local party finished; the result is below
+	Parked   bool          // a presignature finished rounds 1-4 and holds its round-4 messages
 	Err      *SessionError // the session failed; final for this attempt
 
 	// Share is this node's new share: after a keygen, and after a reshare
@@ -546,6 +549,12 @@ func (s *Session) receive(in Incoming) {
 		s.misbehaved(in.From, "unexpected message type %s in %s", msg.Type(), s.proto)
 		return
 	}
+	if s.pre4 != nil {
+		if err := s.pre4.admits(msg.Content()); err != nil {
+			s.misbehaved(in.From, "%v", err)
+			return
+		}
+	}
 	if rule != (msgRule{broadcast: env.Broadcast, from: env.From, to: env.To}) {
 		s.misbehaved(in.From, "message %s has routing broadcast=%v from=%s to=%b, want broadcast=%v from=%s to=%b",
 			msg.Type(), env.Broadcast, env.From, env.To, rule.broadcast, rule.from, rule.to)
@@ -679,6 +688,10 @@ func (s *Session) route(m tss.Message) {
 	}
 	if pm, ok := m.(tss.ParsedMessage); ok {
 		s.hard.sent(from, pm)
+	}
+	if s.pre4 != nil {
+		before := len(s.ready.Messages)
+		defer s.pre4.routed(s, m, before)
 	}
 	to := s.maskOf(r)
 	recipients := r.To

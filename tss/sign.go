@@ -42,6 +42,14 @@ func (e *Engine) Sign(ctx context.Context, req SignRequest) (Signature, error) {
 // newSignSession checks req and builds the session of member self; the
 // checked signature comes on the Ready that says Done.
 func newSignSession(self ids.MemberID, req SignRequest, maxIdle int) (*Session, error) {
+	return newSignSessionWith(self, req, maxIdle, new(big.Int).SetBytes(req.Digest[:]), nil)
+}
+
+// newSignSessionWith builds the signing session for req around msg, the
+// digest tss-lib's party keeps and reads from round 5 on; the signature is
+// checked against msg as it is at the end. A presignature (pre4 set) binds
+// no digest into the session parameters: its online phase binds it.
+func newSignSessionWith(self ids.MemberID, req SignRequest, maxIdle int, msg *big.Int, pre4 *presignPhase) (*Session, error) {
 	if req.Share == nil {
 		return nil, errors.New("tss: sign: share is missing")
 	}
@@ -84,14 +92,18 @@ func newSignSession(self ids.MemberID, req SignRequest, maxIdle int) (*Session, 
 	if err != nil {
 		return nil, fmt.Errorf("tss: sign: %w", err)
 	}
-	params := paramsHash(protoSign.String(), key.canonical(), sortedIDs(req.Signers), req.Digest, req.Path)
+	var bound any = req.Digest
+	if pre4 != nil {
+		bound = "presign"
+	}
+	params := paramsHash(protoSign.String(), key.canonical(), sortedIDs(req.Signers), bound, req.Path)
 	s := newSession(sessionConfig{id: req.Session, params: params, proto: protoSign, self: self, maxIdle: maxIdle,
 		parties: len(req.Signers), hard: hard, rounds: func(tag) []round { return signRounds }, rule: signRule})
+	s.pre4 = pre4
 	pids := s.addCommittee(tagMain, req.Signers, key.Generation)
 	tp := tss.NewParameters(tss.S256(), tss.NewPeerContext(pids), s.parties[partyRef{self, tagMain}], len(pids), key.Committee.Threshold)
 	end := make(chan *common.SignatureData, 1)
 	var out *common.SignatureData
-	msg := new(big.Int).SetBytes(req.Digest[:])
 	party := signing.NewLocalPartyWithKDD(msg, tp, data, delta, s.out, end, len(req.Digest))
 	s.addLocal(tagMain, party, pollEnd(end, &out))
 	s.finish = func(rd *Ready) error {
@@ -102,7 +114,9 @@ func newSignSession(self ids.MemberID, req SignRequest, maxIdle int) (*Session, 
 		copy(sig[:32], out.R)
 		copy(sig[32:64], out.S)
 		sig[64] = out.SignatureRecovery[0]
-		if err := verifySignature(req.Digest, sig, wantPub); err != nil {
+		var digest [32]byte
+		msg.FillBytes(digest[:])
+		if err := verifySignature(digest, sig, wantPub); err != nil {
 			return fmt.Errorf("tss: sign: %w", err)
 		}
 		rd.Signature = &sig
