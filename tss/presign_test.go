@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"math/big"
 	"slices"
 	"strings"
 	"sync"
@@ -13,14 +12,15 @@ import (
 	"time"
 
 	"github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
-	"github.com/bnb-chain/tss-lib/v2/tss"
-
+	tsslib "github.com/bnb-chain/tss-lib/v2/tss"
 	"github.com/custos-wallet/custos/ids"
 	. "github.com/custos-wallet/custos/tss" //nolint:staticcheck // the tests read as if in package tss
 	"github.com/custos-wallet/custos/tss/tsstest"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 )
+
+var curveQ = tsslib.S256().Params().N
 
 // presignCluster is one engine per member of the shared 2-of-3 key, on one
 // in-process network; engines keep their parked presignatures across calls.
@@ -210,34 +210,61 @@ func TestPresignSingleUse(t *testing.T) {
 	}
 }
 
+const round4 = "SignRound4Message"
+
 // messageTypes records the tss-lib message type of every message on net.
-func messageTypes(t *testing.T, net *MemNetwork) func() []string {
-	dummy := tss.NewPartyID("x", "x", big.NewInt(1))
-	dummy.Index = 0
+func messageTypes(net *tsstest.MemNetwork) func() []string {
 	var mu sync.Mutex
 	var seen []string
-	net.SetFilter(func(m MemMessage) []MemMessage {
-		env, err := decodeEnvelope(m.Payload)
-		if err != nil {
-			t.Errorf("record: %v", err)
-			return nil
-		}
-		if !env.Notice {
-			msg, err := tss.ParseWireMessage(env.Wire, dummy, env.Broadcast)
-			if err != nil {
-				t.Errorf("record: %v", err)
-				return nil
-			}
+	net.SetFilter(func(m tsstest.MemMessage) []tsstest.MemMessage {
+		if typ := TypeOf(m.Payload); typ != "" {
 			mu.Lock()
-			seen = append(seen, msg.Type())
+			seen = append(seen, typ)
 			mu.Unlock()
 		}
-		return []MemMessage{m}
+		return []tsstest.MemMessage{m}
 	})
 	return func() []string {
 		mu.Lock()
 		defer mu.Unlock()
 		return slices.Clone(seen)
+	}
+}
+
+// forgeFrom rewrites, in flight, every message from forger whose content
+// mutate changes: still sent by the forger, as a real member would.
+func forgeFrom(t *testing.T, net *tsstest.MemNetwork, forger ids.MemberID, mutate func(tsslib.MessageContent) bool) {
+	net.SetFilter(func(m tsstest.MemMessage) []tsstest.MemMessage {
+		if m.From != forger {
+			return []tsstest.MemMessage{m}
+		}
+		p, err := RewritePayload(m.Payload, mutate)
+		if err != nil {
+			t.Errorf("forge: %v", err)
+			return nil
+		}
+		m.Payload = p
+		return []tsstest.MemMessage{m}
+	})
+}
+
+// wantNamed checks that every honest member ended with a session error,
+// and at least one named the forger alone for a reason containing check.
+func wantNamed(t *testing.T, errs map[ids.MemberID]error, forger ids.MemberID, check string) {
+	t.Helper()
+	caught := 0
+	for id, err := range errs {
+		se, ok := AsSessionError(err)
+		if !ok {
+			t.Fatalf("%s: got %v, want a session error naming %s", id, err, forger)
+		}
+		if se.Kind == FailMisbehaviour && slices.Equal(se.Culprits, []ids.MemberID{forger}) && strings.Contains(se.Error(), check) {
+			caught++
+		}
+		t.Logf("%s: %v", id, err)
+	}
+	if caught == 0 {
+		t.Fatalf("no honest member caught %q by %s", check, forger)
 	}
 }
 
@@ -258,7 +285,7 @@ func TestPresignDifferentRequestsStop(t *testing.T) {
 			c := newPresignCluster(t, nil)
 			signers := []ids.MemberID{agent.ID, policy.ID, guardian.ID}
 			pid := c.presign(t, signers, nil)
-			types := messageTypes(t, c.net)
+			types := messageTypes(c.net)
 			sid := ids.NewSessionID()
 			errs := runAll(signers, func(i int, id ids.MemberID) error {
 				d := tc.digests[0]
@@ -279,11 +306,11 @@ func TestPresignDifferentRequestsStop(t *testing.T) {
 				}
 			}
 			sent := types()
-			if !slices.Contains(sent, round4Type) {
+			if !slices.Contains(sent, round4) {
 				t.Fatalf("no round-4 message was sent (%v): the online phase did not start", sent)
 			}
 			for _, typ := range sent {
-				if typ != round4Type {
+				if typ != round4 {
 					t.Fatalf("a %s message left a member; only round-4 messages may before the binding check", typ)
 				}
 			}
@@ -297,16 +324,16 @@ func TestPresignDifferentRequestsStop(t *testing.T) {
 func TestPresignForgedOnlineMessage(t *testing.T) {
 	for _, tc := range []struct {
 		name, check string
-		mutate      func(tss.MessageContent) bool
+		mutate      func(tsslib.MessageContent) bool
 	}{
-		{"round 4", "round-4 proof t", func(c tss.MessageContent) bool {
+		{"round 4", "round-4 proof t", func(c tsslib.MessageContent) bool {
 			m, ok := c.(*signing.SignRound4Message)
 			if ok {
 				m.ProofT = curveQ.Bytes()
 			}
 			return ok
 		}},
-		{"round 9", "signature share", func(c tss.MessageContent) bool {
+		{"round 9", "signature share", func(c tsslib.MessageContent) bool {
 			m, ok := c.(*signing.SignRound9Message)
 			if ok {
 				m.S = curveQ.Bytes()
@@ -319,13 +346,13 @@ func TestPresignForgedOnlineMessage(t *testing.T) {
 			signers := []ids.MemberID{agent.ID, policy.ID}
 			forger := policy.ID
 			pid := c.presign(t, signers, nil)
-			forge(t, c.net, forger, tc.mutate)
+			forgeFrom(t, c.net, forger, tc.mutate)
 			sid := ids.NewSessionID()
 			errs := runWithForger(signers, forger, func(ctx context.Context, _ int, id ids.MemberID) error {
 				_, err := c.engines[id].SignPresigned(ctx, OnlineRequest{Presign: pid, Session: sid, Digest: digestOf("forged"), Binding: []byte("r")})
 				return err
 			})
-			wantCaught(t, errs, forger, tc.check)
+			wantNamed(t, errs, forger, tc.check)
 			if st := c.engines[agent.ID].PresignStats(); st.Parked != 0 || st.Failed != 1 {
 				t.Fatalf("honest member's stats %+v, want the presignature burned as failed", st)
 			}
@@ -339,7 +366,7 @@ func TestPresignMisbehaviourNotParked(t *testing.T) {
 	c := newPresignCluster(t, nil)
 	signers := []ids.MemberID{agent.ID, policy.ID, guardian.ID}
 	forger := guardian.ID
-	forge(t, c.net, forger, func(m tss.MessageContent) bool {
+	forgeFrom(t, c.net, forger, func(m tsslib.MessageContent) bool {
 		r3, ok := m.(*signing.SignRound3Message)
 		if ok {
 			r3.Theta = curveQ.Bytes()
@@ -351,7 +378,7 @@ func TestPresignMisbehaviourNotParked(t *testing.T) {
 		_, err := c.engines[id].Presign(ctx, PresignRequest{Session: sid, Share: c.shares[id], Signers: signers})
 		return err
 	})
-	wantCaught(t, errs, forger, "theta")
+	wantNamed(t, errs, forger, "theta")
 	for id := range errs {
 		if got := c.engines[id].Presignatures(); len(got) != 0 {
 			t.Fatalf("%s parked %+v after misbehaviour", id, got)
@@ -359,104 +386,6 @@ func TestPresignMisbehaviourNotParked(t *testing.T) {
 		if st := c.engines[id].PresignStats(); st.Made != 0 || st.Aborted != 1 {
 			t.Fatalf("%s: stats %+v, want one aborted, none made", id, st)
 		}
-	}
-}
-
-// pump delivers the messages of hand-driven sessions to each other until
-// none is left, starting with first; it returns every message delivered.
-func pump(t *testing.T, sessions map[ids.MemberID]*Session, first map[ids.MemberID]Ready) []Incoming {
-	t.Helper()
-	type envelopeTo struct {
-		to ids.MemberID
-		in Incoming
-	}
-	var queue []envelopeTo
-	var all []Incoming
-	add := func(from ids.MemberID, rd Ready) {
-		if rd.Err != nil {
-			t.Fatalf("%s: %v", from, rd.Err)
-		}
-		for _, m := range rd.Messages {
-			for to := range sessions {
-				if to != from && (m.Broadcast || m.To == to) {
-					queue = append(queue, envelopeTo{to, Incoming{From: from, Broadcast: m.Broadcast, Payload: m.Payload}})
-				}
-			}
-		}
-	}
-	for id, rd := range first {
-		add(id, rd)
-	}
-	for len(queue) > 0 {
-		m := queue[0]
-		queue = queue[1:]
-		all = append(all, m.in)
-		add(m.to, sessions[m.to].Step(m.in))
-	}
-	return all
-}
-
-// TestPresignPhases drives two presign sessions by hand: a round-4 message
-// released before the online phase, and a message of rounds 1-3 replayed
-// in it, are misbehaviour of their sender.
-func TestPresignPhases(t *testing.T) {
-	shares := shared2of3(t)
-	net := NewMemNetwork()
-	signers := []ids.MemberID{agent.ID, policy.ID}
-	sid := ids.NewSessionID()
-	sessions := map[ids.MemberID]*Session{}
-	phases := map[ids.MemberID]*presignPhase{}
-	first := map[ids.MemberID]Ready{}
-	for _, id := range signers {
-		phases[id] = &presignPhase{}
-		s, _, err := NewEngine(net.Endpoint(id), testConfig()).signSessionWith(SignRequest{Session: sid, Share: shares[id], Signers: signers,
-			Digest: presignPlaceholder}, new(big.Int).SetBytes(presignPlaceholder[:]), phases[id])
-		if err != nil {
-			t.Fatal(err)
-		}
-		sessions[id] = s
-	}
-	for id, s := range sessions {
-		first[id] = s.Start()
-	}
-	early := pump(t, sessions, first)
-	for id, p := range phases {
-		if !p.parked || len(p.held) != 1 {
-			t.Fatalf("%s: parked=%v with %d held messages, want parked holding its round-4 message", id, p.parked, len(p.held))
-		}
-	}
-	released := Incoming{From: policy.ID, Broadcast: true, Payload: phases[policy.ID].held[0].Payload}
-	rd := sessions[agent.ID].Step(released)
-	if rd.Err == nil || rd.Err.Kind != FailMisbehaviour || !slices.Equal(rd.Err.Culprits, []ids.MemberID{policy.ID}) ||
-		!strings.Contains(rd.Err.Error(), "before the online phase") {
-		t.Fatalf("early round-4 message: got %v, want misbehaviour by %s", rd.Err, policy.ID)
-	}
-
-	// The policy member's session, moved online, refuses a replayed
-	// round-1 message re-bound to the online session.
-	online := ids.NewSessionID()
-	s := sessions[policy.ID]
-	s.rebind(online, paramsHash("signing-online", s.params, sid, digestOf("d"), []byte("r")))
-	if rd := s.resume(); rd.Err != nil || len(rd.Messages) != 1 {
-		t.Fatalf("resume: %+v, want the held round-4 message", rd)
-	}
-	replay := early[0]
-	for _, in := range early {
-		if in.From == agent.ID {
-			replay = in
-			break
-		}
-	}
-	env, err := decodeEnvelope(replay.Payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env.Session, env.Params = s.id, s.params
-	replay.Payload = env.encode()
-	rd = s.Step(replay)
-	if rd.Err == nil || rd.Err.Kind != FailMisbehaviour || !slices.Equal(rd.Err.Culprits, []ids.MemberID{agent.ID}) ||
-		!strings.Contains(rd.Err.Error(), "in the online phase") {
-		t.Fatalf("replayed early message: got %v, want misbehaviour by %s", rd.Err, agent.ID)
 	}
 }
 
@@ -473,7 +402,7 @@ func TestPresignBounds(t *testing.T) {
 	clock := &fakeClock{}
 	c := newPresignCluster(t, func(cfg *Config) { cfg.MaxPresignatures, cfg.PresignMaxAge = 2, time.Hour })
 	for _, e := range c.engines {
-		e.now = clock.now
+		SetPresignClock(e, clock.now)
 	}
 	signers := []ids.MemberID{agent.ID, policy.ID}
 	p1 := c.presign(t, signers, nil)
@@ -528,7 +457,7 @@ func TestPresignExpiresAtUse(t *testing.T) {
 	c := newPresignCluster(t, func(cfg *Config) { cfg.PresignMaxAge = time.Minute })
 	signers := []ids.MemberID{agent.ID, policy.ID}
 	for _, e := range c.engines {
-		e.now = clock.now
+		SetPresignClock(e, clock.now)
 	}
 	pid := c.presign(t, signers, nil)
 	clock.advance(time.Minute)
