@@ -32,14 +32,21 @@ type Config struct {
 	// TickInterval is the resolution of IdleTimeout. Default 100ms.
 	TickInterval time.Duration
 	Logger       *slog.Logger
+	// MaxPresignatures bounds the presignatures parked at once; parking
+	// one more burns the oldest. Default 32.
+	MaxPresignatures int
+	// PresignMaxAge burns a parked presignature this old. Default 1h.
+	PresignMaxAge time.Duration
 }
 
 // Engine runs keygen, signing and resharing sessions for one node over a
 // Transport. It is safe for concurrent use: each call runs its own session.
 type Engine struct {
-	tr  Transport
-	cfg Config
-	log *slog.Logger
+	tr      Transport
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time // the presignatures' clock; tests replace it
+	presign presignStore
 }
 
 // NewEngine makes an engine for the node behind tr.
@@ -50,11 +57,17 @@ func NewEngine(tr Transport, cfg Config) *Engine {
 	if cfg.TickInterval <= 0 {
 		cfg.TickInterval = 100 * time.Millisecond
 	}
+	if cfg.MaxPresignatures <= 0 {
+		cfg.MaxPresignatures = 32
+	}
+	if cfg.PresignMaxAge <= 0 {
+		cfg.PresignMaxAge = time.Hour
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{tr: tr, cfg: cfg, log: log.With("member", tr.Self())}
+	return &Engine{tr: tr, cfg: cfg, log: log.With("member", tr.Self()), now: time.Now}
 }
 
 func (e *Engine) sessionConfig(id ids.SessionID, proto protocol, parties int, hard *hardener, params ...any) sessionConfig {
@@ -80,7 +93,11 @@ func sortedIDs(memberIDs []ids.MemberID) []ids.MemberID {
 }
 
 // run drives s over the transport until it ends.
-func (e *Engine) run(ctx context.Context, s *Session) (err error) {
+func (e *Engine) run(ctx context.Context, s *Session) error { return e.drive(ctx, s, s.Start) }
+
+// drive opens s's transport session, sends what first returns, and steps
+// s until it ends or parks (a presignature after round 4).
+func (e *Engine) drive(ctx context.Context, s *Session, first func() Ready) (err error) {
 	start := time.Now()
 	log := e.log.With("session", s.id, "protocol", s.proto)
 	conn, err := e.tr.Open(ctx, s.id, s.members())
@@ -105,7 +122,7 @@ func (e *Engine) run(ctx context.Context, s *Session) (err error) {
 	}()
 	ticker := time.NewTicker(e.cfg.TickInterval)
 	defer ticker.Stop()
-	rd := s.Start()
+	rd := first()
 	for {
 		for _, m := range rd.Messages {
 			var serr error
@@ -132,7 +149,7 @@ func (e *Engine) run(ctx context.Context, s *Session) (err error) {
 		if rd.Err != nil {
 			return rd.Err
 		}
-		if rd.Done {
+		if rd.Done || rd.Parked {
 			return nil
 		}
 		select {
@@ -248,6 +265,14 @@ func (e *Engine) Sign(ctx context.Context, req SignRequest) (Signature, error) {
 // signSession checks req and builds its session; finish turns the finished
 // session into the checked signature. Tests drive the session by hand.
 func (e *Engine) signSession(req SignRequest) (*Session, func() (Signature, error), error) {
+	return e.signSessionWith(req, new(big.Int).SetBytes(req.Digest[:]), nil)
+}
+
+// signSessionWith builds the signing session for req around msg, the
+// digest tss-lib's party keeps and reads from round 5 on; finish checks
+// the signature against msg as it is then. A presignature (pre4 set) binds
+// no digest into the session parameters: the online phase binds it.
+func (e *Engine) signSessionWith(req SignRequest, msg *big.Int, pre4 *presignPhase) (*Session, func() (Signature, error), error) {
 	self := e.tr.Self()
 	if req.Share == nil {
 		return nil, nil, errors.New("tss: sign: share is missing")
@@ -291,13 +316,17 @@ func (e *Engine) signSession(req SignRequest) (*Session, func() (Signature, erro
 	if err != nil {
 		return nil, nil, fmt.Errorf("tss: sign: %w", err)
 	}
+	var bound any = req.Digest
+	if pre4 != nil {
+		bound = "presign"
+	}
 	s := newSession(e.sessionConfig(req.Session, protoSign, len(req.Signers), hard,
-		key.canonical(), sortedIDs(req.Signers), req.Digest, req.Path))
+		key.canonical(), sortedIDs(req.Signers), bound, req.Path))
+	s.pre4 = pre4
 	pids := s.addCommittee(tagMain, req.Signers, key.Generation)
 	params := tss.NewParameters(tss.S256(), tss.NewPeerContext(pids), s.parties[partyRef{self, tagMain}], len(pids), key.Committee.Threshold)
 	end := make(chan *common.SignatureData, 1)
 	var out *common.SignatureData
-	msg := new(big.Int).SetBytes(req.Digest[:])
 	party := signing.NewLocalPartyWithKDD(msg, params, data, delta, s.out, end, len(req.Digest))
 	s.addLocal(tagMain, party, pollEnd(end, &out))
 	finish := func() (Signature, error) {
@@ -308,7 +337,9 @@ func (e *Engine) signSession(req SignRequest) (*Session, func() (Signature, erro
 		copy(sig[:32], out.R)
 		copy(sig[32:64], out.S)
 		sig[64] = out.SignatureRecovery[0]
-		if err := verifySignature(req.Digest, sig, wantPub); err != nil {
+		var digest [32]byte
+		msg.FillBytes(digest[:])
+		if err := verifySignature(digest, sig, wantPub); err != nil {
 			return Signature{}, fmt.Errorf("tss: sign: %w", err)
 		}
 		return sig, nil

@@ -53,12 +53,15 @@ type Session struct {
 
 	noticed bool                    // this node sent a stall notice since its last progress
 	notices map[ids.MemberID]notice // what each member last said it waits for
+
+	pre4 *presignPhase // a presignature: rounds 1-4 park, 5-9 run later; see presign.go
 }
 
 // Ready is what a call into a Session hands back.
 type Ready struct {
 	Messages []Outbound    // to send, in order
 	Done     bool          // every local party finished; read the result
+	Parked   bool          // a presignature finished rounds 1-4 and holds its round-4 messages
 	Err      *SessionError // the session failed; final for this attempt
 }
 
@@ -568,6 +571,12 @@ func (s *Session) receive(in Incoming) {
 		s.misbehaved(in.From, "unexpected message type %s in %s", msg.Type(), s.proto)
 		return
 	}
+	if s.pre4 != nil {
+		if err := s.pre4.admits(msg.Content()); err != nil {
+			s.misbehaved(in.From, "%v", err)
+			return
+		}
+	}
 	if rule != (msgRule{broadcast: env.Broadcast, from: env.From, to: env.To}) {
 		s.misbehaved(in.From, "message %s has routing broadcast=%v from=%s to=%b, want broadcast=%v from=%s to=%b",
 			msg.Type(), env.Broadcast, env.From, env.To, rule.broadcast, rule.from, rule.to)
@@ -694,6 +703,10 @@ func (s *Session) route(m tss.Message) {
 	}
 	if pm, ok := m.(tss.ParsedMessage); ok {
 		s.hard.sent(from, pm)
+	}
+	if s.pre4 != nil {
+		before := len(s.ready.Messages)
+		defer s.pre4.routed(s, m, before)
 	}
 	to := s.maskOf(r)
 	recipients := r.To
