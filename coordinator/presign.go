@@ -101,14 +101,14 @@ func (p *presignPools) ready(statuses map[ids.MemberID]*control.Status, key ids.
 }
 
 // take hands out the oldest ready presignature, or the zero id when none
-// is ready.
-func (p *presignPools) take(statuses map[ids.MemberID]*control.Status, key ids.KeyID, q []ids.MemberID, now time.Time) ids.SessionID {
+// is ready, and says how many stay ready.
+func (p *presignPools) take(statuses map[ids.MemberID]*control.Status, key ids.KeyID, q []ids.MemberID, now time.Time) (ids.SessionID, int) {
 	if p.target == 0 {
-		return ids.SessionID{}
+		return ids.SessionID{}, 0
 	}
 	r := p.ready(statuses, key, q)
 	if len(r) == 0 {
-		return ids.SessionID{}
+		return ids.SessionID{}, 0
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -120,7 +120,7 @@ func (p *presignPools) take(statuses map[ids.MemberID]*control.Status, key ids.K
 			delete(p.taken, id)
 		}
 	}
-	return r[0].ID
+	return r[0].ID, len(r) - 1
 }
 
 func sameSet(a, b []ids.MemberID) bool {

@@ -760,7 +760,11 @@ func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqB
 	}
 	var presig ids.SessionID
 	if usePresign && presignable(c.pol.current(), spec, b.Path) {
-		presig = c.presign.take(statuses, b.View.Key, q, c.now())
+		var left int
+		presig, left = c.presign.take(statuses, b.View.Key, q, c.now())
+		if !presig.IsZero() {
+			c.metrics.presignReady.WithLabelValues(b.View.Key.String()).Set(float64(left))
+		}
 	}
 	sess := ids.NewSessionID()
 	started := c.now()

@@ -208,3 +208,7 @@ func (n *Node) presignatures() []control.Presignature {
 	}
 	return out
 }
+
+// Presignatures are the presignatures parked at this node, as Status
+// reports them (no secret in them).
+func (n *Node) Presignatures() []control.Presignature { return n.presignatures() }
