@@ -181,7 +181,6 @@ func (c *Coordinator) refillPools(ctx context.Context) {
 		c.log.Warn("presignature pools: list keys", "err", err)
 		return
 	}
-	total := 0
 	for _, k := range keys {
 		if ctx.Err() != nil || !p.idle() {
 			return
@@ -199,7 +198,6 @@ func (c *Coordinator) refillPools(ctx context.Context) {
 			ready := len(p.ready(statuses, ki.ID(), q))
 			c.metrics.presignReady.WithLabelValues(ki.ID().String()).Set(float64(ready))
 			if ready >= p.target {
-				total += ready
 				break
 			}
 			if err := c.presignOnce(ctx, ki, q); err != nil {
