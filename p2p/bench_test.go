@@ -1,9 +1,16 @@
 package p2p
 
 import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	ethcrypto "github.com/ethereum/go-ethereum/crypto"
 
 	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/tss"
@@ -87,4 +94,86 @@ func BenchmarkSign2of3Compare(b *testing.B) {
 	n := reportMedian(b, "libp2p", net)
 	m := reportMedian(b, "inprocess", mem)
 	b.ReportMetric(n/m, "ratio")
+}
+
+// Presignatures over libp2p: the online phase (rounds 5-9, a parked
+// presignature finished for a digest) against the full protocol, with the
+// same engines, alternating, at concurrency 1 and 8 (that many signatures
+// at once, each with its own presignature). Run
+//
+//	go test -run '^$' -bench SignPresigned2of3Libp2p -benchtime 10x ./p2p/
+func BenchmarkSignPresigned2of3Libp2p(b *testing.B) {
+	signers, shares, c := benchSigners(b)
+	engines := map[ids.MemberID]*tss.Engine{}
+	for _, id := range signers {
+		engines[id] = engineFor(c.transport(id), benchIdle)
+	}
+	for _, conc := range []int{1, 8} {
+		b.Run(fmt.Sprintf("conc%d", conc), func(b *testing.B) {
+			var full, online []time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				full = append(full, benchConcurrently(b, conc, func(int) error {
+					sid := ids.NewSessionID()
+					digest := sha256.Sum256(sid[:])
+					_, errs := runMembers(signers, func(_ int, id ids.MemberID) (tss.Signature, error) {
+						return engines[id].Sign(context.Background(), tss.SignRequest{Session: sid, Share: shares[id], Signers: signers, Digest: digest})
+					})
+					return firstErr(errs)
+				})...)
+				b.StopTimer()
+				pids := make([]ids.SessionID, conc)
+				for j := range pids {
+					pids[j] = ids.NewSessionID()
+					_, errs := runMembers(signers, func(_ int, id ids.MemberID) (tss.PresignInfo, error) {
+						return engines[id].Presign(context.Background(), tss.PresignRequest{Session: pids[j], Share: shares[id], Signers: signers})
+					})
+					if err := firstErr(errs); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StartTimer()
+				online = append(online, benchConcurrently(b, conc, func(j int) error {
+					sid := ids.NewSessionID()
+					digest := sha256.Sum256(sid[:])
+					sigs, errs := runMembers(signers, func(_ int, id ids.MemberID) (tss.Signature, error) {
+						return engines[id].SignPresigned(context.Background(), tss.OnlineRequest{Presign: pids[j], Session: sid, Digest: digest, Binding: sid[:]})
+					})
+					if err := firstErr(errs); err != nil {
+						return err
+					}
+					for _, sig := range sigs {
+						pub, err := ethcrypto.SigToPub(digest[:], sig[:])
+						if err != nil || ethcrypto.PubkeyToAddress(*pub) != shares[signers[0]].Key().Address {
+							return fmt.Errorf("presigned signature does not recover to the key's address")
+						}
+					}
+					return nil
+				})...)
+			}
+			f := reportMedian(b, "full", full)
+			o := reportMedian(b, "online", online)
+			b.ReportMetric(o/f, "ratio")
+		})
+	}
+}
+
+// benchConcurrently runs f(0..n-1) at once and returns each one's latency.
+func benchConcurrently(b *testing.B, n int, f func(int) error) []time.Duration {
+	b.Helper()
+	ds := make([]time.Duration, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			start := time.Now()
+			errs[i] = f(i)
+			ds[i] = time.Since(start)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		b.Fatal(err)
+	}
+	return ds
 }
