@@ -45,7 +45,7 @@ type scripted struct {
 	roles     []ids.Role
 	tier      string                 // the scripted tier's name (default solo)
 	presigned []control.Presignature // what Status reports parked
-	human     *ecdsa.PrivateKey // a guardian member's human, if not alice
+	human     *ecdsa.PrivateKey      // a guardian member's human, if not alice
 }
 
 func (s *scripted) record(m *control.Message) {
