@@ -123,6 +123,18 @@ func (p *presignPools) take(statuses map[ids.MemberID]*control.Status, key ids.K
 	return r[0].ID, len(r) - 1
 }
 
+// release offers a presignature handed out again: its proposal was
+// refused or aborted before any member started, so every member still
+// holds it parked.
+func (p *presignPools) release(id ids.SessionID) {
+	if id.IsZero() {
+		return
+	}
+	p.mu.Lock()
+	delete(p.taken, id)
+	p.mu.Unlock()
+}
+
 func sameSet(a, b []ids.MemberID) bool {
 	if len(a) != len(b) {
 		return false

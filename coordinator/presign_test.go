@@ -109,3 +109,50 @@ func TestPresignConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestPresignatureKeptAfterAnotherRefusal: a proposal refused for a
+// reason of its own (here, a policy rule) never started, so the members
+// keep the presignature parked and the coordinator offers it to the next
+// request.
+func TestPresignatureKeptAfterAnotherRefusal(t *testing.T) {
+	e, m := newScriptedEnv(t)
+	ctx := context.Background()
+	agent, pol := m[ids.RoleAgent], m[ids.RolePolicy]
+	q := []ids.MemberID{agent.id, pol.id}
+	slices.Sort(q)
+	p := control.Presignature{ID: ids.NewSessionID(), Key: e.key.ID(), Quorum: q, Created: time.Now()}
+	for _, s := range m {
+		s.mu.Lock()
+		s.tier, s.roles = "hot", []ids.Role{ids.RoleAgent, ids.RolePolicy}
+		s.presigned = []control.Presignature{p}
+		s.mu.Unlock()
+	}
+	pol.mu.Lock()
+	refused := false
+	pol.refuse = func(msg *control.Message) *control.Refusal {
+		if msg.Type == control.TypePropose && !refused {
+			refused = true
+			return &control.Refusal{RuleID: "budget", Reason: "over budget"}
+		}
+		return nil
+	}
+	pol.mu.Unlock()
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for i, idem := range []string{`"first"`, `"second"`} {
+		r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(map[string]string{"idempotency_key": idem}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := e.op.WaitFinal(wctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 && got.State != api.StateDenied {
+			t.Fatalf("first request: %s %s", got.State, got.Reason)
+		}
+		if len(got.Attempts) == 0 || got.Attempts[0].Presignature != p.ID {
+			t.Fatalf("request %d: attempts %+v, want presignature %s named", i, got.Attempts, p.ID)
+		}
+	}
+}

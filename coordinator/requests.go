@@ -816,6 +816,9 @@ func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqB
 				}
 				return c.attemptWith(ctx, id, nb, false)
 			}
+			// Refused for another reason before any start: the members
+			// keep the presignature parked, and it may serve another.
+			c.presign.release(presig)
 			switch refusal.RuleID {
 			case ruleSession, ruleInternal:
 				// A session id the member saw before, or a fault of its
@@ -831,6 +834,7 @@ func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqB
 			c.finish(ctx, id, api.StateDenied, refusal.Member, refusal.RuleID, refusal.Reason)
 			return false
 		}
+		c.presign.release(presig)
 		c.closeAttempt(ctx, id, sess, attFailed, nil, "no answer to the proposal: "+strings.Join(silent, "; "))
 		return true
 	}
