@@ -150,6 +150,9 @@ type Attempt struct {
 	Error    string         `json:"error,omitempty"`
 	Started  time.Time      `json:"started"`
 	Ended    time.Time      `json:"ended,omitzero"`
+	// Presignature is the presignature the attempt named, if any: its
+	// members ran only the online phase of signing.
+	Presignature ids.SessionID `json:"presignature,omitzero"`
 }
 
 // Request is a signing request as GET /v1/requests/{id} shows it.

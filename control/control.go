@@ -17,7 +17,16 @@
 // Pending tells a guardian node of a request awaiting its human; Policy,
 // Freeze and Unfreeze carry guardian-signed changes to every node; Approval
 // goes from a guardian node to the coordinators; Status reports a node's
-// keys, policy and pool.
+// keys, policy, pool and parked presignatures.
+//
+// Presignatures: the coordinator sends each member of a hot-tier quorum a
+// Presign (a fresh session id, the key, the quorum, the path), then Start
+// and Result as for a signing session; the members run signing rounds 1-4
+// and park the result in memory. A later Propose may name one in
+// Presignature; the member runs every check of the proposal as without it
+// and, at Start, finishes the parked presignature for the digest it
+// computed itself. A member that does not hold it refuses under
+// RulePresignature, and the coordinator runs the full protocol instead.
 package control
 
 import (
@@ -81,7 +90,13 @@ const (
 	TypeUnfreeze Type = "unfreeze" // coordinator → member: a guardian quorum's unfreeze
 	TypeApproval Type = "approval" // guardian member → coordinator: an approval or denial
 	TypeStatus   Type = "status"   // coordinator → member: keys, policy, pool
+	TypePresign  Type = "presign"  // coordinator → member: join a presignature?
 )
+
+// RulePresignature is the rule id of a refusal of the presignature a
+// Propose names (unknown here, claimed by another session, or made for
+// another key, quorum or path): the coordinator retries at once without it.
+const RulePresignature = "presignature"
 
 // Message is one request of the protocol: Type and exactly the body field
 // of that type.
@@ -100,6 +115,7 @@ type Message struct {
 	Unfreeze *api.Unfreeze `json:"unfreeze,omitempty"`
 	Approval *ApprovalMsg  `json:"approval,omitempty"`
 	Status   *StatusQuery  `json:"status,omitempty"`
+	Presign  *Presign      `json:"presign,omitempty"`
 }
 
 // Propose asks a member to join the signing of an agent's request.
@@ -120,6 +136,21 @@ type Propose struct {
 	// Deadline is when the coordinator gives up: a member that joined and
 	// saw no Start by then releases its reservation.
 	Deadline time.Time `json:"deadline"`
+	// Presignature optionally names a presignature parked at every member
+	// of Quorum (its presign session id), made for this key, this quorum
+	// and the request's path. It changes no check of the proposal.
+	Presignature ids.SessionID `json:"presignature,omitzero"`
+}
+
+// Presign asks a member to join a presignature: signing rounds 1-4 for
+// Key by Quorum at Path, parked in memory until a Propose names it. Only a
+// quorum of the hot tier (no approvals, no delay) gets presignatures.
+type Presign struct {
+	Session  ids.SessionID  `json:"session"`
+	Key      ids.KeyID      `json:"key"`
+	Quorum   []ids.MemberID `json:"quorum"`
+	Path     []uint32       `json:"path,omitempty"`
+	Deadline time.Time      `json:"deadline"`
 }
 
 // Keygen asks a member to join a key generation.
@@ -314,6 +345,17 @@ type Status struct {
 	PolicyVersion uint64        `json:"policy_version"`
 	PolicyHash    common.Hash   `json:"policy_hash"`
 	PreParams     int           `json:"pre_params"`
+	// Presignatures are the presignatures parked here, oldest first.
+	Presignatures []Presignature `json:"presignatures,omitempty"`
+}
+
+// Presignature is a presignature a member holds (no secret in it).
+type Presignature struct {
+	ID      ids.SessionID  `json:"id"`
+	Key     ids.KeyID      `json:"key"`
+	Quorum  []ids.MemberID `json:"quorum"`
+	Path    []uint32       `json:"path,omitempty"`
+	Created time.Time      `json:"created"`
 }
 
 // Duration is a time.Duration written as Go's duration text ("1.5s").
@@ -345,7 +387,7 @@ var bodies = map[Type]string{
 	TypeStart: "Start", TypeAbort: "Abort", TypeResult: "Result",
 	TypeEvaluate: "Evaluate", TypePending: "Pending", TypePolicy: "Policy",
 	TypeFreeze: "Freeze", TypeUnfreeze: "Unfreeze", TypeApproval: "Approval",
-	TypeStatus: "Status",
+	TypeStatus: "Status", TypePresign: "Presign",
 }
 
 // Encode serialises m after checking its shape.

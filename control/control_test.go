@@ -54,13 +54,19 @@ func sampleMessages() []*Message {
 		{Type: TypeUnfreeze, Unfreeze: &api.Unfreeze{Target: "all"}},
 		{Type: TypeApproval, Approval: &ApprovalMsg{Denial: &api.Denial{RequestID: "req:1", Reason: "no"}}},
 		{Type: TypeStatus, Status: &StatusQuery{}},
+		{Type: TypePresign, Presign: &Presign{Session: sess, Key: ids.KeyIDOf([20]byte{1}), Quorum: []ids.MemberID{"a", "b"}, Path: []uint32{1}, Deadline: time.Unix(100, 0).UTC()}},
+		{Type: TypePropose, Propose: &Propose{Session: sess, RequestID: RequestID("agent-1", "k"), Request: signed, Quorum: []ids.MemberID{"a", "b"}, Tier: "hot", Deadline: time.Unix(100, 0).UTC(), Presignature: ids.NewSessionID()}},
 	}
 }
 
 func TestEveryMessageRoundTrips(t *testing.T) {
 	msgs := sampleMessages()
-	if len(msgs) != len(bodies) {
-		t.Fatalf("%d sample messages for %d types", len(msgs), len(bodies))
+	types := map[Type]bool{}
+	for _, m := range msgs {
+		types[m.Type] = true
+	}
+	if len(types) != len(bodies) {
+		t.Fatalf("sample messages of %d types for %d types", len(types), len(bodies))
 	}
 	for _, m := range msgs {
 		b, err := Encode(m)
@@ -92,6 +98,8 @@ func TestDecodeRefusesMalformedMessages(t *testing.T) {
 		{"case-folded key", `{"Type":"start","start":{"session":"` + sess + `"}}`, "spelled"},
 		{"trailing data", `{"type":"start","start":{"session":"` + sess + `"}} {}`, "after the JSON object"},
 		{"bad session id", `{"type":"start","start":{"session":"sess:zz"}}`, "session"},
+		{"presign with a propose body", `{"type":"presign","propose":{"session":"` + sess + `"}}`, "presign message"},
+		{"presign unknown field", `{"type":"presign","presign":{"session":"` + sess + `","size":2}}`, "unknown field"},
 		{"negative wait", `{"type":"result","result":{"session":"` + sess + `","wait":"-1s"}}`, "negative"},
 		{"not json", `propose`, "malformed message"},
 		{"oversize", `{"type":"status","status":{}}` + strings.Repeat(" ", MaxMessage), "exceed"},

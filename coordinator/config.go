@@ -35,6 +35,7 @@ import (
 //	  - {name: ops, token_file: ops.token}
 //	chain: {rpc_url: http://127.0.0.1:8545, chain_id: 1}
 //	policy: {genesis_hash: 0x...}
+//	presign: {target: 2, interval: 10s}
 type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// Identity is the libp2p identity file (default identity.key in the
@@ -51,6 +52,7 @@ type Config struct {
 	Chain      ChainConf   `yaml:"chain"`
 	Policy     GenesisConf `yaml:"policy"`
 	Timeouts   Timeouts    `yaml:"timeouts"`
+	Presign    PresignConf `yaml:"presign"`
 	LogLevel   string      `yaml:"log_level"`
 	dir        string      // the configuration file's directory
 	getenv     func(string) string
@@ -136,14 +138,36 @@ type Timeouts struct {
 	Unreachable time.Duration `yaml:"unreachable"`
 }
 
+// PresignConf sizes the presignature pools: per key, for its hot-tier
+// quorum, the coordinator keeps Target presignatures parked at the members
+// (default DefaultPresignTarget; 0 turns presignatures off), filling them
+// while no signing runs, at once after signing and every Interval.
+type PresignConf struct {
+	Target   *int          `yaml:"target"`
+	Interval time.Duration `yaml:"interval"`
+}
+
+func (p PresignConf) target() int {
+	if p.Target == nil {
+		return DefaultPresignTarget
+	}
+	return *p.Target
+}
+
+// MaxPresignTarget is the largest pool a coordinator asks for: nodes hold
+// at most 16 presignatures each, whatever the coordinators ask.
+const MaxPresignTarget = 8
+
 // Defaults.
 const (
-	DefaultHTTPListen  = "127.0.0.1:8080"
-	DefaultPropose     = 15 * time.Second
-	DefaultSession     = 2 * time.Minute
-	DefaultKeygen      = 15 * time.Minute
-	DefaultProbe       = 3 * time.Second
-	DefaultUnreachable = 15 * time.Second
+	DefaultPresignTarget   = 2
+	DefaultPresignInterval = 10 * time.Second
+	DefaultHTTPListen      = "127.0.0.1:8080"
+	DefaultPropose         = 15 * time.Second
+	DefaultSession         = 2 * time.Minute
+	DefaultKeygen          = 15 * time.Minute
+	DefaultProbe           = 3 * time.Second
+	DefaultUnreachable     = 15 * time.Second
 )
 
 // The environment overrides, each named CUSTOS_COORDINATOR_ and the field.
@@ -340,6 +364,15 @@ func (c *Config) checkOnce() error {
 		if *d.v == 0 {
 			*d.v = d.def
 		}
+	}
+	if n := c.Presign.target(); n < 0 || n > MaxPresignTarget {
+		return fmt.Errorf("presign.target %d: want 0 (off) to %d", n, MaxPresignTarget)
+	}
+	if c.Presign.Interval < 0 {
+		return errors.New("presign.interval: negative duration")
+	}
+	if c.Presign.Interval == 0 {
+		c.Presign.Interval = DefaultPresignInterval
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err

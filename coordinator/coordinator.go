@@ -79,6 +79,7 @@ type Coordinator struct {
 	url     string
 	roles   map[ids.MemberID]ids.Role // the configured members
 	metrics *metrics
+	presign *presignPools
 
 	verifier *agentauth.Verifier
 	limAgent *httpapi.Limiter
@@ -138,6 +139,7 @@ func New(cfg *Config, opts Options) (*Coordinator, error) {
 		gatherer = g
 	}
 	c.metrics = newMetrics(reg, gatherer)
+	c.presign = newPresignPools(cfg.Presign)
 
 	if c.chain == nil && cfg.Chain.RPCURL != "" {
 		ec, err := ethclient.Dial(cfg.Chain.RPCURL)
@@ -233,6 +235,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if err := c.resume(); err != nil {
 		return err
 	}
+	c.spawn("presign-pools", c.runPresignPools)
 	serve, stopServing := context.WithCancel(context.Background())
 	defer stopServing()
 	go func() {

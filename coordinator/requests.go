@@ -710,8 +710,15 @@ func joinIDs(list []ids.MemberID) string {
 
 // attempt runs one signing session for the request: settle an open one
 // first, pick a quorum, propose, start, collect. It reports whether to try
-// again (a new session) later.
+// again (a new session) later. A hot-tier request names a ready
+// presignature of its quorum when there is one; a member refusing it makes
+// the attempt run the full protocol at once.
 func (c *Coordinator) attempt(ctx context.Context, id ids.RequestID, b *reqBody) bool {
+	return c.attemptWith(ctx, id, b, true)
+}
+
+func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqBody, usePresign bool) bool {
+	defer c.presign.busy()()
 	if c.settleOpen(ctx, id, b) {
 		return false
 	}
@@ -780,6 +787,14 @@ func (c *Coordinator) attempt(ctx context.Context, id ids.RequestID, b *reqBody)
 	if !b.Unreachable.IsZero() {
 		_, _ = c.update(ctx, id, func(b *reqBody) error { b.Unreachable = time.Time{}; return nil })
 	}
+	var presig ids.SessionID
+	if usePresign && presignable(c.pol.current(), spec, b.Path) {
+		var left int
+		presig, left = c.presign.take(statuses, b.View.Key, q, c.now())
+		if !presig.IsZero() {
+			c.metrics.presignReady.WithLabelValues(b.View.Key.String()).Set(float64(left))
+		}
+	}
 	sess := ids.NewSessionID()
 	started := c.now()
 	deadline := c.attemptDeadline(b, started)
@@ -787,7 +802,7 @@ func (c *Coordinator) attempt(ctx context.Context, id ids.RequestID, b *reqBody)
 		if b.View.State != api.StateSigning {
 			return errFinal
 		}
-		b.View.Attempts = append(b.View.Attempts, api.Attempt{Session: sess, Quorum: q, State: attProposing, Started: started})
+		b.View.Attempts = append(b.View.Attempts, api.Attempt{Session: sess, Quorum: q, State: attProposing, Started: started, Presignature: presig})
 		return nil
 	}); err != nil {
 		return !errors.Is(err, errFinal)
@@ -795,7 +810,7 @@ func (c *Coordinator) attempt(ctx context.Context, id ids.RequestID, b *reqBody)
 	pctx, cancel := context.WithTimeout(ctx, c.cfg.Timeouts.Propose)
 	answers := c.callAll(pctx, q, func(ids.MemberID) *control.Message {
 		return &control.Message{Type: control.TypePropose, Propose: &control.Propose{Session: sess, RequestID: id,
-			Request: b.Signed, Quorum: q, Tier: spec.Name, Approvals: b.View.Approvals, Deadline: deadline}}
+			Request: b.Signed, Quorum: q, Tier: spec.Name, Approvals: b.View.Approvals, Deadline: deadline, Presignature: presig}}
 	})
 	cancel()
 	var refusal *control.Refusal
@@ -820,6 +835,19 @@ func (c *Coordinator) attempt(ctx context.Context, id ids.RequestID, b *reqBody)
 		if refusal != nil {
 			reason := fmt.Sprintf("%s refused (%s): %s", refusal.Member, refusal.RuleID, refusal.Reason)
 			c.closeAttempt(ctx, id, sess, attRefused, nil, reason)
+			if refusal.RuleID == control.RulePresignature && !presig.IsZero() {
+				// A member lost it (a restart) or another holds it: the
+				// full protocol runs at once, with no presignature.
+				c.metrics.presignBurned.WithLabelValues("refused").Inc()
+				nb, err := c.load(ctx, id)
+				if err != nil {
+					return true
+				}
+				return c.attemptWith(ctx, id, nb, false)
+			}
+			// Refused for another reason before any start: the members
+			// keep the presignature parked, and it may serve another.
+			c.presign.release(presig)
 			switch refusal.RuleID {
 			case ruleSession, ruleInternal:
 				// A session id the member saw before, or a fault of its
@@ -835,6 +863,7 @@ func (c *Coordinator) attempt(ctx context.Context, id ids.RequestID, b *reqBody)
 			c.finish(ctx, id, api.StateDenied, refusal.Member, refusal.RuleID, refusal.Reason)
 			return false
 		}
+		c.presign.release(presig)
 		c.closeAttempt(ctx, id, sess, attFailed, nil, "no answer to the proposal: "+strings.Join(silent, "; "))
 		return true
 	}
@@ -861,9 +890,15 @@ func (c *Coordinator) attempt(ctx context.Context, id ids.RequestID, b *reqBody)
 		sig, culprits, pending := c.collect(ctx, b, att, deadline)
 		if sig != nil {
 			c.signed(ctx, id, b, sess, sig)
+			if !presig.IsZero() {
+				c.metrics.presignUsed.Inc()
+			}
 			return false
 		}
 		if !pending {
+			if !presig.IsZero() {
+				c.metrics.presignBurned.WithLabelValues("failed").Inc()
+			}
 			reason := "session failed"
 			if len(culprits) > 0 {
 				reason += "; blamed " + joinIDs(culprits)

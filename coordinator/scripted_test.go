@@ -43,7 +43,9 @@ type scripted struct {
 	// roles it names (default: policy).
 	approvals int
 	roles     []ids.Role
-	human     *ecdsa.PrivateKey // a guardian member's human, if not alice
+	tier      string                 // the scripted tier's name (default solo)
+	presigned []control.Presignature // what Status reports parked
+	human     *ecdsa.PrivateKey      // a guardian member's human, if not alice
 }
 
 func (s *scripted) record(m *control.Message) {
@@ -51,6 +53,9 @@ func (s *scripted) record(m *control.Message) {
 	switch m.Type {
 	case control.TypePropose:
 		sess = m.Propose.Session.String()
+		if !m.Propose.Presignature.IsZero() {
+			sess += " " + m.Propose.Presignature.String()
+		}
 	case control.TypeStart:
 		sess = m.Start.Session.String()
 	case control.TypeResult:
@@ -92,7 +97,9 @@ func (s *scripted) handle(e *env) p2p.Handler {
 		var rep control.Reply
 		switch m.Type {
 		case control.TypeStatus:
-			st := &control.Status{Member: s.id, Role: s.role}
+			s.mu.Lock()
+			st := &control.Status{Member: s.id, Role: s.role, Presignatures: slices.Clone(s.presigned)}
+			s.mu.Unlock()
 			if s.role == ids.RoleGuardian {
 				human := e.guardian
 				if s.human != nil {
@@ -107,12 +114,15 @@ func (s *scripted) handle(e *env) p2p.Handler {
 				return nil, err
 			}
 			s.mu.Lock()
-			n, roles := s.approvals, s.roles
+			n, roles, tier := s.approvals, s.roles, s.tier
 			s.mu.Unlock()
 			if roles == nil {
 				roles = []ids.Role{ids.RolePolicy}
 			}
-			rep.Decision = &control.Decision{Verdict: "allow", RuleID: "scripted", Reason: "scripted", Tier: "solo",
+			if tier == "" {
+				tier = "solo"
+			}
+			rep.Decision = &control.Decision{Verdict: "allow", RuleID: "scripted", Reason: "scripted", Tier: tier,
 				Roles: roles, Approvals: n, Digest: pr.Payload.Digest(),
 				Budgets: []control.BudgetLeft{{Rule: "scripted", Window: control.Duration(time.Hour), Asset: "native", Limit: "1000", Used: "300", Left: "700", CountLimit: 5, CountUsed: 1}}}
 		case control.TypePropose:

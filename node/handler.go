@@ -62,6 +62,8 @@ func (n *Node) dispatch(ctx context.Context, from peer.ID, req []byte) *control.
 		r.Join, err = n.proposeKeygen(ctx, who, m.Keygen)
 	case control.TypeReshare:
 		r.Join, err = n.proposeReshare(ctx, who, m.Reshare)
+	case control.TypePresign:
+		r.Join, err = n.proposePresign(ctx, who, m.Presign)
 	case control.TypeStart:
 		err = n.start(ctx, who, m.Start)
 		if err == nil {
@@ -286,6 +288,9 @@ func (n *Node) applyFreeze(ctx context.Context, f api.Freeze) error {
 		return err
 	}
 	n.holdFrozen(ctx, eng)
+	if burned := n.burnFrozen(pf.Target); burned > 0 {
+		n.log.Warn("freeze burned presignatures", "target", pf.Target, "count", burned)
+	}
 	id, _ := pf.ID(eng.Policy().WalletID())
 	n.audit(ctx, store.Entry{Kind: store.AuditPolicy, Decision: "frozen", RuleID: policy.RuleFreeze, Fields: map[string]string{
 		"target": string(pf.Target), "reason": pf.Reason, "freeze": id.Hex()}})
@@ -322,7 +327,8 @@ func (n *Node) status(ctx context.Context) (*control.Status, error) {
 	if keys == nil {
 		keys = []tss.KeyInfo{}
 	}
-	s := &control.Status{Member: n.self, Role: n.set.role, Agent: n.set.agent, Keys: keys, PreParams: n.pool.Len()}
+	s := &control.Status{Member: n.self, Role: n.set.role, Agent: n.set.agent, Keys: keys, PreParams: n.pool.Len(),
+		Presignatures: n.presignatures()}
 	if n.set.role == ids.RoleGuardian {
 		s.Guardian = n.set.guardian.Hex()
 	}

@@ -34,7 +34,10 @@ type session struct {
 	share  *tss.Share
 	req    *policy.Request // as evaluated at the proposal, for freezes that arrive after it
 	digest [32]byte
-	path   []uint32
+	path   []uint32 // sign and presign
+	// presign: the parked presignature a signing session finishes (zero:
+	// the full protocol runs).
+	presign ids.SessionID
 	// keygen
 	committee tss.Committee
 	// reshare

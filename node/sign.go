@@ -353,6 +353,16 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 		share: share, req: req, digest: parsed.Payload.Digest(), path: slices.Clone(parsed.Path),
 		state: control.StateProposed, done: make(chan struct{}),
 	}
+	// 9. The presignature named, if any: checked last, so it changes
+	// none of the checks above; held for this key, quorum and path, and
+	// claimed by no other open session.
+	if !p.Presignature.IsZero() {
+		if err := n.claimPresignature(p.Presignature, s, info); err != nil {
+			var rf *refusal
+			errors.As(err, &rf)
+			return fail(rf)
+		}
+	}
 	if err := n.saveRequest(ctx, p.RequestID, reqProposed, rs); err != nil {
 		return fail(refusef(CheckInternal, "%v", err))
 	}
@@ -536,13 +546,16 @@ func (n *Node) start(ctx context.Context, from string, ref *control.SessionRef) 
 		s.timer.Stop()
 	}
 	timeout := n.sessionTimeout
-	if s.kind != kindSign {
+	if s.kind != kindSign && s.kind != kindPresign {
 		timeout = n.keygenTimeout
 	}
 	var rctx context.Context
-	if s.kind == kindSign {
+	switch s.kind {
+	case kindSign:
 		rctx, s.cancel = context.WithDeadline(n.ctx, signDeadline(n.now(), timeout, s.expiry))
-	} else {
+	case kindPresign:
+		rctx, s.cancel = context.WithTimeout(n.ctx, timeout)
+	default:
 		rctx, s.cancel = context.WithCancel(n.ctx)
 	}
 	n.wg.Add(1)
@@ -571,6 +584,8 @@ func (n *Node) start(ctx context.Context, from string, ref *control.SessionRef) 
 			n.runKeygen(rctx, s, timeout)
 		case kindReshare:
 			n.runReshare(rctx, s, timeout)
+		case kindPresign:
+			n.runPresign(rctx, s)
 		}
 	}()
 	return nil
@@ -592,7 +607,15 @@ func minTime(a, b time.Time) time.Time {
 
 // runSign runs the signing session and records its outcome.
 func (n *Node) runSign(ctx context.Context, s *session) {
-	sig, err := n.tss.Sign(ctx, tss.SignRequest{Session: s.id, Share: s.share, Signers: s.members, Digest: s.digest, Path: s.path})
+	var sig tss.Signature
+	var err error
+	if s.presign.IsZero() {
+		sig, err = n.tss.Sign(ctx, tss.SignRequest{Session: s.id, Share: s.share, Signers: s.members, Digest: s.digest, Path: s.path})
+	} else {
+		// The engine consumes the presignature before it sends anything,
+		// and burns it on any failure: it is never tried twice.
+		sig, err = n.tss.SignPresigned(ctx, tss.OnlineRequest{Presign: s.presign, Session: s.id, Digest: s.digest, Binding: []byte(s.request)})
+	}
 	bg := context.WithoutCancel(ctx)
 	rs, _, _, lerr := n.loadRequest(bg, s.request)
 	if lerr != nil {

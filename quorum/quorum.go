@@ -221,3 +221,23 @@ func nextCombination(idx []int, n int) bool {
 	}
 	return true
 }
+
+// Hot is the least demanding of tiers when it needs no approval and no
+// delay: the tier whose quorums get presignatures (a request that waits for
+// a human gains nothing from a fast online phase). Nodes and coordinators
+// both take it from here, so they agree on which quorums qualify.
+func Hot(tiers []policy.TierSpec) (policy.TierSpec, bool) {
+	if len(tiers) == 0 {
+		return policy.TierSpec{}, false
+	}
+	hot := tiers[0]
+	for _, t := range tiers[1:] {
+		if t.Rank < hot.Rank {
+			hot = t
+		}
+	}
+	if hot.Approvals > 0 || hot.Delay > 0 {
+		return policy.TierSpec{}, false
+	}
+	return hot, true
+}

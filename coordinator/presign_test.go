@@ -1,0 +1,158 @@
+package coordinator
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/custos-wallet/custos/api"
+	"github.com/custos-wallet/custos/control"
+	"github.com/custos-wallet/custos/ids"
+	"github.com/ethereum/go-ethereum/crypto"
+)
+
+// TestPresignatureRefusedFallsBack: a hot request whose quorum reports a
+// ready presignature names it in propose; a member refusing it under the
+// presignature rule makes the coordinator run the full protocol at once,
+// in a new session naming none, and the request is signed; the
+// presignature is never named again.
+func TestPresignatureRefusedFallsBack(t *testing.T) {
+	e, m := newScriptedEnv(t)
+	ctx := context.Background()
+	agent, pol := m[ids.RoleAgent], m[ids.RolePolicy]
+	q := []ids.MemberID{agent.id, pol.id}
+	slices.Sort(q)
+	p := control.Presignature{ID: ids.NewSessionID(), Key: e.key.ID(), Quorum: q, Created: time.Now()}
+	var req *api.Request
+	var reqMu = make(chan struct{})
+	for _, s := range m {
+		s.mu.Lock()
+		s.tier, s.roles = "hot", []ids.Role{ids.RoleAgent, ids.RolePolicy}
+		s.presigned = []control.Presignature{p}
+		s.onStart = func(ids.SessionID) *control.Result {
+			<-reqMu
+			sig, err := crypto.Sign(req.Digest[:], e.keyPriv)
+			if err != nil {
+				t.Error(err)
+			}
+			return &control.Result{State: control.StateDone, Signature: sig}
+		}
+		s.mu.Unlock()
+	}
+	pol.mu.Lock()
+	pol.refuse = func(msg *control.Message) *control.Refusal {
+		if msg.Type == control.TypePropose && msg.Propose.Presignature == p.ID {
+			return &control.Refusal{RuleID: control.RulePresignature, Reason: "not parked here (restarted)"}
+		}
+		return nil
+	}
+	pol.mu.Unlock()
+	r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req = r
+	close(reqMu)
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	got, err := e.op.WaitFinal(wctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != api.StateSigned || len(got.Attempts) != 2 {
+		t.Fatalf("request: %s %s attempts %+v", got.State, got.Reason, got.Attempts)
+	}
+	first, second := got.Attempts[0], got.Attempts[1]
+	if first.Presignature != p.ID || first.State != attRefused || !strings.Contains(first.Error, "("+control.RulePresignature+")") {
+		t.Fatalf("first attempt %+v, want presignature %s refused", first, p.ID)
+	}
+	if !second.Presignature.IsZero() || second.State != attDone {
+		t.Fatalf("second attempt %+v, want the full protocol, signed", second)
+	}
+	// The agent, which joined the first proposal, was told to drop it;
+	// the presignature was named once and never again.
+	if a := agent.calls("abort"); !slices.Contains(a, first.Session.String()) {
+		t.Fatalf("agent aborts %v, want %s", a, first.Session)
+	}
+	named := 0
+	for _, l := range agent.calls("propose") {
+		if strings.HasSuffix(l, p.ID.String()) {
+			named++
+		}
+	}
+	if named != 1 {
+		t.Fatalf("presignature named in %d proposals to the agent: %v", named, agent.calls("propose"))
+	}
+}
+
+// TestPresignConfig: the pool knobs are checked and defaulted.
+func TestPresignConfig(t *testing.T) {
+	base := "data_dir: d\nstore_key: {file: k}\nmembers: [{id: 12D3KooWJWoaqZhDaoEFshF7Rh1bpY9ohihFhzcW6d69Lr2NASuq, role: agent, addrs: [/ip4/127.0.0.1/tcp/1]}]\npolicy: {genesis_hash: \"0x" + strings.Repeat("ab", 32) + "\"}\n"
+	cfg, err := ParseConfig([]byte(base), t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Presign.target() != DefaultPresignTarget || cfg.Presign.Interval != DefaultPresignInterval {
+		t.Fatalf("defaults: target %d interval %s", cfg.Presign.target(), cfg.Presign.Interval)
+	}
+	cfg, err = ParseConfig([]byte(base+"presign: {target: 0}\n"), t.TempDir(), nil)
+	if err != nil || cfg.Presign.target() != 0 {
+		t.Fatalf("target 0 (off): %v", err)
+	}
+	for _, bad := range []string{"presign: {target: -1}", "presign: {target: 9}", "presign: {interval: -1s}", "presign: {size: 2}"} {
+		if _, err := ParseConfig([]byte(base+bad+"\n"), t.TempDir(), nil); err == nil {
+			t.Errorf("%s: accepted", bad)
+		} else {
+			t.Logf("%s: %v", bad, err)
+		}
+	}
+}
+
+// TestPresignatureKeptAfterAnotherRefusal: a proposal refused for a
+// reason of its own (here, a policy rule) never started, so the members
+// keep the presignature parked and the coordinator offers it to the next
+// request.
+func TestPresignatureKeptAfterAnotherRefusal(t *testing.T) {
+	e, m := newScriptedEnv(t)
+	ctx := context.Background()
+	agent, pol := m[ids.RoleAgent], m[ids.RolePolicy]
+	q := []ids.MemberID{agent.id, pol.id}
+	slices.Sort(q)
+	p := control.Presignature{ID: ids.NewSessionID(), Key: e.key.ID(), Quorum: q, Created: time.Now()}
+	for _, s := range m {
+		s.mu.Lock()
+		s.tier, s.roles = "hot", []ids.Role{ids.RoleAgent, ids.RolePolicy}
+		s.presigned = []control.Presignature{p}
+		s.mu.Unlock()
+	}
+	pol.mu.Lock()
+	refused := false
+	pol.refuse = func(msg *control.Message) *control.Refusal {
+		if msg.Type == control.TypePropose && !refused {
+			refused = true
+			return &control.Refusal{RuleID: "budget", Reason: "over budget"}
+		}
+		return nil
+	}
+	pol.mu.Unlock()
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for i, idem := range []string{`"first"`, `"second"`} {
+		r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(map[string]string{"idempotency_key": idem}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := e.op.WaitFinal(wctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 && got.State != api.StateDenied {
+			t.Fatalf("first request: %s %s", got.State, got.Reason)
+		}
+		if len(got.Attempts) == 0 || got.Attempts[0].Presignature != p.ID {
+			t.Fatalf("request %d: attempts %+v, want presignature %s named", i, got.Attempts, p.ID)
+		}
+	}
+}
