@@ -121,9 +121,19 @@ func Run(ctx context.Context, o Options) error {
 		return r, nil
 	}
 	fmt.Fprintf(o.Progress, "custos bench: work directory %s; load average before %s\n", work, load)
-	setup, err := run(Spec{Scenario: scenarioSetup})
+	setup, err := loadSetup(work)
 	if err != nil {
 		return err
+	}
+	if setup == nil {
+		if setup, err = run(Spec{Scenario: scenarioSetup}); err != nil {
+			return err
+		}
+		if err := saveSetup(work, setup); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(o.Progress, "  reusing the key and cluster of %s (its keygen timings too)\n", work)
 	}
 	var rows []*row
 	for _, s := range o.Scenarios {
@@ -157,6 +167,33 @@ func Run(ctx context.Context, o Options) error {
 	}
 	printTable(o.Out, rows, extra, load, loadAverage(), time.Since(t0))
 	return nil
+}
+
+// setupFile records the setup's result in a kept work directory, which a
+// later run reuses.
+func setupFile(work string) string { return filepath.Join(work, "setup.json") }
+
+func loadSetup(work string) (*row, error) {
+	b, err := os.ReadFile(setupFile(work))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	r := &row{}
+	if err := json.Unmarshal(b, &r.Result); err != nil {
+		return nil, fmt.Errorf("bench: %s: %w", setupFile(work), err)
+	}
+	return r, nil
+}
+
+func saveSetup(work string, r *row) error {
+	b, err := json.Marshal(r.Result)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(setupFile(work), b, 0o600)
 }
 
 // runChild runs one child and reads its result and rusage.
@@ -316,6 +353,12 @@ func printTable(w io.Writer, rows, extra []*row, loadBefore, loadAfter string, t
 		}
 		if len(beyond) > 0 {
 			fmt.Fprintf(tw, "median beyond %s at concurrency 1\t%s\t\n", base, strings.Join(beyond, ", "))
+		}
+	}
+	for _, r := range rows {
+		if v := r.Values; r.Scenario == ScenarioREST && len(v) > 0 {
+			fmt.Fprintf(tw, "REST at concurrency %d, median by phase\tPOST %.1f ms, to the session's proposal %.1f ms, session %.1f ms, to the client %.1f ms\t\n",
+				r.Concurrency, v["rest_post"]*1e3, v["rest_to_session"]*1e3, v["rest_session"]*1e3, v["rest_after_session"]*1e3)
 		}
 	}
 	tw.Flush()

@@ -58,8 +58,13 @@ type Result struct {
 	Notes []string `json:"notes,omitempty"`
 }
 
-// signer makes one signature; i numbers the signatures of a child from 0.
+// signer makes one signature; i numbers the signatures of a child from 0
+// (the warm-up's first, then the measured ones).
 type signer func(ctx context.Context, i int) error
+
+// reporter returns a scenario's own measurements of the signatures from
+// first on, by name, with notes.
+type reporter func(first int) (map[string]float64, []string)
 
 // RunChild runs spec and writes its Result as JSON to out.
 func RunChild(ctx context.Context, spec Spec, out io.Writer) error {
@@ -96,6 +101,7 @@ func runSigning(ctx context.Context, spec Spec) (*Result, error) {
 	}
 	var sign signer
 	var stop func() error
+	var report reporter
 	var err error
 	switch spec.Scenario {
 	case ScenarioFloor:
@@ -103,7 +109,7 @@ func runSigning(ctx context.Context, spec Spec) (*Result, error) {
 	case ScenarioLibp2p:
 		sign, stop, err = startLibp2p(ctx, spec)
 	case ScenarioREST:
-		sign, stop, err = startREST(ctx, spec)
+		sign, stop, report, err = startREST(ctx, spec)
 	case ScenarioRPC:
 		sign, stop, err = startRPC(ctx, spec)
 	case ScenarioMCP:
@@ -140,6 +146,9 @@ func runSigning(ctx context.Context, spec Spec) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Scenario: spec.Scenario, Concurrency: spec.Concurrency, Latencies: lat, Wall: wall.Seconds(), CPU: cpu}
+	if report != nil {
+		res.Values, res.Notes = report(spec.Concurrency)
+	}
 	if stop != nil {
 		err, stop = stop(), nil
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/custos-wallet/custos/agent/sidecar"
@@ -172,25 +173,27 @@ func closer(c *dev.Cluster, more ...func() error) func() error {
 
 // startREST: the agent's signed request through POST /v1/requests, then
 // the long poll until it is final, as an agent without the sidecar does.
-func startREST(ctx context.Context, spec Spec) (signer, func() error, error) {
+func startREST(ctx context.Context, spec Spec) (signer, func() error, reporter, error) {
 	c, err := startCluster(ctx, spec)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cred, err := c.AgentCredential()
 	if err != nil {
 		c.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cl, err := client.New(c.URL(), client.Options{Agent: cred})
 	if err != nil {
 		c.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
+	var ph phases
 	hot := c.Hot()
 	chainID := c.ChainID()
 	run := randomHex(4)
 	sign := func(ctx context.Context, i int) error {
+		t0 := time.Now()
 		to := dev.Vendors[0]
 		tx := types.NewTx(&types.DynamicFeeTx{ChainID: new(big.Int).SetUint64(chainID), Nonce: uint64(i), To: &to, Value: payment,
 			Gas: 21000, GasFeeCap: big.NewInt(20 * params.GWei), GasTipCap: big.NewInt(params.GWei)})
@@ -205,12 +208,62 @@ func startREST(ctx context.Context, spec Spec) (signer, func() error, error) {
 		if err != nil {
 			return err
 		}
+		submitted := time.Now()
 		if r, err = cl.WaitFinal(ctx, r.ID); err != nil {
 			return err
 		}
-		return sidecar.Outcome(r)
+		if err := sidecar.Outcome(r); err != nil {
+			return err
+		}
+		ph.add(i, t0, submitted, time.Now(), r)
+		return nil
 	}
-	return sign, closer(c), nil
+	return sign, closer(c), ph.report, nil
+}
+
+// phases splits the REST scenario's latencies at the times the
+// coordinator recorded (same process, same clock): the POST, the wait
+// until the signing session was proposed, the session from proposal to
+// its end, and from there to the client holding the answer.
+type phases struct {
+	mu   sync.Mutex
+	rows map[int][4]float64
+}
+
+func (p *phases) add(i int, t0, submitted, done time.Time, r *api.Request) {
+	if len(r.Attempts) == 0 {
+		return
+	}
+	a := r.Attempts[len(r.Attempts)-1]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.rows == nil {
+		p.rows = map[int][4]float64{}
+	}
+	p.rows[i] = [4]float64{submitted.Sub(t0).Seconds(), a.Started.Sub(submitted).Seconds(),
+		a.Ended.Sub(a.Started).Seconds(), done.Sub(a.Ended).Seconds()}
+}
+
+var phaseNames = [4]string{"rest_post", "rest_to_session", "rest_session", "rest_after_session"}
+
+func (p *phases) report(first int) (map[string]float64, []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cols := make([][]float64, 4)
+	for i, r := range p.rows {
+		if i >= first {
+			for j := range r {
+				cols[j] = append(cols[j], r[j])
+			}
+		}
+	}
+	out := map[string]float64{}
+	for j, name := range phaseNames {
+		if len(cols[j]) > 0 {
+			out[name] = quantile(cols[j], 0.5)
+		}
+	}
+	return out, nil
 }
 
 // startRPC: eth_sendTransaction through the sidecar's JSON-RPC endpoint,

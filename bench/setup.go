@@ -75,6 +75,12 @@ func fixtures(fresh bool) func(member string) tss.Generator {
 // key, on which a second key is made with warm pools (timed).
 func runSetup(ctx context.Context, spec Spec) (*Result, error) {
 	res := &Result{Scenario: scenarioSetup, Values: map[string]float64{}}
+	// A setup that did not finish left parts behind: start over.
+	for _, d := range []string{filepath.Dir(identityPath(spec.Work, 0)), templateDir(spec.Work)} {
+		if err := os.RemoveAll(d); err != nil {
+			return nil, err
+		}
+	}
 	members := make([]tss.Member, len(roles))
 	for i := range roles {
 		key, err := p2p.LoadOrCreateIdentity(identityPath(spec.Work, i))

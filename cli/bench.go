@@ -26,7 +26,7 @@ func runBench(ctx context.Context, env *Env, args []string) error {
 	scenarios := fs.String("scenarios", strings.Join(bench.DefaultScenarios, ","), "signing scenarios, comma-separated")
 	cold := fs.Bool("cold", false, "also time one real pre-parameter generation (tens of seconds of CPU): a keygen's wait on a cold pool")
 	profile := fs.String("profile", "", "write a CPU profile of the REST scenario at concurrency 1 here (go tool pprof)")
-	work := fs.String("work", "", "work directory, kept afterwards (default: a temporary one, removed)")
+	work := fs.String("work", "", "work directory, kept afterwards and reused by a later run with the same --work (default: a temporary one, removed)")
 	child := fs.String("child", "", "internal: run one measurement from its JSON spec")
 	if err := fs.Parse(args); err != nil {
 		return err
