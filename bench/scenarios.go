@@ -91,8 +91,8 @@ func startFloor(_ context.Context, spec Spec) (signer, func() error, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	net := tss.NewMemNetwork()
-	engines := []*tss.Engine{tss.NewEngine(net.Endpoint(k.ids[0]), tss.Config{}), tss.NewEngine(net.Endpoint(k.ids[1]), tss.Config{})}
+	net := newMemNet()
+	engines := []*tss.Engine{tss.NewEngine(net.endpoint(k.ids[0]), tss.Config{}), tss.NewEngine(net.endpoint(k.ids[1]), tss.Config{})}
 	return signWith(k, engines), nil, nil
 }
 

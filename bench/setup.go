@@ -94,7 +94,7 @@ func runSetup(ctx context.Context, spec Spec) (*Result, error) {
 		members[i] = tss.Member{ID: ids.MemberID(pid.String()), Role: roles[i]}
 	}
 	committee := tss.Committee{Members: members, Threshold: 1}
-	net := tss.NewMemNetwork()
+	net := newMemNet()
 	sid := ids.NewSessionID()
 	shares := make([]*tss.Share, len(members))
 	start := time.Now()
@@ -107,7 +107,7 @@ func runSetup(ctx context.Context, spec Spec) (*Result, error) {
 		if err != nil {
 			return err
 		}
-		shares[i], err = tss.NewEngine(net.Endpoint(members[i].ID), tss.Config{}).Keygen(ctx,
+		shares[i], err = tss.NewEngine(net.endpoint(members[i].ID), tss.Config{}).Keygen(ctx,
 			tss.KeygenRequest{Session: sid, Committee: committee, PreParams: pp})
 		return err
 	})
