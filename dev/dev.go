@@ -74,7 +74,14 @@ type Options struct {
 	// Program is how the printed steps run the custos binary (default
 	// "custos"; words separated by spaces, as in "go run ./cmd/custos").
 	Program string
+	// NoVault leaves the vault key out: Start makes only the hot key and
+	// VaultReady is closed at once with ErrNoVault. The benchmark uses
+	// it, so that no background key generation shares the cores.
+	NoVault bool
 }
+
+// ErrNoVault is VaultErr of a cluster started with Options.NoVault.
+var ErrNoVault = errors.New("dev: started without the vault key")
 
 func (o Options) outOrDiscard() io.Writer {
 	if o.Out == nil {
@@ -209,6 +216,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	c.openGate()
 	if err := c.fund(ctx, "hot", hot.Address, HotFunding); err != nil {
 		return nil, err
+	}
+	if opts.NoVault {
+		c.vaultErr = ErrNoVault
+		close(c.vaultDone)
+		return c, nil
 	}
 	c.wg.Add(1)
 	go c.vault(runCtx)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -450,5 +451,38 @@ func TestFailedLayoutLeavesNothing(t *testing.T) {
 	ents, _ := os.ReadDir(parent)
 	for _, e := range ents {
 		t.Errorf("left behind: %s", e.Name())
+	}
+}
+
+// With NoVault the cluster makes the hot key only: the vault is reported
+// missing at once with ErrNoVault, and no member draws the pre-parameters
+// a vault key generation would take.
+func TestNoVault(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	f := &fixtures{next: map[string]int{}, list: fixtureOrder}
+	c, err := dev.Start(ctx, dev.Options{Dir: filepath.Join(t.TempDir(), "dev"), ChainListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
+		AgentListen: "127.0.0.1:0", MCPListen: "127.0.0.1:0", Log: logTo(t), PreParams: f.generator, NoVault: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case <-c.VaultReady():
+	default:
+		t.Fatal("VaultReady not closed at once")
+	}
+	if err := c.VaultErr(); !errors.Is(err, dev.ErrNoVault) {
+		t.Fatalf("VaultErr %v, want %v", err, dev.ErrNoVault)
+	}
+	if _, ok := c.Vault(); ok {
+		t.Fatal("a vault key exists")
+	}
+	keys, err := c.REST().Keys(ctx)
+	if err != nil || len(keys) != 1 || keys[0].ID != c.Hot().ID {
+		t.Fatalf("keys %v, %v; want the hot key alone", keys, err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -158,3 +158,9 @@ func loadOrMakeToken(path string) (string, error) {
 	t := hex.EncodeToString(r[:])
 	return t, os.WriteFile(path, []byte(t+"\n"), 0o600)
 }
+
+// AgentCredential is the dev agent's credential, as CredentialFile holds
+// it.
+func (c *Cluster) AgentCredential() (*agentauth.Credential, error) {
+	return loadCredential(c.p.credential())
+}

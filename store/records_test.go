@@ -193,6 +193,32 @@ func TestShareGenerationsKept(t *testing.T) {
 	}
 }
 
+// TestShareKeysKept checks the descriptions ShareKeys keeps in memory: a
+// caller that changes what it got does not change the next answer, and a
+// deleted share is no longer listed.
+func TestShareKeysKept(t *testing.T) {
+	ctx := context.Background()
+	sh := testShares(t)[0]
+	s := openTest(t, t.TempDir(), newKeyFile(t))
+	if err := s.PutShare(ctx, sh); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		keys, err := s.ShareKeys(ctx)
+		if err != nil || len(keys) != 1 || !keys[0].Equal(sh.Key()) {
+			t.Fatalf("share keys, call %d: %v %v", i, keys, err)
+		}
+		keys[0].PublicKey[1] ^= 0xff
+		keys[0].Committee.Members[0].ID = "changed by the caller"
+	}
+	if err := s.DeleteShare(ctx, sh.Key().ID(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := s.ShareKeys(ctx); err != nil || len(keys) != 0 {
+		t.Fatalf("share keys after the delete: %v %v", keys, err)
+	}
+}
+
 // crashCopy copies the files of an open store to a new directory: what a
 // crash at this moment would leave on disk, before any Close.
 func crashCopy(t *testing.T, s *Store) string {

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/custos-wallet/custos/ids"
@@ -106,9 +108,17 @@ func (s *Store) LatestShare(ctx context.Context, id ids.KeyID) (*tss.Share, erro
 }
 
 // ShareKeys lists the public descriptions of the latest generation of every
-// key this node holds a share of.
+// key this node holds a share of. A member answers it for every status
+// query a coordinator makes before each signing session, so the
+// descriptions are kept in memory once read: a share record is never
+// overwritten, so the description read for one stays true until it is
+// deleted.
 func (s *Store) ShareKeys(ctx context.Context) ([]tss.KeyInfo, error) {
-	var keys []ids.KeyID
+	type latest struct {
+		id  ids.KeyID
+		gen uint32
+	}
+	var keys []latest
 	err := s.view(ctx, func(txn *badgerTxn) error {
 		it := txn.NewIterator(badgerKeysOnly(sharePrefix))
 		defer it.Close()
@@ -121,8 +131,15 @@ func (s *Store) ShareKeys(ctx context.Context) ([]tss.KeyInfo, error) {
 			if err != nil {
 				return fmt.Errorf("%w: share record %q: %v", ErrCorrupt, k, err)
 			}
-			if len(keys) == 0 || keys[len(keys)-1] != id {
-				keys = append(keys, id)
+			gen, err := strconv.ParseUint(k[len(k)-10:], 10, 32)
+			if err != nil {
+				return fmt.Errorf("%w: share record %q: %v", ErrCorrupt, k, err)
+			}
+			// Generations sort in order (zero-padded): the last is the latest.
+			if len(keys) > 0 && keys[len(keys)-1].id == id {
+				keys[len(keys)-1].gen = uint32(gen)
+			} else {
+				keys = append(keys, latest{id, uint32(gen)})
 			}
 		}
 		return nil
@@ -131,14 +148,33 @@ func (s *Store) ShareKeys(ctx context.Context) ([]tss.KeyInfo, error) {
 		return nil, fmt.Errorf("store: list shares: %w", err)
 	}
 	out := make([]tss.KeyInfo, 0, len(keys))
-	for _, id := range keys {
-		sh, err := s.LatestShare(ctx, id)
-		if err != nil {
-			return nil, err
+	for _, k := range keys {
+		rec := string(shareKey(k.id, k.gen))
+		s.infoMu.Lock()
+		info, ok := s.keyInfos[rec]
+		s.infoMu.Unlock()
+		if !ok {
+			sh, err := s.Share(ctx, k.id, k.gen)
+			if err != nil {
+				return nil, err
+			}
+			info = sh.Key()
+			s.infoMu.Lock()
+			if s.keyInfos == nil {
+				s.keyInfos = map[string]tss.KeyInfo{}
+			}
+			s.keyInfos[rec] = info
+			s.infoMu.Unlock()
 		}
-		out = append(out, sh.Key())
+		out = append(out, cloneKeyInfo(info))
 	}
 	return out, nil
+}
+
+func cloneKeyInfo(k tss.KeyInfo) tss.KeyInfo {
+	k.PublicKey = bytes.Clone(k.PublicKey)
+	k.Committee.Members = slices.Clone(k.Committee.Members)
+	return k
 }
 
 // DeleteShare removes the share of key id in generation gen, for good.
@@ -157,5 +193,8 @@ func (s *Store) DeleteShare(ctx context.Context, id ids.KeyID, gen uint32) error
 	if err != nil {
 		return fmt.Errorf("store: delete share of %s generation %d: %w", id, gen, err)
 	}
+	s.infoMu.Lock()
+	delete(s.keyInfos, string(key))
+	s.infoMu.Unlock()
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/custos-wallet/custos/tss"
 	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/crypto/chacha20poly1305"
 )
@@ -94,6 +95,9 @@ type Store struct {
 	// writes one step: badger's conflict detection does not see a
 	// concurrent insert into a range another transaction scanned.
 	ledgerMu sync.Mutex
+
+	infoMu   sync.Mutex
+	keyInfos map[string]tss.KeyInfo // guarded by infoMu: public descriptions of share records, by record key
 }
 
 // Open opens the store in dir, creating it (and the directory, mode 0700)

@@ -1,0 +1,213 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Scenario names, as the table prints them.
+const (
+	ScenarioFloor  = "floor"
+	ScenarioLibp2p = "libp2p"
+	ScenarioREST   = "REST"
+	ScenarioRPC    = "JSON-RPC"
+	ScenarioMCP    = "MCP"
+	// Rows that presignatures will add: "online (presigned)" is the
+	// floor's online phase over a presignature made beforehand, "REST
+	// (presigned)" the full request over one. They have no runner yet.
+	ScenarioOnline       = "online (presigned)"
+	ScenarioRESTPresign  = "REST (presigned)"
+	scenarioSetup        = "setup"
+	scenarioIdle         = "idle"
+	scenarioCold         = "cold-pool"
+	scenarioPolicyDryRun = "policy"
+)
+
+// Spec is what one child process runs.
+type Spec struct {
+	Scenario    string `json:"scenario"`
+	Concurrency int    `json:"concurrency"`
+	Signatures  int    `json:"signatures"`
+	Work        string `json:"work"` // the parent's work directory
+	// Dir is the child's own copy of the dev cluster, for REST, JSON-RPC
+	// and MCP (budgets start fresh in every child).
+	Dir string `json:"dir,omitempty"`
+	// CPUProfile, if set, is where the child writes a CPU profile of its
+	// measured signatures.
+	CPUProfile string `json:"cpu_profile,omitempty"`
+}
+
+// Result is what a child prints: one JSON object on its last line.
+type Result struct {
+	Scenario    string    `json:"scenario"`
+	Concurrency int       `json:"concurrency"`
+	Latencies   []float64 `json:"latencies"` // seconds, one per measured signature
+	Wall        float64   `json:"wall"`      // seconds, the measured signatures from the first start to the last end
+	CPU         float64   `json:"cpu"`       // user+system seconds of the process during the measured signatures
+	// Values are the scenario's other measurements (keygen seconds, idle
+	// memory), by name.
+	Values map[string]float64 `json:"values,omitempty"`
+	// Notes say what a value means where it is not obvious.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// signer makes one signature; i numbers the signatures of a child from 0
+// (the warm-up's first, then the measured ones).
+type signer func(ctx context.Context, i int) error
+
+// reporter returns a scenario's own measurements of the signatures from
+// first on, by name, with notes.
+type reporter func(first int) (map[string]float64, []string)
+
+// RunChild runs spec and writes its Result as JSON to out.
+func RunChild(ctx context.Context, spec Spec, out io.Writer) error {
+	var res *Result
+	var err error
+	switch spec.Scenario {
+	case scenarioSetup:
+		res, err = runSetup(ctx, spec)
+	case scenarioIdle:
+		res, err = runIdle(ctx, spec)
+	case scenarioCold:
+		res, err = runCold(ctx, spec)
+	case scenarioPolicyDryRun:
+		res, err = runPolicy(ctx, spec)
+	default:
+		res, err = runSigning(ctx, spec)
+	}
+	if err != nil {
+		return fmt.Errorf("bench %s: %w", spec.Scenario, err)
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(out, "%s\n", b)
+	return err
+}
+
+// runSigning starts the scenario's parts, signs Concurrency times at once
+// to warm up, then Signatures times with Concurrency workers.
+func runSigning(ctx context.Context, spec Spec) (*Result, error) {
+	if spec.Concurrency < 1 || spec.Signatures < 1 {
+		return nil, fmt.Errorf("concurrency %d and signatures %d: both must be at least 1", spec.Concurrency, spec.Signatures)
+	}
+	var sign signer
+	var stop func() error
+	var report reporter
+	var err error
+	switch spec.Scenario {
+	case ScenarioFloor:
+		sign, stop, err = startFloor(ctx, spec)
+	case ScenarioLibp2p:
+		sign, stop, err = startLibp2p(ctx, spec)
+	case ScenarioREST:
+		sign, stop, report, err = startREST(ctx, spec)
+	case ScenarioRPC:
+		sign, stop, err = startRPC(ctx, spec)
+	case ScenarioMCP:
+		sign, stop, err = startMCP(ctx, spec)
+	case ScenarioOnline, ScenarioRESTPresign:
+		return nil, fmt.Errorf("scenario %q has no runner yet: it needs presignatures", spec.Scenario)
+	default:
+		return nil, fmt.Errorf("unknown scenario %q", spec.Scenario)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
+	if _, _, err := measure(ctx, sign, 0, spec.Concurrency, spec.Concurrency); err != nil {
+		return nil, fmt.Errorf("warm-up: %w", err)
+	}
+	var stopProfile func()
+	if spec.CPUProfile != "" {
+		if stopProfile, err = startCPUProfile(spec.CPUProfile); err != nil {
+			return nil, err
+		}
+	}
+	cpu0 := cpuSeconds()
+	lat, wall, err := measure(ctx, sign, spec.Concurrency, spec.Signatures, spec.Concurrency)
+	cpu := cpuSeconds() - cpu0
+	if stopProfile != nil {
+		stopProfile()
+	}
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Scenario: spec.Scenario, Concurrency: spec.Concurrency, Latencies: lat, Wall: wall.Seconds(), CPU: cpu}
+	if report != nil {
+		res.Values, res.Notes = report(spec.Concurrency)
+	}
+	if stop != nil {
+		err, stop = stop(), nil
+		if err != nil {
+			return nil, fmt.Errorf("stop: %w", err)
+		}
+	}
+	return res, nil
+}
+
+// measure makes n signatures numbered from first with c workers and
+// returns each one's latency in seconds and the wall time of all.
+func measure(ctx context.Context, sign signer, first, n, c int) ([]float64, time.Duration, error) {
+	lat := make([]float64, n)
+	next := make(chan int, n)
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < c; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				t0 := time.Now()
+				if err := sign(ctx, first+i); err != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("signature %d: %w", first+i, err))
+					mu.Unlock()
+					cancel()
+					return
+				}
+				lat[i] = time.Since(t0).Seconds()
+			}
+		}()
+	}
+	wg.Wait()
+	return lat, time.Since(start), errors.Join(errs...)
+}
+
+// residentBytes is this process's resident memory now (VmRSS), or 0 where
+// /proc does not say.
+func residentBytes() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb float64
+			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%f kB", &kb); err == nil {
+				return kb * 1024
+			}
+		}
+	}
+	return 0
+}
