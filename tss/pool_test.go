@@ -67,8 +67,11 @@ func TestPoolHandsOutEachSetOnceAndPersists(t *testing.T) {
 	defer goleak.VerifyNone(t, ignoreLogger)
 	// Three takes, a target of two and two generations at once make at
 	// most seven sets: every one a distinct fixture.
-	var next atomic.Int32
+	var next, started atomic.Int32
 	var running, peak atomic.Int32
+	// The first two generations wait for each other, so that the two
+	// allowed at once do run at once; a third at once would show in peak.
+	both := make(chan struct{})
 	gen := func(ctx context.Context) (*PreParams, error) {
 		n := running.Add(1)
 		defer running.Add(-1)
@@ -78,7 +81,15 @@ func TestPoolHandsOutEachSetOnceAndPersists(t *testing.T) {
 				break
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
+		if s := started.Add(1); s == 2 {
+			close(both)
+		} else if s < 2 {
+			select {
+			case <-both:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
 		i := int(next.Add(1) - 1)
 		if i >= 7 {
 			return nil, errors.New("test generator ran out of fixtures")
@@ -112,9 +123,19 @@ func TestPoolHandsOutEachSetOnceAndPersists(t *testing.T) {
 		}
 		taken = append(taken, p)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for pool.Len() < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	// The pool tops itself up to its target.
+	refill := time.NewTimer(30 * time.Second)
+	defer refill.Stop()
+	for {
+		changed := pool.Changed()
+		if pool.Len() >= 2 {
+			break
+		}
+		select {
+		case <-changed:
+		case <-refill.C:
+			t.Fatalf("pool holds %d after 30s, want its target 2", pool.Len())
+		}
 	}
 	if pool.Len() != 2 {
 		t.Fatalf("pool holds %d, want its target 2", pool.Len())
@@ -157,13 +178,19 @@ func TestPoolTakeWaitsAndHonoursContext(t *testing.T) {
 func TestPoolRealGenerationIsCancellable(t *testing.T) {
 	defer goleak.VerifyNone(t, ignoreLogger)
 	ctx, cancel := context.WithCancel(context.Background())
-	pool, err := NewPool(ctx, PoolConfig{Target: 1})
+	// The real generation, cancelled once it has begun.
+	began := make(chan struct{})
+	gen := func(ctx context.Context) (*PreParams, error) {
+		close(began)
+		return GeneratePreParams(ctx)
+	}
+	pool, err := NewPool(ctx, PoolConfig{Target: 1, Generate: gen})
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error)
 	go func() { done <- pool.Run(ctx) }()
-	time.Sleep(200 * time.Millisecond)
+	<-began
 	cancel()
 	select {
 	case <-done:

@@ -141,6 +141,15 @@ func (p *Pool) Len() int {
 	return len(p.ready)
 }
 
+// Changed returns a channel closed at the pool's next change: a set added
+// or taken, or a generation ended. Read it before looking at Len, so that
+// no change falls between the look and the wait.
+func (p *Pool) Changed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.changed
+}
+
 // Take removes one set from the pool, persists the removal, and only then
 // returns it; it waits for the background generation when the pool is empty.
 func (p *Pool) Take(ctx context.Context) (*PreParams, error) {
