@@ -742,19 +742,20 @@ func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqB
 	for _, a := range b.View.Approvers {
 		approvers[strings.ToLower(a)] = true
 	}
-	prefer := func(m ids.MemberID) bool {
+	// A guardian node joins only with its own human's approval (node,
+	// check 8): one whose human has not approved would refuse, and its
+	// refusal would end the request. So only approvers' nodes are usable;
+	// while the one that approved is out of reach, the request waits.
+	usable := func(m ids.MemberID) bool {
 		if !reach(m) {
 			return false
 		}
-		if ki.Committee.Role(m) == ids.RoleGuardian && len(approvers) > 0 {
+		if ki.Committee.Role(m) == ids.RoleGuardian {
 			return approvers[strings.ToLower(statuses[m].Guardian)]
 		}
 		return true
 	}
-	q, err := quorum.Select(ki.Committee, spec, prefer, b.Excluded)
-	if err != nil {
-		q, err = quorum.Select(ki.Committee, spec, reach, b.Excluded)
-	}
+	q, err := quorum.Select(ki.Committee, spec, usable, b.Excluded)
 	if err != nil {
 		if _, err2 := quorum.Select(ki.Committee, spec, nil, b.Excluded); err2 != nil {
 			c.finish(ctx, id, api.StateFailed, "", ruleQuorum, fmt.Sprintf("no quorum left for tier %s without the members failed sessions blamed (%s): %v", spec.Name, joinIDs(b.Excluded), err2))
@@ -766,7 +767,10 @@ func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqB
 				missing = append(missing, fmt.Sprintf("%s member %s", ki.Committee.Role(m), m))
 			}
 		}
-		reason := fmt.Sprintf("cannot reach %s: %v", strings.Join(missing, ", "), err)
+		reason := fmt.Sprintf("no usable quorum: %v", err)
+		if len(missing) > 0 {
+			reason = fmt.Sprintf("cannot reach %s: %v", strings.Join(missing, ", "), err)
+		}
 		since := b.Unreachable
 		if since.IsZero() {
 			since = c.now()
