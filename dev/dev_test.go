@@ -266,6 +266,8 @@ func TestFirstRunThenReuse(t *testing.T) {
 		t.Fatalf("hot payment step of the second run: exit %d", code)
 	}
 	waitBalance(t, c2.ChainURL(), dev.Vendors[0], new(big.Int).Add(before, dev.HotPayment))
+	// What compose setup prints works too: the same daemons and keys.
+	checkComposeSteps(t, ctx, c2)
 	if err := c2.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
