@@ -121,7 +121,7 @@ func (w *world) phaseDown(t *testing.T) {
 func (w *world) phaseUp(t *testing.T) {
 	start := time.Now()
 	defer func() { t.Logf("phase a took %s", time.Since(start).Round(100*time.Millisecond)) }()
-	bin := t.TempDir()
+	bin := w.t.TempDir() // the whole test's: phase b runs the binary
 	w.bin = filepath.Join(bin, "custos")
 	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", w.bin, "./cmd/custos")
 	build.Dir = w.repo
