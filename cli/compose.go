@@ -10,7 +10,7 @@ import (
 func init() {
 	register(&Command{
 		Name:    "compose",
-		Summary: "the local compose cluster: lay out its volumes (compose init), push its policy and make its keys (compose setup)",
+		Summary: "the local compose cluster: lay out its volumes (compose init), push its policy, make its keys and print a first payment (compose setup)",
 		Run:     runCompose,
 	})
 }
@@ -53,11 +53,13 @@ func composeInit(env *Env, args []string) error {
 }
 
 func composeSetup(ctx context.Context, env *Env, args []string) error {
-	fs := NewFlags(env, "compose setup", "compose setup [--url URL] [--token-file FILE] [--dir DIR] [--chain-rpc URL]")
+	fs := NewFlags(env, "compose setup", "compose setup [--url URL] [--token-file FILE] [--dir DIR] [--chain-rpc URL] [--host-url URL] [--host-credential FILE]")
 	url := fs.String("url", "http://coordinator:8080", "the coordinator's REST API")
 	dir := fs.String("dir", "/data", "the coordinator's volume (cluster.json, policy.json; keys.json is written there)")
 	tokenFile := fs.String("token-file", "", "the operator token (default DIR/operator.token)")
 	chainRPC := fs.String("chain-rpc", "http://devchain:8545", "the dev chain that funds the keys")
+	hostURL := fs.String("host-url", dev.ComposeHostURL, "the coordinator as the operator's machine reaches it, for the printed steps")
+	hostCred := fs.String("host-credential", dev.ComposeHostCredential, "the agent credential on the operator's machine, for the printed steps")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -73,5 +75,11 @@ func composeSetup(ctx context.Context, env *Env, args []string) error {
 	}
 	fmt.Fprintf(env.Stdout, "hot key   %s  %s (guardian floor %d)\nvault key %s  %s (guardian floor %d)\n",
 		keys.Hot.ID, keys.Hot.Address.Hex(), keys.Hot.GuardianFloor, keys.Vault.ID, keys.Vault.Address.Hex(), keys.Vault.GuardianFloor)
+	steps, err := dev.ComposeSteps(ctx, *chainRPC, keys, dev.ComposeStepsOptions{URL: *hostURL, Credential: *hostCred})
+	if err != nil {
+		return fmt.Errorf("compose setup: the next steps: %w", err)
+	}
+	fmt.Fprintf(env.Stdout, "\nNext, from the repository root on this machine (run compose setup again for fresh ones: each payment is built at its key's next nonce):\n%s",
+		dev.FormatSteps(steps, 1))
 	return nil
 }

@@ -631,7 +631,11 @@ var fundMu sync.Mutex
 // fees are the fee cap and tip of the transactions custos dev writes:
 // well above the dev chain's base fee, well under the policy's fee_max.
 func (c *Cluster) fees(ctx context.Context) (feeCap, tip *big.Int, err error) {
-	h, err := c.eth.HeaderByNumber(ctx, nil)
+	return chainFees(ctx, c.eth)
+}
+
+func chainFees(ctx context.Context, eth *ethclient.Client) (feeCap, tip *big.Int, err error) {
+	h, err := eth.HeaderByNumber(ctx, nil)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -129,7 +129,8 @@ var requestID = regexp.MustCompile(`req:[0-9a-f]{32}`)
 // printed step works as printed: a hot payment mined, a guarded payment
 // approved by guardian-1 through its CLI and mined. The second run on the
 // same directory reuses everything: no pre-parameters, no key generation,
-// the same keys, and the hot payment it prints works too.
+// the same keys, and the hot payment it prints works too, as do the steps
+// compose setup prints for the compose cluster (the same daemons and keys).
 func TestFirstRunThenReuse(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs two key generations: a minute or two of CPU")
@@ -266,6 +267,8 @@ func TestFirstRunThenReuse(t *testing.T) {
 		t.Fatalf("hot payment step of the second run: exit %d", code)
 	}
 	waitBalance(t, c2.ChainURL(), dev.Vendors[0], new(big.Int).Add(before, dev.HotPayment))
+	// What compose setup prints works too: the same daemons and keys.
+	checkComposeSteps(t, ctx, c2)
 	if err := c2.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/ethclient"
 	"github.com/ethereum/go-ethereum/params"
 )
 
@@ -42,7 +43,7 @@ var (
 // is built at the key's next nonce now, so print them afresh each run.
 func (c *Cluster) HotSteps(ctx context.Context) ([]Step, error) {
 	hot := c.Hot()
-	tx, err := c.paymentTx(ctx, hot.Address, Vendors[0], HotPayment)
+	tx, err := paymentTx(ctx, c.eth, c.chain.ChainID(), hot.Address, Vendors[0], HotPayment)
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +72,7 @@ func (c *Cluster) VaultSteps(ctx context.Context) ([]Step, error) {
 	if !ok {
 		return nil, fmt.Errorf("no vault key yet")
 	}
-	tx, err := c.paymentTx(ctx, vault.Address, Vendors[1], GuardedPayment)
+	tx, err := paymentTx(ctx, c.eth, c.chain.ChainID(), vault.Address, Vendors[1], GuardedPayment)
 	if err != nil {
 		return nil, err
 	}
@@ -103,16 +104,16 @@ func (c *Cluster) command(args ...string) []string {
 
 // paymentTx is an unsigned payment from a key at its next nonce, as the
 // 0x-hex binary `custos sign --tx` takes.
-func (c *Cluster) paymentTx(ctx context.Context, from, to common.Address, value *big.Int) (string, error) {
-	nonce, err := c.eth.PendingNonceAt(ctx, from)
+func paymentTx(ctx context.Context, eth *ethclient.Client, chainID *big.Int, from, to common.Address, value *big.Int) (string, error) {
+	nonce, err := eth.PendingNonceAt(ctx, from)
 	if err != nil {
 		return "", fmt.Errorf("nonce of %s: %w", from.Hex(), err)
 	}
-	feeCap, tip, err := c.fees(ctx)
+	feeCap, tip, err := chainFees(ctx, eth)
 	if err != nil {
 		return "", err
 	}
-	tx := types.NewTx(&types.DynamicFeeTx{ChainID: c.chain.ChainID(), Nonce: nonce, To: &to, Value: value,
+	tx := types.NewTx(&types.DynamicFeeTx{ChainID: chainID, Nonce: nonce, To: &to, Value: value,
 		Gas: 21000, GasFeeCap: feeCap, GasTipCap: tip})
 	raw, err := tx.MarshalBinary()
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -49,6 +50,8 @@ type world struct {
 	compose []string // the compose command: docker compose, or docker-compose
 	env     []string
 	out     string // the operator's directory init writes
+	bin     string // the custos binary the image holds, on the host
+	setup   string // what compose setup printed
 
 	cluster dev.ComposeCluster
 	keys    dev.ComposeKeys
@@ -118,8 +121,9 @@ func (w *world) phaseDown(t *testing.T) {
 func (w *world) phaseUp(t *testing.T) {
 	start := time.Now()
 	defer func() { t.Logf("phase a took %s", time.Since(start).Round(100*time.Millisecond)) }()
-	bin := t.TempDir()
-	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(bin, "custos"), "./cmd/custos")
+	bin := w.t.TempDir() // the whole test's: phase b runs the binary
+	w.bin = filepath.Join(bin, "custos")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", w.bin, "./cmd/custos")
 	build.Dir = w.repo
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -164,7 +168,7 @@ func (w *world) phaseUp(t *testing.T) {
 	for _, s := range []string{"devchain", "coordinator"} {
 		w.waitHealthy(t, s)
 	}
-	w.composeRun(t, "run", "--rm", "setup")
+	w.setup = w.composeRun(t, "run", "--rm", "setup")
 
 	b, err := os.ReadFile(filepath.Join(w.out, dev.ComposeClusterFile))
 	if err != nil {
@@ -224,9 +228,33 @@ func (w *world) phaseUp(t *testing.T) {
 func (w *world) phaseHot(t *testing.T) {
 	start := time.Now()
 	defer func() { t.Logf("phase b took %s", time.Since(start).Round(100*time.Millisecond)) }()
-	r := w.pay(t, w.keys.Hot, dev.Vendors[0], dev.HotPayment, "")
-	if r.State != "signed" {
-		t.Fatalf("hot payment: %s (%s: %s)", r.State, r.RuleID, r.Reason)
+	// The hot payment compose setup printed, run from the host as printed
+	// (the published port and the operator directory are this test's).
+	var line string
+	for _, l := range strings.Split(w.setup, "\n") {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, dev.ComposeHostProgram+" sign ") {
+			line = l
+			break
+		}
+	}
+	if line == "" || strings.ContainsAny(line, `'"`) {
+		t.Fatalf("compose setup printed no plain hot payment command:\n%s", w.setup)
+	}
+	args := strings.Fields(strings.NewReplacer(
+		dev.ComposeHostURL, "http://"+w.port(t, "coordinator", 8080),
+		dev.ComposeHostCredential, filepath.Join(w.out, "agent.json")).Replace(line))
+	out := w.run(t, w.bin, args[1:]...)
+	t.Logf("$ %s\n%s", line, out)
+	id := regexp.MustCompile(`req:[0-9a-f]{32}`).FindString(out)
+	if id == "" || !strings.Contains(out, "(broadcast)") {
+		t.Fatalf("the printed hot payment did not sign and broadcast:\n%s", out)
+	}
+	r, err := w.agent.Request(context.Background(), ids.RequestID(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.State != "signed" || r.Key != w.keys.Hot.ID {
+		t.Fatalf("hot payment: %s from %s (%s: %s)", r.State, r.Key, r.RuleID, r.Reason)
 	}
 	w.mined(t, r)
 }
