@@ -20,7 +20,7 @@
 // memory.
 //
 // The benchmark is not a production node: every node takes its Paillier
-// pre-parameters from the committed test fixtures (internal/testfixtures),
+// pre-parameters from the committed test fixtures (internal/testfixtures, read from files),
 // which hold public secrets. Stores are real badger directories, hosts are
 // real libp2p on loopback, the chain is the go-ethereum dev chain.
 package bench

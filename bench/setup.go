@@ -13,7 +13,7 @@ import (
 	"github.com/custos-wallet/custos/api"
 	"github.com/custos-wallet/custos/dev"
 	"github.com/custos-wallet/custos/ids"
-	"github.com/custos-wallet/custos/internal/testfixtures"
+	"github.com/custos-wallet/custos/node"
 	"github.com/custos-wallet/custos/p2p"
 	"github.com/custos-wallet/custos/tss"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -43,6 +43,26 @@ var fixtureOrder = map[string][]int{
 	dev.NameGuardian2: {6},
 }
 
+// FixturesEnv names the directory of the pre-parameter fixtures;
+// unset, the repository's internal/testfixtures/preparams from the
+// working directory. The fixtures are read from files, never built into
+// the binary: they are public test-only key material that must not reach
+// a node.
+const FixturesEnv = "CUSTOS_BENCH_FIXTURES"
+
+// fixture reads fixture i (0-based) from the fixtures directory.
+func fixture(i int) (*tss.PreParams, error) {
+	dir := os.Getenv(FixturesEnv)
+	if dir == "" {
+		dir = filepath.Join("internal", "testfixtures", "preparams")
+	}
+	pp, err := node.ReadPreParamsFile(filepath.Join(dir, fmt.Sprintf("%02d.json", i)))
+	if err != nil {
+		return nil, fmt.Errorf("bench: pre-parameter fixture %d (run from the repository root, or set %s): %w", i, FixturesEnv, err)
+	}
+	return pp, nil
+}
+
 // fixtures hands out each member's fixtures in fixtureOrder, then blocks
 // until ctx ends, like a pool whose generation never finishes. With fresh
 // false it hands out none: a child that copies a cluster makes no key.
@@ -57,11 +77,7 @@ func fixtures(fresh bool) func(member string) tss.Generator {
 			if fresh && i < len(list) {
 				next[member]++
 				mu.Unlock()
-				lp, err := testfixtures.PreParams(list[i])
-				if err != nil {
-					return nil, err
-				}
-				return tss.NewPreParams(lp)
+				return fixture(list[i])
 			}
 			mu.Unlock()
 			<-ctx.Done()
@@ -99,11 +115,7 @@ func runSetup(ctx context.Context, spec Spec) (*Result, error) {
 	shares := make([]*tss.Share, len(members))
 	start := time.Now()
 	err := all(len(members), func(i int) error {
-		lp, err := testfixtures.PreParams(i)
-		if err != nil {
-			return err
-		}
-		pp, err := tss.NewPreParams(lp)
+		pp, err := fixture(i)
 		if err != nil {
 			return err
 		}
