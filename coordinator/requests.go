@@ -742,15 +742,17 @@ func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqB
 	for _, a := range b.View.Approvers {
 		approvers[strings.ToLower(a)] = true
 	}
-	// A guardian node joins only with its own human's approval (node,
-	// check 8): one whose human has not approved would refuse, and its
-	// refusal would end the request. So only approvers' nodes are usable;
-	// while the one that approved is out of reach, the request waits.
+	// A guardian node joins a tier that names guardians or needs approvals
+	// only with its own human's approval (node, check 8): one whose human
+	// has not approved would refuse, and its refusal would end the
+	// request. So for such a tier only approvers' nodes are usable; while
+	// the one that approved is out of reach, the request waits.
+	ownApproval := spec.Approvals > 0 || spec.Delay > 0 || slices.Contains(spec.Roles, ids.RoleGuardian)
 	usable := func(m ids.MemberID) bool {
 		if !reach(m) {
 			return false
 		}
-		if ki.Committee.Role(m) == ids.RoleGuardian {
+		if ownApproval && ki.Committee.Role(m) == ids.RoleGuardian {
 			return approvers[strings.ToLower(statuses[m].Guardian)]
 		}
 		return true
