@@ -3,10 +3,7 @@ package p2p
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -48,18 +45,9 @@ func memTransports() func(ids.MemberID) tss.Transport {
 }
 
 func reportMedian(b *testing.B, name string, ds []time.Duration) float64 {
-	m := median(ds)
+	m := tsstest.Median(ds)
 	b.ReportMetric(float64(m)/1e6, name+"-median-ms")
 	return float64(m)
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	return s[len(s)/2]
 }
 
 func BenchmarkSign2of3Libp2p(b *testing.B) {
@@ -114,7 +102,7 @@ func BenchmarkSignPresigned2of3Libp2p(b *testing.B) {
 			var full, online []time.Duration
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				full = append(full, benchConcurrently(b, conc, func(int) error {
+				full = append(full, tsstest.Concurrently(b, conc, func(int) error {
 					sid := ids.NewSessionID()
 					digest := sha256.Sum256(sid[:])
 					_, errs := runMembers(signers, func(_ int, id ids.MemberID) (tss.Signature, error) {
@@ -134,7 +122,7 @@ func BenchmarkSignPresigned2of3Libp2p(b *testing.B) {
 					}
 				}
 				b.StartTimer()
-				online = append(online, benchConcurrently(b, conc, func(j int) error {
+				online = append(online, tsstest.Concurrently(b, conc, func(j int) error {
 					sid := ids.NewSessionID()
 					digest := sha256.Sum256(sid[:])
 					sigs, errs := runMembers(signers, func(_ int, id ids.MemberID) (tss.Signature, error) {
@@ -157,24 +145,4 @@ func BenchmarkSignPresigned2of3Libp2p(b *testing.B) {
 			b.ReportMetric(o/f, "ratio")
 		})
 	}
-}
-
-// benchConcurrently runs f(0..n-1) at once and returns each one's latency.
-func benchConcurrently(b *testing.B, n int, f func(int) error) []time.Duration {
-	b.Helper()
-	ds := make([]time.Duration, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			start := time.Now()
-			errs[i] = f(i)
-			ds[i] = time.Since(start)
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		b.Fatal(err)
-	}
-	return ds
 }

@@ -2,11 +2,9 @@ package tss_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -97,7 +95,7 @@ func BenchmarkSignPresignedCompare2of3(b *testing.B) {
 			var full, online []time.Duration
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				full = append(full, concurrently(b, conc, func(int) error {
+				full = append(full, tsstest.Concurrently(b, conc, func(int) error {
 					return signOnce(c, digestOf("full"))
 				})...)
 				b.StopTimer()
@@ -106,12 +104,12 @@ func BenchmarkSignPresignedCompare2of3(b *testing.B) {
 					pids[j] = c.presign(b, benchSigners, nil)
 				}
 				b.StartTimer()
-				online = append(online, concurrently(b, conc, func(j int) error {
+				online = append(online, tsstest.Concurrently(b, conc, func(j int) error {
 					_, errs := c.online(benchSigners, pids[j], digestOf("online"))
 					return firstError(errs)
 				})...)
 			}
-			f, o := median(full), median(online)
+			f, o := tsstest.Median(full), tsstest.Median(online)
 			b.ReportMetric(float64(f)/1e6, "full-median-ms")
 			b.ReportMetric(float64(o)/1e6, "online-median-ms")
 			b.ReportMetric(float64(o)/float64(f), "ratio")
@@ -158,26 +156,6 @@ func signOnce(c *presignCluster, digest [32]byte) error {
 	}))
 }
 
-// concurrently runs f(0..n-1) at once and returns each one's latency.
-func concurrently(b *testing.B, n int, f func(int) error) []time.Duration {
-	b.Helper()
-	ds := make([]time.Duration, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			start := time.Now()
-			errs[i] = f(i)
-			ds[i] = time.Since(start)
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		b.Fatal(err)
-	}
-	return ds
-}
-
 func firstError(errs map[ids.MemberID]error) error {
 	for id, err := range errs {
 		if err != nil {
@@ -185,10 +163,4 @@ func firstError(errs map[ids.MemberID]error) error {
 		}
 	}
 	return nil
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
