@@ -156,3 +156,32 @@ func TestPresignatureKeptAfterAnotherRefusal(t *testing.T) {
 		}
 	}
 }
+
+// TestHealthCountsPresignatures: the health names, per member, how many
+// presignatures it reports parked.
+func TestHealthCountsPresignatures(t *testing.T) {
+	e, m := newScriptedEnv(t)
+	agent, pol := m[ids.RoleAgent], m[ids.RolePolicy]
+	q := []ids.MemberID{agent.id, pol.id}
+	slices.Sort(q)
+	var two []control.Presignature
+	for range 2 {
+		two = append(two, control.Presignature{ID: ids.NewSessionID(), Key: e.key.ID(), Quorum: q, Created: time.Now()})
+	}
+	agent.mu.Lock()
+	agent.presigned = two
+	agent.mu.Unlock()
+	pol.mu.Lock()
+	pol.presigned = two[:1]
+	pol.mu.Unlock()
+	h, err := e.op.Health(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[ids.MemberID]int{agent.id: 2, pol.id: 1}
+	for _, mh := range h.Members {
+		if mh.Presignatures != want[mh.ID] {
+			t.Errorf("member %s (%s): %d presignatures, want %d", mh.ID, mh.Role, mh.Presignatures, want[mh.ID])
+		}
+	}
+}
