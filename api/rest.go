@@ -263,9 +263,10 @@ type MemberHealth struct {
 	Reachable     bool         `json:"reachable"`
 	PolicyVersion uint64       `json:"policy_version,omitempty"`
 	PreParams     int          `json:"pre_params,omitempty"`
-	// Presignatures counts the presignatures parked at the member.
-	Presignatures int    `json:"presignatures,omitempty"`
-	Error         string `json:"error,omitempty"`
+	// Presignatures counts the presignatures parked at the member, by
+	// key.
+	Presignatures map[ids.KeyID]int `json:"presignatures,omitempty"`
+	Error         string            `json:"error,omitempty"`
 }
 
 // Health is the answer of GET /v1/health.

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -157,19 +158,20 @@ func TestPresignatureKeptAfterAnotherRefusal(t *testing.T) {
 	}
 }
 
-// TestHealthCountsPresignatures: the health names, per member, how many
-// presignatures it reports parked.
+// TestHealthCountsPresignatures: the health names, per member and key,
+// how many presignatures the member reports parked.
 func TestHealthCountsPresignatures(t *testing.T) {
 	e, m := newScriptedEnv(t)
 	agent, pol := m[ids.RoleAgent], m[ids.RolePolicy]
 	q := []ids.MemberID{agent.id, pol.id}
 	slices.Sort(q)
+	other := ids.KeyIDOf([20]byte{7})
 	var two []control.Presignature
 	for range 2 {
 		two = append(two, control.Presignature{ID: ids.NewSessionID(), Key: e.key.ID(), Quorum: q, Created: time.Now()})
 	}
 	agent.mu.Lock()
-	agent.presigned = two
+	agent.presigned = append(slices.Clone(two), control.Presignature{ID: ids.NewSessionID(), Key: other, Quorum: q, Created: time.Now()})
 	agent.mu.Unlock()
 	pol.mu.Lock()
 	pol.presigned = two[:1]
@@ -178,10 +180,10 @@ func TestHealthCountsPresignatures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[ids.MemberID]int{agent.id: 2, pol.id: 1}
+	want := map[ids.MemberID]map[ids.KeyID]int{agent.id: {e.key.ID(): 2, other: 1}, pol.id: {e.key.ID(): 1}}
 	for _, mh := range h.Members {
-		if mh.Presignatures != want[mh.ID] {
-			t.Errorf("member %s (%s): %d presignatures, want %d", mh.ID, mh.Role, mh.Presignatures, want[mh.ID])
+		if !maps.Equal(mh.Presignatures, want[mh.ID]) {
+			t.Errorf("member %s (%s): presignatures %v, want %v", mh.ID, mh.Role, mh.Presignatures, want[mh.ID])
 		}
 	}
 }

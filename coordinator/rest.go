@@ -217,7 +217,13 @@ func (c *Coordinator) getHealth(w http.ResponseWriter, r *http.Request, _ *calle
 	for _, m := range members {
 		mh := api.MemberHealth{ID: m, Role: c.roles[m], Reachable: st[m] != nil}
 		if s := st[m]; s != nil {
-			mh.PolicyVersion, mh.PreParams, mh.Presignatures = s.PolicyVersion, s.PreParams, len(s.Presignatures)
+			mh.PolicyVersion, mh.PreParams = s.PolicyVersion, s.PreParams
+			for _, ps := range s.Presignatures {
+				if mh.Presignatures == nil {
+					mh.Presignatures = map[ids.KeyID]int{}
+				}
+				mh.Presignatures[ps.Key]++
+			}
 		} else {
 			h.Status = "degraded"
 		}
