@@ -26,7 +26,7 @@ type Options struct {
 	// Concurrency lists the concurrency levels (default 1, 2, 4, 8).
 	Concurrency []int
 	// Scenarios lists the signing scenarios (default all five).
-	Scenarios []string
+	Scenarios []string // default DefaultScenarios
 	// Cold also times one generation of pre-parameters (tens of seconds).
 	Cold bool
 	// Work is the work directory; empty makes a temporary one, removed at
@@ -43,10 +43,16 @@ type Options struct {
 }
 
 // DefaultScenarios are the signing scenarios, in table order.
-var DefaultScenarios = []string{ScenarioFloor, ScenarioLibp2p, ScenarioREST, ScenarioRPC, ScenarioMCP}
+var DefaultScenarios = []string{ScenarioFloor, ScenarioLibp2p, ScenarioREST, ScenarioRPC, ScenarioMCP,
+	ScenarioOnline, ScenarioOnlineLibp2p, ScenarioRESTPresign, ScenarioRPCPresign}
 
 // clusterScenarios run on their own copy of the dev cluster.
-var clusterScenarios = []string{ScenarioREST, ScenarioRPC, ScenarioMCP, scenarioIdle}
+var clusterScenarios = []string{ScenarioREST, ScenarioRPC, ScenarioMCP, ScenarioRESTPresign, ScenarioRPCPresign, scenarioIdle}
+
+// presignedOf names, for each presigned row, the row it is compared with:
+// the same signature without a presignature.
+var presignedOf = map[string]string{ScenarioOnline: ScenarioFloor, ScenarioOnlineLibp2p: ScenarioLibp2p,
+	ScenarioRESTPresign: ScenarioREST, ScenarioRPCPresign: ScenarioRPC}
 
 // row is one child's result with its process's resource use.
 type row struct {
@@ -304,12 +310,9 @@ func printTable(w io.Writer, rows, extra []*row, loadBefore, loadAfter string, t
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t%.1f\t%.2f\t%.3f\t%.0f\t%s\t%s\t\n", r.Scenario, r.Concurrency, len(r.Latencies),
 			r.median()*1e3, r.p99()*1e3, r.throughput(), r.cpuPerSig(), r.maxRSS/(1<<20), ratioM, ratioT)
 	}
-	for _, s := range []string{ScenarioOnline, ScenarioRESTPresign} {
-		fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t\n", s)
-	}
 	tw.Flush()
 	fmt.Fprintln(w, "  p99 is nearest-rank (the largest sample when n < 100); CPU s/sig is the child's user+system time during the measured signatures; peak RSS is the child's maxrss (REST, JSON-RPC and MCP run coordinator, four nodes, dev chain and sidecar in one process).")
-	fmt.Fprintln(w, "  The presigned rows wait for presignatures (engine presign, pool presignnode).")
+	fmt.Fprintln(w, "  Presigned rows: before each batch of conc signatures, untimed, the online rows make one presignature per signature and the REST and JSON-RPC rows wait until the coordinator's pool holds one per signature; their sig/s and CPU count the batches only.")
 
 	values := map[string]float64{}
 	var notes []string
@@ -356,15 +359,60 @@ func printTable(w io.Writer, rows, extra []*row, loadBefore, loadAfter string, t
 		}
 	}
 	for _, r := range rows {
-		if v := r.Values; r.Scenario == ScenarioREST && len(v) > 0 {
-			fmt.Fprintf(tw, "REST at concurrency %d, median by phase\tPOST %.1f ms, to the session's proposal %.1f ms, session %.1f ms, to the client %.1f ms\t\n",
-				r.Concurrency, v["rest_post"]*1e3, v["rest_to_session"]*1e3, v["rest_session"]*1e3, v["rest_after_session"]*1e3)
+		if v := r.Values; (r.Scenario == ScenarioREST || r.Scenario == ScenarioRESTPresign) && len(v) > 0 {
+			fmt.Fprintf(tw, "%s at concurrency %d, median by phase\tPOST %.1f ms, to the session's proposal %.1f ms, session %.1f ms, to the client %.1f ms\t\n",
+				r.Scenario, r.Concurrency, v["rest_post"]*1e3, v["rest_to_session"]*1e3, v["rest_session"]*1e3, v["rest_after_session"]*1e3)
 		}
 	}
 	tw.Flush()
+	printPresigned(w, rows)
 	for _, n := range notes {
 		fmt.Fprintln(w, "  "+n)
 	}
 	fmt.Fprintf(w, "\nload average %s before, %s after; %s in all. Pre-parameters are the committed test fixtures: this is not a production node.\n",
 		loadBefore, loadAfter, took.Round(time.Second))
+}
+
+// printPresigned compares each presigned row with the same signature
+// without a presignature, and reports the presignatures' own costs.
+func printPresigned(w io.Writer, rows []*row) {
+	by := map[string]map[int]*row{}
+	for _, r := range rows {
+		if by[r.Scenario] == nil {
+			by[r.Scenario] = map[int]*row{}
+		}
+		by[r.Scenario][r.Concurrency] = r
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	seen := false
+	for _, s := range []string{ScenarioOnline, ScenarioOnlineLibp2p, ScenarioRESTPresign, ScenarioRPCPresign} {
+		for _, r := range rows {
+			if r.Scenario != s {
+				continue
+			}
+			seen = true
+			line := ""
+			if base := by[presignedOf[s]][r.Concurrency]; base != nil {
+				line = fmt.Sprintf("median %.3f x %s's, sig/s %.2f x", r.median()/base.median(), presignedOf[s], r.throughput()/base.throughput())
+			} else {
+				line = fmt.Sprintf("(%s not measured)", presignedOf[s])
+			}
+			if v, ok := r.Values["presigned_share"]; ok {
+				line += fmt.Sprintf("; %.0f %% of its signatures from a presignature", v*100)
+			}
+			if v, ok := r.Values["presign_per_s"]; ok {
+				line += fmt.Sprintf("; presignatures %.2f/s", v)
+			}
+			if v, ok := r.Values["parked_bytes"]; ok {
+				line += fmt.Sprintf("; %.0f KB of heap per parked presignature per member", v/1024)
+			}
+			fmt.Fprintf(tw, "%s at concurrency %d\t%s\t\n", s, r.Concurrency, line)
+		}
+	}
+	if !seen {
+		return
+	}
+	fmt.Fprintln(w)
+	tw.Flush()
+	fmt.Fprintln(w, "  presignatures/s: for the online rows, presignatures made at once per batch over the batch's wall time; for REST and JSON-RPC, the coordinator's refill of one quorum (one presignature at a time, after signing) over the wait for the pool.")
 }

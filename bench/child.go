@@ -19,11 +19,14 @@ const (
 	ScenarioREST   = "REST"
 	ScenarioRPC    = "JSON-RPC"
 	ScenarioMCP    = "MCP"
-	// Rows that presignatures will add: "online (presigned)" is the
-	// floor's online phase over a presignature made beforehand, "REST
-	// (presigned)" the full request over one. They have no runner yet.
+	// The presigned rows: before each batch of concurrency signatures,
+	// outside the measured time, the online rows make a presignature per
+	// signature (in process, and over libp2p) and the REST and JSON-RPC
+	// rows wait until the coordinator's pool holds one per signature.
 	ScenarioOnline       = "online (presigned)"
+	ScenarioOnlineLibp2p = "libp2p (presigned)"
 	ScenarioRESTPresign  = "REST (presigned)"
+	ScenarioRPCPresign   = "JSON-RPC (presigned)"
 	scenarioSetup        = "setup"
 	scenarioIdle         = "idle"
 	scenarioCold         = "cold-pool"
@@ -102,6 +105,7 @@ func runSigning(ctx context.Context, spec Spec) (*Result, error) {
 	var sign signer
 	var stop func() error
 	var report reporter
+	var prepare preparer
 	var err error
 	switch spec.Scenario {
 	case ScenarioFloor:
@@ -114,8 +118,14 @@ func runSigning(ctx context.Context, spec Spec) (*Result, error) {
 		sign, stop, err = startRPC(ctx, spec)
 	case ScenarioMCP:
 		sign, stop, err = startMCP(ctx, spec)
-	case ScenarioOnline, ScenarioRESTPresign:
-		return nil, fmt.Errorf("scenario %q has no runner yet: it needs presignatures", spec.Scenario)
+	case ScenarioOnline:
+		sign, stop, report, prepare, err = startOnline(spec, true)
+	case ScenarioOnlineLibp2p:
+		sign, stop, report, prepare, err = startOnline(spec, false)
+	case ScenarioRESTPresign:
+		sign, stop, report, prepare, err = startRESTPresigned(ctx, spec)
+	case ScenarioRPCPresign:
+		sign, stop, report, prepare, err = startRPCPresigned(ctx, spec)
 	default:
 		return nil, fmt.Errorf("unknown scenario %q", spec.Scenario)
 	}
@@ -127,7 +137,7 @@ func runSigning(ctx context.Context, spec Spec) (*Result, error) {
 			stop()
 		}
 	}()
-	if _, _, err := measure(ctx, sign, 0, spec.Concurrency, spec.Concurrency); err != nil {
+	if _, _, _, err := measureBatches(ctx, sign, prepare, 0, spec.Concurrency, spec.Concurrency); err != nil {
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
 	var stopProfile func()
@@ -136,9 +146,7 @@ func runSigning(ctx context.Context, spec Spec) (*Result, error) {
 			return nil, err
 		}
 	}
-	cpu0 := cpuSeconds()
-	lat, wall, err := measure(ctx, sign, spec.Concurrency, spec.Signatures, spec.Concurrency)
-	cpu := cpuSeconds() - cpu0
+	lat, wall, cpu, err := measureBatches(ctx, sign, prepare, spec.Concurrency, spec.Signatures, spec.Concurrency)
 	if stopProfile != nil {
 		stopProfile()
 	}
@@ -156,6 +164,36 @@ func runSigning(ctx context.Context, spec Spec) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// measureBatches makes n signatures numbered from first with c workers
+// and returns each one's latency in seconds, their wall time and the
+// process's CPU seconds while they ran. With prepare, they run in
+// batches of c, each prepared before it, and the wall and CPU time are
+// those of the batches alone.
+func measureBatches(ctx context.Context, sign signer, prepare preparer, first, n, c int) ([]float64, time.Duration, float64, error) {
+	if prepare == nil {
+		cpu0 := cpuSeconds()
+		lat, wall, err := measure(ctx, sign, first, n, c)
+		return lat, wall, cpuSeconds() - cpu0, err
+	}
+	var lat []float64
+	var wall time.Duration
+	var cpu float64
+	for done := 0; done < n; {
+		b := min(c, n-done)
+		if err := prepare(ctx, first+done, b); err != nil {
+			return nil, 0, 0, err
+		}
+		cpu0 := cpuSeconds()
+		l, w, err := measure(ctx, sign, first+done, b, c)
+		cpu += cpuSeconds() - cpu0
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		lat, wall, done = append(lat, l...), wall+w, done+b
+	}
+	return lat, wall, cpu, nil
 }
 
 // measure makes n signatures numbered from first with c workers and

@@ -87,27 +87,43 @@ func signWith(k *inProcessKey, engines []*tss.Engine) signer {
 // startFloor: both signers in this process over the engine's in-memory
 // transport, with the engine's default configuration (as a node's).
 func startFloor(_ context.Context, spec Spec) (signer, func() error, error) {
-	k, err := loadKey(spec.Work)
+	k, engines, stop, err := floorEngines(spec)
 	if err != nil {
 		return nil, nil, err
 	}
+	return signWith(k, engines), stop, nil
+}
+
+func floorEngines(spec Spec) (*inProcessKey, []*tss.Engine, func() error, error) {
+	k, err := loadKey(spec.Work)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	net := newMemNet()
 	engines := []*tss.Engine{tss.NewEngine(net.endpoint(k.ids[0]), tss.Config{}), tss.NewEngine(net.endpoint(k.ids[1]), tss.Config{})}
-	return signWith(k, engines), nil, nil
+	return k, engines, nil, nil
 }
 
 // startLibp2p: three libp2p hosts on loopback (the two signers and the
 // idle third member), the engine over each signer's host.
 func startLibp2p(_ context.Context, spec Spec) (signer, func() error, error) {
-	k, err := loadKey(spec.Work)
+	k, engines, stop, err := libp2pEngines(spec)
 	if err != nil {
 		return nil, nil, err
+	}
+	return signWith(k, engines), stop, nil
+}
+
+func libp2pEngines(spec Spec) (*inProcessKey, []*tss.Engine, func() error, error) {
+	k, err := loadKey(spec.Work)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	var members []p2p.Member
 	for _, id := range k.ids {
 		pid, err := peer.Decode(string(id))
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		members = append(members, p2p.Member{ID: pid})
 	}
@@ -124,7 +140,7 @@ func startLibp2p(_ context.Context, spec Spec) (signer, func() error, error) {
 			Sessions: p2p.NewMemorySessionRegistry(), Logger: quietLogger()})
 		if err != nil {
 			stop()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		nodes = append(nodes, n)
 	}
@@ -133,20 +149,25 @@ func startLibp2p(_ context.Context, spec Spec) (signer, func() error, error) {
 			if i != j {
 				if err := a.SetAddrs(b.ID(), b.ListenAddrs()); err != nil {
 					stop()
-					return nil, nil, err
+					return nil, nil, nil, err
 				}
 			}
 		}
 	}
 	engines := []*tss.Engine{tss.NewEngine(nodes[0], tss.Config{}), tss.NewEngine(nodes[1], tss.Config{})}
-	return signWith(k, engines), stop, nil
+	return k, engines, stop, nil
 }
 
 // startCluster starts the child's copy of the dev cluster: no key is
-// made, no pre-parameters are handed out.
-func startCluster(ctx context.Context, spec Spec) (*dev.Cluster, error) {
+// made, no pre-parameters are handed out. The coordinator keeps
+// presignTarget presignatures per hot quorum (0: none, the full protocol
+// for every signature).
+func startCluster(ctx context.Context, spec Spec, presignTarget int) (*dev.Cluster, error) {
 	if spec.Dir == "" {
 		return nil, errors.New("no cluster directory")
+	}
+	if err := setPresign(spec.Dir, presignTarget); err != nil {
+		return nil, err
 	}
 	logf, err := os.OpenFile(logPath(spec.Work), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -174,19 +195,27 @@ func closer(c *dev.Cluster, more ...func() error) func() error {
 // startREST: the agent's signed request through POST /v1/requests, then
 // the long poll until it is final, as an agent without the sidecar does.
 func startREST(ctx context.Context, spec Spec) (signer, func() error, reporter, error) {
-	c, err := startCluster(ctx, spec)
+	c, err := startCluster(ctx, spec, 0)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	cred, err := c.AgentCredential()
+	sign, report, err := restSigner(c)
 	if err != nil {
 		c.Close()
 		return nil, nil, nil, err
+	}
+	return sign, closer(c), report, nil
+}
+
+// restSigner signs through the REST API of a started cluster.
+func restSigner(c *dev.Cluster) (signer, reporter, error) {
+	cred, err := c.AgentCredential()
+	if err != nil {
+		return nil, nil, err
 	}
 	cl, err := client.New(c.URL(), client.Options{Agent: cred})
 	if err != nil {
-		c.Close()
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	var ph phases
 	hot := c.Hot()
@@ -218,7 +247,7 @@ func startREST(ctx context.Context, spec Spec) (signer, func() error, reporter, 
 		ph.add(i, t0, submitted, time.Now(), r)
 		return nil
 	}
-	return sign, closer(c), ph.report, nil
+	return sign, ph.report, nil
 }
 
 // phases splits the REST scenario's latencies at the times the
@@ -270,13 +299,22 @@ func (p *phases) report(first int) (map[string]float64, []string) {
 // which fills nonce, gas and fees, signs through the cluster and
 // broadcasts to the dev chain.
 func startRPC(ctx context.Context, spec Spec) (signer, func() error, error) {
-	c, err := startCluster(ctx, spec)
+	c, err := startCluster(ctx, spec, 0)
 	if err != nil {
 		return nil, nil, err
 	}
-	rc, err := gethrpc.DialContext(ctx, c.AgentRPCURL())
+	sign, stop, err := rpcSigner(ctx, c)
 	if err != nil {
 		c.Close()
+		return nil, nil, err
+	}
+	return sign, closer(c, stop), nil
+}
+
+// rpcSigner signs through the sidecar of a started cluster.
+func rpcSigner(ctx context.Context, c *dev.Cluster) (signer, func() error, error) {
+	rc, err := gethrpc.DialContext(ctx, c.AgentRPCURL())
+	if err != nil {
 		return nil, nil, err
 	}
 	hot := c.Hot()
@@ -285,14 +323,14 @@ func startRPC(ctx context.Context, spec Spec) (signer, func() error, error) {
 		var h common.Hash
 		return rc.CallContext(ctx, &h, "eth_sendTransaction", args)
 	}
-	return sign, closer(c, func() error { rc.Close(); return nil }), nil
+	return sign, func() error { rc.Close(); return nil }, nil
 }
 
 // startMCP: the transfer tool over MCP's streamable HTTP transport, one
 // client session, calls at once as a host with parallel tool calls makes
 // them.
 func startMCP(ctx context.Context, spec Spec) (signer, func() error, error) {
-	c, err := startCluster(ctx, spec)
+	c, err := startCluster(ctx, spec, 0)
 	if err != nil {
 		return nil, nil, err
 	}
