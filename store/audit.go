@@ -156,6 +156,26 @@ type auditHead struct {
 // serialised; the entry and the new head are committed in one synced
 // transaction.
 func (s *Store) AppendAudit(ctx context.Context, e Entry) (Entry, error) {
+	e, err := prepareEntry(e)
+	if err != nil {
+		return Entry{}, err
+	}
+	s.auditMu.Lock()
+	defer s.auditMu.Unlock()
+	var out Entry
+	err = s.update(ctx, func(txn *badgerTxn) error {
+		var err error
+		out, err = s.appendAuditTxn(txn, e)
+		return err
+	})
+	if err != nil {
+		return Entry{}, fmt.Errorf("store: append audit entry: %w", err)
+	}
+	return out, nil
+}
+
+// prepareEntry checks an entry to append and fixes its time and fields.
+func prepareEntry(e Entry) (Entry, error) {
 	if e.Kind == "" {
 		return Entry{}, errors.New("store: append audit entry: kind is empty")
 	}
@@ -164,32 +184,29 @@ func (s *Store) AppendAudit(ctx context.Context, e Entry) (Entry, error) {
 	}
 	e.Time = e.Time.UTC().Round(0)
 	e.Fields = maps.Clone(e.Fields)
-	s.auditMu.Lock()
-	defer s.auditMu.Unlock()
-	var out Entry
-	err := s.update(ctx, func(txn *badgerTxn) error {
-		var head auditHead
-		if err := s.getJSON(txn, recAuditHead, auditHeadKey, &head); err != nil && !errors.Is(err, ErrNotFound) {
-			return err
-		}
-		out = e
-		out.Seq = head.Seq + 1
-		out.PrevHash = head.Hash
-		out.Hash = out.ComputeHash()
-		if err := s.putJSON(txn, recAudit, auditEntryKey(out.Seq), out); err != nil {
-			return err
-		}
-		if out.RequestID != "" {
-			if err := s.set(txn, recAuditByRequest, auditReqKey(out.RequestID, out.Seq), nil); err != nil {
-				return err
-			}
-		}
-		return s.putJSON(txn, recAuditHead, auditHeadKey, auditHead{Seq: out.Seq, Hash: out.Hash})
-	})
-	if err != nil {
-		return Entry{}, fmt.Errorf("store: append audit entry: %w", err)
+	return e, nil
+}
+
+// appendAuditTxn appends e (its Time set) in txn; the caller holds
+// auditMu until txn commits.
+func (s *Store) appendAuditTxn(txn *badgerTxn, e Entry) (Entry, error) {
+	var head auditHead
+	if err := s.getJSON(txn, recAuditHead, auditHeadKey, &head); err != nil && !errors.Is(err, ErrNotFound) {
+		return Entry{}, err
 	}
-	return out, nil
+	out := e
+	out.Seq = head.Seq + 1
+	out.PrevHash = head.Hash
+	out.Hash = out.ComputeHash()
+	if err := s.putJSON(txn, recAudit, auditEntryKey(out.Seq), out); err != nil {
+		return Entry{}, err
+	}
+	if out.RequestID != "" {
+		if err := s.set(txn, recAuditByRequest, auditReqKey(out.RequestID, out.Seq), nil); err != nil {
+			return Entry{}, err
+		}
+	}
+	return out, s.putJSON(txn, recAuditHead, auditHeadKey, auditHead{Seq: out.Seq, Hash: out.Hash})
 }
 
 // AuditHead returns the sequence number and hash of the last entry (zero for

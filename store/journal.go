@@ -194,28 +194,31 @@ func (s *Store) PutSession(ctx context.Context, r SessionRecord) error {
 	if r.Started.IsZero() {
 		r.Started = r.Updated
 	}
-	err := s.update(ctx, func(txn *badgerTxn) error {
-		var old SessionRecord
-		err := s.getJSON(txn, recSession, sessionLogKey(r.ID), &old)
-		switch {
-		case err == nil && old.RequestID != r.RequestID:
-			return fmt.Errorf("session belongs to request %q, not %q", old.RequestID, r.RequestID)
-		case err == nil:
-			r.Started = old.Started
-		case !errors.Is(err, ErrNotFound):
-			return err
-		}
-		if r.RequestID != "" {
-			if err := s.set(txn, recSession, sessionReqKey(r.RequestID, r.ID), nil); err != nil {
-				return err
-			}
-		}
-		return s.putJSON(txn, recSession, sessionLogKey(r.ID), r)
-	})
+	err := s.update(ctx, func(txn *badgerTxn) error { return s.putSessionTxn(txn, r) })
 	if err != nil {
 		return fmt.Errorf("store: put session %s: %w", r.ID, err)
 	}
 	return nil
+}
+
+// putSessionTxn writes r (its Updated set) in txn.
+func (s *Store) putSessionTxn(txn *badgerTxn, r SessionRecord) error {
+	var old SessionRecord
+	err := s.getJSON(txn, recSession, sessionLogKey(r.ID), &old)
+	switch {
+	case err == nil && old.RequestID != r.RequestID:
+		return fmt.Errorf("session belongs to request %q, not %q", old.RequestID, r.RequestID)
+	case err == nil:
+		r.Started = old.Started
+	case !errors.Is(err, ErrNotFound):
+		return err
+	}
+	if r.RequestID != "" {
+		if err := s.set(txn, recSession, sessionReqKey(r.RequestID, r.ID), nil); err != nil {
+			return err
+		}
+	}
+	return s.putJSON(txn, recSession, sessionLogKey(r.ID), r)
 }
 
 // Session returns the journal record of session id.
