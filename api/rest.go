@@ -149,7 +149,12 @@ type Attempt struct {
 	Culprits []ids.MemberID `json:"culprits,omitempty"`
 	Error    string         `json:"error,omitempty"`
 	Started  time.Time      `json:"started"`
-	Ended    time.Time      `json:"ended,omitzero"`
+	// Running is when every member of the quorum had joined and been
+	// told to start; Collected when the coordinator held the checked
+	// signature, before its audit entry and record (Ended).
+	Running   time.Time `json:"running,omitzero"`
+	Collected time.Time `json:"collected,omitzero"`
+	Ended     time.Time `json:"ended,omitzero"`
 	// Presignature is the presignature the attempt named, if any: its
 	// members ran only the online phase of signing.
 	Presignature ids.SessionID `json:"presignature,omitzero"`

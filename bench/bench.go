@@ -360,8 +360,9 @@ func printTable(w io.Writer, rows, extra []*row, loadBefore, loadAfter string, t
 	}
 	for _, r := range rows {
 		if v := r.Values; (r.Scenario == ScenarioREST || r.Scenario == ScenarioRESTPresign) && len(v) > 0 {
-			fmt.Fprintf(tw, "%s at concurrency %d, median by phase\tPOST %.1f ms, to the session's proposal %.1f ms, session %.1f ms, to the client %.1f ms\t\n",
-				r.Scenario, r.Concurrency, v["rest_post"]*1e3, v["rest_to_session"]*1e3, v["rest_session"]*1e3, v["rest_after_session"]*1e3)
+			fmt.Fprintf(tw, "%s at concurrency %d, median by phase\tPOST %.1f ms, to the session's proposal %.1f ms, session %.1f ms (propose and start %.1f, protocol and results %.1f, audit and record %.1f), to the client %.1f ms\t\n",
+				r.Scenario, r.Concurrency, v["rest_post"]*1e3, v["rest_to_session"]*1e3, v["rest_session"]*1e3,
+				v["rest_propose_start"]*1e3, v["rest_protocol"]*1e3, v["rest_record"]*1e3, v["rest_after_session"]*1e3)
 		}
 	}
 	tw.Flush()

@@ -253,11 +253,20 @@ func restSigner(c *dev.Cluster) (signer, reporter, error) {
 // phases splits the REST scenario's latencies at the times the
 // coordinator recorded (same process, same clock): the POST, the wait
 // until the signing session was proposed, the session from proposal to
-// its end, and from there to the client holding the answer.
+// its end, and from there to the client holding the answer. The session
+// splits further: from the proposal until every member had joined and
+// was told to start, from there until the coordinator held the checked
+// signature (the protocol and the collection of results), and the
+// signature's audit entry and record.
 type phases struct {
 	mu   sync.Mutex
-	rows map[int][4]float64
+	rows map[int][nPhases]float64
 }
+
+const nPhases = 7
+
+var phaseNames = [nPhases]string{"rest_post", "rest_to_session", "rest_session", "rest_after_session",
+	"rest_propose_start", "rest_protocol", "rest_record"}
 
 func (p *phases) add(i int, t0, submitted, done time.Time, r *api.Request) {
 	if len(r.Attempts) == 0 {
@@ -267,18 +276,17 @@ func (p *phases) add(i int, t0, submitted, done time.Time, r *api.Request) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.rows == nil {
-		p.rows = map[int][4]float64{}
+		p.rows = map[int][nPhases]float64{}
 	}
-	p.rows[i] = [4]float64{submitted.Sub(t0).Seconds(), a.Started.Sub(submitted).Seconds(),
-		a.Ended.Sub(a.Started).Seconds(), done.Sub(a.Ended).Seconds()}
+	p.rows[i] = [nPhases]float64{submitted.Sub(t0).Seconds(), a.Started.Sub(submitted).Seconds(),
+		a.Ended.Sub(a.Started).Seconds(), done.Sub(a.Ended).Seconds(),
+		a.Running.Sub(a.Started).Seconds(), a.Collected.Sub(a.Running).Seconds(), a.Ended.Sub(a.Collected).Seconds()}
 }
-
-var phaseNames = [4]string{"rest_post", "rest_to_session", "rest_session", "rest_after_session"}
 
 func (p *phases) report(first int) (map[string]float64, []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	cols := make([][]float64, 4)
+	cols := make([][]float64, nPhases)
 	for i, r := range p.rows {
 		if i >= first {
 			for j := range r {

@@ -351,6 +351,11 @@ func TestWithNodes(t *testing.T) {
 	if len(r.Attempts) != 1 || len(r.Attempts[0].Quorum) != 2 {
 		t.Fatalf("attempts %+v", r.Attempts)
 	}
+	// The attempt's times, in order: proposed, running, signature
+	// collected, recorded.
+	if a := r.Attempts[0]; a.Started.IsZero() || a.Running.Before(a.Started) || a.Collected.Before(a.Running) || a.Ended.Before(a.Collected) {
+		t.Fatalf("attempt times started %v running %v collected %v ended %v", a.Started, a.Running, a.Collected, a.Ended)
+	}
 	for _, m := range r.Attempts[0].Quorum {
 		if m == nc.ids[2] {
 			t.Fatalf("the guardian was asked for a hot-tier signature: %v", r.Attempts[0].Quorum)

@@ -882,10 +882,11 @@ func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqB
 		}
 	}
 	cancel()
+	running := c.now()
 	_, _ = c.update(ctx, id, func(b *reqBody) error {
 		for i := range b.View.Attempts {
 			if b.View.Attempts[i].Session == sess {
-				b.View.Attempts[i].State = attRunning
+				b.View.Attempts[i].State, b.View.Attempts[i].Running = attRunning, running
 			}
 		}
 		return nil
@@ -983,6 +984,7 @@ func (c *Coordinator) recoverEarlier(ctx context.Context, id ids.RequestID, b *r
 // signed records a checked signature: the Ethereum form, and for a
 // transaction the signed raw transaction and its hash.
 func (c *Coordinator) signed(ctx context.Context, id ids.RequestID, b *reqBody, sess ids.SessionID, sig []byte) {
+	collected := c.now()
 	pr, err := api.ParseSigned(b.Signed, b.View.Created)
 	if err != nil {
 		c.finish(ctx, id, api.StateFailed, "", "request", err.Error())
@@ -1027,7 +1029,7 @@ func (c *Coordinator) signed(ctx context.Context, id ids.RequestID, b *reqBody, 
 		}
 		for i := range b.View.Attempts {
 			if b.View.Attempts[i].Session == sess {
-				b.View.Attempts[i].State, b.View.Attempts[i].Ended = attDone, c.now()
+				b.View.Attempts[i].State, b.View.Attempts[i].Collected, b.View.Attempts[i].Ended = attDone, collected, c.now()
 			}
 		}
 		b.View.State, b.View.Signature, b.View.RawTransaction, b.View.TxHash = api.StateSigned, eth, raw, txHash
