@@ -69,13 +69,18 @@ func (n *Node) saveRequest(ctx context.Context, id ids.RequestID, state string, 
 	return n.saveRecord(ctx, id, state, body)
 }
 
-// putSession journals a session record, logging a failure.
-func (n *Node) putSession(ctx context.Context, s *session, state string, errText string) {
-	rec := store.SessionRecord{
+// sessionRecord is the journal record of session s in state.
+func (n *Node) sessionRecord(s *session, state string, errText string) store.SessionRecord {
+	return store.SessionRecord{
 		ID: s.id, RequestID: s.request, Kind: s.kind, State: state, Key: s.key,
 		Members: s.members, Culprits: s.result.Culprits, Error: errText,
 		Started: s.created, Updated: n.now().UTC(),
 	}
+}
+
+// putSession journals a session record, logging a failure.
+func (n *Node) putSession(ctx context.Context, s *session, state string, errText string) {
+	rec := n.sessionRecord(s, state, errText)
 	if err := n.st.PutSession(context.WithoutCancel(ctx), rec); err != nil {
 		n.log.Error("journal session failed", "session", s.id, "err", err)
 	}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -568,12 +569,26 @@ func (n *Node) start(ctx context.Context, from string, ref *control.SessionRef) 
 			return err
 		}
 		rs.Started = true
-		if err := n.saveRequest(ctx, s.request, reqRunning, rs); err != nil {
+		body, err := json.Marshal(rs)
+		if err != nil {
 			n.wg.Done()
 			return err
 		}
+		// The reservation's start and the running session, at one sync,
+		// before anything of the session is sent.
+		err = n.st.Batch(context.WithoutCancel(ctx), func(b *store.Batch) error {
+			if err := b.SaveRequest(s.request, reqRunning, body); err != nil {
+				return err
+			}
+			return b.PutSession(n.sessionRecord(s, control.StateRunning, ""))
+		})
+		if err != nil {
+			n.wg.Done()
+			return fmt.Errorf("node: journal %s: %w", s.request, err)
+		}
+	} else {
+		n.putSession(ctx, s, control.StateRunning, "")
 	}
-	n.putSession(ctx, s, control.StateRunning, "")
 	go func() {
 		defer n.wg.Done()
 		defer s.cancel()
@@ -629,14 +644,11 @@ func (n *Node) runSign(ctx context.Context, s *session) {
 		}
 		rs.Signature = sig[:]
 		rs.Error = ""
-		if jerr := n.saveRequest(bg, s.request, reqSigned, rs); jerr != nil {
+		// The signature, its audit entries and the session's end, at one
+		// sync, before any Result reports it.
+		if jerr := n.journalSigned(bg, s, rs, sig); jerr != nil {
 			n.log.Error("journal signature", "request", s.request, "err", jerr)
 		}
-		n.audit(bg, store.Entry{Kind: store.AuditSignature, RequestID: s.request, Decision: "signed",
-			Fields: map[string]string{"session": s.id.String(), "digest": common.Hash(s.digest).Hex(), "signature": sig.String()}})
-		n.putSession(bg, s, control.StateDone, "")
-		n.audit(bg, store.Entry{Kind: store.AuditSession, RequestID: s.request, Decision: control.StateDone,
-			Fields: map[string]string{"session": s.id.String(), "quorum": joinMembers(s.members)}})
 		n.mu.Lock()
 		s.finishLocked(control.StateDone, control.Result{Signature: sig[:]})
 		delete(n.queue, s.request) // signed: nothing waits for the human any more
@@ -677,6 +689,31 @@ func (n *Node) runSign(ctx context.Context, s *session) {
 	n.mu.Unlock()
 	n.metrics.sessions.WithLabelValues(kindSign, "failed").Inc()
 	n.log.Warn("signing failed", "request", s.request, "session", s.id, "err", err)
+}
+
+// journalSigned records a signed session in one batch: the request's
+// signature, the signature's audit entry, the session done and its audit
+// entry.
+func (n *Node) journalSigned(ctx context.Context, s *session, rs requestState, sig tss.Signature) error {
+	body, err := json.Marshal(rs)
+	if err != nil {
+		return err
+	}
+	now := n.now().UTC()
+	return n.st.Batch(ctx, func(b *store.Batch) error {
+		if err := b.SaveRequest(s.request, reqSigned, body); err != nil {
+			return err
+		}
+		if err := b.AppendAudit(store.Entry{Kind: store.AuditSignature, RequestID: s.request, Decision: "signed", Time: now,
+			Fields: map[string]string{"session": s.id.String(), "digest": common.Hash(s.digest).Hex(), "signature": sig.String()}}); err != nil {
+			return err
+		}
+		if err := b.PutSession(n.sessionRecord(s, control.StateDone, "")); err != nil {
+			return err
+		}
+		return b.AppendAudit(store.Entry{Kind: store.AuditSession, RequestID: s.request, Decision: control.StateDone, Time: now,
+			Fields: map[string]string{"session": s.id.String(), "quorum": joinMembers(s.members)}})
+	})
 }
 
 // failureResult turns an engine error into a Result's failure fields.
