@@ -253,34 +253,57 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 		serr = n.saveState(ctx, eng)
 	}
 	n.policyMu.Unlock()
-	n.audit(ctx, store.Entry{Kind: store.AuditRequest, RequestID: p.RequestID, Fields: map[string]string{
-		"agent": string(agent), "key": parsed.Key.String(), "chain": fmt.Sprint(parsed.ChainID), "kind": parsed.Kind,
-		"digest": digest.Hex(), "session": p.Session.String(), "coordinator": from, "summary": parsed.Payload.Describe(),
-	}})
 	decision := d.Verdict.String()
 	if d.Tier != nil {
 		decision += " " + d.Tier.Name
 	}
-	n.audit(ctx, store.Entry{Kind: store.AuditDecision, RequestID: p.RequestID, Decision: decision, RuleID: d.RuleID,
-		Fields: map[string]string{"reason": d.Reason, "policy": d.PolicyHash.Hex(), "reserved": fmt.Sprint(d.Reserved)}})
 	rs := prev
 	rs.Session, rs.Key, rs.Digest, rs.Reserved = p.Session, parsed.Key, digest, d.Reserved
 	rs.Path = slices.Clone(parsed.Path)
 	if d.Reserved && !reuse {
 		rs.Started = false
 	}
+	// The request and the decision are audited, and a reservation is
+	// journaled as failed until the proposal is joined (a crash before
+	// releases it), at one sync.
+	saveFailed := serr == nil && d.Reserved
+	at := n.now().UTC()
+	berr := n.st.Batch(context.WithoutCancel(ctx), func(b *store.Batch) error {
+		if err := b.AppendAudit(store.Entry{Kind: store.AuditRequest, RequestID: p.RequestID, Time: at, Fields: map[string]string{
+			"agent": string(agent), "key": parsed.Key.String(), "chain": fmt.Sprint(parsed.ChainID), "kind": parsed.Kind,
+			"digest": digest.Hex(), "session": p.Session.String(), "coordinator": from, "summary": parsed.Payload.Describe(),
+		}}); err != nil {
+			return err
+		}
+		if err := b.AppendAudit(store.Entry{Kind: store.AuditDecision, RequestID: p.RequestID, Decision: decision, RuleID: d.RuleID, Time: at,
+			Fields: map[string]string{"reason": d.Reason, "policy": d.PolicyHash.Hex(), "reserved": fmt.Sprint(d.Reserved)}}); err != nil {
+			return err
+		}
+		if !saveFailed {
+			return nil
+		}
+		body, err := json.Marshal(rs)
+		if err != nil {
+			return err
+		}
+		return b.SaveRequest(p.RequestID, reqFailed, body)
+	})
 	// From here every refusal releases what is safe to release.
 	fail := func(r *refusal) (*control.Join, error) {
 		n.releaseAfterRefusal(ctx, p.RequestID, &rs)
 		return nil, r
 	}
 	if serr != nil {
+		if berr != nil {
+			n.log.Error("audit append failed", "request", p.RequestID, "err", berr)
+		}
 		return fail(refusef(CheckInternal, "%v", serr))
 	}
-	if d.Reserved {
-		if err := n.saveRequest(ctx, p.RequestID, reqFailed, rs); err != nil {
-			return fail(refusef(CheckInternal, "%v", err))
+	if berr != nil {
+		if saveFailed {
+			return fail(refusef(CheckInternal, "%v", berr))
 		}
+		n.log.Error("audit append failed", "request", p.RequestID, "err", berr)
 	}
 	if !d.Allowed() || d.Tier == nil {
 		n.metrics.decisions.WithLabelValues("deny").Inc()
@@ -364,10 +387,19 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 			return fail(rf)
 		}
 	}
-	if err := n.saveRequest(ctx, p.RequestID, reqProposed, rs); err != nil {
+	// The proposal joined and its session, at one sync.
+	body, err := json.Marshal(rs)
+	if err != nil {
 		return fail(refusef(CheckInternal, "%v", err))
 	}
-	n.putSession(ctx, s, control.StateProposed, "")
+	if err := n.st.Batch(context.WithoutCancel(ctx), func(b *store.Batch) error {
+		if err := b.SaveRequest(p.RequestID, reqProposed, body); err != nil {
+			return err
+		}
+		return b.PutSession(n.sessionRecord(s, control.StateProposed, ""))
+	}); err != nil {
+		return fail(refusef(CheckInternal, "node: journal %s: %v", p.RequestID, err))
+	}
 	if !n.addSession(s) {
 		return fail(refusef(CheckInternal, "node closing"))
 	}
