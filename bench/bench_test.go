@@ -3,8 +3,16 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/goccy/go-yaml"
 )
 
 func TestQuantileNearestRank(t *testing.T) {
@@ -23,9 +31,9 @@ func TestQuantileNearestRank(t *testing.T) {
 func TestRefusals(t *testing.T) {
 	for spec, want := range map[Spec]string{
 		{Scenario: "nope", Concurrency: 1, Signatures: 1}:              `unknown scenario "nope"`,
-		{Scenario: ScenarioOnline, Concurrency: 1, Signatures: 1}:      "needs presignatures",
+		{Scenario: ScenarioOnline, Concurrency: 1, Signatures: 1}:      "member0.key",
 		{Scenario: ScenarioFloor, Concurrency: 0, Signatures: 1}:       "concurrency 0",
-		{Scenario: ScenarioRESTPresign, Concurrency: 1, Signatures: 1}: "no runner yet",
+		{Scenario: ScenarioRESTPresign, Concurrency: 1, Signatures: 1}: "no cluster directory",
 	} {
 		var out bytes.Buffer
 		err := RunChild(context.Background(), spec, &out)
@@ -42,5 +50,85 @@ func TestRefusals(t *testing.T) {
 		if err := Run(context.Background(), o); err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// With a preparer, signatures run in batches of the concurrency, each
+// prepared (for exactly its numbers) before any of it is signed.
+func TestMeasureBatchesPreparesEachBatch(t *testing.T) {
+	var mu sync.Mutex
+	prepared := map[int]bool{}
+	var calls [][2]int
+	prepare := func(_ context.Context, first, n int) error {
+		mu.Lock()
+		defer mu.Unlock()
+		calls = append(calls, [2]int{first, n})
+		for i := first; i < first+n; i++ {
+			prepared[i] = true
+		}
+		return nil
+	}
+	var signed []int
+	sign := func(_ context.Context, i int) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !prepared[i] {
+			return fmt.Errorf("signature %d was not prepared", i)
+		}
+		delete(prepared, i) // one preparation serves one signature
+		signed = append(signed, i)
+		return nil
+	}
+	lat, _, _, err := measureBatches(context.Background(), sign, prepare, 3, 7, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := [][2]int{{3, 3}, {6, 3}, {9, 1}}; !slices.Equal(calls, want) {
+		t.Fatalf("prepare calls %v, want %v", calls, want)
+	}
+	slices.Sort(signed)
+	if len(lat) != 7 || !slices.Equal(signed, []int{3, 4, 5, 6, 7, 8, 9}) {
+		t.Fatalf("%d latencies, signed %v", len(lat), signed)
+	}
+	// A preparation that fails stops the run with its error.
+	boom := errors.New("pool empty")
+	if _, _, _, err := measureBatches(context.Background(), sign, func(context.Context, int, int) error { return boom }, 0, 2, 1); !errors.Is(err, boom) {
+		t.Fatalf("failing prepare: %v", err)
+	}
+}
+
+// setPresign rewrites the coordinator's presign section and keeps the
+// rest of its configuration.
+func TestSetPresign(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "coordinator", "coordinator.yaml")
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("data_dir: data\npresign:\n  target: 2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := setPresign(dir, 0); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		DataDir string `yaml:"data_dir"`
+		Presign struct {
+			Target   *int   `yaml:"target"`
+			Interval string `yaml:"interval"`
+		} `yaml:"presign"`
+	}
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DataDir != "data" || cfg.Presign.Target == nil || *cfg.Presign.Target != 0 || cfg.Presign.Interval != presignPoolInterval.String() {
+		t.Fatalf("rewritten configuration:\n%s", b)
+	}
+	if err := setPresign(filepath.Join(dir, "missing"), 1); err == nil {
+		t.Fatal("setPresign of a directory without a coordinator: no error")
 	}
 }

@@ -14,13 +14,13 @@ import (
 func init() {
 	register(&Command{
 		Name:    "bench",
-		Summary: "measure signing end to end (REST, JSON-RPC, MCP) against the in-process tss-lib floor, and print one table",
+		Summary: "measure signing end to end (REST, JSON-RPC, MCP, with and without presignatures) against the in-process tss-lib floor, and print one table",
 		Run:     runBench,
 	})
 }
 
 func runBench(ctx context.Context, env *Env, args []string) error {
-	fs := NewFlags(env, "bench", "bench [--signatures N] [--concurrency 1,2,4,8] [--scenarios floor,libp2p,REST,JSON-RPC,MCP] [--cold] [--profile FILE] [--work DIR]")
+	fs := NewFlags(env, "bench", "bench [--signatures N] [--concurrency 1,2,4,8] [--scenarios floor,libp2p,REST,...] [--cold] [--profile FILE] [--work DIR]")
 	n := fs.Int("signatures", 16, "signatures measured per scenario and concurrency, after a warm-up of one per worker")
 	conc := fs.String("concurrency", "1,2,4,8", "concurrency levels, comma-separated")
 	scenarios := fs.String("scenarios", strings.Join(bench.DefaultScenarios, ","), "signing scenarios, comma-separated")
