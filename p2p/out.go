@@ -249,6 +249,7 @@ func (o *peerOut) write(raw []byte) error {
 				}
 			}
 			ctx, cancel := context.WithTimeout(o.ctx, n.cfg.WriteTimeout)
+			n.clearBackoff(o.to)
 			s, oerr := n.host.NewStream(ctx, o.to, ProtocolID)
 			cancel()
 			if oerr != nil {

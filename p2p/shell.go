@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 )
 
 // Errors of the protocol shell.
@@ -269,6 +270,7 @@ func (n *Node) Request(ctx context.Context, to peer.ID, proto protocol.ID, req [
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
 	defer cancel()
 	defer context.AfterFunc(n.ctx, cancel)()
+	n.clearBackoff(to)
 	s, err := n.host.NewStream(ctx, to, proto)
 	if err != nil {
 		return nil, wrap(n.contextErr(ctx, err))
@@ -315,4 +317,15 @@ func (n *Node) contextErr(ctx context.Context, err error) error {
 		return fmt.Errorf("%w: %w", ctx.Err(), err)
 	}
 	return err
+}
+
+// clearBackoff forgets the swarm's dial backoff for a configured peer. A
+// member that was down and came back (often at a new address behind the
+// same DNS name) is dialled again at once, not after a backoff that grew
+// with every request that failed while it was away. Peers are few and
+// configured, so the cost is one dial per request to a peer that is down.
+func (n *Node) clearBackoff(p peer.ID) {
+	if sw, ok := n.host.Network().(*swarm.Swarm); ok {
+		sw.Backoff().Clear(p)
+	}
 }
