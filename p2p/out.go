@@ -11,7 +11,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 
 	"github.com/custos-wallet/custos/ids"
 	"github.com/custos-wallet/custos/tss"
@@ -244,12 +243,9 @@ func (o *peerOut) write(raw []byte) error {
 			// engine's idle timeout decides when a silent member is given up.
 			if o.retry || attempt > 0 {
 				o.retry = false
-				if sw, ok := n.host.Network().(*swarm.Swarm); ok {
-					sw.Backoff().Clear(o.to)
-				}
+				n.clearBackoff(o.to)
 			}
 			ctx, cancel := context.WithTimeout(o.ctx, n.cfg.WriteTimeout)
-			n.clearBackoff(o.to)
 			s, oerr := n.host.NewStream(ctx, o.to, ProtocolID)
 			cancel()
 			if oerr != nil {
