@@ -318,6 +318,11 @@ func (s *session) pump() {
 			q := s.queue[0]
 			s.queue[0] = queued{}
 			s.queue = s.queue[1:]
+			// No longer counted against its sender once taken from the
+			// queue: the one message in hand per session is outside the
+			// shares, and a message the engine has read is never still
+			// counted, whoever looks.
+			s.m.read(q.from, q.size)
 			s.mu.Unlock()
 			select {
 			case s.incoming <- q.m:
@@ -325,11 +330,6 @@ func (s *session) pump() {
 			case <-s.shutCh:
 				return
 			}
-			// Counted against its sender until the engine has it, the
-			// message in hand included.
-			s.mu.Lock()
-			s.m.read(q.from, q.size)
-			s.mu.Unlock()
 			continue
 		}
 		s.mu.Unlock()
