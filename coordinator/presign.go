@@ -32,7 +32,15 @@ type presignPools struct {
 	// guarded by mu
 	taken   map[ids.SessionID]time.Time // named in a proposal: never offered again
 	signing int                         // signing attempts running: the pools fill when 0
+	calmed  time.Time                   // when signing last went to 0
 }
+
+// refillQuiet is how long signing must have been idle before a refill
+// starts. A presign is about a second of CPU at every member of the
+// quorum; started the moment one request ends, it would compete with the
+// next one of a burst (an agent's transactions arrive one after another,
+// each waiting for the last).
+const refillQuiet = 250 * time.Millisecond
 
 func newPresignPools(cfg PresignConf) *presignPools {
 	return &presignPools{target: cfg.target(), interval: cfg.Interval, wake: make(chan struct{}, 1),
@@ -55,17 +63,23 @@ func (p *presignPools) busy() func() {
 		p.mu.Lock()
 		p.signing--
 		idle := p.signing == 0
+		if idle {
+			p.calmed = time.Now()
+		}
 		p.mu.Unlock()
 		if idle {
-			p.poke()
+			time.AfterFunc(refillQuiet, p.poke)
 		}
 	}
 }
 
+// idle says whether no signing attempt runs and none ended within
+// refillQuiet; a signing that ended sooner pokes the pools when its quiet
+// time is over.
 func (p *presignPools) idle() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.signing == 0
+	return p.signing == 0 && time.Since(p.calmed) >= refillQuiet
 }
 
 // ready lists the presignatures of key for quorum q (root path) that
@@ -156,7 +170,7 @@ func presignable(p *policy.Policy, spec policy.TierSpec, path []uint32) bool {
 }
 
 // runPresignPools fills the pools while the coordinator is idle: at once,
-// after every burst of signing, and every interval.
+// refillQuiet after every burst of signing, and every interval.
 func (c *Coordinator) runPresignPools(ctx context.Context) {
 	p := c.presign
 	if p.target == 0 {

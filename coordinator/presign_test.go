@@ -187,3 +187,33 @@ func TestHealthCountsPresignatures(t *testing.T) {
 		}
 	}
 }
+
+// The pools wait refillQuiet after the last signing attempt before they
+// fill, and are poked once that time is over, so a refill never starts
+// between two requests of a burst.
+func TestRefillWaitsForQuiet(t *testing.T) {
+	p := newPresignPools(PresignConf{})
+	if !p.idle() {
+		t.Fatal("a fresh pool is not idle")
+	}
+	done := p.busy()
+	if p.idle() {
+		t.Fatal("idle while a signing attempt runs")
+	}
+	ended := time.Now()
+	done()
+	if p.idle() && time.Since(ended) < refillQuiet {
+		t.Fatalf("idle %v after signing ended, before the %v quiet time", time.Since(ended), refillQuiet)
+	}
+	select {
+	case <-p.wake:
+		if time.Since(ended) < refillQuiet {
+			t.Fatalf("poked %v after signing ended, before the quiet time", time.Since(ended))
+		}
+	case <-time.After(10 * refillQuiet):
+		t.Fatal("never poked after the quiet time")
+	}
+	if !p.idle() {
+		t.Fatal("not idle once the quiet time is over")
+	}
+}
