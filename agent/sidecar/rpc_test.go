@@ -17,6 +17,7 @@ import (
 
 	"github.com/custos-wallet/custos/agent/rpc"
 	"github.com/custos-wallet/custos/api"
+	"github.com/custos-wallet/custos/client"
 	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/accounts"
 	"github.com/ethereum/go-ethereum/common"
@@ -416,4 +417,32 @@ func TestBadInput(t *testing.T) {
 			t.Fatalf("oversize batch answered %s", body)
 		}
 	})
+}
+
+// A rate-limited poll is not the outcome of the request waited for: with
+// the agent's budget spent, WaitFor waits out the 429's Retry-After and
+// polls again, so it returns what the coordinator says of the request
+// (here: no such request), not "rate limit exceeded".
+func TestWaitOutlastsRateLimit(t *testing.T) {
+	w := setup(t)
+	wl := w.wallet(t, 2*time.Second, w.hot)
+	ctx := context.Background()
+	missing := ids.RequestID("req:" + strings.Repeat("0", 32))
+	limited := false
+	for i := 0; i < 5000 && !limited; i++ {
+		_, err := wl.Status(ctx, missing)
+		var e *client.Error
+		limited = errors.As(err, &e) && e.Status == http.StatusTooManyRequests
+	}
+	if !limited {
+		t.Fatal("5000 calls in a row never met the agent's rate limit")
+	}
+	_, err := wl.WaitFor(ctx, missing, 10*time.Second)
+	var e *client.Error
+	if !errors.As(err, &e) || e.Status != http.StatusNotFound {
+		t.Fatalf("WaitFor with the budget spent: %v, want the request's own 404", err)
+	}
+	// Give the budget back to the tests after this one (this cluster's
+	// agent limit: 100 per second, burst 400).
+	time.Sleep(4 * time.Second)
 }
