@@ -97,7 +97,7 @@ type machine struct {
 
 	ended                        bool // the session ended here: no frame is taken any more
 	seqDirect, seqBcast, seqEcho uint64
-	queued, queuedBytes          int // delivered, not yet read by the engine
+	queued, queuedBytes          int // delivered, not yet taken off the queue for the engine
 	senders                      map[peer.ID]*senderState
 	direct                       map[seqKey]*Frame       // direct frames seen, header only
 	bcast                        map[seqKey]*bcastRecord // broadcasts seen directly or by echo
@@ -113,7 +113,7 @@ type senderState struct {
 	next         uint64               // its next broadcast to deliver
 	held         map[uint64]heldFrame // broadcasts received ahead of next
 	heldBytes    int
-	queuedFrames int // its messages delivered, not yet read
+	queuedFrames int // its messages delivered, not yet taken off the queue
 	queuedBytes  int
 }
 
@@ -161,8 +161,8 @@ func (m *machine) next(kind Kind, to peer.ID, payload []byte) *Frame {
 	return f
 }
 
-// read tells the machine that the engine took a delivered message of size
-// bytes from from.
+// read tells the machine that a delivered message of size bytes from from
+// left the queue for the engine (the session's pump took it).
 func (m *machine) read(from peer.ID, size int) {
 	if m.queued == 0 {
 		return // shut meanwhile
