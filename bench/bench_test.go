@@ -12,6 +12,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/custos-wallet/custos/api"
+	"github.com/custos-wallet/custos/ids"
+	"github.com/custos-wallet/custos/tss"
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/goccy/go-yaml"
 )
 
@@ -130,5 +134,35 @@ func TestSetPresign(t *testing.T) {
 	}
 	if err := setPresign(filepath.Join(dir, "missing"), 1); err == nil {
 		t.Fatal("setPresign of a directory without a coordinator: no error")
+	}
+}
+
+// A batch starts only when every pool the coordinator fills is full: the
+// hot key's alone is not enough while another key's pool still refills.
+func TestPoolsFullNeedsEveryKey(t *testing.T) {
+	a, b, c := ids.MemberID("a"), ids.MemberID("b"), ids.MemberID("c")
+	committee := tss.Committee{Threshold: 1, Members: []tss.Member{{ID: a, Role: ids.RoleAgent}, {ID: b, Role: ids.RolePolicy}, {ID: c, Role: ids.RoleGuardian}}}
+	hot := api.Key{ID: ids.KeyIDOf(common.Address{1}), Committee: committee, Threshold: 1}
+	other := api.Key{ID: ids.KeyIDOf(common.Address{2}), Committee: committee, Threshold: 1}
+	health := func(counts map[ids.MemberID]map[ids.KeyID]int) *api.Health {
+		h := &api.Health{}
+		for _, m := range []ids.MemberID{a, b, c, "outsider"} {
+			h.Members = append(h.Members, api.MemberHealth{ID: m, Presignatures: counts[m]})
+		}
+		return h
+	}
+	for _, tc := range []struct {
+		name   string
+		counts map[ids.MemberID]map[ids.KeyID]int
+		want   bool
+	}{
+		{"both pools full", map[ids.MemberID]map[ids.KeyID]int{a: {hot.ID: 4, other.ID: 4}, b: {hot.ID: 4, other.ID: 5}}, true},
+		{"the other key still filling", map[ids.MemberID]map[ids.KeyID]int{a: {hot.ID: 4, other.ID: 3}, b: {hot.ID: 4, other.ID: 3}}, false},
+		{"one member short", map[ids.MemberID]map[ids.KeyID]int{a: {hot.ID: 4, other.ID: 4}, b: {hot.ID: 3, other.ID: 4}}, false},
+		{"a member outside the committee does not count", map[ids.MemberID]map[ids.KeyID]int{a: {hot.ID: 4, other.ID: 4}, "outsider": {hot.ID: 4, other.ID: 4}}, false},
+	} {
+		if got := poolsFull(health(tc.counts), []api.Key{hot, other}, 4); got != tc.want {
+			t.Errorf("%s: poolsFull = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -14,8 +15,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/custos-wallet/custos/api"
 	"github.com/custos-wallet/custos/dev"
 	"github.com/custos-wallet/custos/ids"
+	"github.com/custos-wallet/custos/policy"
+	"github.com/custos-wallet/custos/quorum"
 	"github.com/custos-wallet/custos/tss"
 	"github.com/goccy/go-yaml"
 )
@@ -215,35 +219,77 @@ func (p *presignedCluster) report(n int, more reporter) reporter {
 	}
 }
 
-// waitPresignatures waits until the hot key's quorum (threshold+1
-// members) each hold at least n presignatures of it. The coordinator
-// refills only while no signing runs, so once they do, every signature
-// before is fully recorded (its metrics too).
+// waitPresignatures waits until every pool the coordinator fills holds at
+// least n presignatures: for each key whose committee can form the hot
+// tier's quorum (the cluster's hot key, and the key the setup's warm
+// keygen made), threshold+1 of its members each hold n of it. Waiting for
+// the hot key's alone would start a batch while the coordinator still
+// refills another key's pool beside it. The coordinator refills only
+// while no signing runs, so once they do, every signature before is fully
+// recorded (its metrics too).
 func waitPresignatures(ctx context.Context, c *dev.Cluster, n int) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	hot := c.Hot()
+	keys, err := pooledKeys(ctx, c)
+	if err != nil {
+		return err
+	}
 	for {
 		h, err := c.REST().Health(ctx)
-		if err == nil {
-			ready := 0
-			for _, m := range h.Members {
-				for _, cm := range hot.Committee.Members {
-					if m.ID == cm.ID && m.Presignatures[hot.ID] >= n {
-						ready++
-					}
-				}
-			}
-			if ready >= hot.Threshold+1 {
-				return nil
-			}
+		if err == nil && poolsFull(h, keys, n) {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for %d presignatures of the hot key: %w", n, ctx.Err())
+			return fmt.Errorf("wait for %d presignatures of each of %d keys: %w", n, len(keys), ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// pooledKeys lists the keys whose presignature pools the coordinator
+// fills: those with members of every role the policy's hot tier names.
+func pooledKeys(ctx context.Context, c *dev.Cluster) ([]api.Key, error) {
+	pol, err := c.REST().Policy(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, err := policy.ParseAndCompile([]byte(pol.Document.Source))
+	if err != nil {
+		return nil, fmt.Errorf("the coordinator's policy: %w", err)
+	}
+	hot, ok := quorum.Hot(p.Tiers())
+	if !ok {
+		return nil, errors.New("the coordinator's policy has no hot tier")
+	}
+	all, err := c.REST().Keys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var keys []api.Key
+	for _, k := range all {
+		if quorum.CanGrant(k.Committee, hot) == nil {
+			keys = append(keys, k)
+		}
+	}
+	return keys, nil
+}
+
+// poolsFull says whether, for each key, threshold+1 members of its
+// committee each report at least n presignatures of it.
+func poolsFull(h *api.Health, keys []api.Key, n int) bool {
+	for _, k := range keys {
+		ready := 0
+		for _, m := range h.Members {
+			if k.Committee.Has(m.ID) && m.Presignatures[k.ID] >= n {
+				ready++
+			}
+		}
+		if ready < k.Threshold+1 {
+			return false
+		}
+	}
+	return true
 }
 
 // presignaturesUsed reads the coordinator's count of signatures made
