@@ -178,10 +178,17 @@ func (c *Client) Operation(ctx context.Context, id string) (*api.Operation, erro
 }
 
 // WaitOperation polls an operation every interval until it is done or
-// failed, or ctx ends.
+// failed, or ctx ends. A rate-limited poll (429) is made again after its
+// Retry-After.
 func (c *Client) WaitOperation(ctx context.Context, id string, interval time.Duration, progress func(*api.Operation)) (*api.Operation, error) {
 	for {
 		op, err := c.Operation(ctx, id)
+		if pause, limited := rateLimited(err); limited {
+			if err := sleep(ctx, pause); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -191,13 +198,31 @@ func (c *Client) WaitOperation(ctx context.Context, id string, interval time.Dur
 		if op.State != api.OpRunning {
 			return op, nil
 		}
-		t := time.NewTimer(interval)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return op, ctx.Err()
-		case <-t.C:
+		if err := sleep(ctx, interval); err != nil {
+			return op, err
 		}
+	}
+}
+
+// rateLimited reports whether err is a 429, and how long it asks the
+// caller to wait: its Retry-After, at least a second.
+func rateLimited(err error) (time.Duration, bool) {
+	var e *Error
+	if !errors.As(err, &e) || e.Status != http.StatusTooManyRequests {
+		return 0, false
+	}
+	return max(e.RetryAfter, time.Second), true
+}
+
+// sleep waits d, or returns ctx's error when it ends first.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 
@@ -253,10 +278,39 @@ func (c *Client) Wait(ctx context.Context, id ids.RequestID, timeout time.Durati
 	return &out, c.do(ctx, "GET", path, authDefault, nil, nil, &out)
 }
 
-// WaitFinal calls Wait until the request is final or ctx ends.
+// Poll is Wait made until it answers within the time left: each call
+// waits at most slice, and a rate-limited call (429) is made again after
+// its Retry-After (at least a second) when that leaves time, so a long
+// poll of an agent that is also submitting is not cut short by its own
+// rate limit. It returns the request as it was when a call answered; a
+// 429 it could not wait out is returned as the error.
+func (c *Client) Poll(ctx context.Context, id ids.RequestID, left, slice time.Duration) (*api.Request, error) {
+	end := time.Now().Add(left)
+	for {
+		r, err := c.Wait(ctx, id, min(left, slice))
+		pause, limited := rateLimited(err)
+		if !limited {
+			return r, err
+		}
+		if time.Until(end) <= pause {
+			return nil, err
+		}
+		if err := sleep(ctx, pause); err != nil {
+			return nil, err
+		}
+		left = time.Until(end)
+	}
+}
+
+// WaitFinal long-polls until the request is final or ctx ends, waiting
+// out rate-limited polls (429) as Poll does.
 func (c *Client) WaitFinal(ctx context.Context, id ids.RequestID) (*api.Request, error) {
 	for {
-		r, err := c.Wait(ctx, id, 30*time.Second)
+		left := 24 * time.Hour
+		if d, ok := ctx.Deadline(); ok {
+			left = time.Until(d)
+		}
+		r, err := c.Poll(ctx, id, left, 30*time.Second)
 		if err != nil {
 			return nil, err
 		}

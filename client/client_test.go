@@ -111,3 +111,45 @@ func TestErrors(t *testing.T) {
 		t.Fatalf("unknown agent: %#v", err)
 	}
 }
+
+// TestWaitsOutRateLimit: the long polls and the operation poll wait a 429
+// out for its Retry-After and ask again, so they end with the answer (here
+// a 404 for ids never issued), not with the rate limit; a poll with too
+// little time left for the pause returns the 429.
+func TestWaitsOutRateLimit(t *testing.T) {
+	url := coordinatorURL(t, "rate_limits: {operator: {per_second: 1, burst: 1}}\n")
+	ctx := context.Background()
+	op, _ := client.New(url, client.Options{Token: token})
+	drain := func() {
+		t.Helper()
+		for i := 0; ; i++ {
+			_, err := op.Keys(ctx)
+			if client.IsCode(err, httpapi.CodeRateLimited) {
+				return
+			}
+			if i > 5 {
+				t.Fatalf("no 429 after %d operator calls: %v", i, err)
+			}
+		}
+	}
+	unknown := ids.RequestID("req:never-issued")
+
+	drain()
+	if _, err := op.Poll(ctx, unknown, 200*time.Millisecond, time.Second); !client.IsCode(err, httpapi.CodeRateLimited) {
+		t.Fatalf("poll with no time for the pause: %v, want the 429", err)
+	}
+	drain()
+	if _, err := op.Poll(ctx, unknown, 10*time.Second, time.Second); !client.IsCode(err, httpapi.CodeNotFound) {
+		t.Fatalf("poll: %v, want the 404 after waiting out the 429", err)
+	}
+	drain()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := op.WaitFinal(wctx, unknown); !client.IsCode(err, httpapi.CodeNotFound) {
+		t.Fatalf("wait final: %v, want the 404 after waiting out the 429", err)
+	}
+	drain()
+	if _, err := op.WaitOperation(wctx, "op:never-issued", 10*time.Millisecond, nil); !client.IsCode(err, httpapi.CodeNotFound) {
+		t.Fatalf("wait operation: %v, want the 404 after waiting out the 429", err)
+	}
+}

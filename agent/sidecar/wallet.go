@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
-	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -392,26 +391,7 @@ func (w *Wallet) Status(ctx context.Context, id ids.RequestID) (*api.Request, er
 // for its Retry-After (at least a second) and made again, for as long as
 // left allows; only then is the 429 returned.
 func (w *Wallet) poll(ctx context.Context, id ids.RequestID, left time.Duration) (*api.Request, error) {
-	end := time.Now().Add(left)
-	for {
-		r, err := w.cl.Wait(ctx, id, min(left, pollSlice))
-		var e *client.Error
-		if err == nil || !errors.As(err, &e) || e.Status != http.StatusTooManyRequests {
-			return r, err
-		}
-		pause := max(e.RetryAfter, time.Second)
-		if time.Until(end) <= pause {
-			return nil, err
-		}
-		t := time.NewTimer(pause)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
-		}
-		left = time.Until(end)
-	}
+	return w.cl.Poll(ctx, id, left, pollSlice)
 }
 
 // WaitFor waits up to timeout for the request to be final and returns it
