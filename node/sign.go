@@ -249,8 +249,12 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 	} else {
 		d = eng.Authorize(ctx, req)
 	}
+	// The state is exported here and saved in the batch below, at the
+	// same sync as the audit entries: a batch committing after a later
+	// proposal's keeps the later state (Batch.SavePolicyState).
+	var state policy.State
 	if serr == nil {
-		serr = n.saveState(ctx, eng)
+		state = eng.Export()
 	}
 	n.policyMu.Unlock()
 	decision := d.Verdict.String()
@@ -263,12 +267,17 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 	if d.Reserved && !reuse {
 		rs.Started = false
 	}
-	// The request and the decision are audited, and a reservation is
-	// journaled as failed until the proposal is joined (a crash before
-	// releases it), at one sync.
+	// The policy state is saved, the request and the decision are
+	// audited, and a reservation is journaled as failed until the proposal
+	// is joined (a crash before releases it), at one sync.
 	saveFailed := serr == nil && d.Reserved
 	at := n.now().UTC()
 	berr := n.st.Batch(context.WithoutCancel(ctx), func(b *store.Batch) error {
+		if serr == nil {
+			if err := b.SavePolicyState(state); err != nil {
+				return err
+			}
+		}
 		if err := b.AppendAudit(store.Entry{Kind: store.AuditRequest, RequestID: p.RequestID, Time: at, Fields: map[string]string{
 			"agent": string(agent), "key": parsed.Key.String(), "chain": fmt.Sprint(parsed.ChainID), "kind": parsed.Kind,
 			"digest": digest.Hex(), "session": p.Session.String(), "coordinator": from, "summary": parsed.Payload.Describe(),
@@ -300,10 +309,9 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 		return fail(refusef(CheckInternal, "%v", serr))
 	}
 	if berr != nil {
-		if saveFailed {
-			return fail(refusef(CheckInternal, "%v", berr))
-		}
-		n.log.Error("audit append failed", "request", p.RequestID, "err", berr)
+		// The policy state did not persist with it: whatever the
+		// decision, nothing of it may be relied on after a restart.
+		return fail(refusef(CheckInternal, "%v", berr))
 	}
 	if !d.Allowed() || d.Tier == nil {
 		n.metrics.decisions.WithLabelValues("deny").Inc()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/custos-wallet/custos/ids"
+	"github.com/custos-wallet/custos/policy"
 )
 
 // Batch collects writes that commit together, in one synced transaction:
@@ -74,4 +75,20 @@ func (b *Batch) AppendAudit(e Entry) error {
 	}
 	_, err = b.s.appendAuditTxn(b.txn, e)
 	return err
+}
+
+// SavePolicyState writes the policy engine's snapshot, as
+// Store.SavePolicyState: a snapshot older than the one stored (a lower
+// sequence number, exported before it) is skipped, so batches that commit
+// out of the order their snapshots were taken in never roll the state back.
+func (b *Batch) SavePolicyState(st policy.State) error {
+	var old policy.State
+	err := b.s.getJSON(b.txn, recPolicyState, policyStateKey, &old)
+	if err == nil && old.Seq >= st.Seq {
+		return nil
+	}
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return b.s.putJSON(b.txn, recPolicyState, policyStateKey, st)
 }

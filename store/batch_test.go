@@ -3,9 +3,11 @@ package store
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/custos-wallet/custos/ids"
+	"github.com/custos-wallet/custos/policy"
 )
 
 // TestBatchCommitsAllOrNothing: a batch's request, session and audit
@@ -79,5 +81,52 @@ func TestBatchCommitsAllOrNothing(t *testing.T) {
 	}
 	if byReq, err := s.AuditByRequest(ctx, "req-1"); err != nil || len(byReq) != 2 {
 		t.Fatalf("audit by request: %d, %v; want 2", len(byReq), err)
+	}
+}
+
+// TestBatchPolicyStateNeverRollsBack: a batch saves the policy state with
+// the rest of its writes, but a snapshot older than the stored one (a
+// batch that commits after a later one) is skipped while its other writes
+// commit; a failed batch saves no state.
+func TestBatchPolicyStateNeverRollsBack(t *testing.T) {
+	ctx := context.Background()
+	key := newKeyFile(t)
+	s := openTest(t, t.TempDir(), key)
+	save := func(seq uint64, grant string, fail error) error {
+		return s.Batch(ctx, func(b *Batch) error {
+			if err := b.SavePolicyState(policy.State{Seq: seq, Revoked: []policy.Revocation{{GrantID: grant}}}); err != nil {
+				return err
+			}
+			if err := b.AppendAudit(Entry{Kind: AuditPolicy, Decision: grant}); err != nil {
+				return err
+			}
+			return fail
+		})
+	}
+	if err := save(7, "g-7", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := save(5, "g-5", nil); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	if err := save(9, "g-9", boom); !errors.Is(err, boom) {
+		t.Fatalf("failing batch: %v", err)
+	}
+	s = reopen(t, s, key)
+	got, found, err := s.PolicyState(ctx)
+	if err != nil || !found || got.Seq != 7 || len(got.Revoked) != 1 || got.Revoked[0].GrantID != "g-7" {
+		t.Fatalf("state after the batches: %+v %v %v, want seq 7 (g-7)", got, found, err)
+	}
+	entries, err := s.AuditRange(ctx, 1, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var decisions []string
+	for _, e := range entries {
+		decisions = append(decisions, e.Decision)
+	}
+	if !slices.Equal(decisions, []string{"g-7", "g-5"}) {
+		t.Fatalf("audit entries %v, want the two committed batches' [g-7 g-5]", decisions)
 	}
 }

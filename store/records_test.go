@@ -219,6 +219,43 @@ func TestShareKeysKept(t *testing.T) {
 	}
 }
 
+// TestShareKept checks the shares Share keeps in memory: a second read
+// decodes nothing (a share decoded again costs hundreds of allocations), a
+// caller that changes the key description it got does not change the
+// share, and a deleted share is gone, also from memory.
+func TestShareKept(t *testing.T) {
+	ctx := context.Background()
+	sh := testShares(t)[0]
+	s := openTest(t, t.TempDir(), newKeyFile(t))
+	if err := s.PutShare(ctx, sh); err != nil {
+		t.Fatal(err)
+	}
+	id := sh.Key().ID()
+	first, err := s.Share(ctx, id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := first.Key()
+	k.Committee.Members[0].ID = "changed by the caller"
+	k.PublicKey[1] ^= 0xff
+	again, err := s.Share(ctx, id, 0)
+	if err != nil || !again.Key().Equal(sh.Key()) {
+		t.Fatalf("second read: %v, key %v", err, again.Key())
+	}
+	if allocs := testing.AllocsPerRun(20, func() { _, _ = s.Share(ctx, id, 0) }); allocs > 20 {
+		t.Errorf("a share read again costs %.0f allocations: it was decoded again", allocs)
+	}
+	if err := s.DeleteShare(ctx, id, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Share(ctx, id, 0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("share after its delete: %v, want %v", err, ErrNotFound)
+	}
+	if _, err := s.LatestShare(ctx, id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("latest share after the delete: %v, want %v", err, ErrNotFound)
+	}
+}
+
 // crashCopy copies the files of an open store to a new directory: what a
 // crash at this moment would leave on disk, before any Close.
 func crashCopy(t *testing.T, s *Store) string {

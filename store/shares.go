@@ -1,11 +1,9 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 
 	"github.com/custos-wallet/custos/ids"
@@ -53,9 +51,21 @@ func (s *Store) PutShare(ctx context.Context, sh *tss.Share) error {
 	return nil
 }
 
-// Share returns the share of key id in generation gen.
+// Share returns the share of key id in generation gen. A share record is
+// never overwritten, so the share decoded from it is kept in memory until
+// the record is deleted: every signing proposal and presign reads its
+// key's share, and decrypting and decoding one costs about a millisecond.
+// The share is immutable to its holders (its key description is copied
+// out, and the engine copies its secret data before each session), so one
+// decoded value serves every caller.
 func (s *Store) Share(ctx context.Context, id ids.KeyID, gen uint32) (*tss.Share, error) {
-	var sh *tss.Share
+	rec := string(shareKey(id, gen))
+	s.sharesMu.Lock()
+	sh := s.shares[rec]
+	s.sharesMu.Unlock()
+	if sh != nil {
+		return sh, nil
+	}
 	err := s.view(ctx, func(txn *badgerTxn) error {
 		b, err := s.get(txn, recShare, shareKey(id, gen))
 		if err != nil {
@@ -68,6 +78,12 @@ func (s *Store) Share(ctx context.Context, id ids.KeyID, gen uint32) (*tss.Share
 	if err != nil {
 		return nil, fmt.Errorf("store: share of %s generation %d: %w", id, gen, err)
 	}
+	s.sharesMu.Lock()
+	if s.shares == nil {
+		s.shares = map[string]*tss.Share{}
+	}
+	s.shares[rec] = sh
+	s.sharesMu.Unlock()
 	return sh, nil
 }
 
@@ -109,10 +125,8 @@ func (s *Store) LatestShare(ctx context.Context, id ids.KeyID) (*tss.Share, erro
 
 // ShareKeys lists the public descriptions of the latest generation of every
 // key this node holds a share of. A member answers it for every status
-// query a coordinator makes before each signing session, so the
-// descriptions are kept in memory once read: a share record is never
-// overwritten, so the description read for one stays true until it is
-// deleted.
+// query a coordinator makes before each signing session; the shares
+// behind them are kept in memory once read (see Share).
 func (s *Store) ShareKeys(ctx context.Context) ([]tss.KeyInfo, error) {
 	type latest struct {
 		id  ids.KeyID
@@ -149,32 +163,13 @@ func (s *Store) ShareKeys(ctx context.Context) ([]tss.KeyInfo, error) {
 	}
 	out := make([]tss.KeyInfo, 0, len(keys))
 	for _, k := range keys {
-		rec := string(shareKey(k.id, k.gen))
-		s.infoMu.Lock()
-		info, ok := s.keyInfos[rec]
-		s.infoMu.Unlock()
-		if !ok {
-			sh, err := s.Share(ctx, k.id, k.gen)
-			if err != nil {
-				return nil, err
-			}
-			info = sh.Key()
-			s.infoMu.Lock()
-			if s.keyInfos == nil {
-				s.keyInfos = map[string]tss.KeyInfo{}
-			}
-			s.keyInfos[rec] = info
-			s.infoMu.Unlock()
+		sh, err := s.Share(ctx, k.id, k.gen)
+		if err != nil {
+			return nil, err
 		}
-		out = append(out, cloneKeyInfo(info))
+		out = append(out, sh.Key())
 	}
 	return out, nil
-}
-
-func cloneKeyInfo(k tss.KeyInfo) tss.KeyInfo {
-	k.PublicKey = bytes.Clone(k.PublicKey)
-	k.Committee.Members = slices.Clone(k.Committee.Members)
-	return k
 }
 
 // DeleteShare removes the share of key id in generation gen, for good.
@@ -193,8 +188,8 @@ func (s *Store) DeleteShare(ctx context.Context, id ids.KeyID, gen uint32) error
 	if err != nil {
 		return fmt.Errorf("store: delete share of %s generation %d: %w", id, gen, err)
 	}
-	s.infoMu.Lock()
-	delete(s.keyInfos, string(key))
-	s.infoMu.Unlock()
+	s.sharesMu.Lock()
+	delete(s.shares, string(key))
+	s.sharesMu.Unlock()
 	return nil
 }

@@ -96,8 +96,8 @@ type Store struct {
 	// concurrent insert into a range another transaction scanned.
 	ledgerMu sync.Mutex
 
-	infoMu   sync.Mutex
-	keyInfos map[string]tss.KeyInfo // guarded by infoMu: public descriptions of share records, by record key
+	sharesMu sync.Mutex
+	shares   map[string]*tss.Share // guarded by sharesMu: shares decoded from their records, by record key
 }
 
 // Open opens the store in dir, creating it (and the directory, mode 0700)
