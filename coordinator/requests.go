@@ -261,6 +261,9 @@ func (c *Coordinator) finish(ctx context.Context, id ids.RequestID, state string
 // one request ever run from this coordinator at once.
 func (c *Coordinator) drive(ctx context.Context, id ids.RequestID) {
 	told := false // whether this driver told the guardians of a pending request
+	// probed is the members' status from the probe made beside the dry
+	// run, for the attempt that follows it at once.
+	var probed map[ids.MemberID]*control.Status
 	for ctx.Err() == nil {
 		wake := c.watch(string(id))
 		b, err := c.load(ctx, id)
@@ -282,7 +285,8 @@ func (c *Coordinator) drive(ctx context.Context, id ids.RequestID) {
 		switch b.View.State {
 		case api.StateReceived:
 			told = true // evaluate tells the guardians when the tier needs them
-			if c.evaluate(ctx, id, b) {
+			var retry bool
+			if retry, probed = c.evaluate(ctx, id, b); retry {
 				sleep(ctx, min(2*time.Second, untilExpiry), wake)
 			}
 		case api.StatePendingApproval:
@@ -310,7 +314,9 @@ func (c *Coordinator) drive(ctx context.Context, id ids.RequestID) {
 			}
 			sleep(ctx, min(wait, untilExpiry), wake)
 		case api.StateSigning:
-			if c.attempt(ctx, id, b) {
+			pre := probed
+			probed = nil
+			if c.attempt(ctx, id, b, pre) {
 				sleep(ctx, min(time.Second, untilExpiry), wake)
 			}
 		default:
@@ -321,13 +327,18 @@ func (c *Coordinator) drive(ctx context.Context, id ids.RequestID) {
 }
 
 // evaluate asks a member (policy members first) for the dry run that
-// gives the request's tier. It reports whether to try again later.
-func (c *Coordinator) evaluate(ctx context.Context, id ids.RequestID, b *reqBody) bool {
+// gives the request's tier. It reports whether to try again later and,
+// when the request goes on to signing at once, the committee's status
+// from a probe made while the dry run ran (the attempt needs it next, and
+// the two round trips need not follow each other).
+func (c *Coordinator) evaluate(ctx context.Context, id ids.RequestID, b *reqBody) (retry bool, probed map[ids.MemberID]*control.Status) {
 	ki, err := c.keyInfo(ctx, b.View.Key)
 	if err != nil {
 		c.finish(ctx, id, api.StateFailed, "", "key", errText(err))
-		return false
+		return false, nil
 	}
+	probe := make(chan map[ids.MemberID]*control.Status, 1)
+	go func() { probe <- c.probe(ctx, ki.Committee.IDs()) }()
 	members := ki.Committee.Canonical().IDs()
 	slices.SortStableFunc(members, func(x, y ids.MemberID) int {
 		px, py := ki.Committee.Role(x) == ids.RolePolicy, ki.Committee.Role(y) == ids.RolePolicy
@@ -356,7 +367,7 @@ func (c *Coordinator) evaluate(ctx context.Context, id ids.RequestID, b *reqBody
 		}
 		if r.Refusal != nil {
 			c.finish(ctx, id, api.StateDenied, r.Refusal.Member, r.Refusal.RuleID, r.Refusal.Reason)
-			return false
+			return false, nil
 		}
 		if r.Decision == nil {
 			lastErr = fmt.Errorf("%s answered the dry run without a decision", m)
@@ -371,7 +382,7 @@ func (c *Coordinator) evaluate(ctx context.Context, id ids.RequestID, b *reqBody
 			reason += ": " + lastErr.Error()
 		}
 		c.note(ctx, id, reason)
-		return true
+		return true, nil
 	}
 	dec := &api.Decision{Verdict: d.Verdict, RuleID: d.RuleID, Reason: d.Reason, Tier: d.Tier, Roles: d.Roles,
 		Approvals: d.Approvals, PolicyHash: d.PolicyHash, PolicyVersion: d.PolicyVersion, Member: by}
@@ -381,7 +392,7 @@ func (c *Coordinator) evaluate(ctx context.Context, id ids.RequestID, b *reqBody
 	if d.Verdict == "deny" || d.Tier == "" {
 		_, _ = c.update(ctx, id, func(b *reqBody) error { b.View.Decision = dec; return nil })
 		c.finish(ctx, id, api.StateDenied, by, d.RuleID, d.Reason)
-		return false
+		return false, nil
 	}
 	if d.Digest != (common.Hash{}) && d.Digest != b.View.Digest {
 		c.log.Warn("member computed another digest", "request", id, "member", by, "digest", d.Digest, "ours", b.View.Digest)
@@ -390,7 +401,7 @@ func (c *Coordinator) evaluate(ctx context.Context, id ids.RequestID, b *reqBody
 	if err := quorum.CanGrant(ki.Committee, tier.policy()); err != nil {
 		_, _ = c.update(ctx, id, func(b *reqBody) error { b.View.Decision = dec; return nil })
 		c.finish(ctx, id, api.StateDenied, "", ruleTier, fmt.Sprintf("tier %s: %v", d.Tier, err))
-		return false
+		return false, nil
 	}
 	state := api.StateSigning
 	if tier.Approvals > 0 || tier.Delay > 0 {
@@ -405,14 +416,15 @@ func (c *Coordinator) evaluate(ctx context.Context, id ids.RequestID, b *reqBody
 		return nil
 	})
 	if err != nil {
-		return !errors.Is(err, errFinal)
+		return !errors.Is(err, errFinal), nil
 	}
 	c.audit(ctx, store.Entry{Kind: store.AuditDecision, RequestID: id, Decision: d.Verdict, RuleID: d.RuleID,
 		Fields: map[string]string{"tier": d.Tier, "member": string(by), "reason": d.Reason, "agent": string(b.View.Agent)}})
 	if state == api.StatePendingApproval {
 		c.sendPending(ctx, ki, nb, d)
+		return false, nil
 	}
-	return false
+	return false, <-probe
 }
 
 // note records a reason on a request that is still in progress.
@@ -713,11 +725,14 @@ func joinIDs(list []ids.MemberID) string {
 // again (a new session) later. A hot-tier request names a ready
 // presignature of its quorum when there is one; a member refusing it makes
 // the attempt run the full protocol at once.
-func (c *Coordinator) attempt(ctx context.Context, id ids.RequestID, b *reqBody) bool {
-	return c.attemptWith(ctx, id, b, true)
+func (c *Coordinator) attempt(ctx context.Context, id ids.RequestID, b *reqBody, probed map[ids.MemberID]*control.Status) bool {
+	return c.attemptWith(ctx, id, b, true, probed)
 }
 
-func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqBody, usePresign bool) bool {
+// attemptWith runs one signing session: with usePresign it may name a
+// presignature from the pools; probed, when not nil, is the committee's
+// status just taken (otherwise the members are probed here).
+func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqBody, usePresign bool, probed map[ids.MemberID]*control.Status) bool {
 	defer c.presign.busy()()
 	if c.settleOpen(ctx, id, b) {
 		return false
@@ -736,7 +751,10 @@ func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqB
 		return false
 	}
 	spec := b.Tier.policy()
-	statuses := c.probe(ctx, ki.Committee.IDs())
+	statuses := probed
+	if statuses == nil {
+		statuses = c.probe(ctx, ki.Committee.IDs())
+	}
 	reach := func(m ids.MemberID) bool { return statuses[m] != nil }
 	approvers := map[string]bool{}
 	for _, a := range b.View.Approvers {
@@ -849,7 +867,7 @@ func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqB
 				if err != nil {
 					return true
 				}
-				return c.attemptWith(ctx, id, nb, false)
+				return c.attemptWith(ctx, id, nb, false, nil)
 			}
 			// Refused for another reason before any start: the members
 			// keep the presignature parked, and it may serve another.

@@ -158,10 +158,16 @@ func newScriptedEnv(t *testing.T) (*env, map[ids.Role]*scripted) {
 // list holds every member in the env's order (the map the last of each
 // role).
 func newScriptedEnvN(t *testing.T, guardians int) (*env, map[ids.Role]*scripted, []*scripted) {
+	return newScriptedEnvConf(t, "", guardians)
+}
+
+// newScriptedEnvConf is newScriptedEnvN with extra coordinator
+// configuration.
+func newScriptedEnvConf(t *testing.T, extra string, guardians int) (*env, map[ids.Role]*scripted, []*scripted) {
 	members := map[ids.Role]*scripted{}
 	var list []*scripted
 	var coordID peer.ID
-	e := newEnvWith(t, "", func(e *env) []string {
+	e := newEnvWith(t, extra, func(e *env) []string {
 		k, err := p2p.LoadOrCreateIdentity(filepath.Join(e.dir, "data", "identity.key"))
 		if err != nil {
 			t.Fatal(err)
@@ -335,6 +341,65 @@ func TestRefusalEndsRequest(t *testing.T) {
 	}
 	if len(m[ids.RoleAgent].calls("start")) != 0 {
 		t.Fatal("a session started after a refusal")
+	}
+}
+
+// TestProbeBesideDryRun: the probe of the committee that the first
+// signing attempt needs runs while the dry run is answered, not after it:
+// the policy member holds its dry-run answer until the agent member was
+// probed. (The pools are off, so nothing else probes.) The attempt then
+// proposes without probing again.
+func TestProbeBesideDryRun(t *testing.T) {
+	e, m, _ := newScriptedEnvConf(t, "presign: {target: 0}\n", 1)
+	ctx := context.Background()
+	probed := make(chan struct{})
+	var once sync.Once
+	m[ids.RoleAgent].mu.Lock()
+	m[ids.RoleAgent].refuse = func(msg *control.Message) *control.Refusal {
+		if msg.Type == control.TypeStatus {
+			once.Do(func() { close(probed) })
+		}
+		return nil
+	}
+	m[ids.RoleAgent].mu.Unlock()
+	held := make(chan bool, 1)
+	m[ids.RolePolicy].mu.Lock()
+	m[ids.RolePolicy].refuse = func(msg *control.Message) *control.Refusal {
+		if msg.Type == control.TypeEvaluate {
+			select {
+			case <-probed:
+				held <- true
+			case <-time.After(time.Second): // within the env's propose timeout (2s), after which the dry run would go to another member
+				held <- false
+			}
+		}
+		return nil
+	}
+	m[ids.RolePolicy].mu.Unlock()
+	if _, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case beside := <-held:
+		if !beside {
+			t.Fatal("the agent member was not probed while the dry run was pending: the probe waited for the dry run")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("no dry run")
+	}
+	deadline := time.Now().Add(time.Minute)
+	for len(m[ids.RoleAgent].calls("propose")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no proposal after the dry run")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	m[ids.RoleAgent].mu.Lock()
+	log := slices.Clone(m[ids.RoleAgent].log)
+	m[ids.RoleAgent].mu.Unlock()
+	first := slices.IndexFunc(log, func(l string) bool { return strings.HasPrefix(l, "propose ") })
+	if n := slices.IndexFunc(log[:first], func(l string) bool { return l == "status" }); n < 0 || slices.Contains(log[n+1:first], "status") {
+		t.Fatalf("the agent member's calls %v: want one status before the first proposal", log)
 	}
 }
 
