@@ -256,6 +256,32 @@ func TestShareKept(t *testing.T) {
 	}
 }
 
+// TestShareDeletedDuringReadNotKept: a share deleted while another caller
+// was reading it (a reshare dropping the old generation during a probe)
+// is not put back in memory by that read; the next read finds it gone.
+func TestShareDeletedDuringReadNotKept(t *testing.T) {
+	ctx := context.Background()
+	sh := testShares(t)[0]
+	s := openTest(t, t.TempDir(), newKeyFile(t))
+	if err := s.PutShare(ctx, sh); err != nil {
+		t.Fatal(err)
+	}
+	id := sh.Key().ID()
+	shareReadHook = func() {
+		shareReadHook = nil
+		if err := s.DeleteShare(ctx, id, 0); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() { shareReadHook = nil })
+	if _, err := s.Share(ctx, id, 0); err != nil {
+		t.Fatalf("the read the delete raced: %v", err)
+	}
+	if _, err := s.Share(ctx, id, 0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("share read after its delete: %v, want %v (the racing read kept it in memory)", err, ErrNotFound)
+	}
+}
+
 // crashCopy copies the files of an open store to a new directory: what a
 // crash at this moment would leave on disk, before any Close.
 func crashCopy(t *testing.T, s *Store) string {

@@ -51,6 +51,10 @@ func (s *Store) PutShare(ctx context.Context, sh *tss.Share) error {
 	return nil
 }
 
+// shareReadHook, when set (by tests only), runs in Share between reading
+// a record and keeping the share decoded from it.
+var shareReadHook func()
+
 // Share returns the share of key id in generation gen. A share record is
 // never overwritten, so the share decoded from it is kept in memory until
 // the record is deleted: every signing proposal and presign reads its
@@ -61,7 +65,7 @@ func (s *Store) PutShare(ctx context.Context, sh *tss.Share) error {
 func (s *Store) Share(ctx context.Context, id ids.KeyID, gen uint32) (*tss.Share, error) {
 	rec := string(shareKey(id, gen))
 	s.sharesMu.Lock()
-	sh := s.shares[rec]
+	sh, deletes := s.shares[rec], s.shareDeletes
 	s.sharesMu.Unlock()
 	if sh != nil {
 		return sh, nil
@@ -78,11 +82,18 @@ func (s *Store) Share(ctx context.Context, id ids.KeyID, gen uint32) (*tss.Share
 	if err != nil {
 		return nil, fmt.Errorf("store: share of %s generation %d: %w", id, gen, err)
 	}
-	s.sharesMu.Lock()
-	if s.shares == nil {
-		s.shares = map[string]*tss.Share{}
+	if shareReadHook != nil {
+		shareReadHook()
 	}
-	s.shares[rec] = sh
+	s.sharesMu.Lock()
+	// A share deleted while it was read here is not put back: a deleted
+	// share stays out of memory as well as off the disk.
+	if s.shareDeletes == deletes {
+		if s.shares == nil {
+			s.shares = map[string]*tss.Share{}
+		}
+		s.shares[rec] = sh
+	}
 	s.sharesMu.Unlock()
 	return sh, nil
 }
@@ -190,6 +201,7 @@ func (s *Store) DeleteShare(ctx context.Context, id ids.KeyID, gen uint32) error
 	}
 	s.sharesMu.Lock()
 	delete(s.shares, string(key))
+	s.shareDeletes++
 	s.sharesMu.Unlock()
 	return nil
 }

@@ -98,6 +98,9 @@ type Store struct {
 
 	sharesMu sync.Mutex
 	shares   map[string]*tss.Share // guarded by sharesMu: shares decoded from their records, by record key
+	// shareDeletes counts DeleteShare calls (guarded by sharesMu), so a
+	// read racing a delete does not keep the deleted share.
+	shareDeletes uint64
 }
 
 // Open opens the store in dir, creating it (and the directory, mode 0700)
