@@ -287,7 +287,7 @@ func (c *Client) Wait(ctx context.Context, id ids.RequestID, timeout time.Durati
 func (c *Client) Poll(ctx context.Context, id ids.RequestID, left, slice time.Duration) (*api.Request, error) {
 	end := time.Now().Add(left)
 	for {
-		r, err := c.Wait(ctx, id, min(left, slice))
+		r, err := c.Wait(ctx, id, max(min(left, slice), 0))
 		pause, limited := rateLimited(err)
 		if !limited {
 			return r, err

@@ -134,6 +134,10 @@ func TestWaitsOutRateLimit(t *testing.T) {
 	}
 	unknown := ids.RequestID("req:never-issued")
 
+	// The first call, within the burst.
+	if _, err := op.Poll(ctx, unknown, -time.Second, time.Second); !client.IsCode(err, httpapi.CodeNotFound) {
+		t.Fatalf("poll with its time already spent: %v, want the 404 of an immediate answer, not a bad timeout", err)
+	}
 	drain()
 	if _, err := op.Poll(ctx, unknown, 200*time.Millisecond, time.Second); !client.IsCode(err, httpapi.CodeRateLimited) {
 		t.Fatalf("poll with no time for the pause: %v, want the 429", err)
