@@ -337,8 +337,11 @@ func (c *Coordinator) evaluate(ctx context.Context, id ids.RequestID, b *reqBody
 		c.finish(ctx, id, api.StateFailed, "", "key", errText(err))
 		return false, nil
 	}
+	// Cancelled on every return: only the path to signing waits for it.
+	pctx, cancelProbe := context.WithCancel(ctx)
+	defer cancelProbe()
 	probe := make(chan map[ids.MemberID]*control.Status, 1)
-	go func() { probe <- c.probe(ctx, ki.Committee.IDs()) }()
+	go func() { probe <- c.probe(pctx, ki.Committee.IDs()) }()
 	members := ki.Committee.Canonical().IDs()
 	slices.SortStableFunc(members, func(x, y ids.MemberID) int {
 		px, py := ki.Committee.Role(x) == ids.RolePolicy, ki.Committee.Role(y) == ids.RolePolicy
