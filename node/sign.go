@@ -308,10 +308,16 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 		}
 		return fail(refusef(CheckInternal, "%v", serr))
 	}
-	if berr != nil {
-		// The policy state did not persist with it: whatever the
-		// decision, nothing of it may be relied on after a restart.
+	if berr != nil && (d.Allowed() && d.Tier != nil) {
+		// The reservation's state did not persist with it: the node
+		// cannot join on it.
 		return fail(refusef(CheckInternal, "%v", berr))
+	}
+	if berr != nil {
+		// A denial stands (an internal refusal would have the
+		// coordinator propose again, evaluating the request anew); only
+		// its audit entries and state change are lost to a restart.
+		n.log.Error("proposal batch failed", "request", p.RequestID, "err", berr)
 	}
 	if !d.Allowed() || d.Tier == nil {
 		n.metrics.decisions.WithLabelValues("deny").Inc()
