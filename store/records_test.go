@@ -198,11 +198,7 @@ func TestShareGenerationsKept(t *testing.T) {
 // deleted share is no longer listed.
 func TestShareKeysKept(t *testing.T) {
 	ctx := context.Background()
-	sh := testShares(t)[0]
-	s := openTest(t, t.TempDir(), newKeyFile(t))
-	if err := s.PutShare(ctx, sh); err != nil {
-		t.Fatal(err)
-	}
+	s, sh := storeWithShare(t)
 	for i := 0; i < 2; i++ {
 		keys, err := s.ShareKeys(ctx)
 		if err != nil || len(keys) != 1 || !keys[0].Equal(sh.Key()) {
@@ -225,11 +221,7 @@ func TestShareKeysKept(t *testing.T) {
 // share, and a deleted share is gone, also from memory.
 func TestShareKept(t *testing.T) {
 	ctx := context.Background()
-	sh := testShares(t)[0]
-	s := openTest(t, t.TempDir(), newKeyFile(t))
-	if err := s.PutShare(ctx, sh); err != nil {
-		t.Fatal(err)
-	}
+	s, sh := storeWithShare(t)
 	id := sh.Key().ID()
 	first, err := s.Share(ctx, id, 0)
 	if err != nil {
@@ -261,11 +253,7 @@ func TestShareKept(t *testing.T) {
 // is not put back in memory by that read; the next read finds it gone.
 func TestShareDeletedDuringReadNotKept(t *testing.T) {
 	ctx := context.Background()
-	sh := testShares(t)[0]
-	s := openTest(t, t.TempDir(), newKeyFile(t))
-	if err := s.PutShare(ctx, sh); err != nil {
-		t.Fatal(err)
-	}
+	s, sh := storeWithShare(t)
 	id := sh.Key().ID()
 	shareReadHook = func() {
 		shareReadHook = nil
@@ -280,6 +268,17 @@ func TestShareDeletedDuringReadNotKept(t *testing.T) {
 	if _, err := s.Share(ctx, id, 0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("share read after its delete: %v, want %v (the racing read kept it in memory)", err, ErrNotFound)
 	}
+}
+
+// storeWithShare opens a store holding one test share.
+func storeWithShare(t *testing.T) (*Store, *tss.Share) {
+	t.Helper()
+	sh := testShares(t)[0]
+	s := openTest(t, t.TempDir(), newKeyFile(t))
+	if err := s.PutShare(context.Background(), sh); err != nil {
+		t.Fatal(err)
+	}
+	return s, sh
 }
 
 // crashCopy copies the files of an open store to a new directory: what a
