@@ -326,7 +326,7 @@ func (w *Wallet) settle(ctx context.Context, r *api.Request) (*api.Request, erro
 			}
 			return r, fmt.Errorf("sidecar: request %s still %s after %v", r.ID, r.State, w.cfg.Wait+w.cfg.SigningGrace)
 		}
-		next, err := w.poll(ctx, r.ID, left)
+		next, err := w.cl.Poll(ctx, r.ID, left, pollSlice)
 		if err != nil {
 			return r, fmt.Errorf("sidecar: wait for request %s: %w", r.ID, err)
 		}
@@ -386,14 +386,6 @@ func (w *Wallet) Status(ctx context.Context, id ids.RequestID) (*api.Request, er
 	return r, nil
 }
 
-// poll is one long poll of request id, at most left (and pollSlice) long.
-// A rate-limited poll (429) is not the request's outcome: it is waited out
-// for its Retry-After (at least a second) and made again, for as long as
-// left allows; only then is the 429 returned.
-func (w *Wallet) poll(ctx context.Context, id ids.RequestID, left time.Duration) (*api.Request, error) {
-	return w.cl.Poll(ctx, id, left, pollSlice)
-}
-
 // WaitFor waits up to timeout for the request to be final and returns it
 // as it then is (final or not).
 func (w *Wallet) WaitFor(ctx context.Context, id ids.RequestID, timeout time.Duration) (*api.Request, error) {
@@ -403,7 +395,7 @@ func (w *Wallet) WaitFor(ctx context.Context, id ids.RequestID, timeout time.Dur
 		if left <= 0 {
 			return w.Status(ctx, id)
 		}
-		r, err := w.poll(ctx, id, left)
+		r, err := w.cl.Poll(ctx, id, left, pollSlice)
 		if err != nil {
 			return nil, fmt.Errorf("sidecar: wait for request %s: %w", id, err)
 		}
