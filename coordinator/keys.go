@@ -201,6 +201,9 @@ func (c *Coordinator) runOp(ctx context.Context, id ids.RequestID) {
 	if b.View.State != api.OpRunning {
 		return
 	}
+	// A key operation is seconds of CPU at every member: no presignature
+	// refill starts beside it.
+	defer c.presign.busy()()
 	if !b.Started {
 		if !b.Session.IsZero() {
 			// Proposed before a restart and never started: drop it and

@@ -31,7 +31,7 @@ type presignPools struct {
 	mu sync.Mutex
 	// guarded by mu
 	taken   map[ids.SessionID]time.Time // named in a proposal: never offered again
-	signing int                         // signing attempts running: the pools fill when 0
+	signing int                         // signing attempts and key operations running: the pools fill when 0
 	calmed  time.Time                   // when signing last went to 0
 }
 
@@ -54,7 +54,8 @@ func (p *presignPools) poke() {
 	}
 }
 
-// busy marks a signing attempt running until the returned func is called.
+// busy marks a signing attempt or a key operation running until the
+// returned func is called.
 func (p *presignPools) busy() func() {
 	p.mu.Lock()
 	p.signing++
@@ -73,9 +74,9 @@ func (p *presignPools) busy() func() {
 	}
 }
 
-// idle says whether no signing attempt runs and none ended within
-// refillQuiet; a signing that ended sooner pokes the pools when its quiet
-// time is over.
+// idle says whether no signing attempt or key operation runs and none
+// ended within refillQuiet; one that ended sooner pokes the pools when its
+// quiet time is over.
 func (p *presignPools) idle() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -191,7 +192,7 @@ func (c *Coordinator) runPresignPools(ctx context.Context) {
 }
 
 // refillPools brings every pool up to its target, one presignature at a
-// time, for as long as no signing attempt runs.
+// time, for as long as no signing attempt or key operation runs.
 func (c *Coordinator) refillPools(ctx context.Context) {
 	p := c.presign
 	pol := c.pol.current()

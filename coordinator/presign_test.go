@@ -217,3 +217,58 @@ func TestRefillWaitsForQuiet(t *testing.T) {
 		t.Fatal("not idle once the quiet time is over")
 	}
 }
+
+// TestKeyOperationHoldsPools: no refill starts while a key generation
+// runs (seconds of CPU at every member), and the pools are poked once it
+// ended and the quiet time passed.
+func TestKeyOperationHoldsPools(t *testing.T) {
+	e, members := newScriptedEnv(t)
+	ctx := context.Background()
+	for _, s := range members {
+		s.mu.Lock()
+		s.onStart = func(ids.SessionID) *control.Result { return &control.Result{State: control.StateRunning} }
+		s.mu.Unlock()
+	}
+	var committee []api.CommitteeMember
+	for i, id := range e.members[:3] {
+		committee = append(committee, api.CommitteeMember{ID: id, Role: e.roles[i]})
+	}
+	op, err := e.op.CreateKey(ctx, api.CreateKey{Committee: committee, Threshold: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(members[ids.RoleAgent].calls(string(control.TypeStart))) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the keygen was never started")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Past the quiet time of anything before, with the keygen running.
+	time.Sleep(2 * refillQuiet)
+	if e.c.presign.idle() {
+		t.Fatal("the pools may refill while a keygen runs")
+	}
+	// The keygen fails at every member: the operation ends.
+	for _, s := range members {
+		s.mu.Lock()
+		for sess := range s.results {
+			s.results[sess] = &control.Result{State: control.StateFailed, Failure: "scripted", Error: "scripted end"}
+		}
+		s.mu.Unlock()
+	}
+	got, err := e.op.WaitOperation(ctx, op.ID, 20*time.Millisecond, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != api.OpFailed {
+		t.Fatalf("operation %s, want failed", got.State)
+	}
+	deadline = time.Now().Add(10 * refillQuiet)
+	for !e.c.presign.idle() {
+		if time.Now().After(deadline) {
+			t.Fatal("the pools stay busy after the keygen ended")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -56,6 +56,8 @@ func (s *scripted) record(m *control.Message) {
 		if !m.Propose.Presignature.IsZero() {
 			sess += " " + m.Propose.Presignature.String()
 		}
+	case control.TypeKeygen:
+		sess = m.Keygen.Session.String()
 	case control.TypeStart:
 		sess = m.Start.Session.String()
 	case control.TypeResult:
@@ -127,6 +129,8 @@ func (s *scripted) handle(e *env) p2p.Handler {
 				Budgets: []control.BudgetLeft{{Rule: "scripted", Window: control.Duration(time.Hour), Asset: "native", Limit: "1000", Used: "300", Left: "700", CountLimit: 5, CountUsed: 1}}}
 		case control.TypePropose:
 			rep.Join = &control.Join{Member: s.id}
+		case control.TypeKeygen:
+			rep.Join = &control.Join{Member: s.id, PreParams: true}
 		case control.TypeStart:
 			s.mu.Lock()
 			if s.onStart != nil {
