@@ -35,6 +35,12 @@ type Options struct {
 	// Profile, if set, is where the REST scenario at concurrency 1 writes
 	// a CPU profile of its measured signatures (go tool pprof).
 	Profile string
+	// Paired lists the concurrency levels at which the libp2p, REST,
+	// JSON-RPC and MCP scenarios (those of Scenarios) are also measured
+	// beside the floor in one child, in alternating batches (default 1
+	// and 8, those of the targets, where Concurrency has them; an empty,
+	// non-nil list measures none).
+	Paired []int
 	// Child is the command that runs one child: the parent appends the
 	// child's spec as its last argument (custos bench --child).
 	Child []string
@@ -79,14 +85,21 @@ func Run(ctx context.Context, o Options) error {
 			return fmt.Errorf("bench: unknown scenario %q (want one of %s)", s, strings.Join(DefaultScenarios, ", "))
 		}
 	}
-	for _, c := range o.Concurrency {
+	if o.Paired == nil {
+		for _, c := range []int{1, 8} {
+			if slices.Contains(o.Concurrency, c) {
+				o.Paired = append(o.Paired, c)
+			}
+		}
+	}
+	for _, c := range append(slices.Clone(o.Concurrency), o.Paired...) {
 		if c < 1 || c > 64 {
 			return fmt.Errorf("bench: concurrency %d: want 1 to 64", c)
 		}
 	}
 	// Each cluster child pays warm-up and measured signatures out of a
 	// budget of 100 payments a day in the sample policy.
-	if o.Signatures < 1 || o.Signatures+slices.Max(o.Concurrency) > 100 {
+	if o.Signatures < 1 || o.Signatures+slices.Max(append(slices.Clone(o.Concurrency), o.Paired...)) > 100 {
 		return fmt.Errorf("bench: %d signatures: want at least 1 and, with the warm-up of the highest concurrency, at most 100 (the sample policy's daily count)", o.Signatures)
 	}
 	if len(o.Child) == 0 {
@@ -156,6 +169,19 @@ func Run(ctx context.Context, o Options) error {
 			rows = append(rows, r)
 		}
 	}
+	var paired []*row
+	for _, s := range o.Scenarios {
+		if !slices.Contains(pairedScenarios, s) {
+			continue
+		}
+		for _, c := range o.Paired {
+			r, err := run(Spec{Scenario: s, Concurrency: c, Signatures: o.Signatures, Paired: true})
+			if err != nil {
+				return err
+			}
+			paired = append(paired, r)
+		}
+	}
 	extra := []*row{setup}
 	for _, s := range []string{scenarioPolicyDryRun, scenarioIdle} {
 		r, err := run(Spec{Scenario: s})
@@ -171,7 +197,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		extra = append(extra, r)
 	}
-	printTable(o.Out, rows, extra, load, loadAverage(), time.Since(t0))
+	printTable(o.Out, rows, paired, extra, load, loadAverage(), time.Since(t0))
 	return nil
 }
 
@@ -292,7 +318,7 @@ func (r *row) p99() float64        { return quantile(r.Latencies, 0.99) }
 func (r *row) throughput() float64 { return float64(len(r.Latencies)) / r.Wall }
 func (r *row) cpuPerSig() float64  { return r.CPU / float64(len(r.Latencies)) }
 
-func printTable(w io.Writer, rows, extra []*row, loadBefore, loadAfter string, took time.Duration) {
+func printTable(w io.Writer, rows, paired, extra []*row, loadBefore, loadAfter string, took time.Duration) {
 	floor := map[int]*row{}
 	for _, r := range rows {
 		if r.Scenario == ScenarioFloor {
@@ -366,12 +392,32 @@ func printTable(w io.Writer, rows, extra []*row, loadBefore, loadAfter string, t
 		}
 	}
 	tw.Flush()
+	printPaired(w, paired)
 	printPresigned(w, rows)
 	for _, n := range notes {
 		fmt.Fprintln(w, "  "+n)
 	}
 	fmt.Fprintf(w, "\nload average %s before, %s after; %s in all. Pre-parameters are the committed test fixtures: this is not a production node.\n",
 		loadBefore, loadAfter, took.Round(time.Second))
+}
+
+// printPaired prints the scenarios measured beside the floor in one
+// child, with their ratios to that floor.
+func printPaired(w io.Writer, paired []*row) {
+	if len(paired) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nbeside the floor in one child, alternating batches of conc signatures:")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tconc\tn\tmedian ms\tfloor median ms\tsig/s\tfloor sig/s\tmedian/floor\tsig/s/floor\t")
+	for _, r := range paired {
+		fm, fw := r.Values["floor_median"], r.Values["floor_wall"]
+		ft := float64(len(r.Latencies)) / fw
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t%.1f\t%.2f\t%.2f\t%.3f\t%.3f\t\n", r.Scenario, r.Concurrency, len(r.Latencies),
+			r.median()*1e3, fm*1e3, r.throughput(), ft, r.median()/fm, r.throughput()/ft)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "  sig/s of a paired row: its signatures over the sum of its batches' wall times (each batch starts once the last of the other's ended).")
 }
 
 // printPresigned compares each presigned row with the same signature

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -45,6 +46,9 @@ type Spec struct {
 	// CPUProfile, if set, is where the child writes a CPU profile of its
 	// measured signatures.
 	CPUProfile string `json:"cpu_profile,omitempty"`
+	// Paired runs the floor in the same child beside the scenario, in
+	// alternating batches (see runPaired).
+	Paired bool `json:"paired,omitempty"`
 }
 
 // Result is what a child prints: one JSON object on its last line.
@@ -96,17 +100,8 @@ func RunChild(ctx context.Context, spec Spec, out io.Writer) error {
 	return err
 }
 
-// runSigning starts the scenario's parts, signs Concurrency times at once
-// to warm up, then Signatures times with Concurrency workers.
-func runSigning(ctx context.Context, spec Spec) (*Result, error) {
-	if spec.Concurrency < 1 || spec.Signatures < 1 {
-		return nil, fmt.Errorf("concurrency %d and signatures %d: both must be at least 1", spec.Concurrency, spec.Signatures)
-	}
-	var sign signer
-	var stop func() error
-	var report reporter
-	var prepare preparer
-	var err error
+// startScenario starts a signing scenario's parts.
+func startScenario(ctx context.Context, spec Spec) (sign signer, stop func() error, report reporter, prepare preparer, err error) {
 	switch spec.Scenario {
 	case ScenarioFloor:
 		sign, stop, err = startFloor(ctx, spec)
@@ -127,8 +122,21 @@ func runSigning(ctx context.Context, spec Spec) (*Result, error) {
 	case ScenarioRPCPresign:
 		sign, stop, report, prepare, err = startRPCPresigned(ctx, spec)
 	default:
-		return nil, fmt.Errorf("unknown scenario %q", spec.Scenario)
+		err = fmt.Errorf("unknown scenario %q", spec.Scenario)
 	}
+	return sign, stop, report, prepare, err
+}
+
+// runSigning starts the scenario's parts, signs Concurrency times at once
+// to warm up, then Signatures times with Concurrency workers.
+func runSigning(ctx context.Context, spec Spec) (*Result, error) {
+	if spec.Concurrency < 1 || spec.Signatures < 1 {
+		return nil, fmt.Errorf("concurrency %d and signatures %d: both must be at least 1", spec.Concurrency, spec.Signatures)
+	}
+	if spec.Paired {
+		return runPaired(ctx, spec)
+	}
+	sign, stop, report, prepare, err := startScenario(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -157,6 +165,78 @@ func runSigning(ctx context.Context, spec Spec) (*Result, error) {
 	if report != nil {
 		res.Values, res.Notes = report(spec.Concurrency)
 	}
+	if stop != nil {
+		err, stop = stop(), nil
+		if err != nil {
+			return nil, fmt.Errorf("stop: %w", err)
+		}
+	}
+	return res, nil
+}
+
+// pairedScenarios are the scenarios a paired child runs beside the floor.
+var pairedScenarios = []string{ScenarioLibp2p, ScenarioREST, ScenarioRPC, ScenarioMCP}
+
+// runPaired measures a scenario and the floor in one child, in batches of
+// Concurrency signatures that alternate between the two (floor first in
+// even rounds, the scenario first in odd ones), until each made
+// Signatures. Children run minutes apart on a shared machine, so the
+// ratio of two children's medians carries the machine's drift; batches
+// seconds apart share it. The Result is the scenario's (its latencies,
+// the wall and CPU time of its batches); Values hold the floor's median
+// and wall time.
+func runPaired(ctx context.Context, spec Spec) (*Result, error) {
+	if !slices.Contains(pairedScenarios, spec.Scenario) {
+		return nil, fmt.Errorf("scenario %q is not paired with the floor (want one of %s)", spec.Scenario, strings.Join(pairedScenarios, ", "))
+	}
+	floorSign, floorStop, err := startFloor(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	if floorStop != nil {
+		defer floorStop()
+	}
+	sign, stop, _, _, err := startScenario(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
+	c := spec.Concurrency
+	type side struct {
+		sign signer
+		lat  []float64
+		wall time.Duration
+		cpu  float64
+	}
+	floor, scen := &side{sign: floorSign}, &side{sign: sign}
+	for _, sd := range []*side{floor, scen} {
+		if _, _, err := measure(ctx, sd.sign, 0, c, c); err != nil {
+			return nil, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	for round, done := 0, 0; done < spec.Signatures; round++ {
+		b := min(c, spec.Signatures-done)
+		order := []*side{floor, scen}
+		if round%2 == 1 {
+			order = []*side{scen, floor}
+		}
+		for _, sd := range order {
+			cpu0 := cpuSeconds()
+			l, w, err := measure(ctx, sd.sign, c+done, b, c)
+			if err != nil {
+				return nil, err
+			}
+			sd.cpu += cpuSeconds() - cpu0
+			sd.lat, sd.wall = append(sd.lat, l...), sd.wall+w
+		}
+		done += b
+	}
+	res := &Result{Scenario: spec.Scenario, Concurrency: c, Latencies: scen.lat, Wall: scen.wall.Seconds(), CPU: scen.cpu,
+		Values: map[string]float64{"floor_median": quantile(floor.lat, 0.5), "floor_wall": floor.wall.Seconds()}}
 	if stop != nil {
 		err, stop = stop(), nil
 		if err != nil {
