@@ -156,8 +156,21 @@ func (c *Coordinator) submit(ctx context.Context, s agentauth.Signed) (api.Reque
 	if err != nil {
 		return api.Request{}, false, err
 	}
-	rec, created, err := c.store.CreateRequest(ctx, store.RequestRecord{ID: id, IdempotencyKey: string(id),
-		State: view.State, Body: body, Created: now, Updated: now})
+	// The request and its audit entry at one sync; a retry of a stored
+	// one writes neither.
+	var rec store.RequestRecord
+	var created bool
+	err = c.store.Batch(context.WithoutCancel(ctx), func(bt *store.Batch) error {
+		var err error
+		rec, created, err = bt.CreateRequest(store.RequestRecord{ID: id, IdempotencyKey: string(id),
+			State: view.State, Body: body, Created: now, Updated: now})
+		if err != nil || !created {
+			return err
+		}
+		return bt.AppendAudit(store.Entry{Kind: store.AuditRequest, RequestID: id, Time: now, Fields: map[string]string{
+			"agent": string(s.Agent), "key": pr.Key.String(), "chain": fmt.Sprint(pr.ChainID),
+			"digest": view.Digest.Hex(), "kind": pr.Kind, "summary": view.Summary}})
+	})
 	if err != nil {
 		return api.Request{}, false, fmt.Errorf("store request: %w", err)
 	}
@@ -179,9 +192,6 @@ func (c *Coordinator) submit(ctx context.Context, s agentauth.Signed) (api.Reque
 		return first.View, false, nil
 	}
 	c.metrics.requests.WithLabelValues("received").Inc()
-	c.audit(ctx, store.Entry{Kind: store.AuditRequest, RequestID: id, Fields: map[string]string{
-		"agent": string(s.Agent), "key": pr.Key.String(), "chain": fmt.Sprint(pr.ChainID),
-		"digest": view.Digest.Hex(), "kind": pr.Kind, "summary": view.Summary}})
 	c.spawn(string(id), func(ctx context.Context) { c.drive(ctx, id) })
 	return view, true, nil
 }
@@ -207,7 +217,39 @@ func (c *Coordinator) load(ctx context.Context, id ids.RequestID) (*reqBody, err
 // watchers.
 func (c *Coordinator) update(ctx context.Context, id ids.RequestID, change func(b *reqBody) error) (*reqBody, error) {
 	var out reqBody
-	_, err := c.store.UpdateRequest(ctx, id, func(r *store.RequestRecord) error {
+	_, err := c.store.UpdateRequest(ctx, id, c.changeBody(change, &out))
+	if err != nil {
+		return nil, err
+	}
+	c.notify(string(id))
+	return &out, nil
+}
+
+// updateAudited is update with an audit entry of the change (entry, made
+// from the changed body), committed with it at one sync: both or neither,
+// so whoever sees the change finds it in the log, and a change refused
+// (errFinal) writes no entry.
+func (c *Coordinator) updateAudited(ctx context.Context, id ids.RequestID, change func(b *reqBody) error, entry func(b *reqBody) store.Entry) (*reqBody, error) {
+	var out reqBody
+	err := c.store.Batch(context.WithoutCancel(ctx), func(bt *store.Batch) error {
+		if _, err := bt.UpdateRequest(id, c.changeBody(change, &out)); err != nil {
+			return err
+		}
+		e := entry(&out)
+		e.Time = c.now()
+		return bt.AppendAudit(e)
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.notify(string(id))
+	return &out, nil
+}
+
+// changeBody applies change to a request record's body, leaving the
+// changed body in out.
+func (c *Coordinator) changeBody(change func(b *reqBody) error, out *reqBody) func(r *store.RequestRecord) error {
+	return func(r *store.RequestRecord) error {
 		var b reqBody
 		if err := json.Unmarshal(r.Body, &b); err != nil {
 			return err
@@ -221,14 +263,9 @@ func (c *Coordinator) update(ctx context.Context, id ids.RequestID, change func(
 			return err
 		}
 		r.Body, r.State = body, b.View.State
-		out = b
+		*out = b
 		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
-	c.notify(string(id))
-	return &out, nil
 }
 
 // errFinal stops an update of a request that became final meanwhile.
@@ -236,13 +273,16 @@ var errFinal = errors.New("request is final")
 
 // finish makes a request final with a rule and reason.
 func (c *Coordinator) finish(ctx context.Context, id ids.RequestID, state string, member ids.MemberID, rule, reason string) {
-	b, err := c.update(ctx, id, func(b *reqBody) error {
+	_, err := c.updateAudited(ctx, id, func(b *reqBody) error {
 		if api.Final(b.View.State) {
 			return errFinal
 		}
 		b.View.State, b.View.RuleID, b.View.Reason = state, rule, reason
 		b.View.Member = member
 		return nil
+	}, func(b *reqBody) store.Entry {
+		return store.Entry{Kind: store.AuditDecision, RequestID: id, Decision: state, RuleID: rule,
+			Fields: map[string]string{"reason": reason, "member": string(member), "agent": string(b.View.Agent)}}
 	})
 	if err != nil {
 		if !errors.Is(err, errFinal) {
@@ -252,8 +292,6 @@ func (c *Coordinator) finish(ctx context.Context, id ids.RequestID, state string
 	}
 	c.metrics.requests.WithLabelValues(state).Inc()
 	c.log.Info("request final", "request", id, "state", state, "rule", rule, "reason", reason)
-	c.audit(ctx, store.Entry{Kind: store.AuditDecision, RequestID: id, Decision: state, RuleID: rule,
-		Fields: map[string]string{"reason": reason, "member": string(member), "agent": string(b.View.Agent)}})
 }
 
 // drive moves one request along until it is final or the coordinator
@@ -410,19 +448,20 @@ func (c *Coordinator) evaluate(ctx context.Context, id ids.RequestID, b *reqBody
 	if tier.Approvals > 0 || tier.Delay > 0 {
 		state = api.StatePendingApproval
 	}
-	nb, err := c.update(ctx, id, func(b *reqBody) error {
+	nb, err := c.updateAudited(ctx, id, func(b *reqBody) error {
 		if b.View.State != api.StateReceived {
 			return errFinal
 		}
 		b.View.Decision, b.Tier, b.View.Tier, b.View.Needed = dec, tier, tier.Name, tier.Approvals
 		b.View.State, b.View.RuleID, b.View.Reason = state, d.RuleID, d.Reason
 		return nil
+	}, func(*reqBody) store.Entry {
+		return store.Entry{Kind: store.AuditDecision, RequestID: id, Decision: d.Verdict, RuleID: d.RuleID,
+			Fields: map[string]string{"tier": d.Tier, "member": string(by), "reason": d.Reason, "agent": string(b.View.Agent)}}
 	})
 	if err != nil {
 		return !errors.Is(err, errFinal), nil
 	}
-	c.audit(ctx, store.Entry{Kind: store.AuditDecision, RequestID: id, Decision: d.Verdict, RuleID: d.RuleID,
-		Fields: map[string]string{"tier": d.Tier, "member": string(by), "reason": d.Reason, "agent": string(b.View.Agent)}})
 	if state == api.StatePendingApproval {
 		c.sendPending(ctx, ki, nb, d)
 		return false, nil
@@ -680,8 +719,6 @@ func (c *Coordinator) abort(ctx context.Context, sess ids.SessionID, members []i
 
 // closeAttempt records the end of an attempt that gave no signature.
 func (c *Coordinator) closeAttempt(ctx context.Context, id ids.RequestID, sess ids.SessionID, state string, culprits []ids.MemberID, reason string) {
-	// The audit entry goes first, so whoever sees the attempt closed finds
-	// it in the log.
 	var quorum []ids.MemberID
 	if b, err := c.load(ctx, id); err == nil {
 		for _, a := range b.View.Attempts {
@@ -694,8 +731,7 @@ func (c *Coordinator) closeAttempt(ctx context.Context, id ids.RequestID, sess i
 	if len(culprits) > 0 {
 		fields["culprits"] = joinIDs(culprits)
 	}
-	c.audit(ctx, store.Entry{Kind: store.AuditSession, RequestID: id, Decision: state, Fields: fields})
-	_, err := c.update(ctx, id, func(b *reqBody) error {
+	_, err := c.updateAudited(ctx, id, func(b *reqBody) error {
 		for i := range b.View.Attempts {
 			a := &b.View.Attempts[i]
 			if a.Session == sess {
@@ -707,6 +743,8 @@ func (c *Coordinator) closeAttempt(ctx context.Context, id ids.RequestID, sess i
 			b.View.Reason = reason
 		}
 		return nil
+	}, func(*reqBody) store.Entry {
+		return store.Entry{Kind: store.AuditSession, RequestID: id, Decision: state, Fields: fields}
 	})
 	if err != nil {
 		c.log.Error("update request", "request", id, "err", err)
@@ -1041,10 +1079,7 @@ func (c *Coordinator) signed(ctx context.Context, id ids.RequestID, b *reqBody, 
 	if txHash != nil {
 		fields["tx_hash"] = txHash.Hex()
 	}
-	// The audit entry goes first, so whoever sees the request signed
-	// finds the signature in the log.
-	c.audit(ctx, store.Entry{Kind: store.AuditSignature, RequestID: id, Fields: fields})
-	_, err = c.update(ctx, id, func(b *reqBody) error {
+	_, err = c.updateAudited(ctx, id, func(b *reqBody) error {
 		if b.View.State == api.StateSigned {
 			return errFinal
 		}
@@ -1059,6 +1094,8 @@ func (c *Coordinator) signed(ctx context.Context, id ids.RequestID, b *reqBody, 
 			b.View.RuleID = b.View.Decision.RuleID
 		}
 		return nil
+	}, func(*reqBody) store.Entry {
+		return store.Entry{Kind: store.AuditSignature, RequestID: id, Fields: fields}
 	})
 	if err != nil {
 		if !errors.Is(err, errFinal) {

@@ -18,6 +18,7 @@ import (
 	"github.com/custos-wallet/custos/internal/httpapi"
 	"github.com/custos-wallet/custos/p2p"
 	"github.com/custos-wallet/custos/policy"
+	"github.com/custos-wallet/custos/store"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/crypto"
@@ -777,5 +778,64 @@ func TestRevocations(t *testing.T) {
 		if n := len(s.calls("policy")); n != 2 {
 			t.Fatalf("%s got %d policy updates, want the genesis document and the revocation", s.id, n)
 		}
+	}
+}
+
+// TestRequestAuditedWithItsRecord: a request signed in one session leaves
+// exactly its three audit entries (received, the tier's decision, the
+// signature), each committed with the change of the record it reports;
+// the agent's retry of the same request adds none.
+func TestRequestAuditedWithItsRecord(t *testing.T) {
+	e, m := newScriptedEnv(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var req *api.Request
+	for _, s := range m {
+		s.mu.Lock()
+		s.onStart = func(ids.SessionID) *control.Result {
+			mu.Lock()
+			defer mu.Unlock()
+			sig, err := crypto.Sign(req.Digest[:], e.keyPriv)
+			if err != nil {
+				t.Error(err)
+			}
+			return &control.Result{State: control.StateDone, Signature: sig}
+		}
+		s.mu.Unlock()
+	}
+	mu.Lock()
+	r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil))
+	req = r
+	mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	got, err := e.op.WaitFinal(wctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != api.StateSigned {
+		t.Fatalf("request %s (%s), want signed", got.State, got.Reason)
+	}
+	again, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil))
+	if err != nil || again.ID != r.ID {
+		t.Fatalf("retry: %+v, %v; want request %s", again, err, r.ID)
+	}
+	es, err := e.c.store.AuditByRequest(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, en := range es {
+		kinds = append(kinds, string(en.Kind))
+	}
+	want := []string{string(store.AuditRequest), string(store.AuditDecision), string(store.AuditSignature)}
+	if !slices.Equal(kinds, want) {
+		t.Fatalf("audit entries of %s: %v, want %v", r.ID, kinds, want)
+	}
+	if es[1].Fields["tier"] == "" || es[2].Fields["signature"] == "" || es[2].Fields["quorum"] == "" {
+		t.Fatalf("audit entries %+v: want the tier and the signature with its quorum", es)
 	}
 }

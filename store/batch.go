@@ -34,6 +34,33 @@ func (s *Store) Batch(ctx context.Context, fn func(b *Batch) error) error {
 	return nil
 }
 
+// CreateRequest stores a new request, as Store.CreateRequest: created
+// is false, and rec the stored request, when r's idempotency key is
+// already taken.
+func (b *Batch) CreateRequest(r RequestRecord) (rec RequestRecord, created bool, err error) {
+	if r.ID == "" || r.State == "" {
+		return RequestRecord{}, false, errors.New("store: create request: id and state are required")
+	}
+	if r.Created.IsZero() {
+		r.Created = time.Now().UTC()
+	}
+	r.Updated, r.Version = r.Created, 1
+	rec, created, err = b.s.createRequestTxn(b.txn, r)
+	if err != nil {
+		return RequestRecord{}, false, fmt.Errorf("store: create request %s: %w", r.ID, err)
+	}
+	return rec, created, nil
+}
+
+// UpdateRequest changes a stored request, as Store.UpdateRequest.
+func (b *Batch) UpdateRequest(id ids.RequestID, change func(*RequestRecord) error) (RequestRecord, error) {
+	out, err := b.s.updateRequestTxn(b.txn, id, change)
+	if err != nil {
+		return RequestRecord{}, fmt.Errorf("store: update request %s: %w", id, err)
+	}
+	return out, nil
+}
+
 // SaveRequest creates request id with state and body, or replaces the
 // state and body of the stored one (bumping Version and Updated). It
 // takes no idempotency key: use CreateRequest for requests that have one.

@@ -130,3 +130,82 @@ func TestBatchPolicyStateNeverRollsBack(t *testing.T) {
 		t.Fatalf("audit entries %v, want the two committed batches' [g-7 g-5]", decisions)
 	}
 }
+
+// TestBatchRequestWithAudit: a request created or changed in a batch
+// commits with the batch's audit entry, or not at all; its idempotency
+// key holds across batches and Store.CreateRequest alike.
+func TestBatchRequestWithAudit(t *testing.T) {
+	ctx := context.Background()
+	key := newKeyFile(t)
+	s := openTest(t, t.TempDir(), key)
+	create := func(id ids.RequestID, body string, fail error) (RequestRecord, bool, error) {
+		var rec RequestRecord
+		var created bool
+		err := s.Batch(ctx, func(b *Batch) error {
+			var err error
+			rec, created, err = b.CreateRequest(RequestRecord{ID: id, IdempotencyKey: "idem-" + string(id[:5]), State: "received", Body: []byte(body)})
+			if err != nil || !created {
+				return err
+			}
+			if err := b.AppendAudit(Entry{Kind: AuditRequest, RequestID: id}); err != nil {
+				return err
+			}
+			return fail
+		})
+		return rec, created, err
+	}
+	boom := errors.New("boom")
+	if _, _, err := create("req-a1", `{"n":0}`, boom); !errors.Is(err, boom) {
+		t.Fatalf("failed batch: %v, want %v", err, boom)
+	}
+	if _, err := s.Request(ctx, "req-a1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("request of a failed batch: %v, want not found", err)
+	}
+	rec, created, err := create("req-a1", `{"n":1}`, nil)
+	if err != nil || !created || rec.Version != 1 {
+		t.Fatalf("create: %+v, %v, %v", rec, created, err)
+	}
+	// The same idempotency key under another id: the first request, nothing written.
+	rec, created, err = create("req-a2", `{"n":2}`, nil)
+	if err != nil || created || rec.ID != "req-a1" || string(rec.Body) != `{"n":1}` {
+		t.Fatalf("retry: %+v, created %v, %v; want req-a1 unchanged", rec, created, err)
+	}
+	if _, created, err := s.CreateRequest(ctx, RequestRecord{ID: "req-a3", IdempotencyKey: "idem-req-a", State: "received"}); err != nil || created {
+		t.Fatalf("Store.CreateRequest with the key a batch took: created %v, %v", created, err)
+	}
+	err = s.Batch(ctx, func(b *Batch) error {
+		if _, err := b.UpdateRequest("req-a1", func(r *RequestRecord) error { r.State = "signed"; return nil }); err != nil {
+			return err
+		}
+		return b.AppendAudit(Entry{Kind: AuditSignature, RequestID: "req-a1"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Batch(ctx, func(b *Batch) error {
+		if err := b.AppendAudit(Entry{Kind: AuditDecision, RequestID: "req-a1"}); err != nil {
+			return err
+		}
+		_, err := b.UpdateRequest("req-a1", func(r *RequestRecord) error { return boom })
+		return err
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("refused change: %v, want %v", err, boom)
+	}
+	err = s.Batch(ctx, func(b *Batch) error {
+		_, err := b.UpdateRequest("req-none", func(*RequestRecord) error { return nil })
+		return err
+	})
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatalf("update of an unknown request: %v, want not found", err)
+	}
+	s = reopen(t, s, key)
+	r, err := s.Request(ctx, "req-a1")
+	if err != nil || r.State != "signed" || r.Version != 2 {
+		t.Fatalf("request %+v, %v; want signed, version 2", r, err)
+	}
+	es, err := s.AuditByRequest(ctx, "req-a1")
+	if err != nil || len(es) != 2 || es[0].Kind != AuditRequest || es[1].Kind != AuditSignature {
+		t.Fatalf("audit of req-a1: %+v, %v; want the request and the signature only", es, err)
+	}
+}

@@ -50,34 +50,41 @@ func (s *Store) CreateRequest(ctx context.Context, r RequestRecord) (rec Request
 	}
 	r.Updated, r.Version = r.Created, 1
 	err = s.update(ctx, func(txn *badgerTxn) error {
-		created = false
-		if r.IdempotencyKey != "" {
-			var first ids.RequestID
-			err := s.getJSON(txn, recIdempotency, idemKey(r.IdempotencyKey), &first)
-			if err == nil {
-				return s.getJSON(txn, recRequest, requestKey(first), &rec)
-			}
-			if !errors.Is(err, ErrNotFound) {
-				return err
-			}
-			if err := s.putJSON(txn, recIdempotency, idemKey(r.IdempotencyKey), r.ID); err != nil {
-				return err
-			}
-		}
-		taken, err := exists(txn, requestKey(r.ID))
-		if err != nil {
-			return err
-		}
-		if taken {
-			return fmt.Errorf("%w: request %s", ErrExists, r.ID)
-		}
-		rec, created = r, true
-		return s.putJSON(txn, recRequest, requestKey(r.ID), r)
+		var err error
+		rec, created, err = s.createRequestTxn(txn, r)
+		return err
 	})
 	if err != nil {
 		return RequestRecord{}, false, fmt.Errorf("store: create request %s: %w", r.ID, err)
 	}
 	return rec, created, nil
+}
+
+// createRequestTxn is CreateRequest within txn, for r with its times and
+// version set.
+func (s *Store) createRequestTxn(txn *badgerTxn, r RequestRecord) (RequestRecord, bool, error) {
+	if r.IdempotencyKey != "" {
+		var first ids.RequestID
+		err := s.getJSON(txn, recIdempotency, idemKey(r.IdempotencyKey), &first)
+		if err == nil {
+			var rec RequestRecord
+			return rec, false, s.getJSON(txn, recRequest, requestKey(first), &rec)
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return RequestRecord{}, false, err
+		}
+		if err := s.putJSON(txn, recIdempotency, idemKey(r.IdempotencyKey), r.ID); err != nil {
+			return RequestRecord{}, false, err
+		}
+	}
+	taken, err := exists(txn, requestKey(r.ID))
+	if err != nil {
+		return RequestRecord{}, false, err
+	}
+	if taken {
+		return RequestRecord{}, false, fmt.Errorf("%w: request %s", ErrExists, r.ID)
+	}
+	return r, true, s.putJSON(txn, recRequest, requestKey(r.ID), r)
 }
 
 // Request returns the request id.
@@ -114,24 +121,30 @@ func (s *Store) RequestByIdempotencyKey(ctx context.Context, key string) (Reques
 func (s *Store) UpdateRequest(ctx context.Context, id ids.RequestID, change func(*RequestRecord) error) (RequestRecord, error) {
 	var out RequestRecord
 	err := s.update(ctx, func(txn *badgerTxn) error {
-		var r RequestRecord
-		if err := s.getJSON(txn, recRequest, requestKey(id), &r); err != nil {
-			return err
-		}
-		c := r
-		if err := change(&c); err != nil {
-			return err
-		}
-		c.ID, c.IdempotencyKey, c.Created = r.ID, r.IdempotencyKey, r.Created
-		c.Version = r.Version + 1
-		c.Updated = time.Now().UTC()
-		out = c
-		return s.putJSON(txn, recRequest, requestKey(id), c)
+		var err error
+		out, err = s.updateRequestTxn(txn, id, change)
+		return err
 	})
 	if err != nil {
 		return RequestRecord{}, fmt.Errorf("store: update request %s: %w", id, err)
 	}
 	return out, nil
+}
+
+// updateRequestTxn is UpdateRequest within txn.
+func (s *Store) updateRequestTxn(txn *badgerTxn, id ids.RequestID, change func(*RequestRecord) error) (RequestRecord, error) {
+	var r RequestRecord
+	if err := s.getJSON(txn, recRequest, requestKey(id), &r); err != nil {
+		return RequestRecord{}, err
+	}
+	c := r
+	if err := change(&c); err != nil {
+		return RequestRecord{}, err
+	}
+	c.ID, c.IdempotencyKey, c.Created = r.ID, r.IdempotencyKey, r.Created
+	c.Version = r.Version + 1
+	c.Updated = time.Now().UTC()
+	return c, s.putJSON(txn, recRequest, requestKey(id), c)
 }
 
 // Requests returns every request for which keep returns true (all when keep
