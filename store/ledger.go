@@ -90,6 +90,17 @@ func (l *Ledger) Reserve(ctx context.Context, r policy.Reservation) error {
 	at := r.Time.UTC().Round(0)
 	l.s.ledgerMu.Lock()
 	defer l.s.ledgerMu.Unlock()
+	// Every writer holds ledgerMu and updates the records in memory before
+	// it lets go, so these are the committed usages the writes below
+	// check against.
+	used := make([]policy.Usage, len(r.Entries))
+	for i, e := range r.Entries {
+		u, err := l.cachedUsage(ctx, e.Bucket, e.Window, at)
+		if err != nil {
+			return fmt.Errorf("store: reserve %s: %w", r.ID, err)
+		}
+		used[i] = u
+	}
 	err := l.s.update(ctx, func(txn *badgerTxn) error {
 		dup, err := exists(txn, ledgerReqKey(r.ID))
 		if err != nil {
@@ -102,10 +113,7 @@ func (l *Ledger) Reserve(ctx context.Context, r policy.Reservation) error {
 		// with the ones before it counted.
 		pending := map[policy.Bucket]policy.Usage{}
 		for i, e := range r.Entries {
-			u, err := l.usage(txn, e.Bucket, e.Window, at)
-			if err != nil {
-				return err
-			}
+			u := policy.Usage{Amount: new(big.Int).Set(used[i].Amount), Count: used[i].Count}
 			if p, ok := pending[e.Bucket]; ok {
 				u.Amount.Add(u.Amount, p.Amount)
 				u.Count += p.Count
@@ -135,6 +143,13 @@ func (l *Ledger) Reserve(ctx context.Context, r policy.Reservation) error {
 	if err != nil {
 		return fmt.Errorf("store: reserve %s: %w", r.ID, err)
 	}
+	l.s.usageMu.Lock()
+	for i, e := range entries {
+		if recs := l.s.usage[e.Bucket]; recs != nil {
+			recs[string(ledgerBucketKey(e.Bucket, at, r.ID, i))] = ledgerUse{Amount: e.Amount, Count: e.Count}
+		}
+	}
+	l.s.usageMu.Unlock()
 	return nil
 }
 
@@ -161,6 +176,7 @@ func (l *Ledger) Commit(ctx context.Context, id ids.RequestID) error {
 func (l *Ledger) Release(ctx context.Context, id ids.RequestID) error {
 	l.s.ledgerMu.Lock()
 	defer l.s.ledgerMu.Unlock()
+	var dropped ledgerRequest
 	err := l.s.update(ctx, func(txn *badgerTxn) error {
 		req, err := l.request(txn, id)
 		if err != nil {
@@ -169,12 +185,28 @@ func (l *Ledger) Release(ctx context.Context, id ids.RequestID) error {
 		if req.State == policy.Committed {
 			return fmt.Errorf("%w: %s", policy.ErrCommitted, id)
 		}
+		dropped = req
 		return l.drop(txn, id, req)
 	})
 	if err != nil {
 		return fmt.Errorf("store: release %s: %w", id, err)
 	}
+	l.forget(map[ids.RequestID]ledgerRequest{id: dropped})
 	return nil
+}
+
+// forget removes dropped reservations (committed) from the bucket
+// records in memory; the caller holds ledgerMu.
+func (l *Ledger) forget(dropped map[ids.RequestID]ledgerRequest) {
+	l.s.usageMu.Lock()
+	defer l.s.usageMu.Unlock()
+	for id, req := range dropped {
+		for i, e := range req.Entries {
+			if recs := l.s.usage[e.Bucket]; recs != nil {
+				delete(recs, string(ledgerBucketKey(e.Bucket, req.Time, id, i)))
+			}
+		}
+	}
 }
 
 // drop deletes a reservation and its bucket records.
@@ -203,8 +235,10 @@ func (l *Ledger) Prune(ctx context.Context, before time.Time) (int, error) {
 	n := 0
 	for {
 		done := 0
+		var dropped map[ids.RequestID]ledgerRequest
 		err := l.s.update(ctx, func(txn *badgerTxn) error {
 			done = 0
+			dropped = map[ids.RequestID]ledgerRequest{}
 			var old []ids.RequestID
 			var reqs []ledgerRequest
 			err := l.s.scan(txn, recLedger, ledgerReqPrefix, func(key, plain []byte) error {
@@ -228,6 +262,7 @@ func (l *Ledger) Prune(ctx context.Context, before time.Time) (int, error) {
 				if err := l.drop(txn, id, reqs[i]); err != nil {
 					return err
 				}
+				dropped[id] = reqs[i]
 			}
 			done = len(old)
 			return nil
@@ -235,6 +270,7 @@ func (l *Ledger) Prune(ctx context.Context, before time.Time) (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("store: prune ledger: %w", err)
 		}
+		l.forget(dropped)
 		n += done
 		if done < pruneBatch {
 			return n, nil
@@ -254,49 +290,87 @@ func (l *Ledger) request(txn *badgerTxn, id ids.RequestID) (ledgerRequest, error
 // Usage sums the reserved and committed records of bucket dated at or after
 // now-window (records dated after now count too); a zero window means all
 // time.
+//
+// A bucket's records are read from disk (decrypted and decoded) the first
+// time it is asked for, and kept in memory after that, as Reserve, Release
+// and Prune change them: a reservation's check no longer reads every
+// record of its window, which grows with the agent's traffic.
 func (l *Ledger) Usage(ctx context.Context, bucket policy.Bucket, window time.Duration, now time.Time) (policy.Usage, error) {
-	var u policy.Usage
-	err := l.s.view(ctx, func(txn *badgerTxn) error {
-		var err error
-		u, err = l.usage(txn, bucket, window, now)
-		return err
-	})
+	u, err := l.cachedUsage(ctx, bucket, window, now)
 	if err != nil {
 		return policy.Usage{}, fmt.Errorf("store: usage of %s: %w", bucket, err)
 	}
 	return u, nil
 }
 
-func (l *Ledger) usage(txn *badgerTxn, bucket policy.Bucket, window time.Duration, now time.Time) (policy.Usage, error) {
-	u := policy.Usage{Amount: new(big.Int)}
-	prefix := ledgerBucketKeyPrefix(bucket)
-	start := prefix
-	if window > 0 {
-		start = append(append([]byte(nil), prefix...), ledgerTime(now.Add(-window))...)
+// cachedUsage is Usage from the bucket's records in memory, read from
+// disk first if they are not.
+func (l *Ledger) cachedUsage(ctx context.Context, bucket policy.Bucket, window time.Duration, now time.Time) (policy.Usage, error) {
+	if err := ctx.Err(); err != nil {
+		return policy.Usage{}, fmt.Errorf("store: %w", err)
 	}
+	l.s.usageMu.Lock()
+	defer l.s.usageMu.Unlock()
+	recs := l.s.usage[bucket]
+	if recs == nil {
+		if ledgerReadHook != nil {
+			ledgerReadHook(bucket)
+		}
+		recs = map[string]ledgerUse{}
+		err := l.s.view(ctx, func(txn *badgerTxn) error { return l.records(txn, bucket, recs) })
+		if err != nil {
+			return policy.Usage{}, err
+		}
+		if l.s.usage == nil {
+			l.s.usage = map[policy.Bucket]map[string]ledgerUse{}
+		}
+		l.s.usage[bucket] = recs
+	}
+	u := policy.Usage{Amount: new(big.Int)}
+	start := ""
+	if window > 0 {
+		start = string(append(ledgerBucketKeyPrefix(bucket), ledgerTime(now.Add(-window))...))
+	}
+	for key, use := range recs {
+		// The keys sort by time within the bucket, as the records on
+		// disk do: those from the window's start on count.
+		if key >= start {
+			u.Amount.Add(u.Amount, use.Amount)
+			u.Count += use.Count
+		}
+	}
+	return u, nil
+}
+
+// ledgerReadHook, if set (by tests), is called when a bucket's records are
+// read from disk.
+var ledgerReadHook func(policy.Bucket)
+
+// records reads every record of bucket into recs, by key.
+func (l *Ledger) records(txn *badgerTxn, bucket policy.Bucket, recs map[string]ledgerUse) error {
+	prefix := ledgerBucketKeyPrefix(bucket)
 	it := txn.NewIterator(badgerIteratorOptions(prefix))
 	defer it.Close()
-	for it.Seek(start); it.ValidForPrefix(prefix); it.Next() {
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
 		key := it.Item().KeyCopy(nil)
 		val, err := it.Item().ValueCopy(nil)
 		if err != nil {
-			return u, fmt.Errorf("store: read %q: %w", key, err)
+			return fmt.Errorf("store: read %q: %w", key, err)
 		}
 		plain, err := l.s.open(recLedger, key, val)
 		if err != nil {
-			return u, err
+			return err
 		}
 		var use ledgerUse
 		if err := jsonUnmarshal(key, plain, &use); err != nil {
-			return u, err
+			return err
 		}
 		if use.Amount == nil {
-			return u, fmt.Errorf("%w: %q: no amount", ErrCorrupt, key)
+			return fmt.Errorf("%w: %q: no amount", ErrCorrupt, key)
 		}
-		u.Amount.Add(u.Amount, use.Amount)
-		u.Count += use.Count
+		recs[string(key)] = use
 	}
-	return u, nil
+	return nil
 }
 
 // Records returns every ledger record, one per request and bucket.

@@ -186,3 +186,145 @@ func TestLedgerPruneInBatches(t *testing.T) {
 		t.Fatalf("usage after prune %d (%d)", a, c)
 	}
 }
+
+// TestLedgerUsageKeptInMemory: a bucket's records are read from disk
+// once; after reservations, releases, commits and a prune, the usage in
+// memory is what a reopened store reads from disk, for every window.
+func TestLedgerUsageKeptInMemory(t *testing.T) {
+	ctx := context.Background()
+	key := newKeyFile(t)
+	s := openTest(t, t.TempDir(), key)
+	reads := map[policy.Bucket]int{}
+	var mu sync.Mutex
+	ledgerReadHook = func(b policy.Bucket) { mu.Lock(); reads[b]++; mu.Unlock() }
+	t.Cleanup(func() { ledgerReadHook = nil })
+	const a, b = policy.Bucket("rule/a"), policy.Bucket("rule/b")
+	l := s.Ledger()
+	// Two records on disk before the bucket is first read.
+	for i := range 2 {
+		if err := l.Reserve(ctx, res(fmt.Sprintf("req-pre%d", i), t0.Add(time.Duration(i)*time.Hour), spend(a, 10, 1000, 24*time.Hour))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if amt, n := usage(t, l, a, 0, t0); amt != 20 || n != 2 {
+		t.Fatalf("usage of %s: %d in %d, want 20 in 2", a, amt, n)
+	}
+	for i := range 20 {
+		at := t0.Add(time.Duration(i) * 3 * time.Hour)
+		id := fmt.Sprintf("req-%02d", i)
+		if err := l.Reserve(ctx, res(id, at, spend(a, int64(i+1), 1000, 24*time.Hour), spend(b, 1, 1000, time.Hour))); err != nil {
+			t.Fatal(err)
+		}
+		switch i % 3 {
+		case 0:
+			if err := l.Commit(ctx, ids.RequestID(id)); err != nil {
+				t.Fatal(err)
+			}
+		case 1:
+			if err := l.Release(ctx, ids.RequestID(id)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Over the limit: refused, counted nowhere.
+	if err := l.Reserve(ctx, res("req-big", t0.Add(57*time.Hour), spend(a, 1000, 1000, 24*time.Hour))); !errors.Is(err, policy.ErrBudgetExceeded) {
+		t.Fatalf("reserve over the limit: %v, want budget exceeded", err)
+	}
+	if _, err := l.Prune(ctx, t0.Add(20*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if reads[a] != 1 || reads[b] != 1 {
+		t.Fatalf("bucket reads from disk %v: want one each", reads)
+	}
+	type point struct {
+		bucket policy.Bucket
+		window time.Duration
+		now    time.Time
+	}
+	var points []point
+	for _, bk := range []policy.Bucket{a, b, "rule/none"} {
+		for _, w := range []time.Duration{0, time.Hour, 6 * time.Hour, 24 * time.Hour} {
+			for h := 0; h <= 70; h += 7 {
+				points = append(points, point{bk, w, t0.Add(time.Duration(h) * time.Hour)})
+			}
+		}
+	}
+	inMemory := make([][2]int64, len(points))
+	for i, p := range points {
+		amt, n := usage(t, l, p.bucket, p.window, p.now)
+		inMemory[i] = [2]int64{amt, int64(n)}
+	}
+	s = reopen(t, s, key)
+	l = s.Ledger()
+	for i, p := range points {
+		amt, n := usage(t, l, p.bucket, p.window, p.now)
+		if got := [2]int64{amt, int64(n)}; got != inMemory[i] {
+			t.Errorf("usage of %s over %v at %v: %v in memory, %v on disk", p.bucket, p.window, p.now, inMemory[i], got)
+		}
+	}
+	if amt, n := usage(t, l, a, 0, t0); amt == 0 || n == 0 {
+		t.Fatalf("usage of %s after the prune: %d in %d, want what the prune kept", a, amt, n)
+	}
+}
+
+// TestLedgerUsageBesideReservations: usages read while reservations of
+// the same bucket commit (the first read racing the first writes) end at
+// the reservations' sum.
+func TestLedgerUsageBesideReservations(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir(), newKeyFile(t))
+	l := s.Ledger()
+	const bk = policy.Bucket("rule/race")
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := range 16 {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			errs <- l.Reserve(ctx, res(fmt.Sprintf("req-r%02d", i), t0, spend(bk, 5, 1000, time.Hour)))
+		}()
+		go func() {
+			defer wg.Done()
+			_, err := l.Usage(ctx, bk, time.Hour, t0)
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if amt, n := usage(t, l, bk, time.Hour, t0); amt != 80 || n != 16 {
+		t.Fatalf("usage %d in %d, want 80 in 16", amt, n)
+	}
+}
+
+// BenchmarkLedgerUsage: one usage of a bucket holding n records in its
+// window, as a reservation's check reads it.
+func BenchmarkLedgerUsage(b *testing.B) {
+	for _, n := range []int{10, 100, 1000} {
+		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
+			ctx := context.Background()
+			s, err := Open(b.TempDir(), Passphrase([]byte("bench")), fastArgon2)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			l := s.Ledger()
+			const bk = policy.Bucket("rule/bench")
+			for i := range n {
+				if err := l.Reserve(ctx, res(fmt.Sprintf("req-%05d", i), t0.Add(time.Duration(i)*time.Second), spend(bk, 1, 1<<40, 24*time.Hour))); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ResetTimer()
+			for range b.N {
+				if _, err := l.Usage(ctx, bk, 24*time.Hour, t0.Add(time.Hour)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/custos-wallet/custos/policy"
 	"github.com/custos-wallet/custos/tss"
 	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/crypto/chacha20poly1305"
@@ -95,6 +96,12 @@ type Store struct {
 	// writes one step: badger's conflict detection does not see a
 	// concurrent insert into a range another transaction scanned.
 	ledgerMu sync.Mutex
+	// usageMu guards usage: per bucket read since the store opened, every
+	// ledger record of it as committed, by record key. Writers change it
+	// after their commit and before they release ledgerMu (order: ledgerMu,
+	// then usageMu); a bucket is read from disk once, under usageMu.
+	usageMu sync.Mutex
+	usage   map[policy.Bucket]map[string]ledgerUse
 
 	sharesMu sync.Mutex
 	shares   map[string]*tss.Share // guarded by sharesMu: shares decoded from their records, by record key
