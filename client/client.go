@@ -204,8 +204,10 @@ func (c *Client) WaitOperation(ctx context.Context, id string, interval time.Dur
 	}
 }
 
-// rateLimited reports whether err is a 429, and how long it asks the
-// caller to wait: its Retry-After, at least a second.
+// RateLimited reports whether err is a 429, and how long it asks the
+// caller to wait before the same call: its Retry-After, at least a second.
+func RateLimited(err error) (time.Duration, bool) { return rateLimited(err) }
+
 func rateLimited(err error) (time.Duration, bool) {
 	var e *Error
 	if !errors.As(err, &e) || e.Status != http.StatusTooManyRequests {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/custos-wallet/custos/agent/rpc"
 	"github.com/custos-wallet/custos/api"
+	"github.com/custos-wallet/custos/chain"
 	"github.com/custos-wallet/custos/client"
 	"github.com/custos-wallet/custos/ids"
 	"github.com/ethereum/go-ethereum/accounts"
@@ -444,5 +445,40 @@ func TestWaitOutlastsRateLimit(t *testing.T) {
 	}
 	// Give the budget back to the tests after this one (this cluster's
 	// agent limit: 100 per second, burst 400).
+	time.Sleep(4 * time.Second)
+}
+
+// A rate-limited submit is made again after the 429's Retry-After, with
+// the same body (its idempotency key too), so a burst of the agent's
+// transactions is slowed by its rate limit, not failed.
+func TestSubmitOutlastsRateLimit(t *testing.T) {
+	w := setup(t)
+	wl := w.wallet(t, 10*time.Second, w.hot)
+	ctx := context.Background()
+	// The wallet knows its keys, as a running sidecar does.
+	if _, err := wl.Accounts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	missing := ids.RequestID("req:" + strings.Repeat("0", 32))
+	limited := false
+	for i := 0; i < 5000 && !limited; i++ {
+		_, err := wl.Status(ctx, missing)
+		var e *client.Error
+		limited = errors.As(err, &e) && e.Status == http.StatusTooManyRequests
+	}
+	if !limited {
+		t.Fatal("5000 calls in a row never met the agent's rate limit")
+	}
+	msg, err := chain.ParsePersonalMessage(big.NewInt(chainID), []byte("submitted with the rate limit spent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := wl.Submit(ctx, w.hot.Address, msg, "")
+	if err != nil {
+		t.Fatalf("submit with the budget spent: %v, want the request stored once the limit allows", err)
+	}
+	if r.ID == "" || r.Digest != common.Hash(msg.Digest()) {
+		t.Fatalf("submit answered %+v", r)
+	}
 	time.Sleep(4 * time.Second)
 }

@@ -276,9 +276,24 @@ func (w *Wallet) Submit(ctx context.Context, from common.Address, p *chain.Paylo
 	}
 	// A transport error may hide a request that was stored: the retry
 	// carries the same body, so the coordinator answers with the first.
+	// The agent's own rate limit (429) is waited out, within the wait, so
+	// a burst is slowed rather than failed.
 	var r *api.Request
+	limitedUntil := w.cfg.Now().Add(w.cfg.Wait)
 	for attempt := 0; ; attempt++ {
 		r, err = w.cl.SubmitBody(ctx, w.cfg.Credential, body)
+		if pause, limited := client.RateLimited(err); limited && w.cfg.Now().Add(pause).Before(limitedUntil) {
+			w.log.Info("submit rate-limited, waiting", "idempotency_key", req.IdempotencyKey, "retry_after", pause)
+			t := time.NewTimer(pause)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, fmt.Errorf("sidecar: submit: %w", ctx.Err())
+			case <-t.C:
+			}
+			attempt--
+			continue
+		}
 		var apiErr *client.Error
 		if err == nil || errors.As(err, &apiErr) || attempt == 2 || ctx.Err() != nil {
 			break
