@@ -70,6 +70,9 @@ rules:
   - id: larger-payments
     when: {chain: 1337, to: $vendors, value_max: 2 ether, gas_max: 21000, fee_max: 100 gwei}
     tier: guarded
+breaker:
+  requests: {max: 10000, window: 1h}
+  new_destinations: {max: 1000, window: 1h}
 `
 
 type world struct {
