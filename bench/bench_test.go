@@ -101,18 +101,18 @@ func TestMeasureBatchesPreparesEachBatch(t *testing.T) {
 	}
 }
 
-// setPresign rewrites the coordinator's presign section and keeps the
-// rest of its configuration.
-func TestSetPresign(t *testing.T) {
+// setCoordinator rewrites the coordinator's presign section and the
+// agent's rate limit, and keeps the rest of its configuration.
+func TestSetCoordinator(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "coordinator", "coordinator.yaml")
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, []byte("data_dir: data\npresign:\n  target: 2\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte("data_dir: data\npresign:\n  target: 2\nrate_limits:\n  operator: {per_second: 7, burst: 9}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := setPresign(dir, 0); err != nil {
+	if err := setCoordinator(dir, 0); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(path)
@@ -125,6 +125,10 @@ func TestSetPresign(t *testing.T) {
 			Target   *int   `yaml:"target"`
 			Interval string `yaml:"interval"`
 		} `yaml:"presign"`
+		RateLimits map[string]struct {
+			PerSecond float64 `yaml:"per_second"`
+			Burst     int     `yaml:"burst"`
+		} `yaml:"rate_limits"`
 	}
 	if err := yaml.Unmarshal(b, &cfg); err != nil {
 		t.Fatal(err)
@@ -132,8 +136,11 @@ func TestSetPresign(t *testing.T) {
 	if cfg.DataDir != "data" || cfg.Presign.Target == nil || *cfg.Presign.Target != 0 || cfg.Presign.Interval != presignPoolInterval.String() {
 		t.Fatalf("rewritten configuration:\n%s", b)
 	}
-	if err := setPresign(filepath.Join(dir, "missing"), 1); err == nil {
-		t.Fatal("setPresign of a directory without a coordinator: no error")
+	if a, o := cfg.RateLimits["agent"], cfg.RateLimits["operator"]; a.PerSecond != 1000 || a.Burst != 1000 || o.PerSecond != 7 || o.Burst != 9 {
+		t.Fatalf("rewritten rate limits %+v:\n%s", cfg.RateLimits, b)
+	}
+	if err := setCoordinator(filepath.Join(dir, "missing"), 1); err == nil {
+		t.Fatal("setCoordinator of a directory without a coordinator: no error")
 	}
 }
 

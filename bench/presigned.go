@@ -128,9 +128,17 @@ func heapBytes() float64 {
 // after signing (and at start), as between requests of a busy agent.
 const presignPoolInterval = 10 * time.Minute
 
-// setPresign sets the presignature pool of the coordinator in a dev
-// cluster directory.
-func setPresign(dir string, target int) error {
+// benchAgentRate is the agent's rate limit in the cluster children: high
+// enough that no measured signature waits for the limiter. The dev
+// default (5 a second, a burst of 20) is below what a batch of eight
+// presigned transactions asks in a few tens of milliseconds (a submit and
+// its polls each).
+var benchAgentRate = map[string]any{"per_second": 1000, "burst": 1000}
+
+// setCoordinator sets the presignature pool and the agent's rate limit
+// (benchAgentRate) of the coordinator in a dev cluster directory, and
+// keeps the rest of its configuration.
+func setCoordinator(dir string, target int) error {
 	path := filepath.Join(dir, "coordinator", "coordinator.yaml")
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -141,6 +149,12 @@ func setPresign(dir string, target int) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	cfg["presign"] = map[string]any{"target": target, "interval": presignPoolInterval.String()}
+	limits, _ := cfg["rate_limits"].(map[string]any)
+	if limits == nil {
+		limits = map[string]any{}
+	}
+	limits["agent"] = benchAgentRate
+	cfg["rate_limits"] = limits
 	if b, err = yaml.Marshal(cfg); err != nil {
 		return err
 	}

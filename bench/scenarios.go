@@ -166,7 +166,7 @@ func startCluster(ctx context.Context, spec Spec, presignTarget int) (*dev.Clust
 	if spec.Dir == "" {
 		return nil, errors.New("no cluster directory")
 	}
-	if err := setPresign(spec.Dir, presignTarget); err != nil {
+	if err := setCoordinator(spec.Dir, presignTarget); err != nil {
 		return nil, err
 	}
 	logf, err := os.OpenFile(logPath(spec.Work), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
