@@ -707,7 +707,6 @@ func TestInternalRefusalRetries(t *testing.T) {
 	e, m := newScriptedEnv(t)
 	ctx := context.Background()
 	var mu sync.Mutex
-	var req *api.Request
 	refused := 0
 	pol := m[ids.RolePolicy]
 	pol.mu.Lock()
@@ -721,26 +720,7 @@ func TestInternalRefusalRetries(t *testing.T) {
 		return nil
 	}
 	pol.mu.Unlock()
-	for _, s := range m {
-		s.mu.Lock()
-		s.onStart = func(ids.SessionID) *control.Result {
-			mu.Lock()
-			defer mu.Unlock()
-			sig, err := crypto.Sign(req.Digest[:], e.keyPriv)
-			if err != nil {
-				t.Error(err)
-			}
-			return &control.Result{State: control.StateDone, Signature: sig}
-		}
-		s.mu.Unlock()
-	}
-	mu.Lock()
-	r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil))
-	req = r
-	mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := submitSigned(t, e, m)
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	got, err := e.op.WaitFinal(wctx, r.ID)
@@ -788,28 +768,7 @@ func TestRevocations(t *testing.T) {
 func TestRequestAuditedWithItsRecord(t *testing.T) {
 	e, m := newScriptedEnv(t)
 	ctx := context.Background()
-	var mu sync.Mutex
-	var req *api.Request
-	for _, s := range m {
-		s.mu.Lock()
-		s.onStart = func(ids.SessionID) *control.Result {
-			mu.Lock()
-			defer mu.Unlock()
-			sig, err := crypto.Sign(req.Digest[:], e.keyPriv)
-			if err != nil {
-				t.Error(err)
-			}
-			return &control.Result{State: control.StateDone, Signature: sig}
-		}
-		s.mu.Unlock()
-	}
-	mu.Lock()
-	r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil))
-	req = r
-	mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := submitSigned(t, e, m)
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	got, err := e.op.WaitFinal(wctx, r.ID)
@@ -838,4 +797,33 @@ func TestRequestAuditedWithItsRecord(t *testing.T) {
 	if es[1].Fields["tier"] == "" || es[2].Fields["signature"] == "" || es[2].Fields["quorum"] == "" {
 		t.Fatalf("audit entries %+v: want the tier and the signature with its quorum", es)
 	}
+}
+
+// submitSigned submits the env's request with every member answering its
+// session with a good signature of it, and returns the request.
+func submitSigned(t *testing.T, e *env, m map[ids.Role]*scripted) *api.Request {
+	t.Helper()
+	var mu sync.Mutex
+	var req *api.Request
+	for _, s := range m {
+		s.mu.Lock()
+		s.onStart = func(ids.SessionID) *control.Result {
+			mu.Lock()
+			defer mu.Unlock()
+			sig, err := crypto.Sign(req.Digest[:], e.keyPriv)
+			if err != nil {
+				t.Error(err)
+			}
+			return &control.Result{State: control.StateDone, Signature: sig}
+		}
+		s.mu.Unlock()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	r, err := e.agentClient(e.bot).SubmitBody(context.Background(), e.bot, e.body(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req = r
+	return r
 }

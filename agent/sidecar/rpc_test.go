@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/custos-wallet/custos/agent/rpc"
+	"github.com/custos-wallet/custos/agent/sidecar"
 	"github.com/custos-wallet/custos/api"
 	"github.com/custos-wallet/custos/chain"
 	"github.com/custos-wallet/custos/client"
@@ -429,15 +430,7 @@ func TestWaitOutlastsRateLimit(t *testing.T) {
 	wl := w.wallet(t, 2*time.Second, w.hot)
 	ctx := context.Background()
 	missing := ids.RequestID("req:" + strings.Repeat("0", 32))
-	limited := false
-	for i := 0; i < 5000 && !limited; i++ {
-		_, err := wl.Status(ctx, missing)
-		var e *client.Error
-		limited = errors.As(err, &e) && e.Status == http.StatusTooManyRequests
-	}
-	if !limited {
-		t.Fatal("5000 calls in a row never met the agent's rate limit")
-	}
+	spendRateLimit(t, wl, missing)
 	_, err := wl.WaitFor(ctx, missing, 10*time.Second)
 	var e *client.Error
 	if !errors.As(err, &e) || e.Status != http.StatusNotFound {
@@ -459,16 +452,7 @@ func TestSubmitOutlastsRateLimit(t *testing.T) {
 	if _, err := wl.Accounts(ctx); err != nil {
 		t.Fatal(err)
 	}
-	missing := ids.RequestID("req:" + strings.Repeat("0", 32))
-	limited := false
-	for i := 0; i < 5000 && !limited; i++ {
-		_, err := wl.Status(ctx, missing)
-		var e *client.Error
-		limited = errors.As(err, &e) && e.Status == http.StatusTooManyRequests
-	}
-	if !limited {
-		t.Fatal("5000 calls in a row never met the agent's rate limit")
-	}
+	spendRateLimit(t, wl, ids.RequestID("req:"+strings.Repeat("0", 32)))
 	msg, err := chain.ParsePersonalMessage(big.NewInt(chainID), []byte("submitted with the rate limit spent"))
 	if err != nil {
 		t.Fatal(err)
@@ -481,4 +465,17 @@ func TestSubmitOutlastsRateLimit(t *testing.T) {
 		t.Fatalf("submit answered %+v", r)
 	}
 	time.Sleep(4 * time.Second)
+}
+
+// spendRateLimit asks for request id until the coordinator answers 429.
+func spendRateLimit(t *testing.T, wl *sidecar.Wallet, id ids.RequestID) {
+	t.Helper()
+	for i := 0; i < 5000; i++ {
+		_, err := wl.Status(context.Background(), id)
+		var e *client.Error
+		if errors.As(err, &e) && e.Status == http.StatusTooManyRequests {
+			return
+		}
+	}
+	t.Fatal("5000 calls in a row never met the agent's rate limit")
 }
