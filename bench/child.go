@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -225,6 +226,8 @@ func runPaired(ctx context.Context, spec Spec) (*Result, error) {
 			order = []*side{scen, floor}
 		}
 		for _, sd := range order {
+			// The garbage of the other side's batch is not this one's.
+			runtime.GC()
 			cpu0 := cpuSeconds()
 			l, w, err := measure(ctx, sd.sign, c+done, b, c)
 			if err != nil {

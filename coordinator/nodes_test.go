@@ -57,13 +57,30 @@ func (g *fixtureGen) Generate(ctx context.Context) (*tss.PreParams, error) {
 	return nil, ctx.Err()
 }
 
+// portsGiven are the ports freePort handed out, never handed out twice:
+// a port closed again may come back from the next Listen, and a node
+// given the coordinator's port dials itself.
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
 func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	t.Helper()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !portsGiven[p] {
+			portsGiven[p] = true
+			return p
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // TestWithNodes runs a coordinator with three real nodes (agent, policy,

@@ -160,7 +160,7 @@ func (c *Coordinator) submit(ctx context.Context, s agentauth.Signed) (api.Reque
 	// one writes neither.
 	var rec store.RequestRecord
 	var created bool
-	err = c.store.Batch(context.WithoutCancel(ctx), func(bt *store.Batch) error {
+	err = c.store.Batch(ctx, func(bt *store.Batch) error {
 		var err error
 		rec, created, err = bt.CreateRequest(store.RequestRecord{ID: id, IdempotencyKey: string(id),
 			State: view.State, Body: body, Created: now, Updated: now})
@@ -231,7 +231,9 @@ func (c *Coordinator) update(ctx context.Context, id ids.RequestID, change func(
 // (errFinal) writes no entry.
 func (c *Coordinator) updateAudited(ctx context.Context, id ids.RequestID, change func(b *reqBody) error, entry func(b *reqBody) store.Entry) (*reqBody, error) {
 	var out reqBody
-	err := c.store.Batch(context.WithoutCancel(ctx), func(bt *store.Batch) error {
+	// As update: a coordinator shutting down (ctx cancelled) changes
+	// nothing, and the request is resumed as it stood.
+	err := c.store.Batch(ctx, func(bt *store.Batch) error {
 		if _, err := bt.UpdateRequest(id, c.changeBody(change, &out)); err != nil {
 			return err
 		}

@@ -68,7 +68,8 @@ func (s *Store) createRequestTxn(txn *badgerTxn, r RequestRecord) (RequestRecord
 		err := s.getJSON(txn, recIdempotency, idemKey(r.IdempotencyKey), &first)
 		if err == nil {
 			var rec RequestRecord
-			return rec, false, s.getJSON(txn, recRequest, requestKey(first), &rec)
+			err := s.getJSON(txn, recRequest, requestKey(first), &rec)
+			return rec, false, err
 		}
 		if !errors.Is(err, ErrNotFound) {
 			return RequestRecord{}, false, err

@@ -141,6 +141,11 @@ func (l *Ledger) Reserve(ctx context.Context, r policy.Reservation) error {
 		return l.s.putJSON(txn, recLedger, ledgerReqKey(r.ID), ledgerRequest{Time: at, State: policy.Reserved, Entries: entries})
 	})
 	if err != nil {
+		if !errors.Is(err, policy.ErrBudgetExceeded) && !errors.Is(err, policy.ErrDuplicateRequest) {
+			// The commit may have reached the disk all the same (a
+			// failed sync): read these buckets from disk again.
+			l.invalidate(entries)
+		}
 		return fmt.Errorf("store: reserve %s: %w", r.ID, err)
 	}
 	l.s.usageMu.Lock()
@@ -189,10 +194,22 @@ func (l *Ledger) Release(ctx context.Context, id ids.RequestID) error {
 		return l.drop(txn, id, req)
 	})
 	if err != nil {
+		l.invalidate(dropped.Entries)
 		return fmt.Errorf("store: release %s: %w", id, err)
 	}
 	l.forget(map[ids.RequestID]ledgerRequest{id: dropped})
 	return nil
+}
+
+// invalidate drops the records in memory of the entries' buckets, after
+// a write whose outcome on disk is not known: the next check reads them
+// from disk.
+func (l *Ledger) invalidate(entries []ledgerEntry) {
+	l.s.usageMu.Lock()
+	defer l.s.usageMu.Unlock()
+	for _, e := range entries {
+		delete(l.s.usage, e.Bucket)
+	}
 }
 
 // forget removes dropped reservations (committed) from the bucket
@@ -268,6 +285,9 @@ func (l *Ledger) Prune(ctx context.Context, before time.Time) (int, error) {
 			return nil
 		})
 		if err != nil {
+			for _, req := range dropped {
+				l.invalidate(req.Entries)
+			}
 			return n, fmt.Errorf("store: prune ledger: %w", err)
 		}
 		l.forget(dropped)
@@ -308,6 +328,12 @@ func (l *Ledger) Usage(ctx context.Context, bucket policy.Bucket, window time.Du
 func (l *Ledger) cachedUsage(ctx context.Context, bucket policy.Bucket, window time.Duration, now time.Time) (policy.Usage, error) {
 	if err := ctx.Err(); err != nil {
 		return policy.Usage{}, fmt.Errorf("store: %w", err)
+	}
+	l.s.mu.RLock()
+	closed := l.s.closed
+	l.s.mu.RUnlock()
+	if closed {
+		return policy.Usage{}, ErrSealed
 	}
 	l.s.usageMu.Lock()
 	defer l.s.usageMu.Unlock()

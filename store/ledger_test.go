@@ -328,3 +328,26 @@ func BenchmarkLedgerUsage(b *testing.B) {
 		})
 	}
 }
+
+// TestLedgerUsageAfterClose: a closed store answers no usage from the
+// records it kept in memory.
+func TestLedgerUsageAfterClose(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(t.TempDir(), newKeyFile(t), fastArgon2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := s.Ledger()
+	if err := l.Reserve(ctx, res("req-c1", t0, spend("rule/c", 1, 10, time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Usage(ctx, "rule/c", time.Hour, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Usage(ctx, "rule/c", time.Hour, t0); !errors.Is(err, ErrSealed) {
+		t.Fatalf("usage after close: %v, want %v", err, ErrSealed)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"slices"
@@ -443,27 +444,55 @@ func TestWaitOutlastsRateLimit(t *testing.T) {
 
 // A rate-limited submit is made again after the 429's Retry-After, with
 // the same body (its idempotency key too), so a burst of the agent's
-// transactions is slowed by its rate limit, not failed.
+// transactions is slowed by its rate limit, not failed. The agent's
+// limit is kept spent while the submit starts, so its first try meets
+// the 429; the wallet's log shows the wait.
 func TestSubmitOutlastsRateLimit(t *testing.T) {
 	w := setup(t)
-	wl := w.wallet(t, 10*time.Second, w.hot)
+	var logs syncBuffer
+	cl, err := client.New(w.coordURL, client.Options{Agent: w.bot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wl, err := sidecar.New(sidecar.Config{Client: cl, Credential: w.bot, Keys: []ids.KeyID{w.hot.ID}, Wait: 10 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	// The wallet knows its keys, as a running sidecar does.
 	if _, err := wl.Accounts(ctx); err != nil {
 		t.Fatal(err)
 	}
-	spendRateLimit(t, wl, ids.RequestID("req:"+strings.Repeat("0", 32)))
+	missing := ids.RequestID("req:" + strings.Repeat("0", 32))
+	spendRateLimit(t, wl, missing)
+	hammer := w.wallet(t, time.Second)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+			hammer.Status(ctx, missing)
+		}
+		<-stop
+	}()
 	msg, err := chain.ParsePersonalMessage(big.NewInt(chainID), []byte("submitted with the rate limit spent"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	r, err := wl.Submit(ctx, w.hot.Address, msg, "")
+	close(stop)
+	<-done
 	if err != nil {
 		t.Fatalf("submit with the budget spent: %v, want the request stored once the limit allows", err)
 	}
 	if r.ID == "" || r.Digest != common.Hash(msg.Digest()) {
 		t.Fatalf("submit answered %+v", r)
 	}
+	if !strings.Contains(logs.String(), "submit rate-limited, waiting") {
+		t.Fatalf("the submit never met the rate limit; the wallet logged:\n%s", logs.String())
+	}
+	// Give the budget back to the tests after this one.
 	time.Sleep(4 * time.Second)
 }
 
