@@ -444,9 +444,10 @@ func TestWaitOutlastsRateLimit(t *testing.T) {
 
 // A rate-limited submit is made again after the 429's Retry-After, with
 // the same body (its idempotency key too), so a burst of the agent's
-// transactions is slowed by its rate limit, not failed. The agent's
-// limit is kept spent while the submit starts, so its first try meets
-// the 429; the wallet's log shows the wait.
+// transactions is slowed by its rate limit, not failed; so is the
+// wallet's reading of its keys. The agent's limit is kept spent while
+// each call starts, so its first try meets the 429; the wallet's log
+// shows the wait.
 func TestSubmitOutlastsRateLimit(t *testing.T) {
 	w := setup(t)
 	var logs syncBuffer
@@ -467,21 +468,18 @@ func TestSubmitOutlastsRateLimit(t *testing.T) {
 	missing := ids.RequestID("req:" + strings.Repeat("0", 32))
 	spendRateLimit(t, wl, missing)
 	hammer := w.wallet(t, time.Second)
-	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
 			hammer.Status(ctx, missing)
 		}
-		<-stop
 	}()
 	msg, err := chain.ParsePersonalMessage(big.NewInt(chainID), []byte("submitted with the rate limit spent"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	r, err := wl.Submit(ctx, w.hot.Address, msg, "")
-	close(stop)
 	<-done
 	if err != nil {
 		t.Fatalf("submit with the budget spent: %v, want the request stored once the limit allows", err)
@@ -489,8 +487,25 @@ func TestSubmitOutlastsRateLimit(t *testing.T) {
 	if r.ID == "" || r.Digest != common.Hash(msg.Digest()) {
 		t.Fatalf("submit answered %+v", r)
 	}
-	if !strings.Contains(logs.String(), "submit rate-limited, waiting") {
+	if !strings.Contains(logs.String(), "call=submit") {
 		t.Fatalf("the submit never met the rate limit; the wallet logged:\n%s", logs.String())
+	}
+	// The same for the wallet's reading of its keys (every KeysTTL).
+	spendRateLimit(t, wl, missing)
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+			hammer.Status(ctx, missing)
+		}
+	}()
+	ks, err := wl.Keys(ctx)
+	<-done
+	if err != nil || len(ks) != 1 || ks[0].ID != w.hot.ID {
+		t.Fatalf("keys with the budget spent: %v, %v; want the hot key once the limit allows", ks, err)
+	}
+	if !strings.Contains(logs.String(), "call=keys") {
+		t.Fatalf("the key lookup never met the rate limit; the wallet logged:\n%s", logs.String())
 	}
 	// Give the budget back to the tests after this one.
 	time.Sleep(4 * time.Second)

@@ -147,14 +147,24 @@ func (w *Wallet) Client() *client.Client { return w.cl }
 func (w *Wallet) Keys(ctx context.Context) ([]api.Key, error) {
 	var out []api.Key
 	if len(w.cfg.Keys) == 0 {
-		ks, err := w.cl.Keys(ctx)
+		var ks []api.Key
+		err := w.outlast(ctx, "keys", func() error {
+			var err error
+			ks, err = w.cl.Keys(ctx)
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("sidecar: list keys: %w", err)
 		}
 		out = ks
 	} else {
 		for _, id := range w.cfg.Keys {
-			k, err := w.cl.Key(ctx, id)
+			var k *api.Key
+			err := w.outlast(ctx, "keys", func() error {
+				var err error
+				k, err = w.cl.Key(ctx, id)
+				return err
+			})
 			if err != nil {
 				return nil, fmt.Errorf("sidecar: key %s: %w", id, err)
 			}
@@ -169,6 +179,30 @@ func (w *Wallet) Keys(ctx context.Context) ([]api.Key, error) {
 	w.keys, w.list, w.loadedAt = m, out, w.cfg.Now()
 	w.mu.Unlock()
 	return out, nil
+}
+
+// outlast makes call again after each 429's Retry-After, for as long as
+// the configured wait allows, so the agent's own rate limit slows its
+// calls rather than failing them; any other outcome is returned. The call
+// must be safe to repeat (a submit carries the same body, so its
+// idempotency key makes it one request).
+func (w *Wallet) outlast(ctx context.Context, what string, call func() error) error {
+	until := w.cfg.Now().Add(w.cfg.Wait)
+	for {
+		err := call()
+		pause, limited := client.RateLimited(err)
+		if !limited || !w.cfg.Now().Add(pause).Before(until) {
+			return err
+		}
+		w.log.Info("rate-limited, waiting", "call", what, "retry_after", pause)
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 // Accounts returns the addresses of the agent's keys, from the list read
@@ -279,21 +313,12 @@ func (w *Wallet) Submit(ctx context.Context, from common.Address, p *chain.Paylo
 	// The agent's own rate limit (429) is waited out, within the wait, so
 	// a burst is slowed rather than failed.
 	var r *api.Request
-	limitedUntil := w.cfg.Now().Add(w.cfg.Wait)
 	for attempt := 0; ; attempt++ {
-		r, err = w.cl.SubmitBody(ctx, w.cfg.Credential, body)
-		if pause, limited := client.RateLimited(err); limited && w.cfg.Now().Add(pause).Before(limitedUntil) {
-			w.log.Info("submit rate-limited, waiting", "idempotency_key", req.IdempotencyKey, "retry_after", pause)
-			t := time.NewTimer(pause)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil, fmt.Errorf("sidecar: submit: %w", ctx.Err())
-			case <-t.C:
-			}
-			attempt--
-			continue
-		}
+		err = w.outlast(ctx, "submit", func() error {
+			var err error
+			r, err = w.cl.SubmitBody(ctx, w.cfg.Credential, body)
+			return err
+		})
 		var apiErr *client.Error
 		if err == nil || errors.As(err, &apiErr) || attempt == 2 || ctx.Err() != nil {
 			break
