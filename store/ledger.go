@@ -212,7 +212,7 @@ func (l *Ledger) invalidate(entries []ledgerEntry) {
 	}
 }
 
-// forget removes dropped reservations (committed) from the bucket
+// forget removes reservations whose drop committed from the bucket
 // records in memory; the caller holds ledgerMu.
 func (l *Ledger) forget(dropped map[ids.RequestID]ledgerRequest) {
 	l.s.usageMu.Lock()
@@ -374,19 +374,7 @@ var ledgerReadHook func(policy.Bucket)
 
 // records reads every record of bucket into recs, by key.
 func (l *Ledger) records(txn *badgerTxn, bucket policy.Bucket, recs map[string]ledgerUse) error {
-	prefix := ledgerBucketKeyPrefix(bucket)
-	it := txn.NewIterator(badgerIteratorOptions(prefix))
-	defer it.Close()
-	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-		key := it.Item().KeyCopy(nil)
-		val, err := it.Item().ValueCopy(nil)
-		if err != nil {
-			return fmt.Errorf("store: read %q: %w", key, err)
-		}
-		plain, err := l.s.open(recLedger, key, val)
-		if err != nil {
-			return err
-		}
+	return l.s.scan(txn, recLedger, ledgerBucketKeyPrefix(bucket), func(key, plain []byte) error {
 		var use ledgerUse
 		if err := jsonUnmarshal(key, plain, &use); err != nil {
 			return err
@@ -395,8 +383,8 @@ func (l *Ledger) records(txn *badgerTxn, bucket policy.Bucket, recs map[string]l
 			return fmt.Errorf("%w: %q: no amount", ErrCorrupt, key)
 		}
 		recs[string(key)] = use
-	}
-	return nil
+		return nil
+	})
 }
 
 // Records returns every ledger record, one per request and bucket.
