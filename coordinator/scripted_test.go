@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -546,28 +547,8 @@ func TestPendingSurvivesRestart(t *testing.T) {
 	m[ids.RolePolicy].mu.Lock()
 	m[ids.RolePolicy].approvals = 1
 	m[ids.RolePolicy].mu.Unlock()
-	var req *api.Request
-	var mu sync.Mutex
-	for _, s := range m {
-		s.mu.Lock()
-		s.onStart = func(ids.SessionID) *control.Result {
-			mu.Lock()
-			defer mu.Unlock()
-			sig, err := crypto.Sign(req.Digest[:], e.keyPriv)
-			if err != nil {
-				t.Error(err)
-			}
-			return &control.Result{State: control.StateDone, Signature: sig}
-		}
-		s.mu.Unlock()
-	}
-	r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mu.Lock()
-	req = r
-	mu.Unlock()
+	r := submitSigned(t, e, slices.Collect(maps.Values(m))...)
+	var err error
 	for r.State == api.StateReceived {
 		if r, err = e.op.Wait(ctx, r.ID, 100*time.Millisecond); err != nil {
 			t.Fatal(err)
@@ -643,28 +624,8 @@ func TestQuorumPrefersApprovingGuardians(t *testing.T) {
 	pol.mu.Lock()
 	pol.approvals, pol.roles = 1, []ids.Role{ids.RoleAgent, ids.RolePolicy, ids.RoleGuardian}
 	pol.mu.Unlock()
-	var mu sync.Mutex
-	var req *api.Request
-	for _, s := range list {
-		s.mu.Lock()
-		s.onStart = func(ids.SessionID) *control.Result {
-			mu.Lock()
-			defer mu.Unlock()
-			sig, err := crypto.Sign(req.Digest[:], e.keyPriv)
-			if err != nil {
-				t.Error(err)
-			}
-			return &control.Result{State: control.StateDone, Signature: sig}
-		}
-		s.mu.Unlock()
-	}
-	r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mu.Lock()
-	req = r
-	mu.Unlock()
+	r := submitSigned(t, e, list...)
+	var err error
 	for r.State == api.StateReceived {
 		if r, err = e.op.Wait(ctx, r.ID, 100*time.Millisecond); err != nil {
 			t.Fatal(err)
@@ -720,7 +681,7 @@ func TestInternalRefusalRetries(t *testing.T) {
 		return nil
 	}
 	pol.mu.Unlock()
-	r := submitSigned(t, e, m)
+	r := submitSigned(t, e, slices.Collect(maps.Values(m))...)
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	got, err := e.op.WaitFinal(wctx, r.ID)
@@ -768,7 +729,7 @@ func TestRevocations(t *testing.T) {
 func TestRequestAuditedWithItsRecord(t *testing.T) {
 	e, m := newScriptedEnv(t)
 	ctx := context.Background()
-	r := submitSigned(t, e, m)
+	r := submitSigned(t, e, slices.Collect(maps.Values(m))...)
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	got, err := e.op.WaitFinal(wctx, r.ID)
@@ -799,13 +760,13 @@ func TestRequestAuditedWithItsRecord(t *testing.T) {
 	}
 }
 
-// submitSigned submits the env's request with every member answering its
+// submitSigned submits the env's request with the members answering its
 // session with a good signature of it, and returns the request.
-func submitSigned(t *testing.T, e *env, m map[ids.Role]*scripted) *api.Request {
+func submitSigned(t *testing.T, e *env, members ...*scripted) *api.Request {
 	t.Helper()
 	var mu sync.Mutex
 	var req *api.Request
-	for _, s := range m {
+	for _, s := range members {
 		s.mu.Lock()
 		s.onStart = func(ids.SessionID) *control.Result {
 			mu.Lock()
