@@ -151,9 +151,15 @@ func (s *Store) updateRequestTxn(txn *badgerTxn, id ids.RequestID, change func(*
 // Requests returns every request for which keep returns true (all when keep
 // is nil), in id order: a coordinator restarting lists those not finished.
 func (s *Store) Requests(ctx context.Context, keep func(RequestRecord) bool) ([]RequestRecord, error) {
+	return s.RequestsPrefixed(ctx, "", keep)
+}
+
+// RequestsPrefixed is Requests over the records whose id starts with
+// idPrefix only: the others are not read from disk.
+func (s *Store) RequestsPrefixed(ctx context.Context, idPrefix string, keep func(RequestRecord) bool) ([]RequestRecord, error) {
 	var out []RequestRecord
 	err := s.view(ctx, func(txn *badgerTxn) error {
-		return s.scan(txn, recRequest, requestPrefix, func(key, plain []byte) error {
+		return s.scan(txn, recRequest, requestKey(ids.RequestID(idPrefix)), func(key, plain []byte) error {
 			var r RequestRecord
 			if err := json.Unmarshal(plain, &r); err != nil {
 				return fmt.Errorf("%w: %q: %v", ErrCorrupt, key, err)

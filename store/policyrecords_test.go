@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -144,6 +145,40 @@ func TestPolicyDocumentsAndGrants(t *testing.T) {
 	}
 	if all, err := s.Grants(ctx); err != nil || len(all) != 1 {
 		t.Fatalf("grants: %v %v", all, err)
+	}
+}
+
+// TestRequestsPrefixed: a prefixed listing holds the records whose id
+// starts with the prefix, and no other.
+func TestRequestsPrefixed(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir(), newKeyFile(t))
+	for _, id := range []ids.RequestID{"req:1", "key:a", "keyring", "key:b", "req:2", "ke"} {
+		if _, _, err := s.CreateRequest(ctx, RequestRecord{ID: id, State: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for prefix, want := range map[string][]ids.RequestID{
+		"key:": {"key:a", "key:b"},
+		"req:": {"req:1", "req:2"},
+		"ke":   {"ke", "key:a", "key:b", "keyring"},
+		"":     {"ke", "key:a", "key:b", "keyring", "req:1", "req:2"},
+		"zz":   nil,
+	} {
+		recs, err := s.RequestsPrefixed(ctx, prefix, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []ids.RequestID
+		for _, r := range recs {
+			got = append(got, r.ID)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("prefix %q: %v, want %v", prefix, got, want)
+		}
+	}
+	if recs, err := s.RequestsPrefixed(ctx, "key:", func(r RequestRecord) bool { return r.ID == "key:b" }); err != nil || len(recs) != 1 {
+		t.Fatalf("prefixed with keep: %+v %v", recs, err)
 	}
 }
 
