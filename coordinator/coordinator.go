@@ -27,6 +27,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -363,6 +364,21 @@ func (c *Coordinator) spawn(id string, fn func(ctx context.Context)) {
 		}()
 		fn(c.ctx)
 	}()
+}
+
+// inProgress counts the requests not yet final: each has its driver
+// (spawn) from its submission, or from the coordinator's start, until it
+// is final. Health reads it, so no request record is read for it.
+func (c *Coordinator) inProgress() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for id := range c.running {
+		if strings.HasPrefix(id, "req:") {
+			n++
+		}
+	}
+	return n
 }
 
 // sleep waits d or until ctx ends or wake is closed.

@@ -445,7 +445,7 @@ func (c *Coordinator) putKey(ctx context.Context, ki tss.KeyInfo, replace bool) 
 
 // keys lists the keys the coordinator created.
 func (c *Coordinator) keys(ctx context.Context) ([]api.Key, error) {
-	recs, err := c.store.Requests(ctx, func(r store.RequestRecord) bool { return strings.HasPrefix(string(r.ID), "key:") })
+	recs, err := c.store.RequestsPrefixed(ctx, "key:", nil)
 	if err != nil {
 		return nil, err
 	}

@@ -229,13 +229,7 @@ func (c *Coordinator) getHealth(w http.ResponseWriter, r *http.Request, _ *calle
 		}
 		h.Members = append(h.Members, mh)
 	}
-	recs, err := c.store.Requests(r.Context(), func(rec store.RequestRecord) bool {
-		return strings.HasPrefix(string(rec.ID), "req:") && !api.Final(rec.State)
-	})
-	if err != nil {
-		return err
-	}
-	h.Pending = len(recs)
+	h.Pending = c.inProgress()
 	httpapi.WriteJSON(w, http.StatusOK, h)
 	return nil
 }
@@ -441,8 +435,8 @@ func (c *Coordinator) postBroadcast(w http.ResponseWriter, r *http.Request, cl *
 }
 
 func (c *Coordinator) getApprovals(w http.ResponseWriter, r *http.Request, cl *caller, _ []byte) error {
-	recs, err := c.store.Requests(r.Context(), func(rec store.RequestRecord) bool {
-		return strings.HasPrefix(string(rec.ID), "req:") && rec.State == api.StatePendingApproval
+	recs, err := c.store.RequestsPrefixed(r.Context(), "req:", func(rec store.RequestRecord) bool {
+		return rec.State == api.StatePendingApproval
 	})
 	if err != nil {
 		return err

@@ -560,6 +560,7 @@ func TestPendingSurvivesRestart(t *testing.T) {
 	if n := len(m[ids.RoleGuardian].calls("pending")); n != 1 {
 		t.Fatalf("guardian told %d times", n)
 	}
+	pendingHealth(t, e, 1, "waiting for its approval")
 	if n := len(m[ids.RoleAgent].calls("pending")); n != 0 {
 		t.Fatalf("a non-guardian member was told %d times", n)
 	}
@@ -577,6 +578,7 @@ func TestPendingSurvivesRestart(t *testing.T) {
 	if len(m[ids.RoleAgent].calls("propose")) != 0 {
 		t.Fatal("a request waiting for approval was proposed")
 	}
+	pendingHealth(t, e, 1, "waiting after the restart")
 	anon, _ := client.New(e.c.URL(), client.Options{})
 	if _, err := anon.Approve(ctx, e.approval(e.guardian, r.ID, r.Digest)); err != nil {
 		t.Fatal(err)
@@ -587,6 +589,25 @@ func TestPendingSurvivesRestart(t *testing.T) {
 	if err != nil || got.State != api.StateSigned {
 		t.Fatalf("approved: %v %+v", err, got)
 	}
+	pendingHealth(t, e, 0, "signed")
+}
+
+// pendingHealth waits (a few seconds at most) until the health counts
+// want requests in progress.
+func pendingHealth(t *testing.T, e *env, want int, when string) {
+	t.Helper()
+	var got int
+	for i := 0; i < 100; i++ {
+		h, err := e.op.Health(context.Background())
+		if err != nil {
+			t.Fatalf("%s: health: %v", when, err)
+		}
+		if got = h.Pending; got == want {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s: health counts %d requests in progress, want %d", when, got, want)
 }
 
 // TestGrants: a session grant is checked against the policy's guardians
