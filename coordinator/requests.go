@@ -943,19 +943,29 @@ func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqB
 		}
 	}
 	cancel()
+	// The attempt's running state is recorded while the session runs: it
+	// tells a reader the session started, and nothing depends on its
+	// sync (a restart settles an open attempt, proposing or running, the
+	// same way). It commits before anything else of the request does.
 	running := c.now()
-	_, _ = c.update(ctx, id, func(b *reqBody) error {
-		for i := range b.View.Attempts {
-			if b.View.Attempts[i].Session == sess {
-				b.View.Attempts[i].State, b.View.Attempts[i].Running = attRunning, running
+	recorded := make(chan struct{})
+	go func() {
+		defer close(recorded)
+		_, _ = c.update(ctx, id, func(b *reqBody) error {
+			for i := range b.View.Attempts {
+				if b.View.Attempts[i].Session == sess {
+					b.View.Attempts[i].State, b.View.Attempts[i].Running = attRunning, running
+				}
 			}
-		}
-		return nil
-	})
+			return nil
+		})
+	}()
+	defer func() { <-recorded }()
 	att := api.Attempt{Session: sess, Quorum: q, Started: started}
 	for ctx.Err() == nil {
 		began := time.Now()
 		sig, culprits, pending := c.collect(ctx, b, att, deadline)
+		<-recorded
 		if sig != nil {
 			c.signed(ctx, id, b, sess, sig)
 			if !presig.IsZero() {
