@@ -464,6 +464,57 @@ func TestPolicyNodeKilledMidSigning(t *testing.T) {
 	}
 }
 
+// TestOrphanReservationReleased: a hot proposal reserves its budget in
+// the ledger, then journals its decision with the join, at one sync. A
+// crash between the two leaves a reservation that no journal record
+// names and no session can have used (the state is made here directly:
+// the crash falls between two statements). The restart releases it, and
+// audits that it did; a reservation with its journal record is left to
+// the journal's own recovery.
+func TestOrphanReservationReleased(t *testing.T) {
+	c, key := shared(t)
+	ctx := context.Background()
+	pol := c.policy()
+	s, id := request(t, c.w.bot, key, vendor, millis(3))
+	sid := ids.NewSessionID()
+	expectJoined(t, "policy node", c.send(pol, propose(sid, id, s, c.memberIDs(), "hot")))
+	held := reservationRows(t, pol, id)
+	if len(held) == 0 {
+		t.Fatal("the joined proposal holds no reservation")
+	}
+	// The orphan draws on the same budget as the hot request.
+	orphan := ids.RequestID("req:orphan-" + ids.NewSessionID().String())
+	if err := pol.Store().Ledger().Reserve(ctx, policy.Reservation{ID: orphan, Time: time.Now(),
+		Entries: []policy.Entry{{Bucket: held[0].Bucket, Amount: millis(5), Count: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pol.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.start(pol); err != nil {
+		t.Fatal(err)
+	}
+	if rows := reservationRows(t, pol, orphan); len(rows) != 0 {
+		t.Fatalf("the reservation no journal names is still held after the restart: %+v", rows)
+	}
+	entries, err := pol.Store().AuditByRequest(ctx, orphan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Fields["reservation"] != "released" {
+		t.Fatalf("audit of the released orphan: %+v", entries)
+	}
+	// The joined proposal never started: the journal's recovery released
+	// it too, and said so under its own request.
+	if rows := reservationRows(t, pol, id); len(rows) != 0 {
+		t.Fatalf("the unstarted proposal's reservation is still held: %+v", rows)
+	}
+	c.abortAll(sid, pol)
+	if _, err := pol.Store().VerifyAudit(ctx); err != nil {
+		t.Fatalf("audit chain after restart: %v", err)
+	}
+}
+
 func reservationRows(t *testing.T, n *testNode, id ids.RequestID) []policy.Record {
 	t.Helper()
 	recs, err := n.Store().Ledger().Records(context.Background())
@@ -671,6 +722,32 @@ func TestChecksNamedInRefusals(t *testing.T) {
 		s, id := request(t, c.w.bot, key, vendor, millis(1))
 		expectRefused(t, "policy", c.send(c.policy(), propose(ids.NewSessionID(), id, s, all, "platinum")), CheckTier)
 		assertNoReservation(t, c.policy(), id)
+	})
+	t.Run("a hot refusal after the decision still journals it", func(t *testing.T) {
+		// The hot path journals its decision with the join; refused
+		// after the decision (a presignature it does not hold, the last
+		// check), it writes the decision first, then releases the
+		// reservation.
+		s, id := request(t, c.w.bot, key, vendor, millis(1))
+		m := propose(ids.NewSessionID(), id, s, all, "hot")
+		m.Propose.Presignature = ids.NewSessionID()
+		expectRefused(t, "agent", c.send(c.agent(), m), control.RulePresignature)
+		assertNoReservation(t, c.agent(), id)
+		entries, err := c.agent().Store().AuditByRequest(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kinds []string
+		for _, e := range entries {
+			kinds = append(kinds, string(e.Kind)+" "+e.Decision)
+		}
+		if len(entries) != 3 || entries[0].Kind != store.AuditRequest || entries[1].Kind != store.AuditDecision || !strings.HasSuffix(entries[1].Decision, " hot") || entries[2].Decision != "refused" {
+			t.Fatalf("audit of the refused request: %q", kinds)
+		}
+		rec, err := c.agent().Store().Request(context.Background(), id)
+		if err != nil || rec.State != reqFailed {
+			t.Fatalf("journal of the refused request: %+v %v", rec, err)
+		}
 	})
 	t.Run("default deny", func(t *testing.T) {
 		s, id := request(t, c.w.bot, key, stranger, millis(1))

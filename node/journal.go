@@ -177,7 +177,39 @@ func (n *Node) recoverJournal(ctx context.Context) error {
 			Fields: map[string]string{"session": rs.Session.String(), "reason": rs.Error, "reservation": outcome}})
 		n.log.Warn("failed a session interrupted by a restart", "request", rec.ID, "session", rs.Session, "reservation", outcome)
 	}
-	// Keygens and reshares interrupted by the restart.
+	return n.releaseOrphans(ctx)
+}
+
+// releaseOrphans releases the reservations the ledger holds for requests
+// this node has no journal record of: a hot proposal reserves, then
+// journals its decision with the join, at one sync, so a crash between the
+// two leaves a reservation that no session can have used.
+func (n *Node) releaseOrphans(ctx context.Context) error {
+	if n.engine == nil {
+		return nil
+	}
+	recs, err := n.st.Ledger().Records(ctx)
+	if err != nil {
+		return fmt.Errorf("node: read ledger: %w", err)
+	}
+	seen := map[ids.RequestID]bool{}
+	for _, r := range recs {
+		if r.State != policy.Reserved || seen[r.ID] {
+			continue
+		}
+		seen[r.ID] = true
+		if _, err := n.st.Request(ctx, r.ID); err == nil {
+			continue
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("node: journal of %s: %w", r.ID, err)
+		}
+		if err := n.engine.Release(ctx, r.ID); err != nil && !errors.Is(err, policy.ErrUnknownRequest) {
+			return fmt.Errorf("node: release %s after restart: %w", r.ID, err)
+		}
+		n.audit(ctx, store.Entry{Kind: store.AuditSession, RequestID: r.ID, Decision: control.StateFailed,
+			Fields: map[string]string{"reason": "node restarted before it journaled the proposal", "reservation": "released"}})
+		n.log.Warn("released a reservation no proposal journaled", "request", r.ID)
+	}
 	return nil
 }
 
