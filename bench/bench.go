@@ -32,7 +32,8 @@ type Options struct {
 	// Work is the work directory; empty makes a temporary one, removed at
 	// the end.
 	Work string
-	// Profile, if set, is where the REST scenario at concurrency 1 writes
+	// Profile, if set, is where the REST scenario at concurrency 1 (or,
+	// without it, the presigned REST scenario) writes
 	// a CPU profile of its measured signatures (go tool pprof).
 	Profile string
 	// Paired lists the concurrency levels at which the libp2p, REST,
@@ -158,7 +159,7 @@ func Run(ctx context.Context, o Options) error {
 	for _, s := range o.Scenarios {
 		for _, c := range o.Concurrency {
 			spec := Spec{Scenario: s, Concurrency: c, Signatures: o.Signatures}
-			if s == ScenarioREST && c == 1 && o.Profile != "" {
+			if s == profiled(o.Scenarios) && c == 1 && o.Profile != "" {
 				spec.CPUProfile, _ = filepath.Abs(o.Profile)
 			}
 			r, err := run(spec)
@@ -462,4 +463,13 @@ func printPresigned(w io.Writer, rows []*row) {
 	fmt.Fprintln(w)
 	tw.Flush()
 	fmt.Fprintln(w, "  presignatures/s: for the online rows, presignatures made at once per batch over the batch's wall time; for REST and JSON-RPC, the coordinator's refill of one quorum (one presignature at a time, after signing) over the wait for the pool.")
+}
+
+// profiled is the scenario whose child at concurrency 1 --profile
+// profiles: REST, or without it the presigned REST row.
+func profiled(scenarios []string) string {
+	if slices.Contains(scenarios, ScenarioREST) || !slices.Contains(scenarios, ScenarioRESTPresign) {
+		return ScenarioREST
+	}
+	return ScenarioRESTPresign
 }

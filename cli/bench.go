@@ -25,7 +25,7 @@ func runBench(ctx context.Context, env *Env, args []string) error {
 	conc := fs.String("concurrency", "1,2,4,8", "concurrency levels, comma-separated")
 	scenarios := fs.String("scenarios", strings.Join(bench.DefaultScenarios, ","), "signing scenarios, comma-separated")
 	cold := fs.Bool("cold", false, "also time one real pre-parameter generation (tens of seconds of CPU): a keygen's wait on a cold pool")
-	profile := fs.String("profile", "", "write a CPU profile of the REST scenario at concurrency 1 here (go tool pprof)")
+	profile := fs.String("profile", "", "write a CPU profile of the REST scenario at concurrency 1 here, or of the presigned REST scenario when REST is not run (go tool pprof)")
 	work := fs.String("work", "", "work directory, kept afterwards and reused by a later run with the same --work (default: a temporary one, removed)")
 	paired := fs.String("paired", "", "concurrency levels at which libp2p, REST, JSON-RPC and MCP are also measured beside the floor in one child, in alternating batches (default: 1 and 8 where --concurrency has them; none: skip)")
 	child := fs.String("child", "", "internal: run one measurement from its JSON spec")
