@@ -738,15 +738,11 @@ func (n *Node) runSign(ctx context.Context, s *session) {
 		n.log.Error("journal read after signing", "request", s.request, "err", lerr)
 	}
 	if err == nil {
-		if eng := n.policyEngine(); eng != nil {
-			if cerr := eng.Commit(bg, s.request); cerr != nil {
-				n.log.Error("ledger commit", "request", s.request, "err", cerr)
-			}
-		}
 		rs.Signature = sig[:]
 		rs.Error = ""
-		// The signature, its audit entries and the session's end, at one
-		// sync, before any Result reports it.
+		// The spend committed in the ledger, the signature, its audit
+		// entries and the session's end, at one sync, before any Result
+		// reports it.
 		if jerr := n.journalSigned(bg, s, rs, sig); jerr != nil {
 			n.log.Error("journal signature", "request", s.request, "err", jerr)
 		}
@@ -792,16 +788,21 @@ func (n *Node) runSign(ctx context.Context, s *session) {
 	n.log.Warn("signing failed", "request", s.request, "session", s.id, "err", err)
 }
 
-// journalSigned records a signed session in one batch: the request's
-// signature, the signature's audit entry, the session done and its audit
-// entry.
+// journalSigned records a signed session in one batch: the reservation's
+// spend committed in the ledger, the request's signature, the signature's
+// audit entry, the session done and its audit entry.
 func (n *Node) journalSigned(ctx context.Context, s *session, rs requestState, sig tss.Signature) error {
 	body, err := json.Marshal(rs)
 	if err != nil {
 		return err
 	}
 	now := n.now().UTC()
-	return n.st.Batch(ctx, func(b *store.Batch) error {
+	committed := false
+	err = n.st.Batch(ctx, func(b *store.Batch) error {
+		var err error
+		if committed, err = b.CommitReservation(s.request); err != nil {
+			return err
+		}
 		if err := b.SaveRequest(s.request, reqSigned, body); err != nil {
 			return err
 		}
@@ -815,6 +816,10 @@ func (n *Node) journalSigned(ctx context.Context, s *session, rs requestState, s
 		return b.AppendAudit(store.Entry{Kind: store.AuditSession, RequestID: s.request, Decision: control.StateDone, Time: now,
 			Fields: map[string]string{"session": s.id.String(), "quorum": joinMembers(s.members)}})
 	})
+	if err == nil && rs.Reserved && !committed {
+		n.log.Error("ledger commit: the request's reservation was not held", "request", s.request)
+	}
+	return err
 }
 
 // failureResult turns an engine error into a Result's failure fields.

@@ -408,3 +408,30 @@ func (l *Ledger) Records(ctx context.Context) ([]policy.Record, error) {
 	}
 	return out, nil
 }
+
+// CommitReservation marks request id's reservation as spent, as
+// Ledger.Commit, with the batch's other writes: a node commits the spend
+// with the signature's journal, at one sync. It reports false, and
+// writes nothing, when the ledger holds no reservation of id or holds it
+// committed already; the batch goes on either way, since the signature it
+// journals exists. It takes no ledger lock: it changes no usage, only the
+// reservation's state, and badger's conflict detection orders it with a
+// release or prune of the same reservation (the batch runs again).
+func (b *Batch) CommitReservation(id ids.RequestID) (bool, error) {
+	l := b.s.Ledger()
+	req, err := l.request(b.txn, id)
+	if errors.Is(err, policy.ErrUnknownRequest) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("store: commit %s: %w", id, err)
+	}
+	if req.State == policy.Committed {
+		return false, nil
+	}
+	req.State = policy.Committed
+	if err := b.s.putJSON(b.txn, recLedger, ledgerReqKey(id), req); err != nil {
+		return false, fmt.Errorf("store: commit %s: %w", id, err)
+	}
+	return true, nil
+}

@@ -124,6 +124,71 @@ func TestLedgerReserveCommitRelease(t *testing.T) {
 	}
 }
 
+// TestCommitReservationInBatch: a batch commits a reservation's spend
+// with its other writes, all or none; a reservation not held, or held
+// committed, is reported and the batch goes on.
+func TestCommitReservationInBatch(t *testing.T) {
+	ctx := context.Background()
+	key := newKeyFile(t)
+	s := openTest(t, t.TempDir(), key)
+	l := s.Ledger()
+	if err := l.Reserve(ctx, res("r1", t0, spend("a", 60, 100, 0))); err != nil {
+		t.Fatal(err)
+	}
+	state := func(id ids.RequestID) policy.RecordState {
+		t.Helper()
+		recs, err := l.Records(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			if r.ID == id {
+				return r.State
+			}
+		}
+		return 0
+	}
+	// A batch that fails after the commit commits nothing of it.
+	failed := errors.New("a later write failed")
+	err := s.Batch(ctx, func(b *Batch) error {
+		if ok, err := b.CommitReservation("r1"); !ok || err != nil {
+			t.Fatalf("commit in a batch: %v %v", ok, err)
+		}
+		return failed
+	})
+	if !errors.Is(err, failed) || state("r1") != policy.Reserved {
+		t.Fatalf("a failed batch: %v, state %v", err, state("r1"))
+	}
+	var got []bool
+	if err := s.Batch(ctx, func(b *Batch) error {
+		got = got[:0]
+		for _, id := range []ids.RequestID{"r1", "r1", "unknown"} {
+			ok, err := b.CommitReservation(id)
+			if err != nil {
+				return err
+			}
+			got = append(got, ok)
+		}
+		return b.SaveRequest("r1", "signed", []byte(`{}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != "[true false false]" {
+		t.Fatalf("commits reported %v, want [true false false]", got)
+	}
+	s = reopen(t, s, key)
+	l = s.Ledger()
+	if state("r1") != policy.Committed {
+		t.Fatalf("after a restart the reservation is %v, not committed", state("r1"))
+	}
+	if err := l.Release(ctx, "r1"); !errors.Is(err, policy.ErrCommitted) {
+		t.Fatalf("release of a reservation committed in a batch: %v", err)
+	}
+	if a, n := usage(t, l, "a", 0, t0); a != 60 || n != 1 {
+		t.Fatalf("usage of the committed spend: %d (%d)", a, n)
+	}
+}
+
 func TestLedgerOneBucketTwiceInOneReservation(t *testing.T) {
 	ctx := context.Background()
 	l := openTest(t, t.TempDir(), newKeyFile(t)).Ledger()
