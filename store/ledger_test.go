@@ -416,3 +416,57 @@ func TestLedgerUsageAfterClose(t *testing.T) {
 		t.Fatalf("usage after close: %v, want %v", err, ErrSealed)
 	}
 }
+
+// BenchmarkSignatureJournal: what a signer writes once a signature
+// exists, the ledger's commit of the spend then the signature's batch
+// (two synced transactions, "separate"), or the commit inside the batch
+// (one, "batched"). Alternate the two with -count to compare.
+func BenchmarkSignatureJournal(b *testing.B) {
+	for _, batched := range []bool{false, true} {
+		name := "separate"
+		if batched {
+			name = "batched"
+		}
+		b.Run(name, func(b *testing.B) {
+			ctx := context.Background()
+			s, err := Open(b.TempDir(), Passphrase([]byte("bench")), fastArgon2)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			l := s.Ledger()
+			for i := range b.N {
+				if err := l.Reserve(ctx, res(fmt.Sprintf("req-%08d", i), t0, spend("rule/bench", 1, 1<<40, 0))); err != nil {
+					b.Fatal(err)
+				}
+			}
+			body := []byte(`{"signature":"0x00"}`)
+			b.ResetTimer()
+			for i := range b.N {
+				id := ids.RequestID(fmt.Sprintf("req-%08d", i))
+				if !batched {
+					if err := l.Commit(ctx, id); err != nil {
+						b.Fatal(err)
+					}
+				}
+				err := s.Batch(ctx, func(bt *Batch) error {
+					if batched {
+						if _, err := bt.CommitReservation(id); err != nil {
+							return err
+						}
+					}
+					if err := bt.SaveRequest(id, "signed", body); err != nil {
+						return err
+					}
+					if err := bt.AppendAudit(Entry{Kind: AuditSignature, RequestID: id, Decision: "signed", Time: t0}); err != nil {
+						return err
+					}
+					return bt.AppendAudit(Entry{Kind: AuditSession, RequestID: id, Decision: "done", Time: t0})
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
