@@ -304,12 +304,23 @@ func (c *Coordinator) drive(ctx context.Context, id ids.RequestID) {
 	// probed is the members' status from the probe made beside the dry
 	// run, for the attempt that follows it at once.
 	var probed map[ids.MemberID]*control.Status
+	// A request this driver cannot read, or finds in a state it does not
+	// know, keeps its driver (health counts it in progress, and the log
+	// says why every time) and is read again after a growing pause.
+	stuck := time.Duration(0)
+	wait := func(wake <-chan struct{}) {
+		stuck = min(max(2*stuck, 500*time.Millisecond), 30*time.Second)
+		sleep(ctx, stuck, wake)
+	}
 	for ctx.Err() == nil {
 		wake := c.watch(string(id))
 		b, err := c.load(ctx, id)
 		if err != nil {
-			c.log.Error("load request", "request", id, "err", err)
-			return
+			if ctx.Err() == nil {
+				c.log.Error("load request", "request", id, "err", err)
+				wait(wake)
+			}
+			continue
 		}
 		if api.Final(b.View.State) {
 			return
@@ -361,8 +372,10 @@ func (c *Coordinator) drive(ctx context.Context, id ids.RequestID) {
 			}
 		default:
 			c.log.Error("request in unknown state", "request", id, "state", b.View.State)
-			return
+			wait(wake)
+			continue
 		}
+		stuck = 0
 	}
 }
 

@@ -592,12 +592,53 @@ func TestPendingSurvivesRestart(t *testing.T) {
 	pendingHealth(t, e, 0, "signed")
 }
 
-// pendingHealth waits (a few seconds at most) until the health counts
+// TestDriverKeepsAStrangeRequest: a request found in a state its driver
+// does not know (a record written by another version, say) keeps its
+// driver: health counts it in progress, and once the record is readable
+// again the request goes on without a restart.
+func TestDriverKeepsAStrangeRequest(t *testing.T) {
+	e, m := newScriptedEnv(t)
+	ctx := context.Background()
+	m[ids.RolePolicy].mu.Lock()
+	m[ids.RolePolicy].approvals = 1
+	m[ids.RolePolicy].mu.Unlock()
+	r := submitSigned(t, e, slices.Collect(maps.Values(m))...)
+	var err error
+	for r.State == api.StateReceived {
+		if r, err = e.op.Wait(ctx, r.ID, 100*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.State != api.StatePendingApproval {
+		t.Fatalf("request: %+v", r)
+	}
+	if _, err := e.c.update(ctx, r.ID, func(b *reqBody) error { b.View.State = "mystery"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ { // health is rate-limited: 5 a second
+		time.Sleep(250 * time.Millisecond)
+		pendingHealth(t, e, 1, "in a state its driver does not know")
+	}
+	if _, err := e.c.update(ctx, r.ID, func(b *reqBody) error { b.View.State = api.StatePendingApproval; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	anon, _ := client.New(e.c.URL(), client.Options{})
+	if _, err := anon.Approve(ctx, e.approval(e.guardian, r.ID, r.Digest)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.op.Wait(ctx, r.ID, 10*time.Second)
+	if err != nil || got.State != api.StateSigned {
+		t.Fatalf("the request, readable again: %v %+v", err, got)
+	}
+	pendingHealth(t, e, 0, "signed")
+}
+
+// pendingHealth waits (five seconds at most) until the health counts
 // want requests in progress.
 func pendingHealth(t *testing.T, e *env, want int, when string) {
 	t.Helper()
 	var got int
-	for i := 0; i < 100; i++ {
+	for i := 0; i < 20; i++ {
 		h, err := e.op.Health(context.Background())
 		if err != nil {
 			t.Fatalf("%s: health: %v", when, err)
@@ -605,7 +646,7 @@ func pendingHealth(t *testing.T, e *env, want int, when string) {
 		if got = h.Pending; got == want {
 			return
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(250 * time.Millisecond) // health is rate-limited: 5 a second
 	}
 	t.Fatalf("%s: health counts %d requests in progress, want %d", when, got, want)
 }
