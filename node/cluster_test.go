@@ -466,11 +466,13 @@ func TestPolicyNodeKilledMidSigning(t *testing.T) {
 
 // TestOrphanReservationReleased: a hot proposal reserves its budget in
 // the ledger, then journals its decision with the join, at one sync. A
-// crash between the two leaves a reservation that no journal record
-// names and no session can have used (the state is made here directly:
-// the crash falls between two statements). The restart releases it, and
-// audits that it did; a reservation with its journal record is left to
-// the journal's own recovery.
+// crash between the two leaves a reservation that the journal does not
+// record and no session can have used (the state is made here directly:
+// the crash falls between two statements): for a request never seen
+// before, with or without budget entries, and for a retry of one whose
+// earlier attempt was refused and released. The restart releases each,
+// and audits that it did. (A reservation a session ran with is kept:
+// TestPolicyNodeKilledMidSigning.)
 func TestOrphanReservationReleased(t *testing.T) {
 	c, key := shared(t)
 	ctx := context.Background()
@@ -482,11 +484,31 @@ func TestOrphanReservationReleased(t *testing.T) {
 	if len(held) == 0 {
 		t.Fatal("the joined proposal holds no reservation")
 	}
-	// The orphan draws on the same budget as the hot request.
-	orphan := ids.RequestID("req:orphan-" + ids.NewSessionID().String())
-	if err := pol.Store().Ledger().Reserve(ctx, policy.Reservation{ID: orphan, Time: time.Now(),
-		Entries: []policy.Entry{{Bucket: held[0].Bucket, Amount: millis(5), Count: 1}}}); err != nil {
-		t.Fatal(err)
+	bucket := held[0].Bucket // the orphans draw on the same budget
+	reserve := func(id ids.RequestID, entries ...policy.Entry) {
+		t.Helper()
+		if err := pol.Store().Ledger().Reserve(ctx, policy.Reservation{ID: id, Time: time.Now(), Entries: entries}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh := ids.RequestID("req:orphan-" + ids.NewSessionID().String())
+	reserve(fresh, policy.Entry{Bucket: bucket, Amount: millis(5), Count: 1})
+	unbudgeted := ids.RequestID("req:orphan-" + ids.NewSessionID().String())
+	reserve(unbudgeted)
+	// A retry: its first attempt refused (a presignature not held here)
+	// and its reservation released, then reserved again.
+	s2, retried := request(t, c.w.bot, key, vendor, millis(2))
+	m := propose(ids.NewSessionID(), retried, s2, c.memberIDs(), "hot")
+	m.Propose.Presignature = ids.NewSessionID()
+	expectRefused(t, "policy node", c.send(pol, m), control.RulePresignature)
+	assertNoReservation(t, pol, retried)
+	reserve(retried, policy.Entry{Bucket: bucket, Amount: millis(2), Count: 1})
+
+	orphans := []ids.RequestID{fresh, unbudgeted, retried}
+	for _, o := range orphans {
+		if !slices.Contains(heldIDs(t, pol), o) {
+			t.Fatalf("%s not held before the crash", o)
+		}
 	}
 	if err := pol.Close(); err != nil {
 		t.Fatal(err)
@@ -494,25 +516,38 @@ func TestOrphanReservationReleased(t *testing.T) {
 	if err := c.start(pol); err != nil {
 		t.Fatal(err)
 	}
-	if rows := reservationRows(t, pol, orphan); len(rows) != 0 {
-		t.Fatalf("the reservation no journal names is still held after the restart: %+v", rows)
-	}
-	entries, err := pol.Store().AuditByRequest(ctx, orphan)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(entries) != 1 || entries[0].Fields["reservation"] != "released" {
-		t.Fatalf("audit of the released orphan: %+v", entries)
+	after := heldIDs(t, pol)
+	for _, o := range orphans {
+		if slices.Contains(after, o) {
+			t.Fatalf("the reservation of %s, which the journal does not record, is still held after the restart", o)
+		}
+		entries, err := pol.Store().AuditByRequest(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) == 0 || entries[len(entries)-1].Fields["reservation"] != "released" {
+			t.Fatalf("audit of the released orphan %s: %+v", o, entries)
+		}
 	}
 	// The joined proposal never started: the journal's recovery released
-	// it too, and said so under its own request.
-	if rows := reservationRows(t, pol, id); len(rows) != 0 {
-		t.Fatalf("the unstarted proposal's reservation is still held: %+v", rows)
+	// it too.
+	if slices.Contains(after, id) {
+		t.Fatal("the unstarted proposal's reservation is still held")
 	}
 	c.abortAll(sid, pol)
 	if _, err := pol.Store().VerifyAudit(ctx); err != nil {
 		t.Fatalf("audit chain after restart: %v", err)
 	}
+}
+
+// heldIDs lists the requests whose reservations n's ledger holds.
+func heldIDs(t *testing.T, n *testNode) []ids.RequestID {
+	t.Helper()
+	held, err := n.Store().Ledger().Held(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return held
 }
 
 func reservationRows(t *testing.T, n *testNode, id ids.RequestID) []policy.Record {

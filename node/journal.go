@@ -181,34 +181,42 @@ func (n *Node) recoverJournal(ctx context.Context) error {
 }
 
 // releaseOrphans releases the reservations the ledger holds for requests
-// this node has no journal record of: a hot proposal reserves, then
-// journals its decision with the join, at one sync, so a crash between the
-// two leaves a reservation that no session can have used.
+// whose journal does not record them: no record at all, or one that says
+// nothing is reserved (a failed attempt released its reservation, and a
+// retry reserved again). A hot proposal reserves, then journals its
+// decision with the join, at one sync, so a crash between the two leaves
+// such a reservation, and no session can have used it: a session starts
+// only after the join's batch recorded the reservation. It runs before
+// the node takes messages.
 func (n *Node) releaseOrphans(ctx context.Context) error {
 	if n.engine == nil {
 		return nil
 	}
-	recs, err := n.st.Ledger().Records(ctx)
+	held, err := n.st.Ledger().Held(ctx)
 	if err != nil {
 		return fmt.Errorf("node: read ledger: %w", err)
 	}
-	seen := map[ids.RequestID]bool{}
-	for _, r := range recs {
-		if r.State != policy.Reserved || seen[r.ID] {
-			continue
+	for _, id := range held {
+		rec, err := n.st.Request(ctx, id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return fmt.Errorf("node: journal of %s: %w", id, err)
+		default:
+			var rs requestState
+			if err := json.Unmarshal(rec.Body, &rs); err != nil {
+				return fmt.Errorf("node: journal of %s: %w", id, err)
+			}
+			if rs.Reserved {
+				continue // the journal's own recovery decided about it
+			}
 		}
-		seen[r.ID] = true
-		if _, err := n.st.Request(ctx, r.ID); err == nil {
-			continue
-		} else if !errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("node: journal of %s: %w", r.ID, err)
+		if err := n.engine.Release(ctx, id); err != nil && !errors.Is(err, policy.ErrUnknownRequest) {
+			return fmt.Errorf("node: release %s after restart: %w", id, err)
 		}
-		if err := n.engine.Release(ctx, r.ID); err != nil && !errors.Is(err, policy.ErrUnknownRequest) {
-			return fmt.Errorf("node: release %s after restart: %w", r.ID, err)
-		}
-		n.audit(ctx, store.Entry{Kind: store.AuditSession, RequestID: r.ID, Decision: control.StateFailed,
+		n.audit(ctx, store.Entry{Kind: store.AuditSession, RequestID: id, Decision: control.StateFailed,
 			Fields: map[string]string{"reason": "node restarted before it journaled the proposal", "reservation": "released"}})
-		n.log.Warn("released a reservation no proposal journaled", "request", r.ID)
+		n.log.Warn("released a reservation no proposal journaled", "request", id)
 	}
 	return nil
 }

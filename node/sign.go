@@ -798,10 +798,14 @@ func (n *Node) journalSigned(ctx context.Context, s *session, rs requestState, s
 	}
 	now := n.now().UTC()
 	committed := false
-	err = n.st.Batch(ctx, func(b *store.Batch) error {
-		var err error
-		if committed, err = b.CommitReservation(s.request); err != nil {
-			return err
+	var commitErr error
+	batch := func(b *store.Batch) error {
+		if commitErr == nil {
+			var err error
+			if committed, err = b.CommitReservation(s.request); err != nil {
+				commitErr = err
+				return err
+			}
 		}
 		if err := b.SaveRequest(s.request, reqSigned, body); err != nil {
 			return err
@@ -815,8 +819,16 @@ func (n *Node) journalSigned(ctx context.Context, s *session, rs requestState, s
 		}
 		return b.AppendAudit(store.Entry{Kind: store.AuditSession, RequestID: s.request, Decision: control.StateDone, Time: now,
 			Fields: map[string]string{"session": s.id.String(), "quorum": joinMembers(s.members)}})
-	})
-	if err == nil && rs.Reserved && !committed {
+	}
+	err = n.st.Batch(ctx, batch)
+	if commitErr != nil {
+		// The ledger's record of the reservation could not be read or
+		// written: the signature exists all the same, so it is journaled
+		// without the commit (the reservation still counts, reserved).
+		n.log.Error("ledger commit", "request", s.request, "err", commitErr)
+		err = n.st.Batch(ctx, batch)
+	}
+	if err == nil && commitErr == nil && rs.Reserved && !committed {
 		n.log.Error("ledger commit: the request's reservation was not held", "request", s.request)
 	}
 	return err

@@ -387,6 +387,29 @@ func (l *Ledger) records(txn *badgerTxn, bucket policy.Bucket, recs map[string]l
 	})
 }
 
+// Held lists the requests whose reservation the ledger holds reserved,
+// not committed, in id order: those without any budget entry too, which
+// Records, a row per entry, does not show.
+func (l *Ledger) Held(ctx context.Context) ([]ids.RequestID, error) {
+	var out []ids.RequestID
+	err := l.s.view(ctx, func(txn *badgerTxn) error {
+		return l.s.scan(txn, recLedger, ledgerReqPrefix, func(key, plain []byte) error {
+			var req ledgerRequest
+			if err := jsonUnmarshal(key, plain, &req); err != nil {
+				return err
+			}
+			if req.State == policy.Reserved {
+				out = append(out, ids.RequestID(key[len(ledgerReqPrefix):]))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: ledger reservations: %w", err)
+	}
+	return out, nil
+}
+
 // Records returns every ledger record, one per request and bucket.
 func (l *Ledger) Records(ctx context.Context) ([]policy.Record, error) {
 	var out []policy.Record
