@@ -280,7 +280,7 @@ type Health struct {
 	Peer          string         `json:"peer"`
 	PolicyVersion uint64         `json:"policy_version"`
 	Members       []MemberHealth `json:"members"`
-	Pending       int            `json:"pending"`
+	Pending       int            `json:"pending"` // requests not yet final: waiting for guardians or a delay, or being signed
 }
 
 // DryRunRequest is the body of POST /v1/policy/dry-run: a signing request

@@ -369,9 +369,10 @@ func TestWithNodes(t *testing.T) {
 		t.Fatalf("attempts %+v", r.Attempts)
 	}
 	// The attempt's times, in order: proposed, running, signature
-	// collected, recorded.
-	if a := r.Attempts[0]; a.Started.IsZero() || a.Running.Before(a.Started) || a.Collected.Before(a.Running) || a.Ended.Before(a.Collected) {
-		t.Fatalf("attempt times started %v running %v collected %v ended %v", a.Started, a.Running, a.Collected, a.Ended)
+	// collected, recorded; its running state, recorded beside the
+	// session, never overwrites its end.
+	if a := r.Attempts[0]; a.Started.IsZero() || a.Running.IsZero() || a.Running.Before(a.Started) || a.Collected.Before(a.Running) || a.Ended.Before(a.Collected) || a.State != attDone {
+		t.Fatalf("attempt %s, times started %v running %v collected %v ended %v", a.State, a.Started, a.Running, a.Collected, a.Ended)
 	}
 	for _, m := range r.Attempts[0].Quorum {
 		if m == nc.ids[2] {
