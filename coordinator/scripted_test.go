@@ -544,19 +544,7 @@ func TestDryRunAndPolicy(t *testing.T) {
 func TestPendingSurvivesRestart(t *testing.T) {
 	e, m := newScriptedEnv(t)
 	ctx := context.Background()
-	m[ids.RolePolicy].mu.Lock()
-	m[ids.RolePolicy].approvals = 1
-	m[ids.RolePolicy].mu.Unlock()
-	r := submitSigned(t, e, slices.Collect(maps.Values(m))...)
-	var err error
-	for r.State == api.StateReceived {
-		if r, err = e.op.Wait(ctx, r.ID, 100*time.Millisecond); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if r.State != api.StatePendingApproval || r.Needed != 1 {
-		t.Fatalf("request: %+v", r)
-	}
+	r := submitPending(t, e, m)
 	if n := len(m[ids.RoleGuardian].calls("pending")); n != 1 {
 		t.Fatalf("guardian told %d times", n)
 	}
@@ -599,19 +587,7 @@ func TestPendingSurvivesRestart(t *testing.T) {
 func TestDriverKeepsAStrangeRequest(t *testing.T) {
 	e, m := newScriptedEnv(t)
 	ctx := context.Background()
-	m[ids.RolePolicy].mu.Lock()
-	m[ids.RolePolicy].approvals = 1
-	m[ids.RolePolicy].mu.Unlock()
-	r := submitSigned(t, e, slices.Collect(maps.Values(m))...)
-	var err error
-	for r.State == api.StateReceived {
-		if r, err = e.op.Wait(ctx, r.ID, 100*time.Millisecond); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if r.State != api.StatePendingApproval {
-		t.Fatalf("request: %+v", r)
-	}
+	r := submitPending(t, e, m)
 	if _, err := e.c.update(ctx, r.ID, func(b *reqBody) error { b.View.State = "mystery"; return nil }); err != nil {
 		t.Fatal(err)
 	}
@@ -631,6 +607,26 @@ func TestDriverKeepsAStrangeRequest(t *testing.T) {
 		t.Fatalf("the request, readable again: %v %+v", err, got)
 	}
 	pendingHealth(t, e, 0, "signed")
+}
+
+// submitPending submits a request whose tier needs one approval (the
+// policy member's dry run says so) and waits until it waits for it.
+func submitPending(t *testing.T, e *env, m map[ids.Role]*scripted) *api.Request {
+	t.Helper()
+	m[ids.RolePolicy].mu.Lock()
+	m[ids.RolePolicy].approvals = 1
+	m[ids.RolePolicy].mu.Unlock()
+	r := submitSigned(t, e, slices.Collect(maps.Values(m))...)
+	var err error
+	for r.State == api.StateReceived {
+		if r, err = e.op.Wait(context.Background(), r.ID, 100*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.State != api.StatePendingApproval || r.Needed != 1 {
+		t.Fatalf("request: %+v", r)
+	}
+	return r
 }
 
 // pendingHealth waits (five seconds at most) until the health counts

@@ -366,17 +366,23 @@ func TestLedgerUsageBesideReservations(t *testing.T) {
 	}
 }
 
+// benchStore opens a store in a temporary directory, closed at the end.
+func benchStore(b *testing.B) *Store {
+	s, err := Open(b.TempDir(), Passphrase([]byte("bench")), fastArgon2)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
 // BenchmarkLedgerUsage: one usage of a bucket holding n records in its
 // window, as a reservation's check reads it.
 func BenchmarkLedgerUsage(b *testing.B) {
 	for _, n := range []int{10, 100, 1000} {
 		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
 			ctx := context.Background()
-			s, err := Open(b.TempDir(), Passphrase([]byte("bench")), fastArgon2)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
+			s := benchStore(b)
 			l := s.Ledger()
 			const bk = policy.Bucket("rule/bench")
 			for i := range n {
@@ -429,11 +435,7 @@ func BenchmarkSignatureJournal(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			ctx := context.Background()
-			s, err := Open(b.TempDir(), Passphrase([]byte("bench")), fastArgon2)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
+			s := benchStore(b)
 			l := s.Ledger()
 			for i := range b.N {
 				if err := l.Reserve(ctx, res(fmt.Sprintf("req-%08d", i), t0, spend("rule/bench", 1, 1<<40, 0))); err != nil {
