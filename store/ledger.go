@@ -163,17 +163,24 @@ func (l *Ledger) Commit(ctx context.Context, id ids.RequestID) error {
 	l.s.ledgerMu.Lock()
 	defer l.s.ledgerMu.Unlock()
 	err := l.s.update(ctx, func(txn *badgerTxn) error {
-		req, err := l.request(txn, id)
-		if err != nil {
-			return err
-		}
-		req.State = policy.Committed
-		return l.s.putJSON(txn, recLedger, ledgerReqKey(id), req)
+		_, err := l.commit(txn, id)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("store: commit %s: %w", id, err)
 	}
 	return nil
+}
+
+// commit marks id's reservation spent in txn, reporting false when it
+// was committed already; a reservation not held is policy.ErrUnknownRequest.
+func (l *Ledger) commit(txn *badgerTxn, id ids.RequestID) (bool, error) {
+	req, err := l.request(txn, id)
+	if err != nil || req.State == policy.Committed {
+		return false, err
+	}
+	req.State = policy.Committed
+	return true, l.s.putJSON(txn, recLedger, ledgerReqKey(id), req)
 }
 
 // Release drops a reservation whose signing failed; releasing a committed
@@ -441,20 +448,12 @@ func (l *Ledger) Records(ctx context.Context) ([]policy.Record, error) {
 // reservation's state, and badger's conflict detection orders it with a
 // release or prune of the same reservation (the batch runs again).
 func (b *Batch) CommitReservation(id ids.RequestID) (bool, error) {
-	l := b.s.Ledger()
-	req, err := l.request(b.txn, id)
-	if errors.Is(err, policy.ErrUnknownRequest) {
+	ok, err := b.s.Ledger().commit(b.txn, id)
+	switch {
+	case errors.Is(err, policy.ErrUnknownRequest):
 		return false, nil
-	}
-	if err != nil {
+	case err != nil:
 		return false, fmt.Errorf("store: commit %s: %w", id, err)
 	}
-	if req.State == policy.Committed {
-		return false, nil
-	}
-	req.State = policy.Committed
-	if err := b.s.putJSON(b.txn, recLedger, ledgerReqKey(id), req); err != nil {
-		return false, fmt.Errorf("store: commit %s: %w", id, err)
-	}
-	return true, nil
+	return ok, nil
 }
