@@ -307,8 +307,11 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 		journaled = true
 		return n.st.Batch(context.WithoutCancel(ctx), func(b *store.Batch) error { return decided(b, true) })
 	}
+	// withJoin: the hot path, allowed with no approval step, whose
+	// decision the join's batch writes.
+	withJoin := serr == nil && d.Allowed() && d.Tier != nil && !approvalStep(pol, n.set.role, *d.Tier, p)
 	var berr error
-	if !(serr == nil && d.Allowed() && d.Tier != nil && !approvalStep(pol, n.set.role, *d.Tier, p)) {
+	if !withJoin {
 		berr = journal()
 	}
 	// From here every refusal releases what is safe to release.
