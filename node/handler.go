@@ -22,10 +22,13 @@ import (
 // encoded resets the stream.
 func (n *Node) handle(ctx context.Context, from peer.ID, req []byte) ([]byte, error) {
 	start := time.Now()
-	reply := n.dispatch(ctx, from, req)
 	typ := "malformed"
-	if m, err := control.Decode(req); err == nil {
+	var reply *control.Reply
+	if m, err := control.Decode(req); err != nil {
+		reply = refusalReply(refusef(CheckMessage, "%v", err))
+	} else {
 		typ = string(m.Type)
+		reply = n.dispatch(ctx, from, m)
 	}
 	if reply.Refusal != nil {
 		reply.Refusal.Member = n.self
@@ -37,11 +40,8 @@ func (n *Node) handle(ctx context.Context, from peer.ID, req []byte) ([]byte, er
 	return control.EncodeReply(reply)
 }
 
-func (n *Node) dispatch(ctx context.Context, from peer.ID, req []byte) *control.Reply {
-	m, err := control.Decode(req)
-	if err != nil {
-		return refusalReply(refusef(CheckMessage, "%v", err))
-	}
+func (n *Node) dispatch(ctx context.Context, from peer.ID, m *control.Message) *control.Reply {
+	var err error
 	kind := n.p2p.PeerKind(from)
 	switch {
 	case m.Type == control.TypeFreeze:
