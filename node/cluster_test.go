@@ -471,8 +471,9 @@ func TestPolicyNodeKilledMidSigning(t *testing.T) {
 // the crash falls between two statements): for a request never seen
 // before, with or without budget entries, and for a retry of one whose
 // earlier attempt was refused and released. The restart releases each,
-// and audits that it did. (A reservation a session ran with is kept:
-// TestPolicyNodeKilledMidSigning.)
+// and audits that it did; it keeps the reservation of a proposal joined
+// before the crash, which may have started. (A reservation a session ran
+// with is kept: TestPolicyNodeKilledMidSigning.)
 func TestOrphanReservationReleased(t *testing.T) {
 	c, key := shared(t)
 	ctx := context.Background()
@@ -529,10 +530,23 @@ func TestOrphanReservationReleased(t *testing.T) {
 			t.Fatalf("audit of the released orphan %s: %+v", o, entries)
 		}
 	}
-	// The joined proposal never started: the journal's recovery released
-	// it too.
-	if slices.Contains(after, id) {
-		t.Fatal("the unstarted proposal's reservation is still held")
+	// The joined proposal never started, but a start writes nothing
+	// before the session's first message, so the restart cannot tell:
+	// its reservation is kept, and audited as kept.
+	if !slices.Contains(after, id) {
+		t.Fatal("the joined proposal's reservation was released by the restart, though a session may have run with it")
+	}
+	entries, err := pol.Store().AuditByRequest(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) == 0 || !strings.HasPrefix(entries[len(entries)-1].Fields["reservation"], "kept") {
+		t.Fatalf("audit of the joined proposal after the restart: %+v", entries)
+	}
+	// A retry of the request reuses it: nothing is reserved twice.
+	expectJoined(t, "policy node", c.send(pol, propose(ids.NewSessionID(), id, s, c.memberIDs(), "hot")))
+	if rows := reservationRows(t, pol, id); len(rows) != len(held) {
+		t.Fatalf("the retry holds %d reservation rows, %d before the restart", len(rows), len(held))
 	}
 	c.abortAll(sid, pol)
 	if _, err := pol.Store().VerifyAudit(ctx); err != nil {

@@ -38,10 +38,14 @@ type requestState struct {
 
 // Request states in the node's journal.
 const (
+	// reqProposed: joined. From here the node may start the session
+	// without another write, so a restart counts the request as started.
 	reqProposed = "proposed"
-	reqRunning  = "running"
-	reqSigned   = "signed"
-	reqFailed   = "failed"
+	// reqRunning: started; written by earlier versions only (a start now
+	// writes nothing), and read as reqProposed is.
+	reqRunning = "running"
+	reqSigned  = "signed"
+	reqFailed  = "failed"
 )
 
 // loadRequest returns the journal record of request id; found is false when
@@ -135,10 +139,11 @@ func (n *Node) saveState(ctx context.Context, eng *policy.Engine) error {
 }
 
 // recoverJournal fails the sessions that were proposed or running when the
-// node stopped. A reservation never used by a session is released; one a
-// session ran with is kept (this node may have sent its last share, so the
-// signature may exist) and a retry of the request reuses it, so nothing is
-// reserved twice.
+// node stopped. A reservation no session can have used (journaled before
+// the join) is released; one of a joined proposal is kept, since a start
+// writes nothing before the session's first message (this node may have
+// sent its last share, so the signature may exist), and a retry of the
+// request reuses it, so nothing is reserved twice.
 func (n *Node) recoverJournal(ctx context.Context) error {
 	open, err := n.st.Requests(ctx, func(r store.RequestRecord) bool {
 		return r.State != reqSigned && !isQueueRecord(r.ID)
@@ -154,6 +159,11 @@ func (n *Node) recoverJournal(ctx context.Context) error {
 		if rec.State == reqFailed && (!rs.Reserved || rs.Started) {
 			continue // ended, nothing held that may be released
 		}
+		// A joined signing proposal may have started: a start writes
+		// nothing before the session's first message (Node.start).
+		if rec.State == reqProposed || rec.State == reqRunning {
+			rs.Started = true
+		}
 		outcome := "released"
 		if rs.Reserved && !rs.Started && n.engine != nil {
 			if err := n.engine.Release(ctx, rec.ID); err != nil && !errors.Is(err, policy.ErrUnknownRequest) {
@@ -161,7 +171,7 @@ func (n *Node) recoverJournal(ctx context.Context) error {
 			}
 			rs.Reserved = false
 		} else if rs.Reserved {
-			outcome = "kept (a session ran with it)"
+			outcome = "kept (a session may have run with it)"
 		}
 		rs.Error = "node restarted during the session"
 		if err := n.saveRequest(ctx, rec.ID, reqFailed, rs); err != nil {

@@ -666,33 +666,13 @@ func (n *Node) start(ctx context.Context, from string, ref *control.SessionRef) 
 	n.wg.Add(1)
 	n.mu.Unlock()
 
-	if s.kind == kindSign {
-		rs, _, _, err := n.loadRequest(ctx, s.request)
-		if err != nil {
-			n.wg.Done()
-			return err
-		}
-		rs.Started = true
-		body, err := json.Marshal(rs)
-		if err != nil {
-			n.wg.Done()
-			return err
-		}
-		// The reservation's start and the running session, at one sync,
-		// before anything of the session is sent.
-		err = n.st.Batch(context.WithoutCancel(ctx), func(b *store.Batch) error {
-			if err := b.SaveRequest(s.request, reqRunning, body); err != nil {
-				return err
-			}
-			return b.PutSession(n.sessionRecord(s, control.StateRunning, ""))
-		})
-		if err != nil {
-			n.wg.Done()
-			return fmt.Errorf("node: journal %s: %w", s.request, err)
-		}
-	} else {
+	if s.kind != kindSign {
 		n.putSession(ctx, s, control.StateRunning, "")
 	}
+	// A signing session starts with nothing more written: the join's
+	// record (reqProposed) already counts as started for a restart, which
+	// keeps its reservation, so the session's first message may leave at
+	// once (see recoverJournal).
 	go func() {
 		defer n.wg.Done()
 		defer s.cancel()
@@ -740,6 +720,7 @@ func (n *Node) runSign(ctx context.Context, s *session) {
 	if lerr != nil {
 		n.log.Error("journal read after signing", "request", s.request, "err", lerr)
 	}
+	rs.Started = true
 	if err == nil {
 		rs.Signature = sig[:]
 		rs.Error = ""
