@@ -33,7 +33,11 @@ func (c *Coordinator) call(ctx context.Context, to ids.MemberID, m *control.Mess
 	}
 	resp, err := c.p2p.Request(ctx, pid, control.Protocol, b, control.MaxMessage)
 	if err != nil {
-		c.metrics.calls.WithLabelValues(string(m.Type), "error").Inc()
+		outcome := "error"
+		if errors.Is(ctx.Err(), context.Canceled) {
+			outcome = "cancelled" // not wanted any more (callEach), or closing
+		}
+		c.metrics.calls.WithLabelValues(string(m.Type), outcome).Inc()
 		return nil, fmt.Errorf("%w from %s to %s: %v", errNoAnswer, to, m.Type, err)
 	}
 	r, err := control.DecodeReply(resp)
@@ -74,6 +78,26 @@ func (c *Coordinator) callAll(ctx context.Context, members []ids.MemberID, msg f
 	}
 	wg.Wait()
 	return out
+}
+
+// callEach sends each member its message at once, like callAll, and hands
+// each answer to each as it arrives; when each returns false the calls
+// still out are cancelled and callEach returns.
+func (c *Coordinator) callEach(ctx context.Context, members []ids.MemberID, msg func(ids.MemberID) *control.Message, each func(answer) bool) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	answers := make(chan answer, len(members))
+	for _, m := range members {
+		go func() {
+			r, err := c.call(ctx, m, msg(m))
+			answers <- answer{member: m, reply: r, err: err}
+		}()
+	}
+	for range members {
+		if !each(<-answers) {
+			return
+		}
+	}
 }
 
 // probe asks each member for its status; a member that does not answer

@@ -1020,18 +1020,22 @@ func (c *Coordinator) collect(ctx context.Context, b *reqBody, att api.Attempt, 
 	cctx, cancel := context.WithTimeout(ctx, wait+5*time.Second)
 	defer cancel()
 	var errs []string
-	for _, a := range c.callAll(cctx, att.Quorum, func(ids.MemberID) *control.Message {
+	// The first signature that verifies ends the collection: a member
+	// answers once its own journal holds the signature, and the others'
+	// journals do not change what the coordinator returns.
+	c.callEach(cctx, att.Quorum, func(ids.MemberID) *control.Message {
 		return &control.Message{Type: control.TypeResult, Result: &control.ResultQuery{Session: att.Session, Wait: control.Duration(wait)}}
-	}) {
+	}, func(a answer) bool {
 		if a.err != nil || a.reply.Result == nil {
 			pending = true
-			continue
+			return true
 		}
 		r := a.reply.Result
 		switch r.State {
 		case control.StateDone:
 			if err := c.verify(b, r.Signature); err == nil {
-				return r.Signature, nil, false
+				sig = r.Signature
+				return false
 			} else {
 				errs = append(errs, fmt.Sprintf("%s: signature does not verify: %v", a.member, err))
 			}
@@ -1043,6 +1047,10 @@ func (c *Coordinator) collect(ctx context.Context, b *reqBody, att api.Attempt, 
 				errs = append(errs, fmt.Sprintf("%s: %s", a.member, r.Error))
 			}
 		}
+		return true
+	})
+	if sig != nil {
+		return sig, nil, false
 	}
 	if len(errs) > 0 {
 		c.log.Warn("session results", "request", b.View.ID, "session", att.Session, "errors", strings.Join(errs, "; "))

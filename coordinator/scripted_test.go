@@ -47,7 +47,10 @@ type scripted struct {
 	roles     []ids.Role
 	tier      string                 // the scripted tier's name (default solo)
 	presigned []control.Presignature // what Status reports parked
-	human     *ecdsa.PrivateKey      // a guardian member's human, if not alice
+	// hold, when set, keeps each Result query unanswered until it is
+	// closed.
+	hold  chan struct{}
+	human *ecdsa.PrivateKey // a guardian member's human, if not alice
 }
 
 func (s *scripted) record(m *control.Message) {
@@ -140,6 +143,16 @@ func (s *scripted) handle(e *env) p2p.Handler {
 			}
 			s.mu.Unlock()
 		case control.TypeResult:
+			s.mu.Lock()
+			hold := s.hold
+			s.mu.Unlock()
+			if hold != nil {
+				select {
+				case <-hold:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
 			s.mu.Lock()
 			r, ok := s.results[m.Result.Session]
 			s.mu.Unlock()
@@ -309,6 +322,62 @@ func TestRetryExcludesCulprits(t *testing.T) {
 	entries, err = e.op.Audit(ctx, client.AuditQuery{Member: string(m[ids.RoleGuardian].id)})
 	if err != nil || len(entries) != 1 || entries[0].Kind != "signature" {
 		t.Fatalf("audit entries naming the guardian: %v %+v", err, entries)
+	}
+}
+
+// TestFirstSignatureEnds: the first signature that verifies ends a
+// session's collection. One signer reports it at once; the other's
+// Result query stays unanswered (a member slow to journal, or gone): the
+// request is signed all the same, while that query is still held (its
+// wait is control.MaxResultWait).
+func TestFirstSignatureEnds(t *testing.T) {
+	e, m := newScriptedEnv(t)
+	ctx := context.Background()
+	var (
+		mu  sync.Mutex
+		req *api.Request
+	)
+	hold := make(chan struct{})
+	defer close(hold)
+	for _, s := range m {
+		s.mu.Lock()
+		s.onStart = func(ids.SessionID) *control.Result {
+			mu.Lock()
+			defer mu.Unlock()
+			sig, err := crypto.Sign(req.Digest[:], e.keyPriv)
+			if err != nil {
+				t.Error(err)
+			}
+			return &control.Result{State: control.StateDone, Signature: sig}
+		}
+		if s.role == ids.RolePolicy {
+			s.hold = hold
+		}
+		s.mu.Unlock()
+	}
+	mu.Lock()
+	r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil))
+	if err != nil {
+		mu.Unlock()
+		t.Fatal(err)
+	}
+	req = r
+	mu.Unlock()
+	wctx, cancel := context.WithTimeout(ctx, control.MaxResultWait/2)
+	defer cancel()
+	got, err := e.op.WaitFinal(wctx, r.ID)
+	if err != nil {
+		t.Fatalf("the request did not end while one signer's result was held: %v", err)
+	}
+	if got.State != api.StateSigned || len(got.Attempts) != 1 {
+		t.Fatalf("request: %s %s attempts %+v", got.State, got.Reason, got.Attempts)
+	}
+	pol := m[ids.RolePolicy]
+	if !slices.Contains(got.Attempts[0].Quorum, pol.id) {
+		t.Fatalf("the held policy member is not in the quorum %v", got.Attempts[0].Quorum)
+	}
+	if asked := pol.calls("result"); !slices.Contains(asked, got.Attempts[0].Session.String()) {
+		t.Fatalf("the held policy member was not asked for the result: %v", asked)
 	}
 }
 
