@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -676,6 +677,9 @@ func (n *Node) start(ctx context.Context, from string, ref *control.SessionRef) 
 	go func() {
 		defer n.wg.Done()
 		defer s.cancel()
+		// The session's goroutines carry its kind as a profiler label,
+		// so a CPU profile splits by it (go tool pprof -tagfocus).
+		pprof.SetGoroutineLabels(pprof.WithLabels(rctx, pprof.Labels("session", s.kind)))
 		switch s.kind {
 		case kindSign:
 			n.runSign(rctx, s)
