@@ -15,8 +15,14 @@ import (
 // (the request, its audit entries, the session record) at one disk sync
 // instead of one each.
 type Batch struct {
-	s   *Store
-	txn *badgerTxn
+	s     *Store
+	txn   *badgerTxn
+	state *batchState
+}
+
+// batchState is what a batch's attempts share: the stage it commits.
+type batchState struct {
+	staged *Stage
 }
 
 // Batch runs fn and commits the writes it made through b in one synced
@@ -27,7 +33,14 @@ type Batch struct {
 func (s *Store) Batch(ctx context.Context, fn func(b *Batch) error) error {
 	s.auditMu.Lock()
 	defer s.auditMu.Unlock()
-	err := s.update(ctx, func(txn *badgerTxn) error { return fn(&Batch{s: s, txn: txn}) })
+	state := &batchState{}
+	err := s.update(ctx, func(txn *badgerTxn) error {
+		state.staged = nil
+		return fn(&Batch{s: s, txn: txn, state: state})
+	})
+	if state.staged != nil {
+		state.staged.committed(err)
+	}
 	if err != nil {
 		return fmt.Errorf("store: batch: %w", err)
 	}

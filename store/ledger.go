@@ -70,7 +70,8 @@ func ledgerBucketKey(bucket policy.Bucket, t time.Time, id ids.RequestID, i int)
 // r.Time), entries of one bucket together, and records all of them, or
 // none; the records are on disk when it returns. It fails with
 // policy.ErrBudgetExceeded, policy.ErrDuplicateRequest or
-// policy.ErrBadReservation.
+// policy.ErrBadReservation. Under a context from Store.Stage it checks
+// the same and stages the reservation instead (see Stage).
 func (l *Ledger) Reserve(ctx context.Context, r policy.Reservation) error {
 	entries := make([]ledgerEntry, 0, len(r.Entries))
 	for i, e := range r.Entries {
@@ -88,74 +89,105 @@ func (l *Ledger) Reserve(ctx context.Context, r policy.Reservation) error {
 		return fmt.Errorf("store: reserve: %w: no request id", policy.ErrBadReservation)
 	}
 	at := r.Time.UTC().Round(0)
+	if st := stageOf(ctx, l.s); st != nil {
+		return st.reserve(ctx, l, r, at, entries)
+	}
 	l.s.ledgerMu.Lock()
 	defer l.s.ledgerMu.Unlock()
-	// Every writer holds ledgerMu and updates the records in memory before
-	// it lets go, so these are the committed usages the writes below
-	// check against.
-	used := make([]policy.Usage, len(r.Entries))
-	for i, e := range r.Entries {
-		u, err := l.cachedUsage(ctx, e.Bucket, e.Window, at)
-		if err != nil {
-			return fmt.Errorf("store: reserve %s: %w", r.ID, err)
-		}
-		used[i] = u
+	if err := l.check(ctx, r, at, entries); err != nil {
+		return fmt.Errorf("store: reserve %s: %w", r.ID, err)
 	}
-	err := l.s.update(ctx, func(txn *badgerTxn) error {
-		dup, err := exists(txn, ledgerReqKey(r.ID))
-		if err != nil {
-			return err
-		}
-		if dup {
-			return fmt.Errorf("%w: %s", policy.ErrDuplicateRequest, r.ID)
-		}
-		// Entries of one reservation may share a bucket: each is checked
-		// with the ones before it counted.
-		pending := map[policy.Bucket]policy.Usage{}
-		for i, e := range r.Entries {
-			u := policy.Usage{Amount: new(big.Int).Set(used[i].Amount), Count: used[i].Count}
-			if p, ok := pending[e.Bucket]; ok {
-				u.Amount.Add(u.Amount, p.Amount)
-				u.Count += p.Count
-			}
-			amount := entries[i].Amount
-			if e.LimitAmount != nil && new(big.Int).Add(u.Amount, amount).Cmp(e.LimitAmount) > 0 {
-				return fmt.Errorf("%w: %s: %s used + %s > %s", policy.ErrBudgetExceeded, e.Bucket, u.Amount, amount, e.LimitAmount)
-			}
-			if e.LimitCount > 0 && u.Count+e.Count > e.LimitCount {
-				return fmt.Errorf("%w: %s: count %d used + %d > %d", policy.ErrBudgetExceeded, e.Bucket, u.Count, e.Count, e.LimitCount)
-			}
-			p := pending[e.Bucket]
-			if p.Amount == nil {
-				p.Amount = new(big.Int)
-			}
-			p.Amount.Add(p.Amount, amount)
-			p.Count += e.Count
-			pending[e.Bucket] = p
-		}
-		for i, e := range entries {
-			if err := l.s.putJSON(txn, recLedger, ledgerBucketKey(e.Bucket, at, r.ID, i), ledgerUse{Amount: e.Amount, Count: e.Count}); err != nil {
-				return err
-			}
-		}
-		return l.s.putJSON(txn, recLedger, ledgerReqKey(r.ID), ledgerRequest{Time: at, State: policy.Reserved, Entries: entries})
-	})
+	err := l.s.update(ctx, func(txn *badgerTxn) error { return l.write(txn, r.ID, at, entries) })
 	if err != nil {
-		if !errors.Is(err, policy.ErrBudgetExceeded) && !errors.Is(err, policy.ErrDuplicateRequest) {
+		if !errors.Is(err, policy.ErrDuplicateRequest) {
 			// The commit may have reached the disk all the same (a
 			// failed sync): read these buckets from disk again.
 			l.invalidate(entries)
 		}
 		return fmt.Errorf("store: reserve %s: %w", r.ID, err)
 	}
-	l.s.usageMu.Lock()
+	l.counted(r.ID, at, entries)
+	return nil
+}
+
+// check is Reserve's check of r, whose entries are entries, at time at:
+// no reservation of its id yet, and every limit kept, entries of one
+// bucket together. The caller holds ledgerMu: every writer holds it and
+// updates the records in memory before it lets go, so the usages read
+// here are the committed ones.
+func (l *Ledger) check(ctx context.Context, r policy.Reservation, at time.Time, entries []ledgerEntry) error {
+	used := make([]policy.Usage, len(r.Entries))
+	for i, e := range r.Entries {
+		u, err := l.cachedUsage(ctx, e.Bucket, e.Window, at)
+		if err != nil {
+			return err
+		}
+		used[i] = u
+	}
+	var dup bool
+	if err := l.s.view(ctx, func(txn *badgerTxn) error {
+		var err error
+		dup, err = exists(txn, ledgerReqKey(r.ID))
+		return err
+	}); err != nil {
+		return err
+	}
+	if dup {
+		return fmt.Errorf("%w: %s", policy.ErrDuplicateRequest, r.ID)
+	}
+	pending := map[policy.Bucket]policy.Usage{}
+	for i, e := range r.Entries {
+		u := policy.Usage{Amount: new(big.Int).Set(used[i].Amount), Count: used[i].Count}
+		if p, ok := pending[e.Bucket]; ok {
+			u.Amount.Add(u.Amount, p.Amount)
+			u.Count += p.Count
+		}
+		amount := entries[i].Amount
+		if e.LimitAmount != nil && new(big.Int).Add(u.Amount, amount).Cmp(e.LimitAmount) > 0 {
+			return fmt.Errorf("%w: %s: %s used + %s > %s", policy.ErrBudgetExceeded, e.Bucket, u.Amount, amount, e.LimitAmount)
+		}
+		if e.LimitCount > 0 && u.Count+e.Count > e.LimitCount {
+			return fmt.Errorf("%w: %s: count %d used + %d > %d", policy.ErrBudgetExceeded, e.Bucket, u.Count, e.Count, e.LimitCount)
+		}
+		p := pending[e.Bucket]
+		if p.Amount == nil {
+			p.Amount = new(big.Int)
+		}
+		p.Amount.Add(p.Amount, amount)
+		p.Count += e.Count
+		pending[e.Bucket] = p
+	}
+	return nil
+}
+
+// write records a checked reservation in txn: its bucket records and the
+// reservation under its id, refused if the id holds one already.
+func (l *Ledger) write(txn *badgerTxn, id ids.RequestID, at time.Time, entries []ledgerEntry) error {
+	dup, err := exists(txn, ledgerReqKey(id))
+	if err != nil {
+		return err
+	}
+	if dup {
+		return fmt.Errorf("%w: %s", policy.ErrDuplicateRequest, id)
+	}
 	for i, e := range entries {
-		if recs := l.s.usage[e.Bucket]; recs != nil {
-			recs[string(ledgerBucketKey(e.Bucket, at, r.ID, i))] = ledgerUse{Amount: e.Amount, Count: e.Count}
+		if err := l.s.putJSON(txn, recLedger, ledgerBucketKey(e.Bucket, at, id, i), ledgerUse{Amount: e.Amount, Count: e.Count}); err != nil {
+			return err
 		}
 	}
-	l.s.usageMu.Unlock()
-	return nil
+	return l.s.putJSON(txn, recLedger, ledgerReqKey(id), ledgerRequest{Time: at, State: policy.Reserved, Entries: entries})
+}
+
+// counted adds a committed reservation's records to the buckets in
+// memory; the caller holds ledgerMu.
+func (l *Ledger) counted(id ids.RequestID, at time.Time, entries []ledgerEntry) {
+	l.s.usageMu.Lock()
+	defer l.s.usageMu.Unlock()
+	for i, e := range entries {
+		if recs := l.s.usage[e.Bucket]; recs != nil {
+			recs[string(ledgerBucketKey(e.Bucket, at, id, i))] = ledgerUse{Amount: e.Amount, Count: e.Count}
+		}
+	}
 }
 
 // Commit marks a reservation as spent.
@@ -186,6 +218,9 @@ func (l *Ledger) commit(txn *badgerTxn, id ids.RequestID) (bool, error) {
 // Release drops a reservation whose signing failed; releasing a committed
 // one is refused, since its signature exists.
 func (l *Ledger) Release(ctx context.Context, id ids.RequestID) error {
+	if st := stageOf(ctx, l.s); st != nil && st.release(id) {
+		return nil // staged, never written
+	}
 	l.s.ledgerMu.Lock()
 	defer l.s.ledgerMu.Unlock()
 	var dropped ledgerRequest
