@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -464,11 +465,12 @@ func TestPolicyNodeKilledMidSigning(t *testing.T) {
 	}
 }
 
-// TestOrphanReservationReleased: a hot proposal reserves its budget in
-// the ledger, then journals its decision with the join, at one sync. A
-// crash between the two leaves a reservation that the journal does not
-// record and no session can have used (the state is made here directly:
-// the crash falls between two statements): for a request never seen
+// TestOrphanReservationReleased: a node of an earlier version reserved a
+// hot proposal's budget in the ledger, then journaled its decision with
+// the join (a proposal's reservation now commits in that batch). A crash
+// between the two leaves a reservation that the journal does not record
+// and no session can have used (the state is made here directly: the
+// crash falls between two statements): for a request never seen
 // before, with or without budget entries, and for a retry of one whose
 // earlier attempt was refused and released. The restart releases each,
 // and audits that it did; it keeps the reservation of a proposal joined
@@ -551,6 +553,71 @@ func TestOrphanReservationReleased(t *testing.T) {
 	c.abortAll(sid, pol)
 	if _, err := pol.Store().VerifyAudit(ctx); err != nil {
 		t.Fatalf("audit chain after restart: %v", err)
+	}
+}
+
+// TestConcurrentProposalsKeepTheBudget: proposals that arrive at once at
+// the policy node, each staging its reservation until its join's batch,
+// are checked one after another against what the others committed: as
+// many join as the budget has room for, the others are refused naming the
+// rule, and the ledger holds exactly the joined ones, within the limit.
+// Aborted, they leave the budget as it was.
+func TestConcurrentProposalsKeepTheBudget(t *testing.T) {
+	c, key := shared(t)
+	pol := c.policy()
+	all := c.memberIDs()
+	// Agent "other" has one coffee a day under rule coffee.
+	s0, id0 := request(t, c.w.other, key, cafe, millis(1))
+	r := c.send(pol, &control.Message{Type: control.TypeEvaluate, Evaluate: &control.Evaluate{RequestID: id0, Request: s0}})
+	if r.Decision == nil || r.Decision.RuleID != "coffee" || len(r.Decision.Budgets) != 1 {
+		t.Fatalf("evaluate: %+v %+v", r.Decision, r.Refusal)
+	}
+	room := int(r.Decision.Budgets[0].CountLimit - r.Decision.Budgets[0].CountUsed)
+	if room < 1 {
+		t.Fatalf("rule coffee has no room left for agent other (%+v): the test needs one payment", r.Decision.Budgets[0])
+	}
+	const n = 8
+	type sent struct {
+		id    ids.RequestID
+		sid   ids.SessionID
+		reply *control.Reply
+	}
+	out := make([]sent, n)
+	var wg sync.WaitGroup
+	for i := range out {
+		s, id := request(t, c.w.other, key, cafe, millis(1))
+		out[i] = sent{id: id, sid: ids.NewSessionID()}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i].reply = c.send(pol, propose(out[i].sid, id, s, all, "hot"))
+		}()
+	}
+	wg.Wait()
+	var joined []ids.RequestID
+	for _, o := range out {
+		switch {
+		case o.reply.Join != nil:
+			joined = append(joined, o.id)
+		case o.reply.Refusal != nil && o.reply.Refusal.RuleID == "coffee":
+		default:
+			t.Fatalf("%s: %+v, want a join or a refusal under rule coffee", o.id, o.reply)
+		}
+	}
+	if len(joined) != min(room, n) {
+		t.Fatalf("%d of %d proposals joined with room for %d", len(joined), n, room)
+	}
+	held := heldIDs(t, pol)
+	for _, o := range out {
+		if slices.Contains(held, o.id) != slices.Contains(joined, o.id) {
+			t.Fatalf("%s: held %v, joined %v", o.id, slices.Contains(held, o.id), slices.Contains(joined, o.id))
+		}
+	}
+	for _, o := range out {
+		c.abortAll(o.sid, pol)
+	}
+	for _, id := range joined {
+		assertNoReservation(t, pol, id)
 	}
 }
 

@@ -243,12 +243,19 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 	reuse := seen && prev.Reserved
 	var d policy.Decision
 	var serr error
+	// A new reservation is staged: checked now, written with the first
+	// batch that journals it (the join's, on the hot path), at that
+	// batch's sync. Until then the ledger's lock is held, so nothing here
+	// may wait for it: every refusal cancels the stage before it
+	// releases (fail).
+	sctx, stage := n.st.Stage(ctx)
+	defer stage.Cancel()
 	n.policyMu.Lock()
 	if reuse {
 		d, serr = n.reevaluate(ctx, eng, req)
 		d.Reserved = true
 	} else {
-		d = eng.Authorize(ctx, req)
+		d = eng.Authorize(sctx, req)
 	}
 	// The state is exported here and saved in the batch below, at the
 	// same sync as the audit entries: a batch committing after a later
@@ -268,17 +275,20 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 	if d.Reserved && !reuse {
 		rs.Started = false
 	}
-	// The policy state is saved, the request and the decision are
-	// audited, and a reservation is journaled as failed until the proposal
-	// is joined (a crash before releases it), at one sync. When nothing is
-	// written between here and the join (no approval to consume: the
-	// tiers the agent and a policy node sign alone), all of it but the
-	// failed record joins the join's batch instead, one sync fewer on the
-	// way of every hot request; a refusal before the join still writes it
-	// first.
+	// The reservation is written, the policy state saved, the request and
+	// the decision audited, and the reservation journaled as failed until
+	// the proposal is joined (a crash before releases it), at one sync.
+	// When nothing is written between here and the join (no approval to
+	// consume: the tiers the agent and a policy node sign alone), all of
+	// it but the failed record joins the join's batch instead, one sync
+	// on the way of every hot request where there were three; a refusal
+	// before the join still writes it first.
 	saveFailed := serr == nil && d.Reserved
 	at := n.now().UTC()
 	decided := func(b *store.Batch, failed bool) error {
+		if err := b.CommitStage(stage); err != nil {
+			return err
+		}
 		if serr == nil {
 			if err := b.SavePolicyState(state); err != nil {
 				return err
@@ -322,6 +332,7 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 				n.log.Error("proposal batch failed", "request", p.RequestID, "err", err)
 			}
 		}
+		stage.Cancel() // a reservation still staged was never written
 		n.releaseAfterRefusal(ctx, p.RequestID, &rs)
 		return nil, r
 	}
