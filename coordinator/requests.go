@@ -301,9 +301,6 @@ func (c *Coordinator) finish(ctx context.Context, id ids.RequestID, state string
 // one request ever run from this coordinator at once.
 func (c *Coordinator) drive(ctx context.Context, id ids.RequestID) {
 	told := false // whether this driver told the guardians of a pending request
-	// probed is the members' status from the probe made beside the dry
-	// run, for the attempt that follows it at once.
-	var probed map[ids.MemberID]*control.Status
 	// A request this driver cannot read, or finds in a state it does not
 	// know, keeps its driver (health counts it in progress, and the log
 	// says why every time) and is read again after a growing pause.
@@ -336,9 +333,15 @@ func (c *Coordinator) drive(ctx context.Context, id ids.RequestID) {
 		switch b.View.State {
 		case api.StateReceived:
 			told = true // evaluate tells the guardians when the tier needs them
-			var retry bool
-			if retry, probed = c.evaluate(ctx, id, b); retry {
+			retry, pre, pd := c.evaluate(ctx, id, b)
+			switch {
+			case retry:
 				sleep(ctx, min(2*time.Second, untilExpiry), wake)
+			case pd != nil:
+				// Signing at once: the first attempt records the decision.
+				if err := pd.apply(b); err == nil && c.attemptWith(ctx, id, b, true, pre, pd) {
+					sleep(ctx, min(time.Second, untilExpiry), wake)
+				}
 			}
 		case api.StatePendingApproval:
 			if !told {
@@ -365,9 +368,7 @@ func (c *Coordinator) drive(ctx context.Context, id ids.RequestID) {
 			}
 			sleep(ctx, min(wait, untilExpiry), wake)
 		case api.StateSigning:
-			pre := probed
-			probed = nil
-			if c.attempt(ctx, id, b, pre) {
+			if c.attemptWith(ctx, id, b, true, nil, nil) {
 				sleep(ctx, min(time.Second, untilExpiry), wake)
 			}
 		default:
@@ -384,11 +385,11 @@ func (c *Coordinator) drive(ctx context.Context, id ids.RequestID) {
 // when the request goes on to signing at once, the committee's status
 // from a probe made while the dry run ran (the attempt needs it next, and
 // the two round trips need not follow each other).
-func (c *Coordinator) evaluate(ctx context.Context, id ids.RequestID, b *reqBody) (retry bool, probed map[ids.MemberID]*control.Status) {
+func (c *Coordinator) evaluate(ctx context.Context, id ids.RequestID, b *reqBody) (retry bool, probed map[ids.MemberID]*control.Status, pending *decided) {
 	ki, err := c.keyInfo(ctx, b.View.Key)
 	if err != nil {
 		c.finish(ctx, id, api.StateFailed, "", "key", errText(err))
-		return false, nil
+		return false, nil, nil
 	}
 	// Cancelled on every return: only the path to signing waits for it.
 	pctx, cancelProbe := context.WithCancel(ctx)
@@ -423,7 +424,7 @@ func (c *Coordinator) evaluate(ctx context.Context, id ids.RequestID, b *reqBody
 		}
 		if r.Refusal != nil {
 			c.finish(ctx, id, api.StateDenied, r.Refusal.Member, r.Refusal.RuleID, r.Refusal.Reason)
-			return false, nil
+			return false, nil, nil
 		}
 		if r.Decision == nil {
 			lastErr = fmt.Errorf("%s answered the dry run without a decision", m)
@@ -438,7 +439,7 @@ func (c *Coordinator) evaluate(ctx context.Context, id ids.RequestID, b *reqBody
 			reason += ": " + lastErr.Error()
 		}
 		c.note(ctx, id, reason)
-		return true, nil
+		return true, nil, nil
 	}
 	dec := &api.Decision{Verdict: d.Verdict, RuleID: d.RuleID, Reason: d.Reason, Tier: d.Tier, Roles: d.Roles,
 		Approvals: d.Approvals, PolicyHash: d.PolicyHash, PolicyVersion: d.PolicyVersion, Member: by}
@@ -448,7 +449,7 @@ func (c *Coordinator) evaluate(ctx context.Context, id ids.RequestID, b *reqBody
 	if d.Verdict == "deny" || d.Tier == "" {
 		_, _ = c.update(ctx, id, func(b *reqBody) error { b.View.Decision = dec; return nil })
 		c.finish(ctx, id, api.StateDenied, by, d.RuleID, d.Reason)
-		return false, nil
+		return false, nil, nil
 	}
 	if d.Digest != (common.Hash{}) && d.Digest != b.View.Digest {
 		c.log.Warn("member computed another digest", "request", id, "member", by, "digest", d.Digest, "ours", b.View.Digest)
@@ -457,31 +458,51 @@ func (c *Coordinator) evaluate(ctx context.Context, id ids.RequestID, b *reqBody
 	if err := quorum.CanGrant(ki.Committee, tier.policy()); err != nil {
 		_, _ = c.update(ctx, id, func(b *reqBody) error { b.View.Decision = dec; return nil })
 		c.finish(ctx, id, api.StateDenied, "", ruleTier, fmt.Sprintf("tier %s: %v", d.Tier, err))
-		return false, nil
+		return false, nil, nil
 	}
 	state := api.StateSigning
 	if tier.Approvals > 0 || tier.Delay > 0 {
 		state = api.StatePendingApproval
 	}
-	nb, err := c.updateAudited(ctx, id, func(b *reqBody) error {
-		if b.View.State != api.StateReceived {
-			return errFinal
-		}
-		b.View.Decision, b.Tier, b.View.Tier, b.View.Needed = dec, tier, tier.Name, tier.Approvals
-		b.View.State, b.View.RuleID, b.View.Reason = state, d.RuleID, d.Reason
-		return nil
-	}, func(*reqBody) store.Entry {
-		return store.Entry{Kind: store.AuditDecision, RequestID: id, Decision: d.Verdict, RuleID: d.RuleID,
-			Fields: map[string]string{"tier": d.Tier, "member": string(by), "reason": d.Reason, "agent": string(b.View.Agent)}}
-	})
+	pd := &decided{dec: dec, tier: tier, state: state, rule: d.RuleID, reason: d.Reason,
+		entry: store.Entry{Kind: store.AuditDecision, RequestID: id, Decision: d.Verdict, RuleID: d.RuleID,
+			Fields: map[string]string{"tier": d.Tier, "member": string(by), "reason": d.Reason, "agent": string(b.View.Agent)}}}
+	if state == api.StateSigning {
+		// Recorded with the first attempt, at one sync (attemptWith).
+		return false, <-probe, pd
+	}
+	nb, err := c.recordDecision(ctx, id, pd)
 	if err != nil {
-		return !errors.Is(err, errFinal), nil
+		return !errors.Is(err, errFinal), nil, nil
 	}
-	if state == api.StatePendingApproval {
-		c.sendPending(ctx, ki, nb, d)
-		return false, nil
+	c.sendPending(ctx, ki, nb, d)
+	return false, nil, nil
+}
+
+// decided is a request's tier, from the dry run, with its audit entry:
+// recorded at once for a tier that waits for guardians, and with the
+// request's first attempt for one that goes to signing at once.
+type decided struct {
+	dec          *api.Decision
+	tier         *tierSpec
+	state        string // signing or pending_approval
+	rule, reason string
+	entry        store.Entry
+}
+
+// apply records the decision in a request still received.
+func (pd *decided) apply(b *reqBody) error {
+	if b.View.State != api.StateReceived {
+		return errFinal
 	}
-	return false, <-probe
+	b.View.Decision, b.Tier, b.View.Tier, b.View.Needed = pd.dec, pd.tier, pd.tier.Name, pd.tier.Approvals
+	b.View.State, b.View.RuleID, b.View.Reason = pd.state, pd.rule, pd.reason
+	return nil
+}
+
+// recordDecision records pd alone, with its audit entry.
+func (c *Coordinator) recordDecision(ctx context.Context, id ids.RequestID, pd *decided) (*reqBody, error) {
+	return c.updateAudited(ctx, id, pd.apply, func(*reqBody) store.Entry { return pd.entry })
 }
 
 // note records a reason on a request that is still in progress.
@@ -781,16 +802,33 @@ func joinIDs(list []ids.MemberID) string {
 // again (a new session) later. A hot-tier request names a ready
 // presignature of its quorum when there is one; a member refusing it makes
 // the attempt run the full protocol at once.
-func (c *Coordinator) attempt(ctx context.Context, id ids.RequestID, b *reqBody, probed map[ids.MemberID]*control.Status) bool {
-	return c.attemptWith(ctx, id, b, true, probed)
-}
-
 // attemptWith runs one signing session: with usePresign it may name a
 // presignature from the pools; probed, when not nil, is the committee's
-// status just taken (otherwise the members are probed here).
-func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqBody, usePresign bool, probed map[ids.MemberID]*control.Status) bool {
+// status just taken (otherwise the members are probed here). pd, when not
+// nil, is the tier's decision, applied to b but not yet recorded: the
+// attempt's record carries it, at one sync, and any way out before that
+// record writes it first.
+func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqBody, usePresign bool, probed map[ids.MemberID]*control.Status, pd *decided) bool {
 	defer c.presign.busy()()
-	if c.settleOpen(ctx, id, b) {
+	flushed := pd == nil
+	// flush records the decision on its own, before a way out that does
+	// not record the attempt (and, deferred, on any other).
+	var flush func() bool
+	defer func() { flush() }()
+	flush = func() bool {
+		if flushed {
+			return true
+		}
+		flushed = true
+		if _, err := c.recordDecision(ctx, id, pd); err != nil {
+			if !errors.Is(err, errFinal) {
+				c.log.Error("record decision", "request", id, "err", err)
+			}
+			return false
+		}
+		return true
+	}
+	if pd == nil && c.settleOpen(ctx, id, b) {
 		return false
 	}
 	if len(b.View.Attempts) >= maxAttempts {
@@ -799,7 +837,9 @@ func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqB
 	}
 	ki, err := c.keyInfo(ctx, b.View.Key)
 	if err != nil {
-		c.finish(ctx, id, api.StateFailed, "", "key", errText(err))
+		if flush() {
+			c.finish(ctx, id, api.StateFailed, "", "key", errText(err))
+		}
 		return false
 	}
 	if b.Tier == nil {
@@ -833,6 +873,9 @@ func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqB
 	}
 	q, err := quorum.Select(ki.Committee, spec, usable, b.Excluded)
 	if err != nil {
+		if !flush() {
+			return false
+		}
 		if _, err2 := quorum.Select(ki.Committee, spec, nil, b.Excluded); err2 != nil {
 			c.finish(ctx, id, api.StateFailed, "", ruleQuorum, fmt.Sprintf("no quorum left for tier %s without the members failed sessions blamed (%s): %v", spec.Name, joinIDs(b.Excluded), err2))
 			return false
@@ -878,13 +921,27 @@ func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqB
 	sess := ids.NewSessionID()
 	started := c.now()
 	deadline := c.attemptDeadline(b, started)
-	if _, err := c.update(ctx, id, func(b *reqBody) error {
+	record := func(b *reqBody) error {
+		if pd != nil {
+			if err := pd.apply(b); err != nil {
+				return err
+			}
+		}
 		if b.View.State != api.StateSigning {
 			return errFinal
 		}
 		b.View.Attempts = append(b.View.Attempts, api.Attempt{Session: sess, Quorum: q, State: attProposing, Started: started, Presignature: presig})
 		return nil
-	}); err != nil {
+	}
+	if flushed {
+		_, err = c.update(ctx, id, record)
+	} else {
+		// The decision and its audit entry with the attempt, at one sync.
+		flushed = true
+		_, err = c.updateAudited(ctx, id, record, func(*reqBody) store.Entry { return pd.entry })
+	}
+	if err != nil {
+		c.presign.release(presig)
 		return !errors.Is(err, errFinal)
 	}
 	pctx, cancel := context.WithTimeout(ctx, c.cfg.Timeouts.Propose)
@@ -923,7 +980,7 @@ func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqB
 				if err != nil {
 					return true
 				}
-				return c.attemptWith(ctx, id, nb, false, nil)
+				return c.attemptWith(ctx, id, nb, false, nil, nil)
 			}
 			// Refused for another reason before any start: the members
 			// keep the presignature parked, and it may serve another.

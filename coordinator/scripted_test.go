@@ -887,6 +887,57 @@ func TestRequestAuditedWithItsRecord(t *testing.T) {
 	}
 }
 
+// TestDecisionRecordedWhileQuorumWaits: a request that goes to signing at
+// once records its tier's decision with its first attempt; when no
+// attempt can be made (the tier's member answers the dry run but not the
+// probe), the decision is recorded all the same, with its audit entry,
+// and the request waits for the member under the tier it was given.
+func TestDecisionRecordedWhileQuorumWaits(t *testing.T) {
+	e, m := newScriptedEnv(t)
+	ctx := context.Background()
+	pol := m[ids.RolePolicy]
+	pol.mu.Lock()
+	pol.refuse = func(msg *control.Message) *control.Refusal {
+		if msg.Type == control.TypeStatus {
+			return &control.Refusal{RuleID: ruleInternal, Reason: "scripted: no status"}
+		}
+		return nil
+	}
+	pol.mu.Unlock()
+	r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got *api.Request
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if got, err = e.op.Request(ctx, r.ID); err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(got.Reason, "waiting: cannot reach") {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("request %s (%s), want it waiting for the policy member", got.State, got.Reason)
+		}
+	}
+	if got.State != api.StateSigning || got.Decision == nil || got.Tier != "solo" || len(got.Attempts) != 0 {
+		t.Fatalf("request %s tier %q decision %+v attempts %d, want signing under tier solo with its decision and no attempt", got.State, got.Tier, got.Decision, len(got.Attempts))
+	}
+	es, err := e.c.store.AuditByRequest(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var decisions int
+	for _, en := range es {
+		if en.Kind == store.AuditDecision && en.Fields["tier"] == "solo" {
+			decisions++
+		}
+	}
+	if decisions != 1 {
+		t.Fatalf("audit entries of %s: %+v, want one decision of tier solo", r.ID, es)
+	}
+}
+
 // submitSigned submits the env's request with the members answering its
 // session with a good signature of it, and returns the request.
 func submitSigned(t *testing.T, e *env, members ...*scripted) *api.Request {
