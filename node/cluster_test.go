@@ -513,7 +513,7 @@ func TestOrphanReservationReleased(t *testing.T) {
 			t.Fatalf("%s not held before the crash", o)
 		}
 	}
-	if err := pol.Close(); err != nil {
+	if err := pol.close(false); err != nil { // a crash: no clean drop of the joined proposal
 		t.Fatal(err)
 	}
 	if err := c.start(pol); err != nil {
@@ -618,6 +618,72 @@ func TestConcurrentProposalsKeepTheBudget(t *testing.T) {
 	}
 	for _, id := range joined {
 		assertNoReservation(t, pol, id)
+	}
+}
+
+// TestCleanCloseReleasesJoinedProposals: a node closed cleanly (an
+// operator's restart, an upgrade) drops the signing proposals it joined
+// and never started, releasing their reservations, since it knows they
+// never started; after a crash the journal cannot tell, and the restart
+// keeps them (TestOrphanReservationReleased).
+func TestCleanCloseReleasesJoinedProposals(t *testing.T) {
+	c, key := shared(t)
+	pol := c.policy()
+	s, id := request(t, c.w.bot, key, vendor, millis(2))
+	expectJoined(t, "policy node", c.send(pol, propose(ids.NewSessionID(), id, s, c.memberIDs(), "hot")))
+	if !slices.Contains(heldIDs(t, pol), id) {
+		t.Fatal("the joined proposal holds no reservation")
+	}
+	if err := pol.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.start(pol); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(heldIDs(t, pol), id) {
+		t.Fatal("a clean close kept the reservation of a proposal that never started")
+	}
+	if _, err := pol.Store().VerifyAudit(context.Background()); err != nil {
+		t.Fatalf("audit chain after the restart: %v", err)
+	}
+}
+
+// TestStartedReservationNeverReleased: once a signing session of a
+// request started in this process, no later proposal of the request
+// releases its reservation, even when the journal record it read says
+// no session started (a start writes nothing, so a retry can read the
+// record before the session's own outcome is journaled). The stale
+// record is made here directly, with the node's mark of the start.
+func TestStartedReservationNeverReleased(t *testing.T) {
+	c, key := shared(t)
+	pol := c.policy()
+	s, id := request(t, c.w.bot, key, vendor, millis(2))
+	sid := ids.NewSessionID()
+	expectJoined(t, "policy node", c.send(pol, propose(sid, id, s, c.memberIDs(), "hot")))
+	before := reservationRows(t, pol, id)
+	if len(before) == 0 {
+		t.Fatal("the joined proposal holds no reservation")
+	}
+	pol.mu.Lock()
+	pol.started[id] = true // a session of it ran here; the record says otherwise
+	pol.mu.Unlock()
+	c.abortAll(sid, pol)
+	if rows := reservationRows(t, pol, id); len(rows) != len(before) {
+		t.Fatalf("the dropped proposal released the reservation of a request a session started for: %d rows, %d before", len(rows), len(before))
+	}
+	// A retry reuses it, and its refusal or drop keeps it too.
+	sid2 := ids.NewSessionID()
+	expectJoined(t, "policy node", c.send(pol, propose(sid2, id, s, c.memberIDs(), "hot")))
+	c.abortAll(sid2, pol)
+	if rows := reservationRows(t, pol, id); len(rows) != len(before) {
+		t.Fatalf("after the retry's drop: %d rows, %d before", len(rows), len(before))
+	}
+	rec, err := pol.Store().Request(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(rec.Body), `"started":true`) {
+		t.Fatalf("the journal of %s does not say a session started: %s", id, rec.Body)
 	}
 }
 

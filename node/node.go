@@ -80,6 +80,11 @@ type Node struct {
 	requests map[ids.RequestID]ids.SessionID
 	// busy marks requests whose proposal is being checked. Guarded by mu.
 	busy map[ids.RequestID]bool
+	// started marks the requests a signing session of this process started
+	// for and that are not signed: their reservation may have been used,
+	// whatever a journal record read before the start says (a start writes
+	// nothing). Guarded by mu.
+	started map[ids.RequestID]bool
 	// queue is the guardian queue: requests waiting for this node's human.
 	// Guarded by mu.
 	queue  map[ids.RequestID]*queued
@@ -123,6 +128,7 @@ func New(cfg *Config, opts Options) (*Node, error) {
 		sessions: map[ids.SessionID]*session{},
 		requests: map[ids.RequestID]ids.SessionID{},
 		busy:     map[ids.RequestID]bool{},
+		started:  map[ids.RequestID]bool{},
 		queue:    map[ids.RequestID]*queued{},
 	}
 	n.sessionTimeout = durationOr(cfg.Timeouts.Session, 2*time.Minute)
@@ -262,7 +268,14 @@ func (n *Node) Run(ctx context.Context) error {
 
 // Close stops every session and background goroutine, closes the host and
 // flushes the store. Closing twice is harmless.
-func (n *Node) Close() error {
+func (n *Node) Close() error { return n.close(true) }
+
+// close stops the node. clean, it first drops the signing proposals
+// joined here and never started, releasing their reservations: this
+// process knows they never started, which a restart cannot tell from the
+// journal (recoverJournal keeps a joined proposal's reservation). Tests
+// stand in for a crash with clean false.
+func (n *Node) close(clean bool) error {
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
@@ -277,6 +290,21 @@ func (n *Node) Close() error {
 	n.mu.Unlock()
 	n.cancel()
 	perr := n.p2p.Close()
+	if clean {
+		// No message arrives any more, and a start is refused once
+		// closed is set: these proposals never start.
+		n.mu.Lock()
+		var proposed []*session
+		for _, s := range n.sessions {
+			if s.kind == kindSign && s.state == control.StateProposed {
+				proposed = append(proposed, s)
+			}
+		}
+		n.mu.Unlock()
+		for _, s := range proposed {
+			n.dropProposal(s, "node closing")
+		}
+	}
 	n.wg.Wait()
 	serr := n.st.Close()
 	n.log.Info("node stopped", "member", n.self)

@@ -265,6 +265,11 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 		state = eng.Export()
 	}
 	n.policyMu.Unlock()
+	if !d.Reserved {
+		// Denied, or a panic caught after the reservation was staged:
+		// nothing of it may be written.
+		stage.Cancel()
+	}
 	decision := d.Verdict.String()
 	if d.Tier != nil {
 		decision += " " + d.Tier.Name
@@ -273,7 +278,12 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 	rs.Session, rs.Key, rs.Digest, rs.Reserved = p.Session, parsed.Key, digest, d.Reserved
 	rs.Path = slices.Clone(parsed.Path)
 	if d.Reserved && !reuse {
+		// A new reservation: no session has used it.
 		rs.Started = false
+	} else if n.wasStarted(p.RequestID) {
+		// A session of this process started with the reservation held
+		// since; the record read above may predate what it journaled.
+		rs.Started = true
 	}
 	// The reservation is written, the policy state saved, the request and
 	// the decision audited, and the reservation journaled as failed until
@@ -327,12 +337,18 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 	}
 	// From here every refusal releases what is safe to release.
 	fail := func(r *refusal) (*control.Join, error) {
+		if _, ok := stage.Staged(); ok {
+			// A reservation still staged is dropped, never written: the
+			// refusal's journal says nothing is reserved.
+			stage.Cancel()
+			rs.Reserved, d.Reserved = false, false
+		}
 		if !journaled {
 			if err := journal(); err != nil {
 				n.log.Error("proposal batch failed", "request", p.RequestID, "err", err)
 			}
 		}
-		stage.Cancel() // a reservation still staged was never written
+		stage.Cancel() // one the journal's batch failed to write, too
 		n.releaseAfterRefusal(ctx, p.RequestID, &rs)
 		return nil, r
 	}
@@ -493,6 +509,9 @@ func approvalNeeds(role ids.Role, own, claimed policy.TierSpec) (needs, guardian
 
 // releaseAfterRefusal releases a reservation no session ran with.
 func (n *Node) releaseAfterRefusal(ctx context.Context, id ids.RequestID, rs *requestState) {
+	if n.wasStarted(id) {
+		rs.Started = true
+	}
 	if !rs.Reserved || rs.Started {
 		return
 	}
@@ -572,9 +591,9 @@ func (n *Node) dropProposal(s *session, why string) {
 		close(s.done)
 		n.mu.Unlock()
 	}()
-	ctx := n.ctx
+	ctx := context.WithoutCancel(n.ctx) // a closing node drops its proposals too
 	if s.kind == kindSign {
-		rs, _, found, err := n.loadRequest(context.WithoutCancel(ctx), s.request)
+		rs, _, found, err := n.loadRequest(ctx, s.request)
 		if err == nil && found && rs.Session == s.id {
 			n.releaseAfterRefusal(ctx, s.request, &rs)
 			if err := n.saveRequest(ctx, s.request, reqFailed, rs); err != nil {
@@ -659,6 +678,9 @@ func (n *Node) start(ctx context.Context, from string, ref *control.SessionRef) 
 		return refusef(CheckInternal, "node closing")
 	}
 	s.state = control.StateRunning
+	if s.kind == kindSign {
+		n.started[s.request] = true
+	}
 	if s.timer != nil {
 		s.timer.Stop()
 	}
@@ -733,7 +755,10 @@ func (n *Node) runSign(ctx context.Context, s *session) {
 	bg := context.WithoutCancel(ctx)
 	rs, _, _, lerr := n.loadRequest(bg, s.request)
 	if lerr != nil {
+		// What is written next must not say less than the truth: the
+		// session ran, and the reservation, if any, stays.
 		n.log.Error("journal read after signing", "request", s.request, "err", lerr)
+		rs = requestState{Session: s.id, Key: s.key, Digest: common.Hash(s.digest), Path: s.path, Reserved: true}
 	}
 	rs.Started = true
 	if err == nil {
@@ -748,6 +773,7 @@ func (n *Node) runSign(ctx context.Context, s *session) {
 		n.mu.Lock()
 		s.finishLocked(control.StateDone, control.Result{Signature: sig[:]})
 		delete(n.queue, s.request) // signed: nothing waits for the human any more
+		delete(n.started, s.request)
 		n.mu.Unlock()
 		if n.set.role == ids.RoleGuardian {
 			n.dequeue(bg, s.request)
@@ -974,4 +1000,12 @@ func joinAddrs(a []common.Address) string {
 		s[i] = x.Hex()
 	}
 	return strings.Join(s, ",")
+}
+
+// wasStarted reports whether a signing session of this process started
+// for request id and the request is not signed yet.
+func (n *Node) wasStarted(id ids.RequestID) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.started[id]
 }

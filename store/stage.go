@@ -90,8 +90,12 @@ func (st *Stage) reserve(ctx context.Context, l *Ledger, r policy.Reservation, a
 		return fmt.Errorf("store: reserve %s: %w: the stage is closed or holds a reservation already", r.ID, policy.ErrBadReservation)
 	}
 	l.s.ledgerMu.Lock()
+	defer func() {
+		if st.held == nil { // refused, or a panic in the check
+			l.s.ledgerMu.Unlock()
+		}
+	}()
 	if err := l.check(ctx, r, at, entries); err != nil {
-		l.s.ledgerMu.Unlock()
 		return fmt.Errorf("store: reserve %s: %w", r.ID, err)
 	}
 	st.held = &staged{id: r.ID, at: at, entries: entries}
