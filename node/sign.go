@@ -269,6 +269,8 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 		// Denied, or a panic caught after the reservation was staged:
 		// nothing of it may be written.
 		stage.Cancel()
+	} else if afterAuthorize != nil {
+		afterAuthorize(p.RequestID)
 	}
 	decision := d.Verdict.String()
 	if d.Tier != nil {
@@ -482,6 +484,11 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 	n.metrics.decisions.WithLabelValues("join").Inc()
 	return &control.Join{Member: n.self, Digest: digest, Tier: own.Name, RuleID: d.RuleID, PolicyHash: d.PolicyHash, Reserved: d.Reserved}, nil
 }
+
+// afterAuthorize, if set (by tests), is called when a proposal's policy
+// authorised it, its reservation staged or reused, before anything is
+// journaled.
+var afterAuthorize func(ids.RequestID)
 
 // approvalStep reports whether a proposal that own, this node's tier,
 // allows goes through check 8 (approvals verified and consumed): for a
