@@ -333,36 +333,13 @@ func TestRetryExcludesCulprits(t *testing.T) {
 func TestFirstSignatureEnds(t *testing.T) {
 	e, m := newScriptedEnv(t)
 	ctx := context.Background()
-	var (
-		mu  sync.Mutex
-		req *api.Request
-	)
 	hold := make(chan struct{})
 	defer close(hold)
-	for _, s := range m {
-		s.mu.Lock()
-		s.onStart = func(ids.SessionID) *control.Result {
-			mu.Lock()
-			defer mu.Unlock()
-			sig, err := crypto.Sign(req.Digest[:], e.keyPriv)
-			if err != nil {
-				t.Error(err)
-			}
-			return &control.Result{State: control.StateDone, Signature: sig}
-		}
-		if s.role == ids.RolePolicy {
-			s.hold = hold
-		}
-		s.mu.Unlock()
-	}
-	mu.Lock()
-	r, err := e.agentClient(e.bot).SubmitBody(ctx, e.bot, e.body(nil))
-	if err != nil {
-		mu.Unlock()
-		t.Fatal(err)
-	}
-	req = r
-	mu.Unlock()
+	pol := m[ids.RolePolicy]
+	pol.mu.Lock()
+	pol.hold = hold
+	pol.mu.Unlock()
+	r := submitSigned(t, e, slices.Collect(maps.Values(m))...)
 	wctx, cancel := context.WithTimeout(ctx, control.MaxResultWait/2)
 	defer cancel()
 	got, err := e.op.WaitFinal(wctx, r.ID)
@@ -372,7 +349,6 @@ func TestFirstSignatureEnds(t *testing.T) {
 	if got.State != api.StateSigned || len(got.Attempts) != 1 {
 		t.Fatalf("request: %s %s attempts %+v", got.State, got.Reason, got.Attempts)
 	}
-	pol := m[ids.RolePolicy]
 	if !slices.Contains(got.Attempts[0].Quorum, pol.id) {
 		t.Fatalf("the held policy member is not in the quorum %v", got.Attempts[0].Quorum)
 	}

@@ -566,15 +566,9 @@ func TestConcurrentProposalsKeepTheBudget(t *testing.T) {
 	c, key := shared(t)
 	pol := c.policy()
 	all := c.memberIDs()
-	// Agent "other" has one coffee a day under rule coffee.
-	s0, id0 := request(t, c.w.other, key, cafe, millis(1))
-	r := c.send(pol, &control.Message{Type: control.TypeEvaluate, Evaluate: &control.Evaluate{RequestID: id0, Request: s0}})
-	if r.Decision == nil || r.Decision.RuleID != "coffee" || len(r.Decision.Budgets) != 1 {
-		t.Fatalf("evaluate: %+v %+v", r.Decision, r.Refusal)
-	}
-	room := int(r.Decision.Budgets[0].CountLimit - r.Decision.Budgets[0].CountUsed)
+	room := coffeeRoom(t, c, key)
 	if room < 1 {
-		t.Fatalf("rule coffee has no room left for agent other (%+v): the test needs one payment", r.Decision.Budgets[0])
+		t.Fatal("rule coffee has no room left for agent other: the test needs one payment")
 	}
 	const n = 8
 	type sent struct {
@@ -624,6 +618,18 @@ func TestConcurrentProposalsKeepTheBudget(t *testing.T) {
 	}
 }
 
+// coffeeRoom is how many payments rule coffee (one a day) leaves agent
+// other at the policy node, by its dry run.
+func coffeeRoom(t *testing.T, c *cluster, key tss.KeyInfo) int {
+	t.Helper()
+	s, id := request(t, c.w.other, key, cafe, millis(1))
+	r := c.send(c.policy(), &control.Message{Type: control.TypeEvaluate, Evaluate: &control.Evaluate{RequestID: id, Request: s}})
+	if r.Decision == nil || r.Decision.RuleID != "coffee" || len(r.Decision.Budgets) != 1 {
+		t.Fatalf("evaluate: %+v %+v", r.Decision, r.Refusal)
+	}
+	return int(r.Decision.Budgets[0].CountLimit - r.Decision.Budgets[0].CountUsed)
+}
+
 // TestStagedReservationHoldsTheNextCheck: while one proposal's
 // reservation is staged (authorised, not yet journaled: the proposal is
 // held there), a second proposal against the same budget gets no answer;
@@ -632,13 +638,8 @@ func TestStagedReservationHoldsTheNextCheck(t *testing.T) {
 	c, key := shared(t)
 	pol := c.policy()
 	all := c.memberIDs()
-	s0, id0 := request(t, c.w.other, key, cafe, millis(1))
-	r := c.send(pol, &control.Message{Type: control.TypeEvaluate, Evaluate: &control.Evaluate{RequestID: id0, Request: s0}})
-	if r.Decision == nil || r.Decision.RuleID != "coffee" || len(r.Decision.Budgets) != 1 {
-		t.Fatalf("evaluate: %+v %+v", r.Decision, r.Refusal)
-	}
-	if b := r.Decision.Budgets[0]; b.CountLimit-b.CountUsed != 1 {
-		t.Fatalf("rule coffee leaves agent other %d payments, the test needs exactly one: %+v", b.CountLimit-b.CountUsed, b)
+	if room := coffeeRoom(t, c, key); room != 1 {
+		t.Fatalf("rule coffee leaves agent other %d payments, the test needs exactly one", room)
 	}
 	s1, id1 := request(t, c.w.other, key, cafe, millis(1))
 	s2, id2 := request(t, c.w.other, key, cafe, millis(1))
