@@ -384,7 +384,9 @@ func (c *Coordinator) drive(ctx context.Context, id ids.RequestID) {
 // gives the request's tier. It reports whether to try again later and,
 // when the request goes on to signing at once, the committee's status
 // from a probe made while the dry run ran (the attempt needs it next, and
-// the two round trips need not follow each other).
+// the two round trips need not follow each other) and the decision, not
+// yet recorded: the first attempt records it (attemptWith). A decision
+// that waits for guardians is recorded here.
 func (c *Coordinator) evaluate(ctx context.Context, id ids.RequestID, b *reqBody) (retry bool, probed map[ids.MemberID]*control.Status, pending *decided) {
 	ki, err := c.keyInfo(ctx, b.View.Key)
 	if err != nil {
@@ -797,36 +799,32 @@ func joinIDs(list []ids.MemberID) string {
 	return strings.Join(s, ",")
 }
 
-// attempt runs one signing session for the request: settle an open one
-// first, pick a quorum, propose, start, collect. It reports whether to try
-// again (a new session) later. A hot-tier request names a ready
-// presignature of its quorum when there is one; a member refusing it makes
-// the attempt run the full protocol at once.
-// attemptWith runs one signing session: with usePresign it may name a
-// presignature from the pools; probed, when not nil, is the committee's
-// status just taken (otherwise the members are probed here). pd, when not
-// nil, is the tier's decision, applied to b but not yet recorded: the
-// attempt's record carries it, at one sync, and any way out before that
-// record writes it first.
+// attemptWith runs one signing session for the request: settle an open
+// one first, pick a quorum, propose, start, collect. It reports whether
+// to try again (a new session) later. With usePresign a hot-tier request
+// names a ready presignature of its quorum when there is one; a member
+// refusing it makes the attempt run the full protocol at once. probed,
+// when not nil, is the committee's status just taken (otherwise the
+// members are probed here). pd, when not nil, is the tier's decision,
+// applied to b but not yet recorded: the attempt's record carries it, at
+// one sync, and any way out before that record writes it first.
 func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqBody, usePresign bool, probed map[ids.MemberID]*control.Status, pd *decided) bool {
 	defer c.presign.busy()()
 	flushed := pd == nil
 	// flush records the decision on its own, before a way out that does
 	// not record the attempt (and, deferred, on any other).
-	var flush func() bool
-	defer func() { flush() }()
-	flush = func() bool {
+	var flush func() error
+	defer func() { _ = flush() }()
+	flush = func() error {
 		if flushed {
-			return true
+			return nil
 		}
 		flushed = true
-		if _, err := c.recordDecision(ctx, id, pd); err != nil {
-			if !errors.Is(err, errFinal) {
-				c.log.Error("record decision", "request", id, "err", err)
-			}
-			return false
+		_, err := c.recordDecision(ctx, id, pd)
+		if err != nil && !errors.Is(err, errFinal) {
+			c.log.Error("record decision", "request", id, "err", err)
 		}
-		return true
+		return err
 	}
 	if pd == nil && c.settleOpen(ctx, id, b) {
 		return false
@@ -837,9 +835,10 @@ func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqB
 	}
 	ki, err := c.keyInfo(ctx, b.View.Key)
 	if err != nil {
-		if flush() {
-			c.finish(ctx, id, api.StateFailed, "", "key", errText(err))
+		if ferr := flush(); ferr != nil {
+			return !errors.Is(ferr, errFinal) // the driver tries again after a pause
 		}
+		c.finish(ctx, id, api.StateFailed, "", "key", errText(err))
 		return false
 	}
 	if b.Tier == nil {
@@ -873,8 +872,8 @@ func (c *Coordinator) attemptWith(ctx context.Context, id ids.RequestID, b *reqB
 	}
 	q, err := quorum.Select(ki.Committee, spec, usable, b.Excluded)
 	if err != nil {
-		if !flush() {
-			return false
+		if ferr := flush(); ferr != nil {
+			return !errors.Is(ferr, errFinal)
 		}
 		if _, err2 := quorum.Select(ki.Committee, spec, nil, b.Excluded); err2 != nil {
 			c.finish(ctx, id, api.StateFailed, "", ruleQuorum, fmt.Sprintf("no quorum left for tier %s without the members failed sessions blamed (%s): %v", spec.Name, joinIDs(b.Excluded), err2))

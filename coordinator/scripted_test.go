@@ -912,6 +912,27 @@ func TestDecisionRecordedWhileQuorumWaits(t *testing.T) {
 	if decisions != 1 {
 		t.Fatalf("audit entries of %s: %+v, want one decision of tier solo", r.ID, es)
 	}
+	// The member stays out of reach: the request fails, its decision
+	// kept, and the log gives the decision before the end.
+	e.clock.Add(DefaultUnreachable)
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if got, err = e.op.WaitFinal(wctx, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got.State != api.StateFailed || got.RuleID != ruleUnreachable || got.Decision == nil || got.Tier != "solo" {
+		t.Fatalf("request %s rule %s tier %q decision %+v, want failed as unreachable with its decision", got.State, got.RuleID, got.Tier, got.Decision)
+	}
+	if es, err = e.c.store.AuditByRequest(ctx, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, en := range es {
+		kinds = append(kinds, string(en.Kind)+":"+en.Decision)
+	}
+	if n := len(es); n < 3 || es[n-1].Decision != api.StateFailed || es[n-2].Fields["tier"] != "solo" {
+		t.Fatalf("audit entries of %s: %v, want the tier's decision, then the failure", r.ID, kinds)
+	}
 }
 
 // submitSigned submits the env's request with the members answering its

@@ -654,7 +654,11 @@ func TestStagedReservationHoldsTheNextCheck(t *testing.T) {
 	sid1, sid2 := ids.NewSessionID(), ids.NewSessionID()
 	first, second := make(chan *control.Reply, 1), make(chan *control.Reply, 1)
 	go func() { first <- c.send(pol, propose(sid1, id1, s1, all, "hot")) }()
-	<-staged
+	select {
+	case <-staged:
+	case r := <-first:
+		t.Fatalf("the first proposal ended before it was held: %+v", r)
+	}
 	go func() { second <- c.send(pol, propose(sid2, id2, s2, all, "hot")) }()
 	select {
 	case r := <-second:
@@ -716,7 +720,7 @@ func TestStartedReservationNeverReleased(t *testing.T) {
 		t.Fatal("the joined proposal holds no reservation")
 	}
 	pol.mu.Lock()
-	pol.started[id] = true // a session of it ran here; the record says otherwise
+	pol.started[id] = time.Now().Add(time.Hour) // a session of it ran here; the record says otherwise
 	pol.mu.Unlock()
 	c.abortAll(sid, pol)
 	if rows := reservationRows(t, pol, id); len(rows) != len(before) {
@@ -735,6 +739,28 @@ func TestStartedReservationNeverReleased(t *testing.T) {
 	}
 	if !strings.Contains(string(rec.Body), `"started":true`) {
 		t.Fatalf("the journal of %s does not say a session started: %s", id, rec.Body)
+	}
+	// A retry that reads a stale record (not started) and is refused
+	// journals the start all the same, so a crash and restart keep the
+	// reservation too.
+	ctx := context.Background()
+	rs, _, _, err := pol.loadRequest(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs.Started = false
+	if err := pol.saveRequest(ctx, id, reqProposed, rs); err != nil {
+		t.Fatal(err)
+	}
+	expectRefused(t, "policy node", c.send(pol, propose(ids.NewSessionID(), id, s, c.memberIDs(), "no-such-tier")), CheckTier)
+	if err := pol.close(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.start(pol); err != nil {
+		t.Fatal(err)
+	}
+	if rows := reservationRows(t, pol, id); len(rows) != len(before) {
+		t.Fatalf("after a refused retry and a crash: %d rows, %d before", len(rows), len(before))
 	}
 }
 

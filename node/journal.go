@@ -194,11 +194,13 @@ func (n *Node) recoverJournal(ctx context.Context) error {
 // whose journal does not record them: no record at all, or one that says
 // nothing is reserved (a failed attempt released its reservation, and a
 // retry reserved again). A proposal's reservation commits in the batch
-// that journals it (a staged reservation, see store.Stage), so none is
-// left this way by this version; a journal of an earlier one, which
-// reserved first and journaled after, can hold such a reservation, and no
-// session can have used it: a session starts only after the join's batch
-// recorded the reservation. It runs before the node takes messages.
+// that journals it (a staged reservation, see store.Stage); a release
+// journals "not reserved" first and lets the ledger go after, so a crash
+// between the two leaves such a reservation, as does a journal of an
+// earlier version, which reserved first and journaled after. No session
+// can have used one: a session starts only after the join's batch
+// recorded the reservation, and a started one is never released. It runs
+// before the node takes messages.
 func (n *Node) releaseOrphans(ctx context.Context) error {
 	if n.engine == nil {
 		return nil

@@ -80,11 +80,13 @@ type Node struct {
 	requests map[ids.RequestID]ids.SessionID
 	// busy marks requests whose proposal is being checked. Guarded by mu.
 	busy map[ids.RequestID]bool
-	// started marks the requests a signing session of this process started
-	// for and that are not signed: their reservation may have been used,
-	// whatever a journal record read before the start says (a start writes
-	// nothing). Guarded by mu.
-	started map[ids.RequestID]bool
+	// started holds, with their expiry, the requests a signing session of
+	// this process started for and that are not signed: their reservation
+	// may have been used, whatever a journal record read before the start
+	// says (a start writes nothing). An entry goes when the request is
+	// signed, or in the sweep once the request expired (no proposal of it
+	// passes the checks after that). Guarded by mu.
+	started map[ids.RequestID]time.Time
 	// queue is the guardian queue: requests waiting for this node's human.
 	// Guarded by mu.
 	queue  map[ids.RequestID]*queued
@@ -128,7 +130,7 @@ func New(cfg *Config, opts Options) (*Node, error) {
 		sessions: map[ids.SessionID]*session{},
 		requests: map[ids.RequestID]ids.SessionID{},
 		busy:     map[ids.RequestID]bool{},
-		started:  map[ids.RequestID]bool{},
+		started:  map[ids.RequestID]time.Time{},
 		queue:    map[ids.RequestID]*queued{},
 	}
 	n.sessionTimeout = durationOr(cfg.Timeouts.Session, 2*time.Minute)
@@ -417,6 +419,11 @@ func (n *Node) sweepLoop(ctx context.Context, every, keep time.Duration) {
 func (n *Node) sweep(before time.Time) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	for id, expiry := range n.started {
+		if expiry.Before(before) {
+			delete(n.started, id)
+		}
+	}
 	for id, s := range n.sessions {
 		if !s.ended.IsZero() && s.ended.Before(before) {
 			delete(n.sessions, id)

@@ -522,15 +522,23 @@ func (n *Node) releaseAfterRefusal(ctx context.Context, id ids.RequestID, rs *re
 	if !rs.Reserved || rs.Started {
 		return
 	}
-	if eng := n.policyEngine(); eng != nil {
-		if err := eng.Release(context.WithoutCancel(ctx), id); err != nil && !errors.Is(err, policy.ErrUnknownRequest) {
-			n.log.Error("release after refusal", "request", id, "err", err)
-			return
-		}
-	}
+	// The journal says nothing is reserved before the ledger lets go: a
+	// crash between the two leaves a reservation the journal does not
+	// record, which the restart releases (releaseOrphans), never a record
+	// claiming a reservation the ledger no longer holds (a retry would
+	// reuse it and sign with nothing counted).
+	ctx = context.WithoutCancel(ctx)
 	rs.Reserved = false
 	if err := n.saveRequest(ctx, id, reqFailed, *rs); err != nil {
 		n.log.Error("journal after refusal", "request", id, "err", err)
+		rs.Reserved = true // as the journal still has it
+		return
+	}
+	if eng := n.policyEngine(); eng != nil {
+		if err := eng.Release(ctx, id); err != nil && !errors.Is(err, policy.ErrUnknownRequest) {
+			// Held in the ledger, recorded as not: a restart releases it.
+			n.log.Error("release after refusal", "request", id, "err", err)
+		}
 	}
 }
 
@@ -686,7 +694,7 @@ func (n *Node) start(ctx context.Context, from string, ref *control.SessionRef) 
 	}
 	s.state = control.StateRunning
 	if s.kind == kindSign {
-		n.started[s.request] = true
+		n.started[s.request] = s.expiry
 	}
 	if s.timer != nil {
 		s.timer.Stop()
@@ -1014,5 +1022,6 @@ func joinAddrs(a []common.Address) string {
 func (n *Node) wasStarted(id ids.RequestID) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.started[id]
+	_, ok := n.started[id]
+	return ok
 }
