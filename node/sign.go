@@ -246,8 +246,8 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 	// A new reservation is staged: checked now, written with the first
 	// batch that journals it (the join's, on the hot path), at that
 	// batch's sync. Until then the ledger's lock is held, so nothing here
-	// may wait for it: every refusal cancels the stage before it
-	// releases (fail).
+	// may wait for it: a refusal drops a reservation still staged before
+	// it journals and releases (fail).
 	sctx, stage := n.st.Stage(ctx)
 	defer stage.Cancel()
 	n.policyMu.Lock()
@@ -350,7 +350,6 @@ func (n *Node) propose(ctx context.Context, from string, p *control.Propose) (jo
 				n.log.Error("proposal batch failed", "request", p.RequestID, "err", err)
 			}
 		}
-		stage.Cancel() // one the journal's batch failed to write, too
 		n.releaseAfterRefusal(ctx, p.RequestID, &rs)
 		return nil, r
 	}

@@ -50,7 +50,8 @@ func (s *Store) Stage(ctx context.Context) (context.Context, *Stage) {
 	return context.WithValue(ctx, stageKey{}, st), st
 }
 
-// stageOf returns the open stage of ctx for store s, if any.
+// stageOf returns the stage ctx carries for store s, if any (a closed
+// one too: it refuses to stage again).
 func stageOf(ctx context.Context, s *Store) *Stage {
 	st, _ := ctx.Value(stageKey{}).(*Stage)
 	if st == nil || st.s != s {
