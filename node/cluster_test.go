@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/ecdsa"
+	"math/big"
 	"slices"
 	"strings"
 	"sync"
@@ -480,13 +481,7 @@ func TestOrphanReservationReleased(t *testing.T) {
 	c, key := shared(t)
 	ctx := context.Background()
 	pol := c.policy()
-	s, id := request(t, c.w.bot, key, vendor, millis(3))
-	sid := ids.NewSessionID()
-	expectJoined(t, "policy node", c.send(pol, propose(sid, id, s, c.memberIDs(), "hot")))
-	held := reservationRows(t, pol, id)
-	if len(held) == 0 {
-		t.Fatal("the joined proposal holds no reservation")
-	}
+	s, id, sid, held := joinedAtPolicy(t, c, key, millis(3))
 	bucket := held[0].Bucket // the orphans draw on the same budget
 	reserve := func(id ids.RequestID, entries ...policy.Entry) {
 		t.Helper()
@@ -684,11 +679,7 @@ func TestStagedReservationHoldsTheNextCheck(t *testing.T) {
 func TestCleanCloseReleasesJoinedProposals(t *testing.T) {
 	c, key := shared(t)
 	pol := c.policy()
-	s, id := request(t, c.w.bot, key, vendor, millis(2))
-	expectJoined(t, "policy node", c.send(pol, propose(ids.NewSessionID(), id, s, c.memberIDs(), "hot")))
-	if !slices.Contains(heldIDs(t, pol), id) {
-		t.Fatal("the joined proposal holds no reservation")
-	}
+	_, id, _, _ := joinedAtPolicy(t, c, key, millis(2))
 	if err := pol.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -712,13 +703,7 @@ func TestCleanCloseReleasesJoinedProposals(t *testing.T) {
 func TestStartedReservationNeverReleased(t *testing.T) {
 	c, key := shared(t)
 	pol := c.policy()
-	s, id := request(t, c.w.bot, key, vendor, millis(2))
-	sid := ids.NewSessionID()
-	expectJoined(t, "policy node", c.send(pol, propose(sid, id, s, c.memberIDs(), "hot")))
-	before := reservationRows(t, pol, id)
-	if len(before) == 0 {
-		t.Fatal("the joined proposal holds no reservation")
-	}
+	s, id, sid, before := joinedAtPolicy(t, c, key, millis(2))
 	pol.mu.Lock()
 	pol.started[id] = time.Now().Add(time.Hour) // a session of it ran here; the record says otherwise
 	pol.mu.Unlock()
@@ -762,6 +747,22 @@ func TestStartedReservationNeverReleased(t *testing.T) {
 	if rows := reservationRows(t, pol, id); len(rows) != len(before) {
 		t.Fatalf("after a refused retry and a crash: %d rows, %d before", len(rows), len(before))
 	}
+}
+
+// joinedAtPolicy has the policy node join a hot payment of value to the
+// vendor by agent bot, and returns the request, its session and the
+// reservation rows the join holds (at least one).
+func joinedAtPolicy(t *testing.T, c *cluster, key tss.KeyInfo, value *big.Int) (agentauth.Signed, ids.RequestID, ids.SessionID, []policy.Record) {
+	t.Helper()
+	pol := c.policy()
+	s, id := request(t, c.w.bot, key, vendor, value)
+	sid := ids.NewSessionID()
+	expectJoined(t, "policy node", c.send(pol, propose(sid, id, s, c.memberIDs(), "hot")))
+	rows := reservationRows(t, pol, id)
+	if len(rows) == 0 {
+		t.Fatal("the joined proposal holds no reservation")
+	}
+	return s, id, sid, rows
 }
 
 // heldIDs lists the requests whose reservations n's ledger holds.
